@@ -1,0 +1,55 @@
+# Liandong: `make run` serves the demo, `make test` runs every check. Both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= $(or $(LIANDONG_PORT),8000)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help setup run test lint typecheck layers pytest bench lock clean pg-start
+
+help:
+	@echo "make run    set up, migrate var/liandong.db, load demo data, serve on :$(PORT)"
+	@echo "make test   set up, then ruff, mypy, import contracts and pytest"
+	@echo "make bench  run the benchmarks; figures land in var/bench/*.json"
+
+# The environment is rebuilt when the lock file changes. infra/bootstrap.sh picks a Python that
+# can load SQLite extensions, installs SpatiaLite when it may, and installs uv into .tools/.
+$(VENV)/.synced: uv.lock pyproject.toml infra/bootstrap.sh
+	@bash infra/bootstrap.sh
+	@touch $@
+
+setup: $(VENV)/.synced
+
+run: setup
+	@mkdir -p var
+	$(BIN)/liandong migrate
+	$(BIN)/liandong seed-demo
+	$(BIN)/liandong serve --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+layers: setup
+	$(BIN)/lint-imports
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck layers pytest
+
+bench: setup
+	@mkdir -p var/bench
+	$(BIN)/python -m tests.bench
+
+lock:
+	.tools/bin/uv lock
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
