@@ -1,0 +1,69 @@
+"""Authentication and user wire types."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from schemas.common import Input, Name, Output, Role
+
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class LoginRequest(Input):
+    """Credentials plus the device the refresh token will be bound to."""
+
+    username: Username
+    password: Password
+    device_id: DeviceId
+
+
+class RefreshRequest(Input):
+    """Exchange a refresh token for a new pair; the old refresh token stops working."""
+
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    device_id: DeviceId
+
+
+class LogoutRequest(Input):
+    """Revoke this device's refresh token (and its push registration)."""
+
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | None = None
+
+
+class TokenPair(Output):
+    """What a successful login or refresh returns."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+class User(Output):
+    """A user as others see them."""
+
+    id: uuid.UUID
+    username: str
+    display_name: str
+    role: Role
+    org_id: uuid.UUID | None
+    area_id: uuid.UUID | None
+    disabled: bool
+    created_at: datetime
+
+
+class UserCreate(Input):
+    """Create a user (administrators only)."""
+
+    username: Username
+    display_name: Name
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+    role: Role
+    org_id: uuid.UUID | None = None
+    area_id: uuid.UUID | None = None

@@ -1,0 +1,185 @@
+"""Reference data: administrative areas, organisations, grids, enterprises, resources."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from schemas.common import Input, Name, Output, Point, Polygon, Text
+
+
+class AreaLevel(enum.StrEnum):
+    """Level of an administrative area."""
+
+    CITY = "city"
+    DISTRICT = "district"
+    STREET = "street"
+    COMMUNITY = "community"
+
+
+class AdminArea(Output):
+    """An administrative area with its boundary."""
+
+    id: uuid.UUID
+    name: str
+    code: str
+    level: AreaLevel
+    parent_id: uuid.UUID | None
+    boundary: Polygon | None
+
+
+class AdminAreaCreate(Input):
+    """Create an administrative area."""
+
+    name: Name
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    level: AreaLevel
+    parent_id: uuid.UUID | None = None
+    boundary: Polygon | None = None
+    id: uuid.UUID | None = None
+
+
+class OrgKind(enum.StrEnum):
+    """What kind of organisation."""
+
+    COMMAND_CENTRE = "command_centre"
+    LINKED_UNIT = "linked_unit"
+    GRID_OFFICE = "grid_office"
+    ENTERPRISE = "enterprise"
+
+
+class UnitKind(enum.StrEnum):
+    """Kind of linked unit (联动单位)."""
+
+    POLICE = "police"
+    FIRE = "fire"
+    EMS = "ems"
+    TRAFFIC = "traffic"
+    POWER = "power"
+    GAS = "gas"
+    WATER = "water"
+    RESCUE = "rescue"
+
+
+class Organisation(Output):
+    """An organisation: command centre, linked unit, grid office or enterprise."""
+
+    id: uuid.UUID
+    name: str
+    kind: OrgKind
+    unit_kind: UnitKind | None
+    area_id: uuid.UUID | None
+    location: Point | None
+    phone: str | None
+
+
+class OrganisationCreate(Input):
+    """Create an organisation."""
+
+    name: Name
+    kind: OrgKind
+    unit_kind: UnitKind | None = None
+    area_id: uuid.UUID | None = None
+    location: Point | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    id: uuid.UUID | None = None
+
+
+class Grid(Output):
+    """A patrol grid (网格) with its inspector."""
+
+    id: uuid.UUID
+    name: str
+    code: str
+    area_id: uuid.UUID | None
+    boundary: Polygon
+    inspector_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class GridCreate(Input):
+    """Create a grid."""
+
+    name: Name
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    boundary: Polygon
+    inspector_id: uuid.UUID | None = None
+    id: uuid.UUID | None = None
+
+
+class GridPatch(Input):
+    """Change a grid; absent fields stay as they are."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    boundary: Polygon | msgspec.UnsetType = msgspec.UNSET
+    inspector_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Enterprise(Output):
+    """An enterprise under safety supervision."""
+
+    id: uuid.UUID
+    name: str
+    org_id: uuid.UUID | None
+    grid_id: uuid.UUID | None
+    area_id: uuid.UUID | None
+    location: Point
+    address: str | None
+
+
+class ResourceKind(enum.StrEnum):
+    """Kind of reference resource."""
+
+    SHELTER = "shelter"
+    DEPOT = "depot"
+    TEAM = "team"
+
+
+class Resource(Output):
+    """A shelter (避难场所), supply depot (物资储备库) or rescue team."""
+
+    id: uuid.UUID
+    kind: ResourceKind
+    name: str
+    location: Point
+    capacity: int | None
+    contact_name: str | None
+    phone: str | None
+    address: str | None
+    area_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    distance_m: float | None = None
+
+
+class ResourceCreate(Input):
+    """Create a resource."""
+
+    kind: ResourceKind
+    name: Name
+    location: Point
+    capacity: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] | None = None
+    contact_name: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    address: Text | None = None
+    id: uuid.UUID | None = None
+
+
+class ResourcePatch(Input):
+    """Change a resource; absent fields stay as they are."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    location: Point | msgspec.UnsetType = msgspec.UNSET
+    capacity: Annotated[int, msgspec.Meta(ge=0, le=10000000)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    contact_name: Annotated[str, msgspec.Meta(max_length=100)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | msgspec.UnsetType | None = msgspec.UNSET
+    address: Text | msgspec.UnsetType | None = msgspec.UNSET

@@ -1,0 +1,129 @@
+"""The Litestar application: routes, auth, problem details, one transaction per request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.common import Output
+from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
+from server.config import Settings
+from server.db import make_engine, make_sessionmaker
+from server.domain.admin.controllers import AuditController, UserController
+from server.domain.alerts.controllers import AlertController
+from server.domain.auth.controllers import AuthController, DeviceController
+from server.domain.dispatch.controllers import IncidentController, TaskController
+from server.domain.hazards.controllers import HazardController
+from server.domain.reference.controllers import (
+    AreaController,
+    EnterpriseController,
+    GridController,
+    OrganisationController,
+    ResourceController,
+)
+from server.errors import EXCEPTION_HANDLERS, ServiceUnavailable
+
+log = logging.getLogger("liandong")
+
+
+async def provide_db(state: State) -> AsyncGenerator[AsyncSession]:
+    """The request's transaction: committed when the handler returns, rolled back if it raises.
+
+    Services flush but never commit; this is the one place that does.
+    """
+    async with state.sessionmaker() as session:
+        try:
+            yield session
+        except Exception:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+class Health(Output):
+    """Liveness or readiness."""
+
+    status: str
+    database: str | None = None
+
+
+@get("/healthz", operation_id="Healthz", tags=["health"])
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@get("/readyz", operation_id="Readyz", tags=["health"])
+async def readyz(request: Request[Any, Any, Any]) -> Health:
+    """The database answers."""
+    try:
+        async with request.app.state.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise ServiceUnavailable("database unreachable") from exc
+    return Health(status="ready", database=request.app.state.engine.dialect.name)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app for `settings` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    engine = make_engine(settings.database_url)
+
+    async def _dispose() -> None:
+        await engine.dispose()
+
+    return Litestar(
+        route_handlers=[
+            healthz,
+            readyz,
+            AuthController,
+            DeviceController,
+            UserController,
+            AuditController,
+            AreaController,
+            OrganisationController,
+            GridController,
+            EnterpriseController,
+            ResourceController,
+            IncidentController,
+            TaskController,
+            HazardController,
+            AlertController,
+        ],
+        state=State(
+            {"settings": settings, "engine": engine, "sessionmaker": make_sessionmaker(engine)}
+        ),
+        dependencies={
+            "db": Provide(provide_db),
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=EXCLUDE_REGEX)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        on_shutdown=[_dispose],
+        openapi_config=OpenAPIConfig(
+            title="Liandong API",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
+    )

@@ -1,0 +1,62 @@
+"""Every route is authenticated unless listed as public here; the user is re-checked each time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from sqlalchemy import select
+
+from schemas.common import Role
+from server.auth.principal import Principal
+from server.auth.tokens import decode_access, session_active
+from server.errors import Unauthenticated
+from server.models import User, utcnow
+
+PUBLIC_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+}
+PUBLIC_PREFIXES = ("/schema", "/api/v1/public/")
+EXCLUDE_REGEX = [
+    r"^/healthz$",
+    r"^/readyz$",
+    r"^/api/v1/auth/(login|refresh)$",
+    r"^/schema",
+    r"^/api/v1/public/",
+]
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Bearer access token -> Principal, or 401 with problem details."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("missing bearer token")
+        settings = connection.app.state.settings
+        claims = decode_access(settings.secret_key, token.strip())
+        async with connection.app.state.sessionmaker() as session:
+            user = (
+                await session.execute(select(User).where(User.id == claims.user_id))
+            ).scalar_one_or_none()
+            if user is None or user.disabled or user.deleted_at is not None:
+                raise Unauthenticated("account disabled or removed")
+            if not await session_active(session, claims.session_id, utcnow()):
+                raise Unauthenticated("session ended (logged out or revoked)")
+        principal = Principal(
+            user_id=user.id,
+            username=user.username,
+            role=Role(user.role),
+            org_id=user.org_id,
+            area_id=user.area_id,
+            session_id=claims.session_id,
+            device_id=claims.device_id,
+        )
+        return AuthenticationResult(user=principal, auth=token)

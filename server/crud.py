@@ -1,0 +1,181 @@
+"""Listing with scope, cursor pagination and spatial filters, shared by every collection route."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.params import Parameter
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.common import Feature, FeatureCollection, MultiPolygon, Polygon
+from server import geo
+from server.auth.principal import Principal
+from server.db import dialect_of
+from server.errors import InvalidInput, NotFound
+from server.scope import visible
+
+GEOJSON = "application/geo+json"
+T = TypeVar("T")
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Common query parameters of a collection."""
+
+    cursor: str | None
+    limit: int
+    near: tuple[float, float, float] | None
+    bbox: tuple[float, float, float, float] | None
+    within: Polygon | MultiPolygon | None
+
+
+_area_decoder = msgspec.json.Decoder(Polygon | MultiPolygon)
+
+
+async def provide_list_query(
+    cursor: Annotated[str | None, Parameter(description="opaque cursor from next_cursor")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
+    near: Annotated[
+        str | None, Parameter(description="LON,LAT: only records within radius_m of it")
+    ] = None,
+    radius_m: Annotated[float | None, Parameter(gt=0, description="metres, with near")] = None,
+    bbox: Annotated[str | None, Parameter(description="W,S,E,N in WGS-84 degrees")] = None,
+    within: Annotated[
+        str | None, Parameter(description="a GeoJSON Polygon or MultiPolygon (JSON text)")
+    ] = None,
+) -> ListQuery:
+    """Parse and validate list parameters (a Litestar dependency)."""
+    area: Polygon | MultiPolygon | None = None
+    if within is not None:
+        try:
+            area = _area_decoder.decode(within)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"within: {exc}", field="within") from exc
+        except msgspec.DecodeError as exc:
+            raise InvalidInput("within must be GeoJSON text", field="within") from exc
+    if radius_m is not None and near is None:
+        raise InvalidInput("radius_m needs near", field="radius_m")
+    return ListQuery(
+        cursor=cursor,
+        limit=limit,
+        near=geo.parse_near(near, radius_m) if near is not None else None,
+        bbox=geo.parse_bbox(bbox) if bbox is not None else None,
+        within=area,
+    )
+
+
+def _encode_cursor(key: float | None, ident: uuid.UUID) -> str:
+    raw = msgspec.msgpack.encode([key, ident.bytes])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float | None, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key, ident = msgspec.msgpack.decode(raw, type=tuple[float | None, bytes])
+        return key, uuid.UUID(bytes=ident)
+    except (binascii.Error, msgspec.DecodeError, ValueError) as exc:
+        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    model: type[M],
+    query: ListQuery,
+    geom_attr: str,
+    filters: Sequence[Any] = (),
+) -> tuple[list[tuple[M, float | None]], str | None]:
+    """One page of `model` rows the principal may see, with distance when `near` is given.
+
+    Without `near` rows come newest first (ids are time-ordered UUIDv7); with `near` they come
+    nearest first. The cursor is a keyset position, stable under concurrent inserts.
+    """
+    dialect = dialect_of(session)
+    column = getattr(model, geom_attr)
+    ident = model.id  # type: ignore[attr-defined]
+    conds: list[Any] = [model.deleted_at.is_(None), *filters]  # type: ignore[attr-defined]
+    scope = visible(principal, model)
+    if scope is not None:
+        conds.append(scope)
+    if query.bbox is not None:
+        conds.append(geo.in_box(dialect, column, query.bbox))
+    if query.within is not None:
+        conds.append(geo.within_polygon(dialect, column, query.within))
+    dist: Any = None
+    if query.near is not None:
+        lon, lat, radius = query.near
+        dist = geo.distance_m(dialect, column, lon, lat)
+        conds.append(geo.in_box(dialect, column, geo.radius_bbox(lon, lat, radius)))
+        conds.append(dist <= radius)
+    stmt: Select[Any] = select(model) if dist is None else select(model, dist.label("distance_m"))
+    if query.cursor:
+        key, last = _decode_cursor(query.cursor)
+        if dist is not None and key is not None:
+            conds.append(or_(dist > key, and_(dist == key, ident > last)))
+        else:
+            conds.append(ident < last)
+    stmt = stmt.where(*conds)
+    stmt = (
+        stmt.order_by(dist.asc(), ident.asc()) if dist is not None else stmt.order_by(ident.desc())
+    )
+    rows = (await session.execute(stmt.limit(query.limit + 1))).all()
+    items = [(r[0], float(r[1]) if dist is not None else None) for r in rows[: query.limit]]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last_row, last_dist = items[-1]
+        next_cursor = _encode_cursor(last_dist, last_row.id)  # type: ignore[attr-defined]
+    return items, next_cursor
+
+
+async def get_visible(
+    session: AsyncSession, principal: Principal, model: type[M], ident: uuid.UUID
+) -> M:
+    """The record, if it exists, is not deleted, and the principal may see it; else NotFound."""
+    conds: list[Any] = [model.id == ident, model.deleted_at.is_(None)]  # type: ignore[attr-defined]
+    scope = visible(principal, model)
+    if scope is not None:
+        conds.append(scope)
+    row = (await session.execute(select(model).where(*conds))).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no {model.__tablename__[:-1]} {ident}")  # type: ignore[attr-defined]
+    return row
+
+
+class Page(msgspec.Struct, Generic[T], kw_only=True):
+    """A page of items; `next_cursor` is null on the last page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def respond(
+    request: Request[Any, Any, Any],
+    items: list[T],
+    next_cursor: str | None,
+    geometry: Callable[[T], Any],
+) -> Response[Page[T]]:
+    """JSON page, or a GeoJSON FeatureCollection when the client accepts geo+json first."""
+    best = request.accept.best_match(["application/json", GEOJSON], default="application/json")
+    if best == GEOJSON:
+        features = []
+        for item in items:
+            props = msgspec.to_builtins(item)
+            geom = geometry(item)
+            for key in ("location", "boundary", "area"):
+                if props.get(key) is not None and msgspec.to_builtins(geom) == props[key]:
+                    props.pop(key)
+                    break
+            features.append(Feature(id=str(props.get("id")), geometry=geom, properties=props))
+        body = FeatureCollection(features=features, next_cursor=next_cursor)
+        return Response(content=msgspec.json.encode(body), media_type=GEOJSON)  # type: ignore[arg-type]
+    return Response(Page(items=items, next_cursor=next_cursor), media_type="application/json")

@@ -1,0 +1,1 @@
+"""Domains: one small package each (controllers, services, guards)."""

@@ -1,0 +1,84 @@
+"""HTTP for sign-in, sessions and the user's devices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas import auth as s
+from schemas.devices import Device, DeviceRegister, PushChannel
+from server.auth.principal import Principal
+from server.config import Settings
+from server.domain.auth import services as svc
+from server.errors import Unauthenticated
+
+
+class AuthController(Controller):
+    """Login, refresh, logout and who-am-I."""
+
+    path = "/api/v1/auth"
+    tags = ["auth"]
+
+    @post("/login", operation_id="Login", status_code=200)
+    async def login(
+        self, request: Request[Any, Any, Any], data: s.LoginRequest, settings: Settings
+    ) -> s.TokenPair:
+        """Sign in on a device: a short-lived access token and a device-bound refresh token."""
+        ip = request.client.host if request.client else "unknown"
+        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        # Its own transaction: a failed attempt must be recorded even though we answer 401.
+        async with maker() as session:
+            try:
+                pair = await svc.login(session, settings, data, ip)
+            except svc.LoginRefused:
+                await session.commit()
+                raise Unauthenticated("wrong username or password") from None
+            await session.commit()
+        return pair
+
+    @post("/refresh", operation_id="Refresh", status_code=200)
+    async def refresh(
+        self, db: AsyncSession, data: s.RefreshRequest, settings: Settings
+    ) -> s.TokenPair:
+        """Exchange a refresh token for a new pair (the old refresh token is spent)."""
+        return await svc.refresh(db, settings, data)
+
+    @post("/logout", operation_id="Logout", status_code=204)
+    async def logout(self, request: Request[Principal, Any, Any], db: AsyncSession) -> None:
+        """End this device's session."""
+        await svc.logout(db, request.user)
+
+    @get("/me", operation_id="Me")
+    async def me(self, request: Request[Principal, Any, Any], db: AsyncSession) -> s.User:
+        """The signed-in user."""
+        return svc.user_out(await svc.get_user(db, request.user.user_id))
+
+
+class DeviceController(Controller):
+    """The signed-in user's devices and push registrations."""
+
+    path = "/api/v1/devices"
+    tags = ["devices"]
+
+    @post("/", operation_id="RegisterDevice", status_code=200)
+    async def register(
+        self, request: Request[Principal, Any, Any], db: AsyncSession, data: DeviceRegister
+    ) -> Device:
+        """Register this device's push token."""
+        row = await svc.register_device(db, request.user, data)
+        return Device(
+            id=row.id,
+            device_id=row.device_id,
+            channel=PushChannel(row.channel) if row.channel else None,
+            platform=row.platform,
+            last_seen_at=row.last_seen_at,
+        )
+
+    @delete("/{device_id:str}", operation_id="UnregisterDevice")
+    async def unregister(
+        self, request: Request[Principal, Any, Any], db: AsyncSession, device_id: str
+    ) -> None:
+        """Stop pushes to a device."""
+        await svc.unregister_device(db, request.user, device_id)

@@ -1,0 +1,196 @@
+"""Login with throttling, refresh rotation, logout; users and their devices."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas import auth as s
+from schemas.common import Role
+from schemas.devices import DeviceRegister
+from server import audit
+from server.auth import tokens
+from server.auth.passwords import hash_password, verify_password
+from server.auth.principal import Principal
+from server.config import Settings
+from server.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from server.models import Device, LoginFailure, User, utcnow
+
+
+def user_out(row: User) -> s.User:
+    """Wire form of a user."""
+    return s.User(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        role=Role(row.role),
+        org_id=row.org_id,
+        area_id=row.area_id,
+        disabled=row.disabled,
+        created_at=row.created_at,
+    )
+
+
+async def _throttle(session: AsyncSession, settings: Settings, username: str, ip: str) -> None:
+    since = utcnow() - timedelta(seconds=settings.login_window_s)
+    by_user = await session.scalar(
+        select(func.count()).where(LoginFailure.username == username, LoginFailure.at > since)
+    )
+    by_ip = await session.scalar(
+        select(func.count()).where(LoginFailure.ip == ip, LoginFailure.at > since)
+    )
+    if (by_user or 0) >= settings.login_max_failures or (by_ip or 0) >= (
+        settings.login_max_failures * 4
+    ):
+        raise TooManyRequests(
+            "too many failed logins; wait before trying again",
+            retry_after=settings.login_window_s,
+        )
+
+
+async def issue_pair(
+    session: AsyncSession, settings: Settings, user: User, device_id: str
+) -> s.TokenPair:
+    """A fresh session for this device."""
+    refresh, family = await tokens.issue_refresh(
+        session, user.id, device_id, settings.refresh_ttl_s
+    )
+    access = tokens.encode_access(
+        settings.secret_key, user.id, family, device_id, settings.access_ttl_s
+    )
+    return s.TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_ttl_s)
+
+
+class LoginRefused(Exception):
+    """Wrong credentials; the failure must be committed even though the request fails."""
+
+
+async def login(
+    session: AsyncSession, settings: Settings, data: s.LoginRequest, ip: str
+) -> s.TokenPair:
+    """Check credentials (throttled per user and per address) and open a device session.
+
+    Raises LoginRefused after recording the failure in `session` (the caller commits it).
+    """
+    await _throttle(session, settings, data.username, ip)
+    user = (
+        await session.execute(select(User).where(User.username == data.username))
+    ).scalar_one_or_none()
+    ok = verify_password(user.password_hash if user else None, data.password)
+    if user is None or not ok or user.disabled or user.deleted_at is not None:
+        session.add(LoginFailure(username=data.username, ip=ip))
+        audit.record(session, user.id if user else None, "login_failed", "user", data.username)
+        raise LoginRefused
+    await session.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
+    await _touch_device(session, user.id, data.device_id)
+    audit.record(session, user.id, "login", "user", user.id, device_id=data.device_id)
+    return await issue_pair(session, settings, user, data.device_id)
+
+
+async def refresh(session: AsyncSession, settings: Settings, data: s.RefreshRequest) -> s.TokenPair:
+    """Rotate the refresh token and mint a new access token for the same session."""
+    user, new_refresh, family = await tokens.rotate_refresh(
+        session, data.refresh_token, data.device_id, settings.refresh_ttl_s
+    )
+    access = tokens.encode_access(
+        settings.secret_key, user.id, family, data.device_id, settings.access_ttl_s
+    )
+    return s.TokenPair(
+        access_token=access, refresh_token=new_refresh, expires_in=settings.access_ttl_s
+    )
+
+
+async def logout(session: AsyncSession, p: Principal) -> None:
+    """End this device's session and stop its pushes."""
+    await tokens.revoke_family(session, p.session_id)
+    await session.execute(
+        update(Device)
+        .where(Device.user_id == p.user_id, Device.device_id == p.device_id)
+        .values(token=None, channel=None)
+    )
+    audit.record(session, p, "logout", "user", p.user_id, device_id=p.device_id)
+
+
+async def _touch_device(session: AsyncSession, user_id: uuid.UUID, device_id: str) -> Device:
+    row = (
+        await session.execute(
+            select(Device).where(Device.user_id == user_id, Device.device_id == device_id)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        row = Device(user_id=user_id, device_id=device_id)
+        session.add(row)
+    row.last_seen_at = utcnow()
+    await session.flush()
+    return row
+
+
+async def register_device(session: AsyncSession, p: Principal, data: DeviceRegister) -> Device:
+    """Set this user's device push token (a token moves away from any other user's device)."""
+    await session.execute(
+        update(Device).where(Device.token == data.token).values(token=None, channel=None)
+    )
+    row = await _touch_device(session, p.user_id, data.device_id)
+    row.channel = data.channel.value
+    row.token = data.token
+    row.platform = data.platform
+    await session.flush()
+    audit.record(session, p, "register_push", "device", row.id, channel=data.channel.value)
+    return row
+
+
+async def unregister_device(session: AsyncSession, p: Principal, device_id: str) -> None:
+    """Stop pushes to one of this user's devices."""
+    result = await session.execute(
+        update(Device)
+        .where(Device.user_id == p.user_id, Device.device_id == device_id)
+        .values(token=None, channel=None)
+    )
+    if getattr(result, "rowcount", 0) == 0:
+        raise NotFound(f"no device {device_id}")
+    audit.record(session, p, "unregister_push", "device", device_id)
+
+
+async def create_user(session: AsyncSession, p: Principal | None, data: s.UserCreate) -> User:
+    """Add a user with an argon2 password hash."""
+    taken = await session.scalar(select(func.count()).where(User.username == data.username))
+    if taken:
+        raise Conflict("username is taken", field="username")
+    if data.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and data.org_id is None:
+        raise InvalidInput(f"a {data.role} belongs to an organisation", field="org_id")
+    row = User(
+        username=data.username,
+        display_name=data.display_name,
+        password_hash=hash_password(data.password),
+        role=data.role.value,
+        org_id=data.org_id,
+        area_id=data.area_id,
+    )
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "user", row.id, username=row.username, role=row.role)
+    return row
+
+
+async def disable_user(session: AsyncSession, p: Principal | None, user: User) -> None:
+    """Disable an account: its sessions end and its devices stop receiving pushes."""
+    user.disabled = True
+    await tokens.revoke_user(session, user.id)
+    await session.execute(
+        update(Device).where(Device.user_id == user.id).values(token=None, channel=None)
+    )
+    audit.record(session, p, "disable", "user", user.id)
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """A user by id, or NotFound."""
+    row = await session.get(User, user_id)
+    if row is None:
+        raise NotFound(f"no user {user_id}")
+    return row
+
+
+__all__ = ["LoginRefused", "Unauthenticated"]

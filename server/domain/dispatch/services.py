@@ -1,0 +1,317 @@
+"""Incidents and tasks: every write goes through here (one door), with its audit entry."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas import dispatch as s
+from schemas.common import Priority, Role
+from schemas.states import (
+    INCIDENT_TRANSITIONS,
+    TASK_TRANSITIONS,
+    IncidentStatus,
+    TaskStatus,
+    can_transition,
+)
+from server import audit, geo
+from server.auth.principal import Principal
+from server.domain.reference.services import ensure_in_my_area, locate_area
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.models import Incident, Organisation, Task, TaskEvent, User, utcnow
+
+
+def incident_out(row: Incident, distance_m: float | None = None) -> s.Incident:
+    """Wire form of an incident."""
+    loc = geo.point_required(row.location)
+    return s.Incident(
+        id=row.id,
+        type=s.IncidentType(row.type),
+        level=row.level,
+        title=row.title,
+        description=row.description,
+        location=loc,
+        area=geo.polygon_from_db(row.area),
+        area_id=row.area_id,
+        status=IncidentStatus(row.status),
+        source=s.IncidentSource(row.source),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        distance_m=distance_m,
+    )
+
+
+def task_out(row: Task, distance_m: float | None = None) -> s.Task:
+    """Wire form of a task."""
+    loc = geo.point_required(row.location)
+    return s.Task(
+        id=row.id,
+        incident_id=row.incident_id,
+        title=row.title,
+        description=row.description,
+        location=loc,
+        priority=Priority(row.priority),
+        deadline=row.deadline,
+        assignee_user_id=row.assignee_user_id,
+        assignee_unit_id=row.assignee_unit_id,
+        status=TaskStatus(row.status),
+        area_id=row.area_id,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        distance_m=distance_m,
+    )
+
+
+def task_event_out(row: TaskEvent) -> s.TaskEvent:
+    """Wire form of a timeline entry."""
+    return s.TaskEvent(
+        id=row.id,
+        task_id=row.task_id,
+        from_status=TaskStatus(row.from_status) if row.from_status else None,
+        to_status=TaskStatus(row.to_status),
+        at=row.at,
+        actor_id=row.actor_id,
+        device_id=row.device_id,
+        location=geo.point_from_db(row.location),
+        accuracy_m=row.accuracy_m,
+        note=row.note,
+    )
+
+
+async def create_incident(session: AsyncSession, p: Principal, data: s.IncidentCreate) -> Incident:
+    """Open an incident inside the dispatcher's area. A repeated id returns the existing one."""
+    if data.id is not None:
+        existing = await session.get(Incident, data.id)
+        if existing is not None:
+            if existing.created_by != p.user_id:
+                raise Conflict("an incident with this id already exists", field="id")
+            return existing
+    lon, lat = data.location.coordinates
+    area_id = await locate_area(session, lon, lat)
+    await ensure_in_my_area(session, p, area_id, "incident location")
+    row = Incident(
+        type=data.type.value,
+        level=data.level,
+        title=data.title,
+        description=data.description,
+        location=geo.point_to_db(data.location),
+        area=geo.polygon_to_db(data.area) if data.area else None,
+        area_id=area_id,
+        status=IncidentStatus.OPEN.value,
+        source=data.source.value,
+        created_by=p.user_id,
+    )
+    if data.id is not None:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "incident", row.id, type=row.type, level=row.level)
+    return row
+
+
+async def patch_incident(
+    session: AsyncSession, p: Principal, row: Incident, data: s.IncidentPatch
+) -> Incident:
+    """Change an incident; status follows its machine."""
+    await ensure_in_my_area(session, p, row.area_id, "incident")
+    changed: dict[str, Any] = {}
+    for name in ("title", "description", "level"):
+        value = getattr(data, name)
+        if value is not msgspec.UNSET:
+            setattr(row, name, value)
+            changed[name] = value
+    if data.location is not msgspec.UNSET:
+        lon, lat = data.location.coordinates
+        row.area_id = await locate_area(session, lon, lat)
+        await ensure_in_my_area(session, p, row.area_id, "incident location")
+        row.location = geo.point_to_db(data.location)
+        changed["location"] = data.location.coordinates
+    if data.area is not msgspec.UNSET:
+        row.area = geo.polygon_to_db(data.area) if data.area else None
+        changed["area"] = data.area is not None
+    if data.status is not msgspec.UNSET and data.status != row.status:
+        old = IncidentStatus(row.status)
+        if not can_transition(INCIDENT_TRANSITIONS, old, data.status):
+            raise Conflict(f"incident cannot go from {old} to {data.status}", field="status")
+        row.status = changed["status"] = data.status.value
+    await session.flush()
+    audit.record(session, p, "update", "incident", row.id, **changed)
+    return row
+
+
+async def _check_assignees(
+    session: AsyncSession, user_id: uuid.UUID | None, unit_id: uuid.UUID | None
+) -> None:
+    if user_id is None and unit_id is None:
+        raise InvalidInput("a task needs assignee_user_id or assignee_unit_id", field="assignee")
+    if user_id is not None:
+        user = await session.get(User, user_id)
+        if user is None or user.disabled or user.role not in (Role.RESPONDER, Role.INSPECTOR):
+            raise InvalidInput(
+                "assignee must be an active responder or inspector", field="assignee_user_id"
+            )
+    if unit_id is not None:
+        unit = await session.get(Organisation, unit_id)
+        if unit is None or unit.kind != "linked_unit":
+            raise InvalidInput("assignee unit must be a linked unit", field="assignee_unit_id")
+
+
+async def create_task(session: AsyncSession, p: Principal, data: s.TaskCreate) -> Task:
+    """Dispatch a task; its first timeline entry is `assigned`. A repeated id is a no-op."""
+    if data.id is not None:
+        existing = await session.get(Task, data.id)
+        if existing is not None:
+            if existing.created_by != p.user_id:
+                raise Conflict("a task with this id already exists", field="id")
+            return existing
+    if data.incident_id is not None:
+        incident = await session.get(Incident, data.incident_id)
+        if incident is None or incident.deleted_at is not None:
+            raise InvalidInput("no such incident", field="incident_id")
+    await _check_assignees(session, data.assignee_user_id, data.assignee_unit_id)
+    if data.deadline is not None and data.deadline.tzinfo is None:
+        raise InvalidInput("deadline must carry a time zone", field="deadline")
+    lon, lat = data.location.coordinates
+    area_id = await locate_area(session, lon, lat)
+    await ensure_in_my_area(session, p, area_id, "task location")
+    row = Task(
+        incident_id=data.incident_id,
+        title=data.title,
+        description=data.description,
+        location=geo.point_to_db(data.location),
+        priority=data.priority.value,
+        deadline=data.deadline,
+        assignee_user_id=data.assignee_user_id,
+        assignee_unit_id=data.assignee_unit_id,
+        status=TaskStatus.ASSIGNED.value,
+        area_id=area_id,
+        created_by=p.user_id,
+    )
+    if data.id is not None:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    session.add(
+        TaskEvent(task_id=row.id, from_status=None, to_status="assigned", actor_id=p.user_id)
+    )
+    audit.record(
+        session,
+        p,
+        "dispatch",
+        "task",
+        row.id,
+        incident_id=data.incident_id,
+        unit=data.assignee_unit_id,
+        user=data.assignee_user_id,
+    )
+    return row
+
+
+async def patch_task(session: AsyncSession, p: Principal, row: Task, data: s.TaskPatch) -> Task:
+    """Change a task's details or assignees (dispatch)."""
+    await ensure_in_my_area(session, p, row.area_id, "task")
+    changed: dict[str, Any] = {}
+    for name in ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id"):
+        value = getattr(data, name)
+        if value is not msgspec.UNSET:
+            setattr(row, name, value)
+            changed[name] = value
+    if data.priority is not msgspec.UNSET:
+        row.priority = changed["priority"] = data.priority.value
+    if data.location is not msgspec.UNSET:
+        lon, lat = data.location.coordinates
+        row.area_id = await locate_area(session, lon, lat)
+        await ensure_in_my_area(session, p, row.area_id, "task location")
+        row.location = geo.point_to_db(data.location)
+        changed["location"] = data.location.coordinates
+    if "assignee_user_id" in changed or "assignee_unit_id" in changed:
+        await _check_assignees(session, row.assignee_user_id, row.assignee_unit_id)
+    await session.flush()
+    audit.record(session, p, "update", "task", row.id, **changed)
+    return row
+
+
+def _is_assignee(p: Principal, row: Task) -> bool:
+    return row.assignee_user_id == p.user_id or (
+        p.org_id is not None and row.assignee_unit_id == p.org_id
+    )
+
+
+async def transition_task(
+    session: AsyncSession, p: Principal, row: Task, data: s.TaskTransition
+) -> TaskEvent:
+    """Move a task along its machine; stamped with time, actor, device and GPS fix.
+
+    Assignees accept, decline, go en route, arrive and complete; dispatch cancels and re-assigns
+    a declined task. A repeated transition id returns the event already recorded.
+    """
+    if data.id is not None:
+        seen = await session.get(TaskEvent, data.id)
+        if seen is not None:
+            if seen.task_id != row.id:
+                raise Conflict("a transition with this id belongs to another task", field="id")
+            return seen
+    old = TaskStatus(row.status)
+    new = data.to_status
+    if not can_transition(TASK_TRANSITIONS, old, new):
+        raise Conflict(
+            f"task cannot go from {old} to {new}", field="to_status", code="illegal_transition"
+        )
+    dispatch_moves = {TaskStatus.CANCELLED, TaskStatus.ASSIGNED}
+    if new in dispatch_moves:
+        if not p.has(Role.ADMIN, Role.DISPATCHER):
+            raise Forbidden("only dispatch cancels or re-assigns a task")
+        await ensure_in_my_area(session, p, row.area_id, "task")
+    elif not _is_assignee(p, row):
+        raise Forbidden("only the task's assignee moves it along")
+    if new is TaskStatus.DECLINED and not data.note:
+        raise InvalidInput("declining needs a reason in note", field="note")
+    at = data.at or utcnow()
+    if at.tzinfo is None:
+        raise InvalidInput("at must carry a time zone", field="at")
+    event = TaskEvent(
+        task_id=row.id,
+        from_status=old.value,
+        to_status=new.value,
+        at=at,
+        actor_id=p.user_id,
+        device_id=data.device_id or p.device_id or None,
+        location=geo.point_to_db(data.location) if data.location else None,
+        accuracy_m=data.accuracy_m,
+        note=data.note,
+    )
+    if data.id is not None:
+        event.id = data.id
+    row.status = new.value
+    session.add(event)
+    await session.flush()
+    audit.record(
+        session, p, "transition", "task", row.id, from_status=old.value, to_status=new.value
+    )
+    return event
+
+
+async def task_timeline(session: AsyncSession, task_id: uuid.UUID) -> list[TaskEvent]:
+    """A task's timeline in time order."""
+    rows = await session.execute(
+        select(TaskEvent)
+        .where(TaskEvent.task_id == task_id)
+        .order_by(TaskEvent.at, TaskEvent.created_at)
+    )
+    return list(rows.scalars())
+
+
+async def soft_delete(session: AsyncSession, p: Principal, row: Incident | Task) -> None:
+    """Mark deleted (kept for sync tombstones and the record)."""
+    await ensure_in_my_area(session, p, row.area_id, row.__tablename__[:-1])
+    if row.deleted_at is not None:
+        raise NotFound("already deleted")
+    row.deleted_at = utcnow()
+    await session.flush()
+    audit.record(session, p, "delete", row.__tablename__[:-1], row.id)

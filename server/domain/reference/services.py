@@ -1,0 +1,261 @@
+"""Administrative areas, organisations, grids, enterprises and resources: reads and writes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from geoalchemy2.shape import to_shape
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas import reference as s
+from server import audit, geo
+from server.auth.principal import Principal
+from server.db import dialect_of
+from server.errors import Forbidden, InvalidInput
+from server.models import AdminArea, Enterprise, Grid, Organisation, Resource
+from server.scope import home_area_subtree
+
+
+async def locate_area(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
+    """The deepest administrative area containing the point, if any."""
+    dialect = dialect_of(session)
+    stmt = (
+        select(AdminArea.id)
+        .where(
+            AdminArea.deleted_at.is_(None),
+            geo.contains_point(dialect, AdminArea.boundary, lon, lat),
+        )
+        .order_by(func.length(AdminArea.path).desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def locate_grid(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
+    """The grid containing the point, if any."""
+    dialect = dialect_of(session)
+    stmt = (
+        select(Grid.id)
+        .where(Grid.deleted_at.is_(None), geo.contains_point(dialect, Grid.boundary, lon, lat))
+        .order_by(Grid.code)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def ensure_in_my_area(
+    session: AsyncSession, p: Principal, area_id: uuid.UUID | None, what: str
+) -> None:
+    """Dispatchers act only inside their command area; administrators anywhere."""
+    if p.role == "admin":
+        return
+    if area_id is not None:
+        inside = await session.execute(
+            select(AdminArea.id).where(
+                AdminArea.id == area_id, AdminArea.id.in_(home_area_subtree(p))
+            )
+        )
+        if inside.first() is not None:
+            return
+    raise Forbidden(f"the {what} is outside your command area")
+
+
+def area_out(row: AdminArea) -> s.AdminArea:
+    """Wire form of an area."""
+    return s.AdminArea(
+        id=row.id,
+        name=row.name,
+        code=row.code,
+        level=s.AreaLevel(row.level),
+        parent_id=row.parent_id,
+        boundary=geo.polygon_from_db(row.boundary),
+    )
+
+
+def org_out(row: Organisation) -> s.Organisation:
+    """Wire form of an organisation."""
+    return s.Organisation(
+        id=row.id,
+        name=row.name,
+        kind=s.OrgKind(row.kind),
+        unit_kind=s.UnitKind(row.unit_kind) if row.unit_kind else None,
+        area_id=row.area_id,
+        location=geo.point_from_db(row.location),
+        phone=row.phone,
+    )
+
+
+def grid_out(row: Grid) -> s.Grid:
+    """Wire form of a grid."""
+    boundary = geo.polygon_required(row.boundary)
+    return s.Grid(
+        id=row.id,
+        name=row.name,
+        code=row.code,
+        area_id=row.area_id,
+        boundary=boundary,
+        inspector_id=row.inspector_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def enterprise_out(row: Enterprise) -> s.Enterprise:
+    """Wire form of an enterprise."""
+    loc = geo.point_required(row.location)
+    return s.Enterprise(
+        id=row.id,
+        name=row.name,
+        org_id=row.org_id,
+        grid_id=row.grid_id,
+        area_id=row.area_id,
+        location=loc,
+        address=row.address,
+    )
+
+
+def resource_out(row: Resource, distance_m: float | None = None) -> s.Resource:
+    """Wire form of a resource."""
+    loc = geo.point_required(row.location)
+    return s.Resource(
+        id=row.id,
+        kind=s.ResourceKind(row.kind),
+        name=row.name,
+        location=loc,
+        capacity=row.capacity,
+        contact_name=row.contact_name,
+        phone=row.phone,
+        address=row.address,
+        area_id=row.area_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        distance_m=distance_m,
+    )
+
+
+async def create_area(session: AsyncSession, p: Principal, data: s.AdminAreaCreate) -> AdminArea:
+    """Add an area under its parent; its path extends the parent's."""
+    parent_path = "/"
+    if data.parent_id is not None:
+        parent = await session.get(AdminArea, data.parent_id)
+        if parent is None:
+            raise InvalidInput("no such parent area", field="parent_id")
+        parent_path = parent.path
+    ident = data.id or uuid.uuid4()
+    row = AdminArea(
+        id=ident,
+        name=data.name,
+        code=data.code,
+        level=data.level.value,
+        parent_id=data.parent_id,
+        path=f"{parent_path}{ident.hex}/",
+        boundary=geo.polygon_to_db(data.boundary, "boundary") if data.boundary else None,
+    )
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "area", row.id, code=data.code)
+    return row
+
+
+async def create_org(
+    session: AsyncSession, p: Principal, data: s.OrganisationCreate
+) -> Organisation:
+    """Add an organisation."""
+    if data.kind is s.OrgKind.LINKED_UNIT and data.unit_kind is None:
+        raise InvalidInput("a linked unit needs unit_kind", field="unit_kind")
+    row = Organisation(
+        name=data.name,
+        kind=data.kind.value,
+        unit_kind=data.unit_kind.value if data.unit_kind else None,
+        area_id=data.area_id,
+        location=geo.point_to_db(data.location) if data.location else None,
+        phone=data.phone,
+    )
+    if data.id:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "organisation", row.id, name=data.name)
+    return row
+
+
+async def create_grid(session: AsyncSession, p: Principal, data: s.GridCreate) -> Grid:
+    """Add a grid; its area is the one containing the polygon's centre."""
+    boundary = geo.polygon_to_db(data.boundary, "boundary")
+    c = to_shape(boundary).representative_point()
+    row = Grid(
+        name=data.name,
+        code=data.code,
+        boundary=boundary,
+        inspector_id=data.inspector_id,
+        area_id=await locate_area(session, c.x, c.y),
+    )
+    if data.id:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "grid", row.id, code=data.code)
+    return row
+
+
+async def patch_grid(session: AsyncSession, p: Principal, row: Grid, data: s.GridPatch) -> Grid:
+    """Change a grid."""
+    changed: dict[str, Any] = {}
+    if data.name is not msgspec.UNSET:
+        row.name = changed["name"] = data.name
+    if data.boundary is not msgspec.UNSET:
+        row.boundary = geo.polygon_to_db(data.boundary, "boundary")
+        changed["boundary"] = True
+    if data.inspector_id is not msgspec.UNSET:
+        row.inspector_id = changed["inspector_id"] = data.inspector_id
+    await session.flush()
+    audit.record(session, p, "update", "grid", row.id, **changed)
+    return row
+
+
+async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceCreate) -> Resource:
+    """Add a resource at a point."""
+    lon, lat = data.location.coordinates
+    area_id = await locate_area(session, lon, lat)
+    await ensure_in_my_area(session, p, area_id, "resource")
+    row = Resource(
+        kind=data.kind.value,
+        name=data.name,
+        location=geo.point_to_db(data.location),
+        capacity=data.capacity,
+        contact_name=data.contact_name,
+        phone=data.phone,
+        address=data.address,
+        area_id=area_id,
+    )
+    if data.id:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "resource", row.id, kind=data.kind.value)
+    return row
+
+
+async def patch_resource(
+    session: AsyncSession, p: Principal, row: Resource, data: s.ResourcePatch
+) -> Resource:
+    """Change a resource (inside the dispatcher's area, before and after)."""
+    await ensure_in_my_area(session, p, row.area_id, "resource")
+    changed: dict[str, Any] = {}
+    for name in ("name", "capacity", "contact_name", "phone", "address"):
+        value = getattr(data, name)
+        if value is not msgspec.UNSET:
+            setattr(row, name, value)
+            changed[name] = value
+    if data.location is not msgspec.UNSET:
+        lon, lat = data.location.coordinates
+        row.area_id = await locate_area(session, lon, lat)
+        await ensure_in_my_area(session, p, row.area_id, "resource")
+        row.location = geo.point_to_db(data.location)
+        changed["location"] = data.location.coordinates
+    await session.flush()
+    audit.record(session, p, "update", "resource", row.id, **changed)
+    return row

@@ -1,0 +1,413 @@
+"""Tables for both backends. One Alembic history (server/migrations) creates them.
+
+Every record a phone may create offline has a client-generated UUID, UTC timestamps and a soft
+delete (`deleted_at`), so the sync engine can build on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from schemas.ids import uuid7
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which stores naive text) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: times are timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def point_col(nullable: bool = False) -> Mapped[Any]:
+    """A WGS-84 point with a spatial index (R-tree on SpatiaLite, GiST on PostGIS)."""
+    return mapped_column(
+        Geometry("POINT", srid=4326, spatial_index=True, nullable=nullable), nullable=nullable
+    )
+
+
+def polygon_col(nullable: bool = False, kind: str = "POLYGON") -> Mapped[Any]:
+    """A WGS-84 polygon (or multipolygon) with a spatial index."""
+    return mapped_column(
+        Geometry(kind, srid=4326, spatial_index=True, nullable=nullable), nullable=nullable
+    )
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them on SQLite)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid(), dict[str, Any]: JSON()}
+
+
+class Record(Base):
+    """Columns every synced record has."""
+
+    __abstract__ = True
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AdminArea(Record):
+    """City → district → street → community; `path` is the chain of ids for subtree queries."""
+
+    __tablename__ = "admin_areas"
+
+    name: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    level: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
+    path: Mapped[str] = mapped_column(String(2000), index=True)
+    boundary = polygon_col(nullable=True)
+
+
+class Organisation(Record):
+    """Command centre, linked unit, grid office or enterprise."""
+
+    __tablename__ = "organisations"
+
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    unit_kind: Mapped[str | None] = mapped_column(String(32), index=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
+    location = point_col(nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class User(Record):
+    """A person who signs in."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(32))
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Membership(Record):
+    """A user's place in an organisation beyond their home org."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "org_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    role: Mapped[str] = mapped_column(String(32), default="member")
+
+
+class Grid(Record):
+    """A patrol grid polygon with its inspector."""
+
+    __tablename__ = "grids"
+
+    name: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+    boundary = polygon_col()
+    inspector_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
+
+
+class Enterprise(Record):
+    """An enterprise under safety supervision; its staff belong to `org_id`."""
+
+    __tablename__ = "enterprises"
+
+    name: Mapped[str] = mapped_column(String(200))
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    grid_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("grids.id"), index=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+    location = point_col()
+    address: Mapped[str | None] = mapped_column(String(400))
+
+
+class Incident(Record):
+    """An incident; owns tasks."""
+
+    __tablename__ = "incidents"
+
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    location = point_col()
+    area = polygon_col(nullable=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="open")
+    source: Mapped[str] = mapped_column(String(16), default="hotline")
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class Task(Record):
+    """A task dispatched to a person or a unit."""
+
+    __tablename__ = "tasks"
+
+    incident_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    location = point_col()
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    deadline: Mapped[datetime | None] = mapped_column()
+    assignee_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
+    assignee_unit_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organisations.id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), index=True, default="assigned")
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class TaskEvent(Record):
+    """One status step of a task, stamped with time, actor, device and GPS fix."""
+
+    __tablename__ = "task_events"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    location = point_col(nullable=True)
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Hazard(Record):
+    """A hazard report (隐患) in its closed loop."""
+
+    __tablename__ = "hazards"
+
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    severity: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str] = mapped_column(Text)
+    location = point_col()
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32), index=True, default="reported")
+    reporter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
+    grid_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("grids.id"), index=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+    enterprise_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enterprises.id"), index=True
+    )
+    photo_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rectify_org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"))
+    rectify_deadline: Mapped[datetime | None] = mapped_column()
+
+
+class HazardEvent(Record):
+    """One step of a hazard's lifecycle."""
+
+    __tablename__ = "hazard_events"
+
+    hazard_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("hazards.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CheckTemplate(Record):
+    """A versioned safety self-check template (安全周检查表)."""
+
+    __tablename__ = "check_templates"
+    __table_args__ = (UniqueConstraint("code", "version"),)
+
+    code: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CheckItem(Record):
+    """One checklist item of a template."""
+
+    __tablename__ = "check_items"
+
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("check_templates.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(32), default="other")
+
+
+class CheckSubmission(Record):
+    """An enterprise's weekly self-check, per-item results as JSON."""
+
+    __tablename__ = "check_submissions"
+    __table_args__ = (UniqueConstraint("enterprise_id", "template_id", "week"),)
+
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("check_templates.id"))
+    enterprise_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enterprises.id"), index=True)
+    week: Mapped[str] = mapped_column(String(8))
+    submitted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    submitted_at: Mapped[datetime | None] = mapped_column()
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class Alert(Record):
+    """A public warning with CAP 1.2 fields."""
+
+    __tablename__ = "alerts"
+
+    identifier: Mapped[str] = mapped_column(String(200), unique=True)
+    msg_type: Mapped[str] = mapped_column(String(16))
+    references: Mapped[str | None] = mapped_column(String(400))
+    event: Mapped[str] = mapped_column(String(200))
+    color: Mapped[str] = mapped_column(String(8))
+    urgency: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    certainty: Mapped[str] = mapped_column(String(16))
+    headline: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    instruction: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(16), default="zh-CN")
+    area_desc: Mapped[str] = mapped_column(String(200))
+    area = polygon_col(kind="MULTIPOLYGON")
+    sent: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime | None] = mapped_column()
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class Resource(Record):
+    """Shelter, supply depot or rescue team."""
+
+    __tablename__ = "resources"
+
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    location = point_col()
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    contact_name: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    address: Mapped[str | None] = mapped_column(Text)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+
+
+class Device(Record):
+    """A user's device and its push registration."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("user_id", "device_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    platform: Mapped[str] = mapped_column(String(32), default="android")
+    channel: Mapped[str | None] = mapped_column(String(16))
+    token: Mapped[str | None] = mapped_column(Text)
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+
+
+class MediaObject(Record):
+    """A photo or file, known by its SHA-256; `pending` until its bytes arrive and verify."""
+
+    __tablename__ = "media_objects"
+
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    exif: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    uploaded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class RefreshToken(Base):
+    """A long-lived refresh token bound to one device; rotated on use, revocable."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LoginFailure(Base):
+    """A failed login, for throttling (kept in the database so every process sees it)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditLog(Base):
+    """Append-only record of every action; triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(32), index=True)
+    entity_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,105 @@
+"""Who sees what: row filters by role and area, one place for every REST route and sync.
+
+`visible(p, Model)` returns a SQL condition (None = everything) or raises Forbidden when the role
+has no access to that kind of record at all. Records out of scope answer 404, not 403, so their
+existence is not leaked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select
+
+from schemas.common import Role
+from server.auth.principal import Principal
+from server.errors import Forbidden
+from server.models import (
+    AdminArea,
+    Alert,
+    AuditLog,
+    Enterprise,
+    Grid,
+    Hazard,
+    Incident,
+    Organisation,
+    Resource,
+    Task,
+    User,
+)
+
+
+def _area_subtree(area_id: Any) -> Any:
+    """Ids of the area and every area below it (materialized path prefix)."""
+    root_path = select(AdminArea.path).where(AdminArea.id == area_id).scalar_subquery()
+    return select(AdminArea.id).where(AdminArea.path.startswith(root_path, autoescape=False))
+
+
+def _unit_area(p: Principal) -> Any:
+    return select(Organisation.area_id).where(Organisation.id == p.org_id).scalar_subquery()
+
+
+def home_area_subtree(p: Principal) -> Any:
+    """The areas a user's work covers: their own area, else their organisation's."""
+    if p.area_id is not None:
+        return _area_subtree(p.area_id)
+    root = _unit_area(p)
+    root_path = select(AdminArea.path).where(AdminArea.id == root).scalar_subquery()
+    return select(AdminArea.id).where(AdminArea.path.startswith(root_path, autoescape=False))
+
+
+def _my_grids(p: Principal) -> Any:
+    return select(Grid.id).where(Grid.inspector_id == p.user_id, Grid.deleted_at.is_(None))
+
+
+def _my_enterprises(p: Principal) -> Any:
+    return select(Enterprise.id).where(Enterprise.org_id == p.org_id)
+
+
+def _my_tasks(p: Principal) -> ColumnElement[bool]:
+    mine = Task.assignee_user_id == p.user_id
+    if p.org_id is not None:
+        return or_(mine, Task.assignee_unit_id == p.org_id)
+    return mine
+
+
+def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
+    """The rows of `model` that `p` may read."""
+    if p.role is Role.ADMIN or model in (Alert, Resource, Organisation, AdminArea):
+        return None
+    if model is User or model is AuditLog:
+        raise Forbidden("only administrators manage users and read the audit log")
+    area = home_area_subtree(p)
+    match p.role, model:
+        case Role.DISPATCHER, _ if hasattr(model, "area_id"):
+            return model.area_id.in_(area)  # type: ignore[no-any-return]
+        case Role.RESPONDER, m if m is Task:
+            return _my_tasks(p)
+        case Role.INSPECTOR, m if m is Task:
+            return Task.assignee_user_id == p.user_id
+        case Role.RESPONDER, m if m is Incident:
+            return Incident.id.in_(select(Task.incident_id).where(_my_tasks(p)))
+        case Role.RESPONDER, m if m in (Hazard, Grid, Enterprise):
+            cond = m.area_id.in_(area)
+            return or_(cond, Hazard.reporter_id == p.user_id) if m is Hazard else cond
+        case Role.INSPECTOR, m if m is Hazard:
+            return or_(Hazard.grid_id.in_(_my_grids(p)), Hazard.reporter_id == p.user_id)
+        case Role.INSPECTOR, m if m is Grid:
+            return Grid.inspector_id == p.user_id
+        case Role.INSPECTOR, m if m is Enterprise:
+            return Enterprise.grid_id.in_(_my_grids(p))
+        case Role.ENTERPRISE_STAFF, m if m is Hazard:
+            return or_(
+                Hazard.enterprise_id.in_(_my_enterprises(p)), Hazard.reporter_id == p.user_id
+            )
+        case Role.ENTERPRISE_STAFF, m if m is Enterprise:
+            return Enterprise.org_id == p.org_id if p.org_id else false()
+        case Role.ENTERPRISE_STAFF, m if m is Grid:
+            return Grid.id.in_(select(Enterprise.grid_id).where(Enterprise.org_id == p.org_id))
+    raise Forbidden(f"role {p.role} has no access to {model.__tablename__}")
+
+
+def require(p: Principal, *roles: Role) -> None:
+    """Raise Forbidden unless `p` has one of `roles`."""
+    if p.role not in roles:
+        raise Forbidden(f"this needs one of: {', '.join(r.value for r in roles)}")
