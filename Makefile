@@ -39,8 +39,11 @@ typecheck: setup
 layers: setup
 	$(BIN)/lint-imports
 
+# PostGIS suites use LIANDONG_TEST_PG_URL, or a local cluster infra/pg_test_env.sh can start.
 pytest: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@url="$${LIANDONG_TEST_PG_URL:-$$(bash infra/pg_test_env.sh)}"; \
+	echo "PostGIS for tests: $${url:-none (PostGIS suites skip outside CI)}"; \
+	LIANDONG_TEST_PG_URL="$$url" $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck layers pytest
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,15 +42,17 @@ _area_decoder = msgspec.json.Decoder(Polygon | MultiPolygon)
 
 
 async def provide_list_query(
-    cursor: Annotated[str | None, Parameter(description="opaque cursor from next_cursor")] = None,
-    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
-    near: Annotated[
-        str | None, Parameter(description="LON,LAT: only records within radius_m of it")
+    cursor: Annotated[
+        str | None, QueryParameter(description="opaque cursor from next_cursor")
     ] = None,
-    radius_m: Annotated[float | None, Parameter(gt=0, description="metres, with near")] = None,
-    bbox: Annotated[str | None, Parameter(description="W,S,E,N in WGS-84 degrees")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500, description="page size")] = 50,
+    near: Annotated[
+        str | None, QueryParameter(description="LON,LAT: only records within radius_m of it")
+    ] = None,
+    radius_m: Annotated[float | None, QueryParameter(gt=0, description="metres, with near")] = None,
+    bbox: Annotated[str | None, QueryParameter(description="W,S,E,N in WGS-84 degrees")] = None,
     within: Annotated[
-        str | None, Parameter(description="a GeoJSON Polygon or MultiPolygon (JSON text)")
+        str | None, QueryParameter(description="a GeoJSON Polygon or MultiPolygon (JSON text)")
     ] = None,
 ) -> ListQuery:
     """Parse and validate list parameters (a Litestar dependency)."""
@@ -133,7 +135,7 @@ async def list_page(
     next_cursor = None
     if len(rows) > query.limit:
         last_row, last_dist = items[-1]
-        next_cursor = _encode_cursor(last_dist, last_row.id)  # type: ignore[attr-defined]
+        next_cursor = _encode_cursor(last_dist, last_row.id)
     return items, next_cursor
 
 

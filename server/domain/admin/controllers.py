@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,8 +30,8 @@ class UserController(Controller):
     async def list_users(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
+        db: NamedDependency[AsyncSession],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> list[s.User]:
         """Every user."""
         require(request.user, Role.ADMIN)
@@ -39,7 +40,10 @@ class UserController(Controller):
 
     @post("/", operation_id="CreateUser")
     async def create_user(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.UserCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.UserCreate],
     ) -> s.User:
         """Add a user."""
         require(request.user, Role.ADMIN)
@@ -47,7 +51,10 @@ class UserController(Controller):
 
     @post("/{user_id:uuid}/disable", operation_id="DisableUser", status_code=200)
     async def disable_user(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, user_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        user_id: FromPath[uuid.UUID],
     ) -> s.User:
         """Disable an account; its sessions end at once."""
         require(request.user, Role.ADMIN)
@@ -66,11 +73,11 @@ class AuditController(Controller):
     async def list_audit(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        entity: str | None = None,
-        entity_id: str | None = None,
-        before_id: int | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        db: NamedDependency[AsyncSession],
+        entity: FromQuery[str | None] = None,
+        entity_id: FromQuery[str | None] = None,
+        before_id: FromQuery[int | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[AuditEntry]:
         """Entries newest first; page with `before_id`."""
         require(request.user, Role.ADMIN)

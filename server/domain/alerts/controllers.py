@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import alerts as s
@@ -28,7 +29,10 @@ class AlertController(Controller):
 
     @get("/", operation_id="ListAlerts")
     async def list_alerts(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, q: ListQuery
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
     ) -> Response[Page[s.Alert]]:
         """Alerts, newest first; `near` finds the ones whose area is close to a point."""
         rows, nxt = await crud.list_page(db, request.user, Alert, q, "area")
@@ -36,14 +40,20 @@ class AlertController(Controller):
 
     @get("/{alert_id:uuid}", operation_id="GetAlert")
     async def get_alert(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, alert_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        alert_id: FromPath[uuid.UUID],
     ) -> s.Alert:
         """One alert."""
         return svc.alert_out(await crud.get_visible(db, request.user, Alert, alert_id))
 
     @post("/", operation_id="CreateAlert")
     async def create_alert(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.AlertCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.AlertCreate],
     ) -> s.Alert:
         """Publish a warning."""
         require(request.user, Role.ADMIN, Role.DISPATCHER)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas import auth as s
@@ -23,7 +25,10 @@ class AuthController(Controller):
 
     @post("/login", operation_id="Login", status_code=200)
     async def login(
-        self, request: Request[Any, Any, Any], data: s.LoginRequest, settings: Settings
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[s.LoginRequest],
+        settings: NamedDependency[Settings],
     ) -> s.TokenPair:
         """Sign in on a device: a short-lived access token and a device-bound refresh token."""
         ip = request.client.host if request.client else "unknown"
@@ -40,18 +45,25 @@ class AuthController(Controller):
 
     @post("/refresh", operation_id="Refresh", status_code=200)
     async def refresh(
-        self, db: AsyncSession, data: s.RefreshRequest, settings: Settings
+        self,
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.RefreshRequest],
+        settings: NamedDependency[Settings],
     ) -> s.TokenPair:
         """Exchange a refresh token for a new pair (the old refresh token is spent)."""
         return await svc.refresh(db, settings, data)
 
     @post("/logout", operation_id="Logout", status_code=204)
-    async def logout(self, request: Request[Principal, Any, Any], db: AsyncSession) -> None:
+    async def logout(
+        self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
+    ) -> None:
         """End this device's session."""
         await svc.logout(db, request.user)
 
     @get("/me", operation_id="Me")
-    async def me(self, request: Request[Principal, Any, Any], db: AsyncSession) -> s.User:
+    async def me(
+        self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
+    ) -> s.User:
         """The signed-in user."""
         return svc.user_out(await svc.get_user(db, request.user.user_id))
 
@@ -64,7 +76,10 @@ class DeviceController(Controller):
 
     @post("/", operation_id="RegisterDevice", status_code=200)
     async def register(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: DeviceRegister
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[DeviceRegister],
     ) -> Device:
         """Register this device's push token."""
         row = await svc.register_device(db, request.user, data)
@@ -78,7 +93,10 @@ class DeviceController(Controller):
 
     @delete("/{device_id:str}", operation_id="UnregisterDevice")
     async def unregister(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, device_id: str
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        device_id: FromPath[str],
     ) -> None:
         """Stop pushes to a device."""
         await svc.unregister_device(db, request.user, device_id)

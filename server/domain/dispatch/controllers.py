@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import dispatch as s
@@ -33,10 +34,10 @@ class IncidentController(Controller):
     async def list_incidents(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        q: ListQuery,
-        status: IncidentStatus | None = None,
-        type: s.IncidentType | None = None,
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
+        status: FromQuery[IncidentStatus | None] = None,
+        type: FromQuery[s.IncidentType | None] = None,
     ) -> Response[Page[s.Incident]]:
         """Incidents the user may see, newest first (nearest first with `near`)."""
         filters: list[Any] = []
@@ -50,14 +51,20 @@ class IncidentController(Controller):
 
     @get("/{incident_id:uuid}", operation_id="GetIncident")
     async def get_incident(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, incident_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
     ) -> s.Incident:
         """One incident."""
         return svc.incident_out(await crud.get_visible(db, request.user, Incident, incident_id))
 
     @post("/", operation_id="CreateIncident")
     async def create_incident(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.IncidentCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.IncidentCreate],
     ) -> s.Incident:
         """Open an incident."""
         require(request.user, *DISPATCH)
@@ -67,9 +74,9 @@ class IncidentController(Controller):
     async def patch_incident(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        incident_id: uuid.UUID,
-        data: s.IncidentPatch,
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
+        data: JSONBody[s.IncidentPatch],
     ) -> s.Incident:
         """Change an incident."""
         require(request.user, *DISPATCH)
@@ -78,7 +85,10 @@ class IncidentController(Controller):
 
     @delete("/{incident_id:uuid}", operation_id="DeleteIncident")
     async def delete_incident(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, incident_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
     ) -> None:
         """Soft-delete an incident."""
         require(request.user, *DISPATCH)
@@ -97,10 +107,10 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        q: ListQuery,
-        status: TaskStatus | None = None,
-        incident_id: uuid.UUID | None = None,
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
+        status: FromQuery[TaskStatus | None] = None,
+        incident_id: FromQuery[uuid.UUID | None] = None,
     ) -> Response[Page[s.Task]]:
         """Tasks the user may see (a responder: their unit's and their own)."""
         filters: list[Any] = []
@@ -114,14 +124,20 @@ class TaskController(Controller):
 
     @get("/{task_id:uuid}", operation_id="GetTask")
     async def get_task(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, task_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
     ) -> s.Task:
         """One task."""
         return svc.task_out(await crud.get_visible(db, request.user, Task, task_id))
 
     @post("/", operation_id="CreateTask")
     async def create_task(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.TaskCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.TaskCreate],
     ) -> s.Task:
         """Dispatch a task to a person or a unit."""
         require(request.user, *DISPATCH)
@@ -131,9 +147,9 @@ class TaskController(Controller):
     async def patch_task(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        task_id: uuid.UUID,
-        data: s.TaskPatch,
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
+        data: JSONBody[s.TaskPatch],
     ) -> s.Task:
         """Change a task's details or assignees."""
         require(request.user, *DISPATCH)
@@ -142,7 +158,10 @@ class TaskController(Controller):
 
     @delete("/{task_id:uuid}", operation_id="DeleteTask")
     async def delete_task(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, task_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
     ) -> None:
         """Soft-delete a task."""
         require(request.user, *DISPATCH)
@@ -153,9 +172,9 @@ class TaskController(Controller):
     async def transition(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        task_id: uuid.UUID,
-        data: s.TaskTransition,
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
+        data: JSONBody[s.TaskTransition],
     ) -> s.TaskEvent:
         """Move a task along assigned → accepted → en_route → on_scene → completed."""
         row = await crud.get_visible(db, request.user, Task, task_id)
@@ -163,7 +182,10 @@ class TaskController(Controller):
 
     @get("/{task_id:uuid}/timeline", operation_id="GetTaskTimeline")
     async def timeline(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, task_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
     ) -> list[s.TaskEvent]:
         """Every step of the task with time, actor, device and GPS fix."""
         row = await crud.get_visible(db, request.user, Task, task_id)

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import hazards as s
@@ -29,12 +30,12 @@ class HazardController(Controller):
     async def list_hazards(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        q: ListQuery,
-        status: HazardStatus | None = None,
-        category: s.HazardCategory | None = None,
-        severity: s.Severity | None = None,
-        grid_id: uuid.UUID | None = None,
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
+        status: FromQuery[HazardStatus | None] = None,
+        category: FromQuery[s.HazardCategory | None] = None,
+        severity: FromQuery[s.Severity | None] = None,
+        grid_id: FromQuery[uuid.UUID | None] = None,
     ) -> Response[Page[s.Hazard]]:
         """Hazards the user may see, with filters."""
         filters: list[Any] = []
@@ -53,14 +54,20 @@ class HazardController(Controller):
 
     @get("/{hazard_id:uuid}", operation_id="GetHazard")
     async def get_hazard(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, hazard_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        hazard_id: FromPath[uuid.UUID],
     ) -> s.Hazard:
         """One hazard."""
         return svc.hazard_out(await crud.get_visible(db, request.user, Hazard, hazard_id))
 
     @post("/", operation_id="CreateHazard")
     async def create_hazard(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.HazardCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.HazardCreate],
     ) -> s.Hazard:
         """Report a hazard with its GPS point."""
         return svc.hazard_out(await svc.create_hazard(db, request.user, data))
@@ -69,9 +76,9 @@ class HazardController(Controller):
     async def patch_hazard(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        hazard_id: uuid.UUID,
-        data: s.HazardPatch,
+        db: NamedDependency[AsyncSession],
+        hazard_id: FromPath[uuid.UUID],
+        data: JSONBody[s.HazardPatch],
     ) -> s.Hazard:
         """Correct a hazard's details."""
         row = await crud.get_visible(db, request.user, Hazard, hazard_id)
@@ -79,7 +86,10 @@ class HazardController(Controller):
 
     @delete("/{hazard_id:uuid}", operation_id="DeleteHazard")
     async def delete_hazard(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, hazard_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        hazard_id: FromPath[uuid.UUID],
     ) -> None:
         """Withdraw a hazard report."""
         row = await crud.get_visible(db, request.user, Hazard, hazard_id)

@@ -1,4 +1,4 @@
-"""HTTP for reference data: areas, organisations, grids, enterprises, resources."""
+"""HTTP for reference data: JSONBody[areas], organisations, grids, enterprises, resources."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import reference as s
@@ -30,7 +31,10 @@ class AreaController(Controller):
 
     @get("/", operation_id="ListAreas")
     async def list_areas(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, q: ListQuery
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
     ) -> Response[Page[s.AdminArea]]:
         """Areas, with spatial filters on their boundaries."""
         rows, nxt = await crud.list_page(db, request.user, AdminArea, q, "boundary")
@@ -38,7 +42,10 @@ class AreaController(Controller):
 
     @post("/", operation_id="CreateArea")
     async def create_area(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.AdminAreaCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.AdminAreaCreate],
     ) -> s.AdminArea:
         """Add an area (administrators)."""
         require(request.user, Role.ADMIN)
@@ -54,7 +61,10 @@ class OrganisationController(Controller):
 
     @get("/", operation_id="ListOrganisations")
     async def list_orgs(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, q: ListQuery
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
     ) -> Response[Page[s.Organisation]]:
         """Organisations; linked units with their station position."""
         rows, nxt = await crud.list_page(db, request.user, Organisation, q, "location")
@@ -62,7 +72,10 @@ class OrganisationController(Controller):
 
     @post("/", operation_id="CreateOrganisation")
     async def create_org(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.OrganisationCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.OrganisationCreate],
     ) -> s.Organisation:
         """Add an organisation (administrators)."""
         require(request.user, Role.ADMIN)
@@ -78,7 +91,10 @@ class GridController(Controller):
 
     @get("/", operation_id="ListGrids")
     async def list_grids(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, q: ListQuery
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
     ) -> Response[Page[s.Grid]]:
         """Grids the user may see (an inspector: their own)."""
         rows, nxt = await crud.list_page(db, request.user, Grid, q, "boundary")
@@ -86,14 +102,20 @@ class GridController(Controller):
 
     @get("/{grid_id:uuid}", operation_id="GetGrid")
     async def get_grid(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, grid_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        grid_id: FromPath[uuid.UUID],
     ) -> s.Grid:
         """One grid."""
         return svc.grid_out(await crud.get_visible(db, request.user, Grid, grid_id))
 
     @post("/", operation_id="CreateGrid")
     async def create_grid(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.GridCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.GridCreate],
     ) -> s.Grid:
         """Add a grid (administrators)."""
         require(request.user, Role.ADMIN)
@@ -103,9 +125,9 @@ class GridController(Controller):
     async def patch_grid(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        grid_id: uuid.UUID,
-        data: s.GridPatch,
+        db: NamedDependency[AsyncSession],
+        grid_id: FromPath[uuid.UUID],
+        data: JSONBody[s.GridPatch],
     ) -> s.Grid:
         """Change a grid (administrators)."""
         require(request.user, Role.ADMIN)
@@ -122,7 +144,10 @@ class EnterpriseController(Controller):
 
     @get("/", operation_id="ListEnterprises")
     async def list_enterprises(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, q: ListQuery
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
     ) -> Response[Page[s.Enterprise]]:
         """Enterprises the user may see."""
         rows, nxt = await crud.list_page(db, request.user, Enterprise, q, "location")
@@ -142,9 +167,9 @@ class ResourceController(Controller):
     async def list_resources(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        q: ListQuery,
-        kind: s.ResourceKind | None = None,
+        db: NamedDependency[AsyncSession],
+        q: NamedDependency[ListQuery],
+        kind: FromQuery[s.ResourceKind | None] = None,
     ) -> Response[Page[s.Resource]]:
         """Resources; with `near` nearest first and each with its distance."""
         filters = [Resource.kind == kind.value] if kind else []
@@ -154,14 +179,20 @@ class ResourceController(Controller):
 
     @get("/{resource_id:uuid}", operation_id="GetResource")
     async def get_resource(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, resource_id: uuid.UUID
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        resource_id: FromPath[uuid.UUID],
     ) -> s.Resource:
         """One resource."""
         return svc.resource_out(await crud.get_visible(db, request.user, Resource, resource_id))
 
     @post("/", operation_id="CreateResource")
     async def create_resource(
-        self, request: Request[Principal, Any, Any], db: AsyncSession, data: s.ResourceCreate
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.ResourceCreate],
     ) -> s.Resource:
         """Add a resource (administrators; dispatchers inside their area)."""
         require(request.user, Role.ADMIN, Role.DISPATCHER)
@@ -171,9 +202,9 @@ class ResourceController(Controller):
     async def patch_resource(
         self,
         request: Request[Principal, Any, Any],
-        db: AsyncSession,
-        resource_id: uuid.UUID,
-        data: s.ResourcePatch,
+        db: NamedDependency[AsyncSession],
+        resource_id: FromPath[uuid.UUID],
+        data: JSONBody[s.ResourcePatch],
     ) -> s.Resource:
         """Change a resource."""
         require(request.user, Role.ADMIN, Role.DISPATCHER)

@@ -1,0 +1,143 @@
+"""Shared fixtures: every database test runs on real SpatiaLite and on real PostGIS.
+
+PostGIS comes from LIANDONG_TEST_PG_URL (`make test` starts a local cluster when it can). Outside
+CI a missing server skips the PostGIS half; in CI (CI=true) it fails, because there the PostGIS
+suites must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from server.app import create_app
+from server.config import Settings
+from server.db import make_engine, make_sessionmaker
+from server.demo import seed
+from server.migrate import upgrade
+
+PG_URL = os.environ.get("LIANDONG_TEST_PG_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+DEMO_PASSWORD = "liandong-demo"
+
+BACKENDS = [
+    pytest.param("sqlite", id="spatialite"),
+    pytest.param("postgis", id="postgis", marks=pytest.mark.postgis),
+]
+
+
+def reset_postgres(url: str, schema: str = "public") -> None:
+    """Drop and recreate a schema with PostGIS in it, so every session starts empty."""
+
+    async def run() -> None:
+        engine = make_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            await conn.execute(text(f"CREATE SCHEMA {schema}"))
+            await conn.execute(text(f"CREATE EXTENSION IF NOT EXISTS postgis SCHEMA {schema}"))
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+def require_postgres() -> str:
+    """The PostGIS URL, or skip (outside CI) / fail (in CI)."""
+    if PG_URL:
+        return PG_URL
+    if IN_CI:
+        pytest.fail("CI=true but LIANDONG_TEST_PG_URL is unset: PostGIS suites must run in CI")
+    pytest.skip("LIANDONG_TEST_PG_URL unset: PostGIS half skipped outside CI")
+
+
+def fresh_database(backend: str, tmp: Path) -> str:
+    """An empty, migrated database URL for `backend`."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'liandong.db'}"
+    else:
+        url = require_postgres()
+        reset_postgres(url)
+    upgrade(url)
+    return url
+
+
+def seed_demo(url: str) -> None:
+    """Load the demo data set into the database."""
+
+    async def run() -> None:
+        engine = make_engine(url)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await seed(session, DEMO_PASSWORD)
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
+    """Settings for a test app."""
+    base: dict[str, Any] = {
+        "database_url": url,
+        "secret_key": "test-secret-key-not-for-production-0123456789",
+        "var_dir": tmp,
+        "media_dir": tmp / "media",
+        "demo_password": DEMO_PASSWORD,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """'sqlite' or 'postgis'."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database with the demo data, one per backend per test session."""
+    url = fresh_database(backend, tmp_path_factory.mktemp(f"db-{backend}"))
+    seed_demo(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the shared test app."""
+    return make_settings(database_url, tmp_path_factory.mktemp("var"))
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient[Any]]:
+    """The real app (real database) behind Litestar's test client."""
+    with TestClient(app=create_app(settings)) as c:
+        yield c
+
+
+class Sessions:
+    """Logs demo users in once and hands out their Authorization headers."""
+
+    def __init__(self, client: TestClient[Any]) -> None:
+        self.client = client
+        self._headers: dict[str, dict[str, str]] = {}
+
+    def __call__(self, username: str, password: str = DEMO_PASSWORD) -> dict[str, str]:
+        if username not in self._headers:
+            r = self.client.post(
+                "/api/v1/auth/login",
+                json={"username": username, "password": password, "device_id": f"t-{username}"},
+            )
+            assert r.status_code == 200, r.text
+            self._headers[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        return self._headers[username]
+
+
+@pytest.fixture(scope="session")
+def auth(client: TestClient[Any]) -> Sessions:
+    """`auth("dispatcher")` -> headers for that demo user."""
+    return Sessions(client)

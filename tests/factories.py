@@ -1,0 +1,95 @@
+"""Request bodies for tests: plain functions with sensible defaults (points inside Huangpu)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from server.demo import did
+
+_seq = itertools.count(1)
+
+# Inside demo grid A (Nanjing Rd E) and grid B (Yuyuan).
+IN_GRID_A = (121.4855, 31.2375)
+IN_GRID_B = (121.4900, 31.2200)
+OUTSIDE_DISTRICT = (121.60, 31.30)  # in Shanghai, outside Huangpu
+
+
+def point(lon: float, lat: float) -> dict[str, Any]:
+    """A GeoJSON point."""
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+def square(lon: float, lat: float, d: float = 0.002) -> dict[str, Any]:
+    """A small closed square polygon around a point."""
+    ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d]]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+def incident(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
+    """An incident body."""
+    body = {"type": "fire", "level": 2, "title": f"incident {next(_seq)}", "location": point(*at)}
+    body.update(kw)
+    return body
+
+
+def task(at: tuple[float, float] = IN_GRID_A, unit: str = "fire", **kw: Any) -> dict[str, Any]:
+    """A task body assigned to a demo unit."""
+    body = {
+        "title": f"task {next(_seq)}",
+        "location": point(*at),
+        "assignee_unit_id": str(did(f"org:{unit}")),
+    }
+    body.update(kw)
+    return body
+
+
+def hazard(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
+    """A hazard body."""
+    body = {
+        "category": "fire",
+        "severity": "high",
+        "description": f"blocked fire exit {next(_seq)}",
+        "location": point(*at),
+        "accuracy_m": 8.5,
+    }
+    body.update(kw)
+    return body
+
+
+def alert(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
+    """An alert body."""
+    body = {
+        "event": "暴雨 Rainstorm",
+        "color": "orange",
+        "urgency": "Expected",
+        "certainty": "Likely",
+        "headline": f"Rainstorm warning {next(_seq)}",
+        "area_desc": "黄浦区",
+        "area": square(*at),
+    }
+    body.update(kw)
+    return body
+
+
+def resource(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
+    """A resource body."""
+    body = {"kind": "shelter", "name": f"shelter {next(_seq)}", "location": point(*at)}
+    body.update(kw)
+    return body
+
+
+def user(role: str, org: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A user body with a unique name."""
+    n = next(_seq)
+    body: dict[str, Any] = {
+        "username": f"{role[:8]}{n}x{uuid.uuid4().hex[:6]}",
+        "display_name": f"{role} {n}",
+        "password": "correct horse battery",
+        "role": role,
+    }
+    if org:
+        body["org_id"] = str(did(f"org:{org}"))
+    body.update(kw)
+    return body

@@ -1,0 +1,121 @@
+"""The foundation's acceptance path, on SpatiaLite and on PostGIS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+
+from server.demo import did
+from tests import factories as f
+from tests.conftest import Sessions
+
+
+def test_dispatcher_creates_incident_and_task_found_near_and_hidden_from_other_unit(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d = auth("dispatcher")
+    inc = client.post("/api/v1/incidents", headers=d, json=f.incident(title="化工仓库泄漏"))
+    assert inc.status_code == 201, inc.text
+    assert inc.json()["area_id"] == str(did("area:guizhoulu"))  # deepest area containing it
+
+    body = f.task(incident_id=inc.json()["id"], unit="fire", priority="urgent")
+    created = client.post("/api/v1/tasks", headers=d, json=body)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    assert created.json()["status"] == "assigned"
+
+    near = client.get(
+        "/api/v1/tasks", headers=d, params={"near": "121.4850,31.2370", "radius_m": 200}
+    )
+    assert near.status_code == 200
+    found = {t["id"]: t for t in near.json()["items"]}
+    assert task_id in found
+    assert 0 < found[task_id]["distance_m"] < 200
+
+    far = client.get("/api/v1/tasks", headers=d, params={"near": "121.50,31.21", "radius_m": 300})
+    assert task_id not in {t["id"] for t in far.json()["items"]}
+
+    # The fire unit sees it; police (another unit) does not, in lists or by id.
+    assert task_id in {
+        t["id"] for t in client.get("/api/v1/tasks", headers=auth("fire1")).json()["items"]
+    }
+    police = auth("police1")
+    assert task_id not in {
+        t["id"] for t in client.get("/api/v1/tasks", headers=police).json()["items"]
+    }
+    assert client.get(f"/api/v1/tasks/{task_id}", headers=police).status_code == 404
+    assert client.get(f"/api/v1/incidents/{inc.json()['id']}", headers=police).status_code == 404
+    assert (
+        client.get(f"/api/v1/incidents/{inc.json()['id']}", headers=auth("fire1")).status_code
+        == 200
+    )
+
+
+def test_task_loop_is_stamped_and_illegal_jumps_refused(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d, fire = auth("dispatcher"), auth("fire1")
+    task_id = client.post("/api/v1/tasks", headers=d, json=f.task()).json()["id"]
+
+    jump = client.post(
+        f"/api/v1/tasks/{task_id}/transitions", headers=fire, json={"to_status": "completed"}
+    )
+    assert jump.status_code == 409
+    assert jump.headers["content-type"].startswith("application/problem+json")
+    assert jump.json()["code"] == "illegal_transition"
+
+    not_assignee = client.post(
+        f"/api/v1/tasks/{task_id}/transitions", headers=d, json={"to_status": "accepted"}
+    )
+    assert not_assignee.status_code == 403
+
+    for step in ("accepted", "en_route", "on_scene", "completed"):
+        r = client.post(
+            f"/api/v1/tasks/{task_id}/transitions",
+            headers=fire,
+            json={
+                "to_status": step,
+                "device_id": "phone-7",
+                "location": f.point(121.4853, 31.2371),
+                "accuracy_m": 6.0,
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["device_id"] == "phone-7"
+    timeline = client.get(f"/api/v1/tasks/{task_id}/timeline", headers=d).json()
+    assert [e["to_status"] for e in timeline] == [
+        "assigned",
+        "accepted",
+        "en_route",
+        "on_scene",
+        "completed",
+    ]
+    assert all(e["location"]["coordinates"] == [121.4853, 31.2371] for e in timeline[1:])
+    assert client.get(f"/api/v1/tasks/{task_id}", headers=d).json()["status"] == "completed"
+
+
+def test_retried_create_with_client_id_does_not_duplicate(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d = auth("dispatcher")
+    body = f.incident(id="0190f7a2-1111-7abc-8def-0123456789ab")
+    first = client.post("/api/v1/incidents", headers=d, json=body)
+    again = client.post("/api/v1/incidents", headers=d, json=body)
+    assert first.status_code == 201 and again.status_code == 201
+    assert first.json() == again.json()
+    listed = client.get("/api/v1/incidents", headers=d, params={"limit": 500}).json()["items"]
+    assert sum(1 for i in listed if i["id"] == body["id"]) == 1
+
+
+def test_every_write_lands_in_the_audit_log(client: TestClient[Any], auth: Sessions) -> None:
+    d = auth("dispatcher")
+    inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+    entries = client.get(
+        "/api/v1/audit",
+        headers=auth("admin"),
+        params={"entity": "incident", "entity_id": inc["id"]},
+    ).json()
+    assert [(e["action"], e["actor_id"]) for e in entries] == [
+        ("create", str(did("user:dispatcher")))
+    ]
