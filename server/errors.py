@@ -15,6 +15,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import IntegrityError
 
 from schemas.common import Problem, ProblemField
 
@@ -189,6 +190,21 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     )
 
 
+def integrity_error_handler(
+    request: Request[Any, Any, Any], exc: IntegrityError
+) -> Response[bytes]:
+    """A unique or foreign-key constraint refused the write; the transaction was rolled back."""
+    log.info("integrity error on %s: %s", request.url.path, exc.orig)
+    return problem_response(
+        request,
+        status=409,
+        title="Conflict",
+        detail="the change clashes with an existing record (a unique value is taken or a "
+        "referenced record does not exist); nothing was applied",
+        code="conflict",
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Anything unexpected: log it whole, answer without internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -204,6 +220,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
+    IntegrityError: integrity_error_handler,
     Exception: internal_error_handler,
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from server.app import create_app
 from server.config import Settings
@@ -47,6 +47,25 @@ def reset_postgres(url: str, schema: str = "public") -> None:
     asyncio.run(run())
 
 
+def scratch_postgres(url: str, name: str) -> str:
+    """A brand-new database `name` beside the test database (for tests that wreck schemas)."""
+    base = make_url(url)
+
+    async def run() -> None:
+        engine = make_engine(url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await engine.dispose()
+        scratch = make_engine(base.set(database=name).render_as_string(hide_password=False))
+        async with scratch.begin() as conn:
+            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        await scratch.dispose()
+
+    asyncio.run(run())
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
 def require_postgres() -> str:
     """The PostGIS URL, or skip (outside CI) / fail (in CI)."""
     if PG_URL:
@@ -56,10 +75,13 @@ def require_postgres() -> str:
     pytest.skip("LIANDONG_TEST_PG_URL unset: PostGIS half skipped outside CI")
 
 
-def fresh_database(backend: str, tmp: Path) -> str:
-    """An empty, migrated database URL for `backend`."""
+def fresh_database(backend: str, tmp: Path, scratch: str | None = None) -> str:
+    """An empty, migrated database URL for `backend` (PostGIS: the test database, or a
+    separate scratch database when `scratch` names one)."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp / 'liandong.db'}"
+    elif scratch:
+        url = scratch_postgres(require_postgres(), scratch)
     else:
         url = require_postgres()
         reset_postgres(url)

@@ -26,6 +26,10 @@ ALGORITHM = "HS256"
 ISSUER = "liandong"
 
 
+class RefreshReused(Unauthenticated):
+    """A spent refresh token came back; the family was revoked and that must be committed."""
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     """What an access token says."""
@@ -127,7 +131,7 @@ async def rotate_refresh(
     if row.revoked_at is not None:
         # A rotated token came back: someone else may hold the session. End it.
         await revoke_family(session, row.family_id)
-        raise Unauthenticated("refresh token already used; the session was ended")
+        raise RefreshReused("refresh token already used; the session was ended")
     if row.expires_at <= utcnow():
         raise Unauthenticated("refresh token expired")
     user = await session.get(User, row.user_id)

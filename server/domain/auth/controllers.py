@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas import auth as s
 from schemas.devices import Device, DeviceRegister, PushChannel
 from server.auth.principal import Principal
+from server.auth.tokens import RefreshReused
 from server.config import Settings
 from server.domain.auth import services as svc
 from server.errors import Unauthenticated
@@ -46,12 +47,21 @@ class AuthController(Controller):
     @post("/refresh", operation_id="Refresh", status_code=200)
     async def refresh(
         self,
-        db: NamedDependency[AsyncSession],
+        request: Request[Any, Any, Any],
         data: JSONBody[s.RefreshRequest],
         settings: NamedDependency[Settings],
     ) -> s.TokenPair:
         """Exchange a refresh token for a new pair (the old refresh token is spent)."""
-        return await svc.refresh(db, settings, data)
+        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        # Its own transaction: revoking a session on token reuse must stick though we answer 401.
+        async with maker() as session:
+            try:
+                pair = await svc.refresh(session, settings, data)
+            except RefreshReused:
+                await session.commit()
+                raise
+            await session.commit()
+        return pair
 
     @post("/logout", operation_id="Logout", status_code=204)
     async def logout(

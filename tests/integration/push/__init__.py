@@ -1,0 +1,1 @@
+"""Integration tests for push/: real SDKs against loopback peers."""

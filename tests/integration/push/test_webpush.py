@@ -1,0 +1,114 @@
+"""Real pywebpush (VAPID + aes128gcm) against a receiver that verifies and decrypts."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import anyio
+import msgspec
+
+from push.base import Channel, Delivered, PermanentFailure, PushMessage, RetryAfter
+from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker
+from push.webpush import WebPushSender, generate_vapid_keys, webpush_payload
+from tests.integration.push.conftest import ManualClock
+from tests.peers.webpush_receiver import WebPushReceiver
+
+WARNING = PushMessage(
+    data={"event_id": "cap-LD-1", "kind": "warning", "colour": "red"},
+    title="暴雨红色预警",
+    body="请立即转移至避难场所",
+    collapse_key="cap:LD-1",
+    ttl_seconds=3600,
+)
+
+
+def _sender() -> WebPushSender:
+    keys = generate_vapid_keys()
+    return WebPushSender(keys.private_key, "mailto:ops@liandong.example")
+
+
+def test_receiver_decrypts_exactly_what_we_sent(webpush_receiver: WebPushReceiver) -> None:
+    keys = generate_vapid_keys()
+    sender = WebPushSender(keys.private_key, "mailto:ops@liandong.example")
+    sub_id, subscription = webpush_receiver.subscribe()
+    assert isinstance(sender.send_sync(subscription, WARNING), Delivered)
+    [push] = webpush_receiver.pushes(sub_id)
+    assert push.plaintext == webpush_payload(WARNING)
+    assert push.json() == {"data": WARNING.data, "title": WARNING.title, "body": WARNING.body}
+    assert push.headers["content-encoding"] == "aes128gcm"
+    assert push.headers["ttl"] == "3600"
+    assert push.headers["urgency"] == "high"
+    assert len(push.headers["topic"]) <= 32
+    assert push.vapid_public_key == keys.application_server_key  # signed with our key
+    assert push.vapid_claims["aud"] == webpush_receiver.origin
+    assert time.time() < push.vapid_claims["exp"] <= time.time() + 24 * 3600
+    assert webpush_receiver.rejections == []
+
+
+def test_gone_subscription_is_pruned(webpush_receiver: WebPushReceiver) -> None:
+    clock = ManualClock()
+    store = InMemoryOutboxStore(clock)
+    sub_id, subscription = webpush_receiver.subscribe()
+    store.register("browser-1", Channel.WEBPUSH, subscription)
+    job = store.enqueue(
+        event_id="cap-LD-1", device_id="browser-1", channel=Channel.WEBPUSH,
+        address=subscription, message=WARNING,
+    )  # fmt: skip
+    webpush_receiver.gone(sub_id)
+    worker = OutboxWorker(store, {Channel.WEBPUSH: _sender()}, clock=clock)
+    report = anyio.run(worker.run_once)
+    assert report.pruned_addresses == 1 and report.errors == {"HTTP_410": 1}
+    assert store.state_of(job) is JobState.DEAD
+    assert store.registrations["browser-1"] == {}
+
+
+def test_429_retry_after_then_delivered(webpush_receiver: WebPushReceiver) -> None:
+    clock = ManualClock()
+    store = InMemoryOutboxStore(clock)
+    sub_id, subscription = webpush_receiver.subscribe()
+    webpush_receiver.script(sub_id, 429, "15")
+    sender = _sender()
+    assert sender.send_sync(subscription, WARNING) == RetryAfter(15.0, "HTTP_429")
+    webpush_receiver.script(sub_id, 429, "15")
+    job = store.enqueue(
+        event_id="cap-LD-1", device_id="b", channel=Channel.WEBPUSH, address=subscription,
+        message=WARNING,
+    )  # fmt: skip
+    worker = OutboxWorker(store, {Channel.WEBPUSH: sender}, clock=clock, rng=random.Random(2))
+
+    async def main() -> None:
+        assert (await worker.run_once()).retried == 1
+        clock.advance(14)
+        assert (await worker.run_once()).claimed == 0
+        clock.advance(2.5)
+        assert (await worker.run_once()).delivered == 1
+
+    anyio.run(main)
+    assert store.state_of(job) is JobState.DELIVERED
+    assert len(webpush_receiver.pushes(sub_id)) == 1
+
+
+def test_oversized_payload_is_refused_before_sending(webpush_receiver: WebPushReceiver) -> None:
+    _sub_id, subscription = webpush_receiver.subscribe()
+    big = PushMessage(data={"blob": "x" * 5000})
+    result = _sender().send_sync(subscription, big)
+    assert isinstance(result, PermanentFailure) and result.code == "PAYLOAD_TOO_LARGE"
+    assert not result.dead_token
+
+
+def test_mixed_channels_one_worker(webpush_receiver, fcm, fcm_sender) -> None:  # type: ignore[no-untyped-def]
+    store = InMemoryOutboxStore()
+    _sub_id, subscription = webpush_receiver.subscribe()
+    store.enqueue(
+        event_id="e", device_id="b", channel=Channel.WEBPUSH, address=subscription,
+        message=WARNING,
+    )  # fmt: skip
+    store.enqueue(event_id="e", device_id="p", channel=Channel.FCM, address="tok", message=WARNING)
+    worker = OutboxWorker(store, {Channel.WEBPUSH: _sender(), Channel.FCM: fcm_sender})
+    assert anyio.run(worker.run_once).delivered == 2
+    assert fcm.messages()[0].message["notification"] == {
+        "title": WARNING.title,
+        "body": WARNING.body,
+    }
+    assert msgspec.json.decode(webpush_receiver.pushes()[0].plaintext)["title"] == WARNING.title

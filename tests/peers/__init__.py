@@ -1,0 +1,1 @@
+"""Loopback stand-ins for external services, speaking their real protocols."""
