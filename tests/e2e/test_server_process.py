@@ -99,6 +99,7 @@ def test_cli_user_commands(tmp_path: Path) -> None:
             "--password",
             "a-long-password",
         ],
+        check=False,
         env=env,
         capture_output=True,
         text=True,
@@ -115,13 +116,18 @@ def test_cli_user_commands(tmp_path: Path) -> None:
             "--password",
             "a-long-password",
         ],
+        check=False,
         env=env,
         capture_output=True,
         text=True,
     )
     assert bad.returncode != 0 and "username" in bad.stderr
-    listed = subprocess.run([LIANDONG, "user", "list"], env=env, capture_output=True, text=True)
+    listed = subprocess.run(
+        [LIANDONG, "user", "list"], check=False, env=env, capture_output=True, text=True
+    )
     assert "ops1" in listed.stdout and "active" in listed.stdout
     subprocess.run([LIANDONG, "user", "disable", "ops1"], env=env, check=True, capture_output=True)
-    listed = subprocess.run([LIANDONG, "user", "list"], env=env, capture_output=True, text=True)
+    listed = subprocess.run(
+        [LIANDONG, "user", "list"], check=False, env=env, capture_output=True, text=True
+    )
     assert "disabled" in listed.stdout

@@ -1,0 +1,259 @@
+"""The sync client the phone runs: push the outbox, pull every scope, repeat with backoff.
+
+The transport is a Protocol so tests plug the in-memory server in-process and the app plugs
+HTTP (mobile/core). The client never imports a UI: the app listens to `SyncEvent`s through the
+`on_event` callback (Electrum's core/GUI split).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.sync import (
+    SCHEMA_VERSION,
+    PullReply,
+    PullRequest,
+    PullResponse,
+    PushReply,
+    PushRequest,
+    PushResponse,
+)
+from sync.store import ClientStore
+
+
+class Transport(Protocol):
+    """How requests reach the server. Raise `TransportError` (or OSError) when they don't."""
+
+    async def push(self, req: PushRequest) -> PushReply:
+        """Send a push; return the server's answer."""
+        ...
+
+    async def pull(self, req: PullRequest) -> PullReply:
+        """Send a pull; return the server's answer."""
+        ...
+
+
+class TransportError(Exception):
+    """The request or its answer was lost; the client retries later."""
+
+
+class UpgradeRequiredError(Exception):
+    """The server needs a newer app; syncing stops until the app is upgraded."""
+
+    def __init__(self, min_version: int, message: str) -> None:
+        super().__init__(message or f"schema {min_version} required")
+        self.min_version = min_version
+
+
+class EventKind(enum.StrEnum):
+    """What a `SyncEvent` reports."""
+
+    STARTED = "started"
+    PUSHED = "pushed"
+    PULLED = "pulled"
+    REFUSED = "refused"
+    LOST = "lost"  # a pushed value lost a merge on the server (kept there as a conflict)
+    EVICTED = "evicted"
+    KEPT_ASIDE = "kept_aside"
+    RESYNC = "resync"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    DONE = "done"
+    ERROR = "error"
+    UPGRADE_REQUIRED = "upgrade_required"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """One thing the app may show. `counts` is per scope for pulls, else a few totals."""
+
+    kind: EventKind
+    counts: dict[str, int] = field(default_factory=dict)
+    detail: Any = None
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """Totals of one `sync_once`."""
+
+    pushed: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    refused: int = 0
+    lost: int = 0
+    pulled: dict[str, int] = field(default_factory=dict)
+    evicted: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+
+EventHook = Callable[[SyncEvent], None]
+
+
+class SyncClient:
+    """Runs sync for one `ClientStore` over one `Transport`.
+
+    Promises: the outbox is pushed in seq order, in batches; a batch whose answer is lost is
+    re-sent unchanged (the server deduplicates); a pull applies each answer and its cursors in
+    one store transaction; `sync_once` ends with a complete pull, so afterwards the store
+    equals the server for every scope (unless something was written meanwhile).
+    """
+
+    def __init__(
+        self,
+        store: ClientStore,
+        transport: Transport,
+        *,
+        schema_version: int = SCHEMA_VERSION,
+        push_batch: int = 500,
+        pull_limit: int = 2000,
+        on_event: EventHook | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.schema_version = schema_version
+        self.push_batch = push_batch
+        self.pull_limit = pull_limit
+        self.on_event = on_event
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
+        self._sleep = sleep
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.failures = 0
+        self.progress: dict[str, int] = {}
+        self._wake = asyncio.Event()
+
+    def _emit(
+        self, kind: EventKind, counts: dict[str, int] | None = None, detail: Any = None
+    ) -> None:
+        if self.on_event is not None:
+            self.on_event(SyncEvent(kind, counts or {}, detail))
+
+    async def push(self, result: SyncResult | None = None) -> SyncResult:
+        """Push the whole outbox, batch by batch."""
+        result = result if result is not None else SyncResult()
+        while True:
+            batch = self.store.pending(self.push_batch)
+            if not batch:
+                return result
+            req = PushRequest(
+                schema_version=self.schema_version,
+                device_id=self.store.device_id,
+                mutations=batch,
+            )
+            reply = await self.transport.push(req)
+            result.requests += 1
+            if not isinstance(reply, PushResponse):
+                self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
+                raise UpgradeRequiredError(reply.min_version, reply.message)
+            report = self.store.apply_acks(batch, reply.acks, reply.hlc)
+            result.pushed += len(batch)
+            result.accepted += report.accepted
+            result.duplicate += report.duplicate
+            result.refused += len(report.refused)
+            result.lost += len(report.lost)
+            self._emit(
+                EventKind.PUSHED,
+                {"accepted": report.accepted, "duplicate": report.duplicate},
+            )
+            for m, refusal in report.refused:
+                self._emit(EventKind.REFUSED, detail=(m, refusal))
+            for m, fields in report.lost:
+                self._emit(EventKind.LOST, detail=(m, fields))
+
+    async def pull(self, result: SyncResult | None = None) -> SyncResult:
+        """Pull until no scope has more, then settle acked outbox rows."""
+        result = result if result is not None else SyncResult()
+        self.progress = {}
+        refetched: set[str] = set()
+        while True:
+            req = PullRequest(
+                schema_version=self.schema_version,
+                device_id=self.store.device_id,
+                cursors=self.store.cursors(),
+                bases=self.store.bases(),
+                limit=self.pull_limit,
+            )
+            reply = await self.transport.pull(req)
+            result.requests += 1
+            if not isinstance(reply, PullResponse):
+                self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
+                raise UpgradeRequiredError(reply.min_version, reply.message)
+            report = self.store.apply_pull(reply)
+            for scope, n in report.changes.items():
+                self.progress[scope] = self.progress.get(scope, 0) + n
+                result.pulled[scope] = result.pulled.get(scope, 0) + n
+            for scope, n in report.evictions.items():
+                result.evicted[scope] = result.evicted.get(scope, 0) + n
+            self._emit(EventKind.PULLED, dict(self.progress))
+            if report.evictions:
+                self._emit(EventKind.EVICTED, dict(report.evictions))
+            if report.kept_aside:
+                self._emit(EventKind.KEPT_ASIDE, {"records": report.kept_aside})
+            for scope in report.resynced:
+                self._emit(EventKind.RESYNC, detail=scope)
+            for scope in report.checksum_mismatch:
+                self._emit(EventKind.CHECKSUM_MISMATCH, detail=scope)
+            # A checksum mismatch reset that scope's cursor: pull again to re-fetch it, once per
+            # sync, so a persistent disagreement cannot spin the loop.
+            again = set(report.checksum_mismatch) - refetched
+            refetched |= again
+            if not reply.has_more and not again:
+                break
+        self.store.finish_pull()
+        return result
+
+    async def sync_once(self) -> SyncResult:
+        """Push everything, then pull everything. Raises on transport failure."""
+        self._emit(EventKind.STARTED)
+        result = await self.push()
+        await self.pull(result)
+        self._emit(EventKind.DONE, dict(result.pulled), detail=result)
+        return result
+
+    def notify(self) -> None:
+        """Ask the loop to sync now (the server's "pull now" event, or a local write)."""
+        self._wake.set()
+
+    def backoff_delay(self) -> float:
+        """Delay before the next retry: exponential in the failures so far, with jitter.
+
+        Half of the delay is fixed and half random ("equal jitter"), so phones that lost the
+        network together do not retry together, and no retry comes immediately.
+        """
+        exp = min(self.backoff_cap_s, self.backoff_base_s * (2.0 ** min(self.failures, 30)))
+        return exp / 2 + self._rng.uniform(0, exp / 2)
+
+    async def run(self, stop: asyncio.Event, *, interval_s: float = 60.0) -> None:
+        """Sync until `stop` is set: after each success wait for `notify()` or `interval_s`;
+        after a failure back off. Stops (with an event) when an upgrade is required."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.sync_once()
+                self.failures = 0
+                delay = interval_s
+            except UpgradeRequiredError:
+                return
+            except (TransportError, OSError) as exc:
+                self.failures += 1
+                delay = self.backoff_delay()
+                self._emit(EventKind.ERROR, {"failures": self.failures}, detail=repr(exc))
+                await self._sleep(delay)
+                continue
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+                stopper.cancel()

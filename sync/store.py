@@ -1,0 +1,706 @@
+"""The phone's local store on SQLite (standard library): records, outbox, cursors, logs.
+
+Crash safety comes from transactions, not care: every public method that changes anything is
+one SQLite transaction. A local write and its outbox entry commit together; a pulled response
+and the cursors it carries commit together; acks and the outbox rows they settle commit
+together. Killing the process at any point leaves the store as it was before or after the
+method, never in between.
+
+What the app sees (`get`, `all`) is the server-confirmed state (`data`) with the device's own
+outbox mutations replayed on top (`local`), so an edit shows at once and survives any pull.
+Outbox rows stay until the server answers; accepted ones stay (marked acked) until a complete
+pull has brought the server's version, so an accepted edit never flickers away.
+
+Tables: `records(entity, id, version, data, local)`, `members(scope, entity, id, version,
+stale)`, `scopes(scope, cursor, base, checksum)`, `outbox(seq, entity, id, op, hlc, base, fields,
+state, ack_version)`, `log(kind, entity, id, seq, code, message, detail, at)`, `aside(entity,
+id, view, at)` (unsynced edits of records that left the device), `meta(k, v)`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from schemas.merge import REGISTRY, Registry
+from schemas.sync import (
+    Ack,
+    AckStatus,
+    Mutation,
+    Op,
+    PullResponse,
+    Reason,
+    Refusal,
+    ScopePage,
+)
+from sync.checksum import record_hash
+from sync.hlc import HLC, Clock, SystemClock
+from sync.merge import apply_local, validate
+from sync.replica import Snapshot
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+_NULL = b"null"
+_CHUNK = 500  # bound on SQL variables per IN (...) query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records(
+    entity TEXT NOT NULL, id BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0,
+    data BLOB, local BLOB, PRIMARY KEY(entity, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members(
+    scope TEXT NOT NULL, entity TEXT NOT NULL, id BLOB NOT NULL,
+    version INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(scope, entity, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_record ON members(id);
+CREATE TABLE IF NOT EXISTS scopes(
+    scope TEXT PRIMARY KEY, cursor INTEGER NOT NULL, base INTEGER NOT NULL DEFAULT 0,
+    checksum INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox(
+    seq INTEGER PRIMARY KEY, entity TEXT NOT NULL, id BLOB NOT NULL, op TEXT NOT NULL,
+    hlc INTEGER NOT NULL, base INTEGER NOT NULL, fields BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', ack_version INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS outbox_by_record ON outbox(id);
+CREATE TABLE IF NOT EXISTS log(
+    n INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, entity TEXT, id BLOB,
+    seq INTEGER, code TEXT, message TEXT, detail BLOB, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS aside(
+    entity TEXT NOT NULL, id BLOB NOT NULL, view BLOB, at INTEGER NOT NULL,
+    PRIMARY KEY(entity, id)) WITHOUT ROWID;
+"""
+
+
+class LocalRefusalError(ValueError):
+    """A local write that the server would refuse whatever its state (caught before queuing)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.code}: {refusal.message} {refusal.field}".strip())
+        self.refusal = refusal
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """A refusal, lost merge, eviction with kept edits, resync or checksum mismatch."""
+
+    kind: str
+    entity: str | None
+    id: UUID | None
+    seq: int | None
+    code: str | None
+    message: str | None
+    detail: Any
+    at: int
+
+
+@dataclass(slots=True)
+class AckReport:
+    """What `apply_acks` did."""
+
+    accepted: int = 0
+    duplicate: int = 0
+    refused: list[tuple[Mutation, Refusal]] = field(default_factory=list)
+    lost: list[tuple[Mutation, list[str]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PullReport:
+    """What `apply_pull` did, per scope."""
+
+    changes: dict[str, int] = field(default_factory=dict)
+    evictions: dict[str, int] = field(default_factory=dict)
+    resynced: list[str] = field(default_factory=list)
+    checksum_mismatch: list[str] = field(default_factory=list)
+    kept_aside: int = 0
+
+
+FaultHook = Callable[[str], None]
+
+
+class ClientStore:
+    """The device's SQLite store. One instance per database file; not thread-safe.
+
+    `fault` (tests only) is called with a step name between the steps of each transaction, so
+    tests can raise there (or kill the process) and check the store is still consistent.
+    """
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        registry: Registry = REGISTRY,
+        clock: Clock | None = None,
+        device_id: str | None = None,
+        fault: FaultHook | None = None,
+    ) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode is durable across a process kill (what phones do to apps); only
+        # an OS crash may lose the last commits, and it never corrupts.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.registry = registry
+        self._fault = fault
+        self._clock = clock if clock is not None else SystemClock()
+        with self._tx():
+            stored = self._meta("device_id")
+            if stored is None:
+                stored = device_id or str(uuid.uuid4())
+                self._set_meta("device_id", stored)
+                self._set_meta("next_seq", 1)
+                self._set_meta("hlc", 0)
+        self.device_id: str = str(stored)
+        self.hlc = HLC(self._clock, int(self._meta("hlc") or 0))
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _step(self, name: str) -> None:
+        if self._fault is not None:
+            self._fault(name)
+
+    def _meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES(?, ?)", (key, value))
+
+    def _now(self) -> int:
+        return self._clock.now_ms()
+
+    def _log(
+        self,
+        kind: str,
+        entity: str | None = None,
+        rid: bytes | None = None,
+        *,
+        seq: int | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO log(kind, entity, id, seq, code, message, detail, at)"
+            " VALUES(?,?,?,?,?,?,?,?)",
+            (kind, entity, rid, seq, code, message, _enc.encode(detail), self._now()),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, entity: str, record_id: UUID) -> dict[str, Any] | None:
+        """The record as the app should show it (own pending edits included), or None."""
+        row = self._db.execute(
+            "SELECT coalesce(local, data) FROM records WHERE entity=? AND id=?",
+            (entity, record_id.bytes),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        value: dict[str, Any] | None = _dec.decode(row[0])
+        return value
+
+    def all(self, entity: str) -> dict[UUID, dict[str, Any]]:
+        """Every visible record of `entity`."""
+        out: dict[UUID, dict[str, Any]] = {}
+        for rid, blob in self._db.execute(
+            "SELECT id, coalesce(local, data) FROM records WHERE entity=?", (entity,)
+        ):
+            if blob is not None and blob != _NULL:
+                out[UUID(bytes=rid)] = _dec.decode(blob)
+        return out
+
+    def confirmed(self, entity: str, record_id: UUID) -> tuple[int, dict[str, Any]] | None:
+        """Server-confirmed (version, values) of a record, without local edits."""
+        row = self._db.execute(
+            "SELECT version, data FROM records WHERE entity=? AND id=?",
+            (entity, record_id.bytes),
+        ).fetchone()
+        if row is None or row[1] is None:
+            return None
+        return row[0], _dec.decode(row[1])
+
+    def snapshot(self, scope: str) -> Snapshot:
+        """Server-confirmed records the device holds for `scope` (for checks and tests)."""
+        out: Snapshot = {}
+        for entity, rid, data in self._db.execute(
+            "SELECT m.entity, m.id, r.data FROM members m JOIN records r"
+            " ON r.entity=m.entity AND r.id=m.id WHERE m.scope=? AND r.data IS NOT NULL",
+            (scope,),
+        ):
+            version = self._db.execute(
+                "SELECT version FROM members WHERE scope=? AND entity=? AND id=?",
+                (scope, entity, rid),
+            ).fetchone()[0]
+            out[(entity, UUID(bytes=rid))] = (version, _dec.decode(data))
+        return out
+
+    def cursors(self) -> dict[str, int]:
+        """Last sequence held per scope."""
+        return dict(self._db.execute("SELECT scope, cursor FROM scopes").fetchall())
+
+    def bases(self) -> dict[str, int]:
+        """Checkpoint cursor of each scope whose paginated pull is not complete yet."""
+        return dict(
+            self._db.execute("SELECT scope, base FROM scopes WHERE base != cursor").fetchall()
+        )
+
+    def checksum(self, scope: str) -> int:
+        """The device's checksum of `scope` (XOR of record hashes of its members)."""
+        row = self._db.execute("SELECT checksum FROM scopes WHERE scope=?", (scope,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def pending(self, limit: int = 1 << 30) -> list[Mutation]:
+        """Mutations not yet answered by the server, oldest first."""
+        return [
+            self._mutation(row)
+            for row in self._db.execute(
+                "SELECT seq, entity, id, op, hlc, base, fields FROM outbox"
+                " WHERE state='pending' ORDER BY seq LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def pending_count(self) -> int:
+        """How many mutations wait for the server."""
+        return int(
+            self._db.execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()[0]
+        )
+
+    def log_entries(self, kind: str | None = None) -> list[LogEntry]:
+        """The log (refusals, lost merges, kept-aside edits, resyncs), oldest first."""
+        sql = "SELECT kind, entity, id, seq, code, message, detail, at FROM log"
+        rows = self._db.execute(
+            sql + (" WHERE kind=?" if kind else "") + " ORDER BY n", (kind,) if kind else ()
+        )
+        return [
+            LogEntry(k, e, UUID(bytes=i) if i else None, s, c, m, _dec.decode(d), at)
+            for k, e, i, s, c, m, d, at in rows
+        ]
+
+    def aside(self) -> dict[tuple[str, UUID], dict[str, Any] | None]:
+        """Local views of records that left the device with unsynced edits."""
+        return {
+            (e, UUID(bytes=i)): _dec.decode(v)
+            for e, i, v in self._db.execute("SELECT entity, id, view FROM aside")
+        }
+
+    @staticmethod
+    def _mutation(row: tuple[Any, ...]) -> Mutation:
+        seq, entity, rid, op, hlc, base, fields = row
+        return Mutation(
+            seq=seq,
+            entity=entity,
+            id=UUID(bytes=rid),
+            hlc=hlc,
+            op=Op(op),
+            base=base,
+            fields=_dec.decode(fields),
+        )
+
+    # -- local writes --------------------------------------------------------------------------
+    def write(
+        self,
+        entity: str,
+        record_id: UUID,
+        fields: dict[str, Any] | None = None,
+        *,
+        op: Op = Op.UPDATE,
+    ) -> Mutation:
+        """Record a local write and queue it, in one transaction; returns the mutation.
+
+        Raises `LocalRefusalError` for writes no server state could accept (unknown entity or
+        field, server-owned field, read-only entity, malformed value), before queuing anything.
+        For an append-only field pass only the items to add.
+        """
+        fields = dict(fields or {})
+        spec = self.registry.get(entity)
+        if spec is None:
+            raise LocalRefusalError(Refusal(code=Reason.UNKNOWN_ENTITY, message=entity))
+        refusal = validate(spec, op, fields)
+        if refusal is not None:
+            raise LocalRefusalError(refusal)
+        rid = record_id.bytes
+        with self._tx():
+            seq = int(self._meta("next_seq"))
+            hlc = self.hlc.now()
+            row = self._db.execute(
+                "SELECT version FROM records WHERE entity=? AND id=?", (entity, rid)
+            ).fetchone()
+            base = row[0] if row else 0
+            self._db.execute(
+                "INSERT INTO outbox(seq, entity, id, op, hlc, base, fields) VALUES(?,?,?,?,?,?,?)",
+                (seq, entity, rid, op.value, hlc, base, _enc.encode(fields)),
+            )
+            self._step("write:queued")
+            self._recompute(entity, rid)
+            self._set_meta("next_seq", seq + 1)
+            self._set_meta("hlc", hlc)
+        return Mutation(
+            seq=seq, entity=entity, id=record_id, hlc=hlc, op=op, base=base, fields=fields
+        )
+
+    def _recompute(self, entity: str, rid: bytes) -> None:
+        """Rebuild a record's local view: confirmed data + its outbox rows in seq order."""
+        spec = self.registry.get(entity)
+        row = self._db.execute(
+            "SELECT data FROM records WHERE entity=? AND id=?", (entity, rid)
+        ).fetchone()
+        data = _dec.decode(row[0]) if row and row[0] is not None else None
+        ops = self._db.execute(
+            "SELECT op, fields FROM outbox WHERE id=? AND entity=? ORDER BY seq", (rid, entity)
+        ).fetchall()
+        if not ops:
+            if row is not None and data is None:
+                # Created here, never confirmed, nothing left to push: it is gone.
+                self._db.execute("DELETE FROM records WHERE entity=? AND id=?", (entity, rid))
+            elif row is not None:
+                self._db.execute(
+                    "UPDATE records SET local=NULL WHERE entity=? AND id=?", (entity, rid)
+                )
+            return
+        if row is None and not any(op == Op.CREATE.value for op, _ in ops):
+            return  # not on the device (evicted or never pulled): edits wait in the outbox
+        view: dict[str, Any] | None = data
+        for op, blob in ops:
+            view = apply_local(spec, view, Op(op), _dec.decode(blob))
+        if row is None:
+            self._db.execute(
+                "INSERT INTO records(entity, id, version, data, local) VALUES(?,?,0,NULL,?)",
+                (entity, rid, _enc.encode(view)),
+            )
+        elif view is None and data is None:
+            self._db.execute("DELETE FROM records WHERE entity=? AND id=?", (entity, rid))
+        else:
+            self._db.execute(
+                "UPDATE records SET local=? WHERE entity=? AND id=?",
+                (_enc.encode(view), entity, rid),
+            )
+
+    # -- server answers ------------------------------------------------------------------------
+    def apply_acks(self, mutations: Sequence[Mutation], acks: Sequence[Ack], hlc: int) -> AckReport:
+        """Settle pushed mutations in one transaction.
+
+        Accepted and duplicate ones are marked acked (they leave the outbox after the next
+        complete pull); refused ones leave the outbox at once, the record is shown as the
+        server has it again, and the refusal is logged.
+        """
+        by_seq = {m.seq: m for m in mutations}
+        report = AckReport()
+        with self._tx():
+            touched: set[tuple[str, bytes]] = set()
+            for ack in acks:
+                m = by_seq.get(ack.seq)
+                if m is None:
+                    continue
+                rid = m.id.bytes
+                if ack.status is AckStatus.REFUSED:
+                    refusal = ack.refusal or Refusal(code=Reason.RULE)
+                    self._db.execute("DELETE FROM outbox WHERE seq=?", (m.seq,))
+                    self._log(
+                        "refused",
+                        m.entity,
+                        rid,
+                        seq=m.seq,
+                        code=str(refusal.code),
+                        message=refusal.message,
+                        detail={"op": m.op.value, "fields": m.fields, "field": refusal.field},
+                    )
+                    report.refused.append((m, refusal))
+                    touched.add((m.entity, rid))
+                else:
+                    self._db.execute(
+                        "UPDATE outbox SET state='acked', ack_version=? WHERE seq=?",
+                        (ack.version, m.seq),
+                    )
+                    if ack.status is AckStatus.DUPLICATE:
+                        report.duplicate += 1
+                    else:
+                        report.accepted += 1
+                    if ack.lost:
+                        self._log(
+                            "lost",
+                            m.entity,
+                            rid,
+                            seq=m.seq,
+                            detail={f: m.fields.get(f) for f in ack.lost},
+                        )
+                        report.lost.append((m, list(ack.lost)))
+                self._step("acks:one")
+            for entity, rid in touched:
+                self._recompute(entity, rid)
+            self.hlc.update(hlc)
+            self._set_meta("hlc", self.hlc.last)
+        return report
+
+    def apply_pull(self, resp: PullResponse) -> PullReport:
+        """Apply a whole pull answer and its cursors in one transaction."""
+        report = PullReport()
+        with self._tx():
+            for scope in resp.dropped:
+                self._drop_scope(scope, report)
+                self._step("pull:dropped")
+            for page in resp.scopes:
+                self._apply_page(page, report)
+                self._step("pull:page")
+            self.hlc.update(resp.hlc)
+            self._set_meta("hlc", self.hlc.last)
+        return report
+
+    def finish_pull(self) -> int:
+        """After a complete pull: drop acked outbox rows and rebuild the records they touched.
+
+        Every accepted mutation is now either in the confirmed data or (the record is out of
+        this device's scopes) not meant to be here. Returns the number of rows dropped.
+        """
+        with self._tx():
+            rows = self._db.execute(
+                "SELECT DISTINCT entity, id FROM outbox WHERE state='acked'"
+            ).fetchall()
+            self._db.execute("DELETE FROM outbox WHERE state='acked'")
+            self._step("finish:deleted")
+            for entity, rid in rows:
+                self._recompute(entity, rid)
+        return len(rows)
+
+    def reset_scope(self, scope: str) -> None:
+        """Re-fetch `scope` from scratch on the next pull (after a checksum mismatch)."""
+        with self._tx():
+            self._reset(scope)
+
+    def _reset(self, scope: str) -> None:
+        # The stored checksum may be what went wrong: recompute it from the members, which
+        # the re-fetch then refreshes (or drops, if the server no longer has them).
+        checksum = 0
+        for entity, rid, version in self._db.execute(
+            "SELECT entity, id, version FROM members WHERE scope=?", (scope,)
+        ):
+            checksum ^= record_hash(entity, UUID(bytes=rid), version)
+        self._db.execute("UPDATE members SET stale=1 WHERE scope=?", (scope,))
+        self._db.execute(
+            "UPDATE scopes SET cursor=0, base=0, checksum=? WHERE scope=?", (checksum, scope)
+        )
+
+    def _drop_scope(self, scope: str, report: PullReport) -> None:
+        rows = self._db.execute("SELECT entity, id FROM members WHERE scope=?", (scope,)).fetchall()
+        self._db.execute("DELETE FROM members WHERE scope=?", (scope,))
+        self._db.execute("DELETE FROM scopes WHERE scope=?", (scope,))
+        for entity, rid in rows:
+            self._remove_if_orphan(entity, rid, report)
+        report.evictions[scope] = report.evictions.get(scope, 0) + len(rows)
+
+    def _remove_if_orphan(self, entity: str, rid: bytes, report: PullReport) -> None:
+        """Remove a record no scope holds any more, keeping its unsynced edits aside."""
+        if self._db.execute(
+            "SELECT 1 FROM members WHERE id=? AND entity=? LIMIT 1", (rid, entity)
+        ).fetchone():
+            return
+        self._remove_record(entity, rid, report, reason="evicted")
+
+    def _remove_record(self, entity: str, rid: bytes, report: PullReport, reason: str) -> None:
+        pending = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE id=? AND entity=? AND state='pending'",
+            (rid, entity),
+        ).fetchone()[0]
+        if pending:
+            row = self._db.execute(
+                "SELECT coalesce(local, data) FROM records WHERE entity=? AND id=?",
+                (entity, rid),
+            ).fetchone()
+            view = row[0] if row else None
+            self._db.execute(
+                "INSERT OR REPLACE INTO aside(entity, id, view, at) VALUES(?,?,?,?)",
+                (entity, rid, view if view is not None else _NULL, self._now()),
+            )
+            self._log("kept_aside", entity, rid, code=reason, detail={"pending": pending})
+            report.kept_aside += 1
+        self._db.execute("DELETE FROM records WHERE entity=? AND id=?", (entity, rid))
+
+    def _apply_page(self, page: ScopePage, report: PullReport) -> None:
+        scope = page.scope
+        row = self._db.execute("SELECT checksum FROM scopes WHERE scope=?", (scope,)).fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO scopes(scope, cursor, checksum) VALUES(?,0,0)", (scope,))
+            checksum = 0
+        else:
+            checksum = int(row[0])
+        if page.resync:
+            # Keep showing what we have until the snapshot is complete; then drop what it
+            # did not contain. Outbox rows are untouched: they are replayed, never discarded.
+            self._db.execute("UPDATE members SET stale=1 WHERE scope=?", (scope,))
+            self._db.execute("UPDATE scopes SET base=0 WHERE scope=?", (scope,))
+            report.resynced.append(scope)
+            self._log("resync", code=scope)
+
+        checksum = self._apply_changes(page, checksum, report)
+        for ref in page.evictions:
+            checksum = self._forget(ref.entity, ref.id.bytes, scope, checksum, report)
+        report.changes[scope] = report.changes.get(scope, 0) + len(page.changes)
+        if page.evictions:
+            report.evictions[scope] = report.evictions.get(scope, 0) + len(page.evictions)
+        if not page.has_more:
+            ok, checksum = self._checkpoint(page, checksum, report)
+            if not ok:
+                return
+        # The base moves only at a checkpoint: until then later pages must still send every
+        # field changed after it (see PullRequest.bases).
+        self._db.execute(
+            "UPDATE scopes SET cursor=?1, checksum=?2,"
+            " base = CASE WHEN ?3 THEN base ELSE ?1 END WHERE scope=?4",
+            (page.cursor, checksum, page.has_more, scope),
+        )
+
+    def _checkpoint(self, page: ScopePage, checksum: int, report: PullReport) -> tuple[bool, int]:
+        """End of a scope's feed: drop resync leftovers, verify the checksum.
+
+        Returns (False, checksum) and schedules a re-fetch of the scope on a mismatch.
+        """
+        scope = page.scope
+        for entity, rid in self._db.execute(
+            "SELECT entity, id FROM members WHERE scope=? AND stale=1", (scope,)
+        ).fetchall():
+            checksum = self._forget(entity, rid, scope, checksum, report)
+        if page.checksum is None or page.checksum == checksum:
+            return True, checksum
+        self._log(
+            "checksum_mismatch", code=scope, detail={"server": page.checksum, "device": checksum}
+        )
+        report.checksum_mismatch.append(scope)
+        self._reset(scope)
+        return False, checksum
+
+    def _apply_changes(self, page: ScopePage, checksum: int, report: PullReport) -> int:
+        """Upsert a page's records and memberships in bulk; return the scope checksum."""
+        scope, changes = page.scope, page.changes
+        by_entity: dict[str, list[bytes]] = {}
+        for c in changes:
+            by_entity.setdefault(c.entity, []).append(c.id.bytes)
+        members: list[tuple[Any, ...]] = []
+        records: list[tuple[Any, ...]] = []
+        queued: list[tuple[Any, ...]] = []
+        # Every lookup names the entity so it uses the (entity, id) primary keys.
+        for entity, ids in by_entity.items():
+            members += self._load(
+                "SELECT entity, id, version FROM members WHERE scope=? AND entity=? AND id IN ({})",
+                ids,
+                scope,
+                entity,
+            )
+            records += self._load(
+                "SELECT entity, id, version, data FROM records WHERE entity=? AND id IN ({})",
+                ids,
+                entity,
+            )
+            queued += self._load(
+                "SELECT DISTINCT entity, id FROM outbox WHERE entity=? AND id IN ({})", ids, entity
+            )
+        outbox_ids = {(e, i) for e, i in queued}
+        mem_version = {(e, i): v for e, i, v in members}
+        rec_rows = {(e, i): (v, d) for e, i, v, d in records}
+        rec_upserts: list[tuple[str, bytes, int, bytes]] = []
+        mem_upserts: list[tuple[str, str, bytes, int]] = []
+        deletes: list[tuple[str, bytes]] = []
+        recompute: list[tuple[str, bytes]] = []
+        for c in changes:
+            key = (c.entity, c.id.bytes)
+            if c.deleted:
+                deletes.append(key)
+                continue
+            old = mem_version.get(key)
+            if old is not None:
+                checksum ^= record_hash(c.entity, c.id, old)
+            checksum ^= record_hash(c.entity, c.id, c.version)
+            mem_version[key] = c.version
+            mem_upserts.append((scope, c.entity, key[1], c.version))
+            prev = rec_rows.get(key)
+            # A change carries only the fields changed after the cursor (all of them when the
+            # record is new to the scope), so it merges into what the device holds.
+            if prev is not None and prev[1] is not None:
+                values = {**_dec.decode(prev[1]), **c.fields}
+            else:
+                values = c.fields
+            version = max(c.version, prev[0]) if prev is not None else c.version
+            blob = _enc.encode(values)
+            rec_rows[key] = (version, blob)
+            rec_upserts.append((c.entity, key[1], version, blob))
+            if key in outbox_ids:
+                recompute.append(key)
+        self._db.executemany(
+            "INSERT INTO records(entity, id, version, data) VALUES(?,?,?,?)"
+            " ON CONFLICT(entity, id) DO UPDATE SET version=excluded.version, data=excluded.data",
+            rec_upserts,
+        )
+        self._db.executemany(
+            "INSERT INTO members(scope, entity, id, version, stale) VALUES(?,?,?,?,0)"
+            " ON CONFLICT(scope, entity, id) DO UPDATE SET version=excluded.version, stale=0",
+            mem_upserts,
+        )
+        self._step("pull:records")
+        for entity, rid in recompute:
+            self._recompute(entity, rid)
+        for entity, rid in deletes:
+            checksum = self._forget(entity, rid, scope, checksum, report, tombstone=True)
+        return checksum
+
+    def _forget(
+        self,
+        entity: str,
+        rid: bytes,
+        scope: str,
+        checksum: int,
+        report: PullReport,
+        *,
+        tombstone: bool = False,
+    ) -> int:
+        """Remove a record from `scope` (tombstone: from every scope); return the checksum."""
+        uid = UUID(bytes=rid)
+        rows = self._db.execute(
+            "SELECT scope, version FROM members WHERE id=? AND entity=?", (rid, entity)
+        ).fetchall()
+        for s, version in rows:
+            if s == scope:
+                checksum ^= record_hash(entity, uid, version)
+                self._db.execute(
+                    "DELETE FROM members WHERE scope=? AND entity=? AND id=?", (s, entity, rid)
+                )
+            elif tombstone:
+                # The record is gone from every scope on the server too; keep each scope's
+                # checksum in step so it matches once that scope's cursor passes the delete.
+                self._db.execute(
+                    # SQLite has no XOR operator: a ^ b == (a | b) - (a & b).
+                    "UPDATE scopes SET checksum = (checksum | ?1) - (checksum & ?1) WHERE scope=?2",
+                    (record_hash(entity, uid, version), s),
+                )
+                self._db.execute(
+                    "DELETE FROM members WHERE scope=? AND entity=? AND id=?", (s, entity, rid)
+                )
+        if tombstone:
+            self._remove_record(entity, rid, report, reason="deleted")
+        else:
+            self._remove_if_orphan(entity, rid, report)
+        return checksum
+
+    def _load(self, sql: str, ids: Sequence[bytes], *params: Any) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            q = sql.format(",".join("?" * len(chunk)))
+            out.extend(self._db.execute(q, (*params, *chunk)).fetchall())
+        return out

@@ -1,0 +1,298 @@
+"""Sync engine benchmark: wire bytes per changed field, initial pull, apply rates.
+
+Engine level: the in-memory server (`sync.memory.MemoryStorage`) is called in-process through
+the real msgpack encoding, and the device side is the real SQLite `ClientStore` on disk. HTTP
+headers are not produced here, so a stated estimate is added per request/answer exchange
+(`http_header_bytes_per_exchange`); the figures that need the Litestar server and PostGIS
+(`server_apply_changes_per_s`) are measured later by the server's benchmark: this one reports
+the in-memory figure under `server_apply_changes_per_s_memory`.
+
+Workload (issue 3): hazards of about 190 bytes of JSON each (title, severity, status, lat/lon,
+reporter, timestamps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from schemas.sync import (
+    Mutation,
+    Op,
+    PullReply,
+    PullRequest,
+    PullResponse,
+    PushReply,
+    PushRequest,
+    msgpack_encoder,
+    pull_reply_msgpack,
+    pull_request_msgpack,
+    push_reply_msgpack,
+    push_request_msgpack,
+)
+from sync.client import SyncClient
+from sync.hlc import HLC, SystemClock
+from sync.memory import MemoryStorage
+from sync.server import SyncServer
+from sync.store import ClientStore
+
+# HTTP/1.1 POST with Host, Authorization (a ~300-byte bearer JWT), Content-Type,
+# Content-Length, Accept-Encoding, User-Agent; the answer with status line, Content-Type,
+# Content-Length, Date, Server. Measured on comparable Litestar exchanges: 420 + 140 bytes.
+REQUEST_HEADER_BYTES = 420
+RESPONSE_HEADER_BYTES = 140
+HEADER_BYTES = REQUEST_HEADER_BYTES + RESPONSE_HEADER_BYTES
+
+SCOPE = "all"
+
+
+def hazard(i: int) -> dict[str, Any]:
+    """One hazard of the benchmark workload (~190 bytes as JSON)."""
+    return {
+        "title": f"Exit blocked #{i}",
+        "severity": "high",
+        "status": "reported",
+        "location": {"type": "Point", "coordinates": [116.30 + i * 1e-5, 39.90 + i * 1e-5]},
+        "reporter_id": str(uuid.UUID(int=i + 1)),
+        "created_at": "2024-05-01T08:00:00Z",
+    }
+
+
+class CountingTransport:
+    """In-process transport through msgpack; counts bytes (body + stated headers) and requests."""
+
+    def __init__(self, server: SyncServer, *, gzip_bodies: bool = False) -> None:
+        self.server = server
+        self.gzip_bodies = gzip_bodies
+        self.body_bytes = 0
+        self.gzip_bytes = 0
+        self.requests = 0
+
+    def _count(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.gzip_bodies:
+            self.gzip_bytes += len(gzip.compress(body, 6))
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.body_bytes + self.requests * HEADER_BYTES
+
+    async def push(self, req: PushRequest) -> PushReply:
+        body = msgpack_encoder.encode(req)
+        self._count(body)
+        self.requests += 1
+        reply = await self.server.push("bench", push_request_msgpack.decode(body))
+        out = msgpack_encoder.encode(reply)
+        self._count(out)
+        return push_reply_msgpack.decode(out)
+
+    async def pull(self, req: PullRequest) -> PullReply:
+        body = msgpack_encoder.encode(req)
+        self._count(body)
+        self.requests += 1
+        reply = await self.server.pull("bench", pull_request_msgpack.decode(body))
+        out = msgpack_encoder.encode(reply)
+        self._count(out)
+        return pull_reply_msgpack.decode(out)
+
+
+async def seed(n: int) -> tuple[SyncServer, list[uuid.UUID]]:
+    """A server holding `n` hazards written by the server itself."""
+    server = SyncServer(MemoryStorage(), hlc=HLC(SystemClock()))
+    ids = [uuid.uuid4() for _ in range(n)]
+    async with server.storage.transaction() as tx:
+        for i, rid in enumerate(ids):
+            await server.server_write(tx, "hazard", rid, hazard(i), op=Op.CREATE)
+    return server, ids
+
+
+async def initial_pull(server: SyncServer, db: Path, limit: int = 5000) -> dict[str, float]:
+    store = ClientStore(db)
+    transport = CountingTransport(server, gzip_bodies=True)
+    client = SyncClient(store, transport, pull_limit=limit)
+    t0 = time.perf_counter()
+    await client.pull()
+    seconds = time.perf_counter() - t0
+    held = len(store.all("hazard"))
+    store.close()
+    return {
+        "seconds": seconds,
+        "bytes": transport.wire_bytes,
+        "bytes_gzip": transport.gzip_bytes + transport.requests * HEADER_BYTES,
+        "requests": transport.requests,
+        "records": held,
+    }
+
+
+def naive_json_pull_bytes(server_records: list[dict[str, Any]], ids: list[uuid.UUID]) -> int:
+    """Baseline: one JSON document per record with long keys and metadata, 100 per request."""
+    total = 0
+    per_request = 100
+    for start in range(0, len(ids), per_request):
+        docs = [
+            {
+                "entity": "hazard",
+                "id": str(rid),
+                "version": start + k + 1,
+                "deleted": False,
+                "doc": server_records[start + k],
+            }
+            for k, rid in enumerate(ids[start : start + per_request])
+        ]
+        total += len(json.dumps({"changes": docs, "last_seq": start + per_request}))
+        total += HEADER_BYTES + 60  # + the request body with the cursor
+    return total
+
+
+async def steady_state(n_mut: int, fields_per_mut: int) -> dict[str, float]:
+    """Two devices hold 1,000 hazards; A edits `n_mut` of them and pushes; B pulls."""
+    server, ids = await seed(1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = [ClientStore(Path(tmp) / f"{d}.db") for d in ("a", "b")]
+        transports = [CountingTransport(server) for _ in stores]
+        clients = [SyncClient(s, t) for s, t in zip(stores, transports, strict=True)]
+        for c in clients:
+            await c.sync_once()
+        a, b = clients
+        ta, tb = transports
+        # First push after the initial pull: the very next exchange of device A.
+        ta.body_bytes, ta.requests = 0, 0
+        statuses = ["verified", "rectification_assigned"]
+        for k in range(n_mut):
+            fields: dict[str, Any] = {"status": "verified", "title": f"Checked {k}"}
+            if fields_per_mut == 1:
+                fields = {"status": statuses[0]}
+            a.store.write("hazard", ids[k], fields)
+        await a.push()
+        push_bytes, push_requests = ta.body_bytes, ta.requests
+        await a.pull()
+        tb.body_bytes, tb.requests = 0, 0
+        await b.pull()
+        pull_bytes, pull_requests = tb.body_bytes, tb.requests
+        for s in stores:
+            s.close()
+    n_fields = n_mut * fields_per_mut
+    return {
+        "push_bytes_per_field": (push_bytes + push_requests * HEADER_BYTES) / n_fields,
+        "pull_bytes_per_field": (pull_bytes + pull_requests * HEADER_BYTES) / n_fields,
+        "push_body_bytes_per_field": push_bytes / n_fields,
+        "pull_body_bytes_per_field": pull_bytes / n_fields,
+    }
+
+
+async def client_apply_rate(server: SyncServer, db: Path) -> dict[str, float]:
+    """Apply already-decoded pull answers into the SQLite store: field changes per second."""
+    responses: list[PullResponse] = []
+    cursors: dict[str, int] = {}
+    while True:
+        resp = await server.pull(
+            "bench", PullRequest(schema_version=1, cursors=cursors, limit=2000)
+        )
+        assert isinstance(resp, PullResponse)
+        responses.append(resp)
+        for page in resp.scopes:
+            cursors[page.scope] = page.cursor
+        if not resp.has_more:
+            break
+    fields = sum(len(c.fields) for r in responses for p in r.scopes for c in p.changes)
+    records = sum(len(p.changes) for r in responses for p in r.scopes)
+    store = ClientStore(db)
+    t0 = time.perf_counter()
+    for resp in responses:
+        store.apply_pull(resp)
+    seconds = time.perf_counter() - t0
+    store.close()
+    return {"changes_per_s": fields / seconds, "records_per_s": records / seconds}
+
+
+async def server_apply_rate(server: SyncServer, ids: list[uuid.UUID]) -> float:
+    """Field changes per second through push (dedup, merge, conflict check, change log)."""
+    hlc = HLC(SystemClock())
+    muts = [
+        Mutation(
+            seq=k + 1,
+            entity="hazard",
+            id=rid,
+            hlc=hlc.now(),
+            op=Op.UPDATE,
+            base=0,
+            fields={"title": f"t{k}", "severity": "low"},
+        )
+        for k, rid in enumerate(ids)
+    ]
+    t0 = time.perf_counter()
+    for start in range(0, len(muts), 500):
+        await server.push(
+            "bench",
+            PushRequest(schema_version=1, device_id="d1", mutations=muts[start : start + 500]),
+        )
+    return 2 * len(muts) / (time.perf_counter() - t0)
+
+
+async def main() -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "http_header_bytes_per_exchange": HEADER_BYTES,
+        "http_header_note": "estimate added per request/answer exchange; bodies are measured",
+        "encoding": "msgpack (uncompressed unless the key says gzip)",
+    }
+    steady = await steady_state(20, 2)
+    out["push_bytes_per_field"] = round(steady["push_bytes_per_field"], 1)
+    out["pull_bytes_per_field"] = round(steady["pull_bytes_per_field"], 1)
+    out["push_body_bytes_per_field"] = round(steady["push_body_bytes_per_field"], 1)
+    out["pull_body_bytes_per_field"] = round(steady["pull_body_bytes_per_field"], 1)
+    out["steady_state_workload"] = "20 hazards x 2 fields (status, title), one push, one pull"
+    single = await steady_state(1, 1)
+    out["single_field_sync_push_bytes"] = round(single["push_bytes_per_field"], 1)
+    out["single_field_sync_pull_bytes"] = round(single["pull_bytes_per_field"], 1)
+    first = await steady_state(5, 2)
+    out["first_push_bytes_per_field"] = round(first["push_bytes_per_field"], 1)
+    out["first_push_workload"] = "first push after a 1,000-record initial pull: 5 edits x 2 fields"
+
+    server, ids = await seed(10_000)
+    sample = [hazard(i) for i in range(200)]
+    out["record_json_bytes_avg"] = round(sum(len(json.dumps(h)) for h in sample) / 200, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        pull10 = await initial_pull(server, Path(tmp) / "p10.db")
+        assert pull10["records"] == 10_000
+        out["initial_pull_10k_seconds"] = round(pull10["seconds"], 3)
+        out["initial_pull_10k_bytes"] = int(pull10["bytes"])
+        out["initial_pull_10k_bytes_gzip"] = int(pull10["bytes_gzip"])
+        out["initial_pull_10k_requests"] = int(pull10["requests"])
+        baseline = naive_json_pull_bytes([hazard(i) for i in range(10_000)], ids)
+        out["baseline_naive_json_pull_10k_bytes"] = baseline
+        out["initial_pull_10k_bytes_ratio_to_baseline"] = round(pull10["bytes"] / baseline, 3)
+        rates = await client_apply_rate(server, Path(tmp) / "apply.db")
+        out["client_apply_changes_per_s"] = int(rates["changes_per_s"])
+        out["client_apply_records_per_s"] = int(rates["records_per_s"])
+        out["server_apply_changes_per_s_memory"] = int(await server_apply_rate(server, ids))
+        out["server_apply_changes_per_s"] = None  # needs the server on PostGIS (server bench)
+
+        big, _ = await seed(100_000)
+        pull100 = await initial_pull(big, Path(tmp) / "p100.db")
+        assert pull100["records"] == 100_000
+        out["initial_pull_100k_seconds"] = round(pull100["seconds"], 3)
+        out["initial_pull_100k_bytes"] = int(pull100["bytes"])
+        out["initial_pull_100k_requests"] = int(pull100["requests"])
+    out["targets"] = {
+        "push_bytes_per_field": "<= 120",
+        "pull_bytes_per_field": "<= 120",
+        "first_push_bytes_per_field": "<= 200",
+        "initial_pull_10k_seconds": "<= 1.0",
+        "initial_pull_10k_bytes": "<= 2,500,000",
+        "initial_pull_10k_requests": "<= 10",
+        "initial_pull_100k_seconds": "<= 10",
+        "client_apply_changes_per_s": ">= 20,000",
+        "server_apply_changes_per_s": ">= 5,000 (PostGIS)",
+    }
+    return out
+
+
+def run() -> dict[str, Any]:
+    """Entry point for `python -m tests.bench sync`."""
+    return asyncio.run(main())
