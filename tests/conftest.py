@@ -33,23 +33,19 @@ BACKENDS = [
 ]
 
 
-def reset_postgres(url: str, schema: str = "public") -> None:
-    """Drop and recreate a schema with PostGIS in it, so every session starts empty."""
-
-    async def run() -> None:
-        engine = make_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            await conn.execute(text(f"CREATE SCHEMA {schema}"))
-            await conn.execute(text(f"CREATE EXTENSION IF NOT EXISTS postgis SCHEMA {schema}"))
-        await engine.dispose()
-
-    asyncio.run(run())
+_created_databases: list[tuple[str, str]] = []
 
 
 def scratch_postgres(url: str, name: str) -> str:
-    """A brand-new database `name` beside the test database (for tests that wreck schemas)."""
+    """A brand-new database beside the test database, private to this test process.
+
+    The name gets the process id, so concurrent test sessions (developers, CI, benchmarks)
+    sharing one PostgreSQL server never drop each other's tables. Dropped at session end.
+    """
     base = make_url(url)
+    name = f"{name}_p{os.getpid()}"
+    if (url, name) not in _created_databases:
+        _created_databases.append((url, name))
 
     async def run() -> None:
         engine = make_engine(url, isolation_level="AUTOCOMMIT")
@@ -80,11 +76,9 @@ def fresh_database(backend: str, tmp: Path, scratch: str | None = None) -> str:
     separate scratch database when `scratch` names one)."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp / 'liandong.db'}"
-    elif scratch:
-        url = scratch_postgres(require_postgres(), scratch)
     else:
-        url = require_postgres()
-        reset_postgres(url)
+        pg = require_postgres()
+        url = scratch_postgres(pg, scratch or f"{make_url(pg).database}_session")
     upgrade(url)
     return url
 
@@ -112,6 +106,24 @@ def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
     }
     base.update(overrides)
     return Settings(**base)
+
+
+def _drop_databases() -> None:
+    async def run(url: str, name: str) -> None:
+        engine = make_engine(url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await engine.dispose()
+
+    while _created_databases:
+        asyncio.run(run(*_created_databases.pop()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_scratch_databases() -> Iterator[None]:
+    """Remove this session's PostgreSQL databases when the session ends."""
+    yield
+    _drop_databases()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
