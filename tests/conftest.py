@@ -1,8 +1,8 @@
 """Shared fixtures: every database test runs on real SpatiaLite and on real PostGIS.
 
-PostGIS comes from LIANDONG_TEST_PG_URL (`make test` starts a local cluster when it can). Outside
-CI a missing server skips the PostGIS half; in CI (CI=true) it fails, because there the PostGIS
-suites must run.
+PostGIS comes from LIANDONG_TEST_PG_URL (`make test` starts a local cluster when it can); each
+session works in databases of its own created beside that one. Outside CI a missing server skips
+the PostGIS half; in CI (CI=true) it fails, because there the PostGIS suites must run.
 """
 
 from __future__ import annotations
