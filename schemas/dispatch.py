@@ -58,6 +58,7 @@ class Incident(Output):
     created_at: datetime
     updated_at: datetime
     distance_m: float | None = None
+    hazard_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class IncidentCreate(Input):
@@ -71,6 +72,9 @@ class IncidentCreate(Input):
     area: Polygon | None = None
     source: IncidentSource = IncidentSource.HOTLINE
     id: uuid.UUID | None = None
+    hazard_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=100)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class IncidentPatch(Input):
@@ -82,6 +86,9 @@ class IncidentPatch(Input):
     location: Point | msgspec.UnsetType = msgspec.UNSET
     area: Polygon | msgspec.UnsetType | None = msgspec.UNSET
     status: IncidentStatus | msgspec.UnsetType = msgspec.UNSET
+    hazard_ids: Annotated[list[uuid.UUID], msgspec.Meta(max_length=100)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
 
 
 class TaskEvent(Output):
@@ -117,6 +124,11 @@ class Task(Output):
     created_at: datetime
     updated_at: datetime
     distance_m: float | None = None
+    plan_id: uuid.UUID | None = None
+    template_key: str | None = None
+    dispatched_at: datetime | None = None
+    accept_by: datetime | None = None
+    escalated_at: datetime | None = None
 
 
 class TaskCreate(Input):
@@ -155,3 +167,34 @@ class TaskTransition(Input):
     note: Text | None = None
     at: datetime | None = None
     id: uuid.UUID | None = None
+
+
+class PositionReport(Input):
+    """A responder's last known position (also carried by every transition with a location)."""
+
+    location: Point
+    accuracy_m: AccuracyM | None = None
+    at: datetime | None = None
+    device_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class ResponderPosition(Output):
+    """A responder, where they were last seen and what they are working on."""
+
+    user_id: uuid.UUID
+    display_name: str
+    location: Point | None
+    accuracy_m: float | None
+    at: datetime | None
+    current_task_id: uuid.UUID | None
+
+
+class UnitPosition(Output):
+    """A linked unit, its base, its responders and its open tasks."""
+
+    unit_id: uuid.UUID
+    name: str
+    unit_kind: str | None
+    location: Point | None
+    open_task_ids: list[uuid.UUID]
+    responders: list[ResponderPosition]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from schemas.common import AccuracyM, Input, Output, Point, Text
+from schemas.media import MediaStatus, Sha256
 from schemas.states import HazardStatus
 
 
@@ -55,6 +57,47 @@ class Hazard(Output):
     created_at: datetime
     updated_at: datetime
     distance_m: float | None = None
+    reported_at: datetime | None = None
+    rectify_enterprise_id: uuid.UUID | None = None
+    overdue: bool = False
+    status_reason: str | None = None
+    photos: list[HazardPhoto] = msgspec.field(default_factory=list)
+    missing_photos: list[str] = msgspec.field(default_factory=list)
+    evidence_flags: list[str] = msgspec.field(default_factory=list)
+
+
+class PhotoKind(enum.StrEnum):
+    """When a photo was attached to a hazard."""
+
+    REPORT = "report"
+    RECTIFICATION = "rectification"
+    REINSPECTION = "reinspection"
+    OTHER = "other"
+
+
+class EvidenceFlag(enum.StrEnum):
+    """Why a photo's EXIF does not back the report up (flagged, never refused)."""
+
+    FAR_FROM_POINT = "far_from_point"
+    TIME_MISMATCH = "time_mismatch"
+    NO_GPS = "no_gps"
+    NO_TIME = "no_time"
+
+
+class HazardPhoto(Output):
+    """A photo of a hazard, whether its bytes are here, and what its EXIF says about it.
+
+    `flags` holds `EvidenceFlag` values; `distance_m` is from the EXIF position to the reported
+    point and `time_offset_s` from the capture time to the report (or step) time.
+    """
+
+    media_id: uuid.UUID
+    sha256: str
+    status: MediaStatus
+    kind: PhotoKind
+    flags: list[str] = msgspec.field(default_factory=list)
+    distance_m: float | None = None
+    time_offset_s: float | None = None
 
 
 class HazardCreate(Input):
@@ -68,6 +111,8 @@ class HazardCreate(Input):
     enterprise_id: uuid.UUID | None = None
     photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
     id: uuid.UUID | None = None
+    photo_sha256: list[Sha256] = msgspec.field(default_factory=list)
+    reported_at: datetime | None = None
 
 
 class HazardPatch(Input):
@@ -76,3 +121,63 @@ class HazardPatch(Input):
     category: HazardCategory | msgspec.UnsetType = msgspec.UNSET
     severity: Severity | msgspec.UnsetType = msgspec.UNSET
     description: Text | msgspec.UnsetType = msgspec.UNSET
+
+
+class HazardTransition(Input):
+    """One step of the closed loop. What each step needs (docs/hazards.md):
+
+    - `rejected`, `reopened`: a reason in `note`;
+    - `rectification_assigned`: `assignee_enterprise_id` or `assignee_org_id`, and `deadline`;
+    - `rectified`: after-photos (`photo_sha256` or `photo_ids`), stored or at least declared.
+
+    `id` makes a retried step a no-op; `at` is the phone's time of the step.
+    """
+
+    to_status: HazardStatus
+    note: Text | None = None
+    photo_sha256: list[Sha256] = msgspec.field(default_factory=list)
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+    assignee_enterprise_id: uuid.UUID | None = None
+    assignee_org_id: uuid.UUID | None = None
+    deadline: datetime | None = None
+    at: datetime | None = None
+    id: uuid.UUID | None = None
+
+
+class HazardEvent(Output):
+    """One entry of a hazard's timeline: a status step or an escalation."""
+
+    id: uuid.UUID
+    hazard_id: uuid.UUID
+    kind: str
+    from_status: HazardStatus | None
+    to_status: HazardStatus
+    at: datetime
+    actor_id: uuid.UUID | None
+    note: str | None
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class HazardStatsRow(Output):
+    """How many hazards one grid has in one status."""
+
+    grid_id: uuid.UUID | None
+    status: HazardStatus
+    count: int
+
+
+class HazardStats(Output):
+    """Counts per grid and status (within the caller's scope and filters)."""
+
+    items: list[HazardStatsRow]
+    total: int
+
+
+class OverdueGroup(Output):
+    """Overdue rectifications of one grid assigned to one organisation (unit or enterprise)."""
+
+    grid_id: uuid.UUID | None
+    rectify_org_id: uuid.UUID | None
+    count: int
+    hazard_ids: list[uuid.UUID]

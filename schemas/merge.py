@@ -283,17 +283,19 @@ register(
             "title": lww(K.STR),
             "description": lww(K.STR),
             "location": lww(K.POINT),
-            "priority": lww(K.INT),
+            # The REST priority is a word (schemas.common.Priority), not a number.
+            "priority": lww(K.STR),
             "deadline": lww(K.DATETIME),
             "assignee_user_id": lww(K.UUID),
             "assignee_unit_id": lww(K.UUID),
             "status": status(TASK_MACHINE),
             "timeline": append_only(),
+            "area_id": server_owned(K.UUID),
             "created_at": server_owned(K.DATETIME),
             "updated_at": server_owned(K.DATETIME),
         },
         client_deletable=True,
-        scope_doc="the assignee unit's and assignee user's scopes",
+        scope_doc="the assignee unit's and assignee user's scopes, and its area (dispatch)",
     )
 )
 
@@ -330,6 +332,7 @@ register(
             "status": status(HAZARD_MACHINE),
             "reporter_id": server_owned(K.UUID),
             "grid_id": server_owned(K.UUID),
+            "area_id": server_owned(K.UUID),
             "enterprise_id": lww(K.UUID),
             "photos": append_only(),
             "timeline": append_only(),

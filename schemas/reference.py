@@ -132,6 +132,16 @@ class Enterprise(Output):
     address: str | None
 
 
+class EnterpriseCreate(Input):
+    """Register an enterprise; its grid and area follow from its location."""
+
+    name: Name
+    location: Point
+    org_id: uuid.UUID | None = None
+    address: Text | None = None
+    id: uuid.UUID | None = None
+
+
 class ResourceKind(enum.StrEnum):
     """Kind of reference resource."""
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -19,13 +20,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.common import Output
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
+from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
 from server.domain.admin.controllers import AuditController, UserController
 from server.domain.alerts.controllers import AlertController
 from server.domain.auth.controllers import AuthController, DeviceController
-from server.domain.dispatch.controllers import IncidentController, TaskController
+from server.domain.checks.controllers import CheckSubmissionController, CheckTemplateController
+from server.domain.dispatch.controllers import (
+    IncidentController,
+    PlanController,
+    PositionController,
+    TaskController,
+)
 from server.domain.hazards.controllers import HazardController
+from server.domain.media.controllers import MediaController, UploadController
+from server.domain.media.services import MediaRuntime
 from server.domain.reference.controllers import (
     AreaController,
     EnterpriseController,
@@ -33,7 +43,12 @@ from server.domain.reference.controllers import (
     OrganisationController,
     ResourceController,
 )
+from server.domain.stats.controllers import StatsController
+from server.domain.sync.controllers import SyncController
+from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
 from server.errors import EXCEPTION_HANDLERS, ServiceUnavailable
+from server.jobs import hazard_jobs_lifespan
+from server.outbox import OUTBOX_FLAG
 
 log = logging.getLogger("liandong")
 
@@ -51,6 +66,10 @@ async def provide_db(state: State) -> AsyncGenerator[AsyncSession]:
             raise
         else:
             await session.commit()
+            # Push jobs committed with this request: wake this process's outbox worker now.
+            background = state.get("background")
+            if session.info.get(OUTBOX_FLAG) and background is not None:
+                background.notify()
 
 
 class Health(Output):
@@ -85,10 +104,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def _dispose() -> None:
         await engine.dispose()
 
+    @asynccontextmanager
+    async def _background_jobs(app: Litestar) -> AsyncIterator[None]:
+        # The outbox worker and the escalation loop, when this process runs them (issue 5).
+        if not settings.background_jobs:
+            yield
+            return
+        from server.pushing import Background
+
+        background = Background(settings, app.state.sessionmaker)
+        app.state.background = background
+        async with background.running():
+            yield
+
     return Litestar(
         route_handlers=[
             healthz,
             readyz,
+            SyncController,
             AuthController,
             DeviceController,
             UserController,
@@ -100,11 +133,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ResourceController,
             IncidentController,
             TaskController,
+            PlanController,
+            PositionController,
+            StatsController,
             HazardController,
+            UploadController,
+            MediaController,
             AlertController,
+            CheckTemplateController,
+            CheckSubmissionController,
         ],
         state=State(
-            {"settings": settings, "engine": engine, "sessionmaker": make_sessionmaker(engine)}
+            {
+                "settings": settings,
+                "engine": engine,
+                # Synced sessions: a REST write enters the sync change log in its transaction.
+                **synced_sessionmaker(make_sessionmaker(engine)),
+                "media": MediaRuntime(
+                    manager=build_upload_manager(settings),
+                    store=build_blob_store(settings),
+                    limits=media_limits(settings),
+                ),
+            }
         ),
         dependencies={
             "db": Provide(provide_db),
@@ -114,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         on_shutdown=[_dispose],
+        lifespan=[hazard_jobs_lifespan, _background_jobs, sync_lifespan],
         openapi_config=OpenAPIConfig(
             title="Liandong API",
             version="1.0.0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -162,3 +163,133 @@ def user_disable(settings: Settings, username: str) -> None:
 
     _in_transaction(settings, run)
     click.echo(f"disabled {username}")
+
+
+@main.command("escalate")
+@click.pass_obj
+def escalate(settings: Settings) -> None:
+    """Flag tasks not accepted within their window and notify dispatch (one pass; safe to run
+    from cron beside the servers' own loops)."""
+    from server.domain.dispatch.escalation import escalate_due
+    from server.models import utcnow
+
+    flagged = _in_transaction(settings, lambda s: escalate_due(s, utcnow()))
+    click.echo(f"escalated {len(flagged)} task(s)")
+    for task_id in flagged:
+        click.echo(f"  {task_id}")
+
+
+def _run_worker(settings: Settings) -> None:
+    import anyio
+
+    from server.pushing import Background
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            background = Background(settings, make_sessionmaker(engine))
+            if background.worker is None:
+                raise click.ClickException(
+                    "no push sender configured (LIANDONG_FCM_PROJECT_ID / LIANDONG_VAPID_*)"
+                )
+            async with background.running():
+                await anyio.sleep_forever()
+        finally:
+            await engine.dispose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(run)
+
+
+@main.command("worker")
+@click.option("--processes", type=int, default=1, show_default=True)
+@click.pass_obj
+def worker(settings: Settings, processes: int) -> None:
+    """Deliver queued pushes and run escalation, without serving HTTP. Several processes (or
+    hosts) may run this at once: outbox claims are leased, escalation wins once per task."""
+    click.echo(f"liandong worker: {processes} process(es) on {settings.database_url}")
+    if processes <= 1:
+        _run_worker(settings)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=_run_worker, args=(settings,)) for _ in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        for child in children:
+            child.join()
+    except KeyboardInterrupt:
+        for child in children:
+            child.terminate()
+            child.join(timeout=10)
+
+
+@main.group()
+def jobs() -> None:
+    """Periodic jobs of the hazard loop and media (the server also runs them itself)."""
+
+
+@jobs.command("run-once")
+@click.option(
+    "--now",
+    default=None,
+    help="pretend it is this ISO 8601 time with a zone (default: now), e.g. for a catch-up",
+)
+@click.pass_obj
+def jobs_run_once(settings: Settings, now: str | None) -> None:
+    """Mark overdue rectifications (one escalation each), expire stale uploads, recover
+    uploads a crash left complete, sweep temp blobs. Safe beside running servers."""
+    from datetime import datetime
+
+    from server.blobs import build_blob_store, build_upload_manager, media_limits
+    from server.domain.media.services import MediaRuntime
+    from server.jobs import run_once
+
+    moment = datetime.fromisoformat(now) if now else None
+    if moment is not None and moment.tzinfo is None:
+        raise click.BadParameter("--now needs a time zone, e.g. 2026-01-01T08:00:00+08:00")
+    runtime = MediaRuntime(
+        manager=build_upload_manager(settings),
+        store=build_blob_store(settings),
+        limits=media_limits(settings),
+    )
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            report = await run_once(make_sessionmaker(engine), runtime, moment)
+        finally:
+            await engine.dispose()
+        click.echo(f"escalated {len(report.escalated)} overdue hazard(s)")
+        for hazard_id in report.escalated:
+            click.echo(f"  {hazard_id}")
+        click.echo(
+            f"uploads: {report.expired_uploads} expired, {report.recovered_uploads} recovered, "
+            f"{report.discarded_uploads} discarded; temp blobs swept: {report.swept_temp}"
+        )
+
+    asyncio.run(run())
+
+
+@main.group("sync")
+def sync_group() -> None:
+    """Delta sync maintenance."""
+
+
+@sync_group.command("purge")
+@click.option("--days", type=float, default=None, help="horizon (LIANDONG_SYNC_TOMBSTONE_DAYS)")
+@click.pass_obj
+def sync_purge(settings: Settings, days: float | None) -> None:
+    """Forget tombstones and eviction markers older than the horizon (devices behind it resync)."""
+    from server.domain.sync.lifespan import run_purge
+
+    async def run() -> int:
+        engine = make_engine(settings.database_url)
+        try:
+            return await run_purge(make_sessionmaker(engine), days or settings.sync_tombstone_days)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"sync horizon is now seq {asyncio.run(run())}")

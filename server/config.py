@@ -47,6 +47,33 @@ class Settings:
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     demo_password: str = "liandong-demo"
+    # Media and the hazard loop (issue 4). S3 credentials unset = boto3's default chain.
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    media_max_bytes: int = 40 * 1024 * 1024  # also Tus-Max-Size and the upload route's body limit
+    upload_ttl_s: int = 24 * 3600
+    evidence_max_distance_m: float = 500.0  # photo EXIF position vs the reported point
+    evidence_max_time_s: int = 24 * 3600  # photo capture time vs the report (or step) time
+    local_tz: str = "Asia/Shanghai"  # zone of EXIF wall-clock times without an offset
+    hazard_jobs_interval_s: float = 60.0  # overdue marking + upload expiry, with background_jobs
+    # Push and background jobs (issue 5). The dataclass defaults keep background work off so a
+    # test app never races another test's worker; `from_env` turns it on for real servers.
+    fcm_project_id: str | None = None
+    fcm_endpoint: str | None = None  # tests: the loopback stand-in; production: unset (Google)
+    fcm_credentials: Path | None = None  # service-account JSON; unset = anonymous (tests only)
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:ops@liandong.invalid"
+    background_jobs: bool = False  # outbox worker + escalation loop inside the server process
+    outbox_poll_s: float = 1.0
+    escalate_poll_s: float = 10.0
+    escalation_window_s: int = 180  # accept window for level I-II tasks
+    escalation_window_low_s: int = 600  # accept window for level III-IV and stand-alone tasks
+    # Delta sync (issue 3): tombstones and eviction markers older than this are purged (daily,
+    # with background_jobs, or `liandong sync purge`); older device cursors get a resync.
+    sync_tombstone_days: float = 30.0
+    sync_purge_interval_s: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -71,4 +98,26 @@ class Settings:
             s3_bucket=env("LIANDONG_S3_BUCKET"),
             s3_endpoint_url=env("LIANDONG_S3_ENDPOINT_URL"),
             demo_password=env("LIANDONG_DEMO_PASSWORD", "liandong-demo"),
+            s3_region=env("LIANDONG_S3_REGION", "us-east-1"),
+            s3_prefix=env("LIANDONG_S3_PREFIX", ""),
+            s3_access_key_id=env("LIANDONG_S3_ACCESS_KEY_ID"),
+            s3_secret_access_key=env("LIANDONG_S3_SECRET_ACCESS_KEY"),
+            media_max_bytes=int(env("LIANDONG_MEDIA_MAX_BYTES", str(40 * 1024 * 1024))),
+            upload_ttl_s=int(env("LIANDONG_UPLOAD_TTL", str(24 * 3600))),
+            evidence_max_distance_m=float(env("LIANDONG_EVIDENCE_MAX_DISTANCE_M", "500")),
+            evidence_max_time_s=int(env("LIANDONG_EVIDENCE_MAX_TIME", str(24 * 3600))),
+            local_tz=env("LIANDONG_LOCAL_TZ", "Asia/Shanghai"),
+            hazard_jobs_interval_s=float(env("LIANDONG_HAZARD_JOBS_INTERVAL", "60")),
+            fcm_project_id=env("LIANDONG_FCM_PROJECT_ID"),
+            fcm_endpoint=env("LIANDONG_FCM_ENDPOINT"),
+            fcm_credentials=Path(cred) if (cred := env("LIANDONG_FCM_CREDENTIALS")) else None,
+            vapid_private_key=env("LIANDONG_VAPID_PRIVATE_KEY"),
+            vapid_subject=env("LIANDONG_VAPID_SUBJECT", "mailto:ops@liandong.invalid"),
+            background_jobs=env("LIANDONG_BACKGROUND_JOBS", "1") not in ("0", "false", "no"),
+            outbox_poll_s=float(env("LIANDONG_OUTBOX_POLL", "1.0")),
+            escalate_poll_s=float(env("LIANDONG_ESCALATE_POLL", "10")),
+            escalation_window_s=int(env("LIANDONG_ESCALATION_WINDOW", "180")),
+            escalation_window_low_s=int(env("LIANDONG_ESCALATION_WINDOW_LOW", "600")),
+            sync_tombstone_days=float(env("LIANDONG_SYNC_TOMBSTONE_DAYS", "30")),
+            sync_purge_interval_s=float(env("LIANDONG_SYNC_PURGE_INTERVAL", str(24 * 3600))),
         )

@@ -19,7 +19,7 @@ from schemas.common import Feature, FeatureCollection, MultiPolygon, Polygon
 from server import geo
 from server.auth.principal import Principal
 from server.db import dialect_of
-from server.errors import InvalidInput, NotFound
+from server.errors import Conflict, InvalidInput, NotFound
 from server.scope import visible
 
 GEOJSON = "application/geo+json"
@@ -151,6 +151,12 @@ async def get_visible(
     if row is None:
         raise NotFound(f"no {model.__tablename__[:-1]} {ident}")  # type: ignore[attr-defined]
     return row
+
+
+async def ensure_new_id(session: AsyncSession, model: type[Any], ident: uuid.UUID | None) -> None:
+    """Refuse a client-chosen id that is already taken (409), before anything is written."""
+    if ident is not None and await session.get(model, ident) is not None:
+        raise Conflict(f"a {model.__tablename__[:-1]} with this id already exists", field="id")
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):

@@ -1,7 +1,7 @@
 """Demo data around Huangpu District, Shanghai (boundaries are simplified rectangles).
 
-A command centre, five linked units, two grids with an inspector each, an enterprise with its
-safety officer, shelters, a supply depot, a rescue team, a weekly check template, one user per
+A command centre, seven linked units (two fire, two EMS), two grids with an inspector each, an
+enterprise with its safety officer, shelters, a supply depot, a rescue team, a weekly check template, one user per
 role. Loading twice changes nothing.
 """
 
@@ -28,7 +28,7 @@ from server import geo
 from server.auth.passwords import hash_password
 from server.auth.principal import Principal
 from server.domain.reference import services as ref
-from server.models import CheckItem, CheckTemplate, Enterprise, User
+from server.models import CheckItem, CheckTemplate, EmergencyPlan, Enterprise, User
 
 NS = uuid.UUID("6f1d3c1e-1c8b-4d7e-9a55-2a2f4b0c9e01")
 
@@ -51,6 +51,8 @@ DEMO_USERS = (
     ("ems1", "急救员 EMS 1", Role.RESPONDER, "org:ems"),
     ("power1", "电力抢修 Power 1", Role.RESPONDER, "org:power"),
     ("gas1", "燃气抢修 Gas 1", Role.RESPONDER, "org:gas"),
+    ("fire2", "消防员 Firefighter 2 (Dapuqiao)", Role.RESPONDER, "org:fire2"),
+    ("ems2", "急救员 EMS 2 (Laoximen)", Role.RESPONDER, "org:ems2"),
     ("inspector1", "网格员 Inspector 1", Role.INSPECTOR, "org:grid_office"),
     ("inspector2", "网格员 Inspector 2", Role.INSPECTOR, "org:grid_office"),
     ("enterprise1", "企业安全员 Safety officer", Role.ENTERPRISE_STAFF, "org:enterprise"),
@@ -164,6 +166,21 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
             OrgKind.LINKED_UNIT,
             UnitKind.EMS,
             (121.4905, 31.2210),
+            "120",
+        ),
+        # A second fire and EMS unit farther from the northern grids, so "nearest" means something.
+        "fire2": (
+            "大浦桥消防救援站 Fire 119 (Dapuqiao)",
+            OrgKind.LINKED_UNIT,
+            UnitKind.FIRE,
+            (121.5050, 31.2010),
+            "119",
+        ),
+        "ems2": (
+            "老西门急救分站 EMS 120 (Laoximen)",
+            OrgKind.LINKED_UNIT,
+            UnitKind.EMS,
+            (121.4650, 31.2450),
             "120",
         ),
         "power": (
@@ -327,6 +344,47 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
         ("燃气管道无泄漏 No gas leaks", "gas"),
         ("应急照明正常 Emergency lighting works", "electrical"),
     ]
+    session.add(
+        EmergencyPlan(
+            id=did("plan:hazmat-leak-ii"),
+            code="hazmat-leak-ii",
+            version=1,
+            name="危险化学品泄漏应急预案 (II级及以上) Hazmat leak, level II and above",
+            incident_type="hazmat_leak",
+            min_level=2,
+            templates=[
+                {
+                    "key": "fire",
+                    "unit_kind": "fire",
+                    "title": "危化品泄漏处置 Contain the leak",
+                    "instructions": "堵漏、稀释、设置警戒区 Plug, dilute, set the hot zone",
+                    "priority": "urgent",
+                    "deadline_offset_s": 1800,
+                    "required_count": 1,
+                    "reassign_on_decline": True,
+                },
+                {
+                    "key": "ems",
+                    "unit_kind": "ems",
+                    "title": "现场医疗救护 Treat casualties",
+                    "priority": "urgent",
+                    "deadline_offset_s": 1800,
+                    "required_count": 1,
+                    "reassign_on_decline": True,
+                },
+                {
+                    "key": "police",
+                    "unit_kind": "police",
+                    "title": "警戒疏散 Cordon and evacuate",
+                    "priority": "high",
+                    "deadline_offset_s": 1800,
+                    "required_count": 1,
+                    "reassign_on_decline": True,
+                },
+            ],
+            created_by=root.user_id,
+        )
+    )
     for pos, (text, category) in enumerate(items, start=1):
         session.add(
             CheckItem(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -189,6 +190,7 @@ class Incident(Record):
     status: Mapped[str] = mapped_column(String(16), index=True, default="open")
     source: Mapped[str] = mapped_column(String(16), default="hotline")
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    hazard_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Task(Record):
@@ -209,6 +211,13 @@ class Task(Record):
     status: Mapped[str] = mapped_column(String(16), index=True, default="assigned")
     area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    # Dispatch by plan (issue 5): which plan template made it, when the current assignee was
+    # dispatched, by when they must accept, and when escalation flagged it.
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    template_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    accept_by: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class TaskEvent(Record):
@@ -247,6 +256,13 @@ class Hazard(Record):
     photo_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     rectify_org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"))
     rectify_deadline: Mapped[datetime | None] = mapped_column()
+    # Closed-loop fields (issue 4). `reported_at` is the phone's time of the report (it may sync
+    # hours later); `overdue` is set once by the overdue job (UPDATE ... WHERE NOT overdue).
+    reported_at: Mapped[datetime | None] = mapped_column(default=None)
+    # No FOREIGN KEY: adding one would make SQLite rebuild this spatial table in the migration.
+    rectify_enterprise_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class HazardEvent(Record):
@@ -260,6 +276,49 @@ class HazardEvent(Record):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     note: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: "transition" (a status step) or "escalation" (overdue; status unchanged).
+    kind: Mapped[str] = mapped_column(String(16), default="transition", server_default="transition")
+
+
+class HazardMedia(Base):
+    """A photo attached to a hazard: at the report, with the rectification, or at re-inspection.
+
+    `expected_at` is when the photo should have been taken (the report or step time); the
+    evidence check compares the photo's EXIF against it and against the hazard's point.
+    """
+
+    __tablename__ = "hazard_media"
+    __table_args__ = (UniqueConstraint("hazard_id", "media_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    hazard_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("hazards.id"), index=True)
+    media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("media_objects.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="report")
+    event_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("hazard_events.id"))
+    expected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    added_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Escalation(Base):
+    """An escalation to deliver (e.g. an overdue rectification); the push work sends it.
+
+    Unique per (hazard, kind, deadline): however many job runners race, one row per deadline.
+    """
+
+    __tablename__ = "escalations"
+    __table_args__ = (UniqueConstraint("hazard_id", "kind", "deadline"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    hazard_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("hazards.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="overdue")
+    deadline: Mapped[datetime] = mapped_column()
+    grid_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("grids.id"), index=True)
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -367,6 +426,8 @@ class MediaObject(Record):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     exif: Mapped[dict[str, Any]] = mapped_column(default=dict)
     uploaded_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    filename: Mapped[str | None] = mapped_column(String(255), default=None)
+    stored_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RefreshToken(Base):
@@ -411,3 +472,188 @@ class AuditLog(Base):
     entity_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class EmergencyPlan(Record):
+    """A versioned emergency plan (预案): (incident type, minimum level) -> task templates.
+
+    `min_level` is the least severe level the plan covers: a level-II plan (2) runs for I and II.
+    Editing a plan adds a row with `version + 1` and deactivates the old one, so a plan run keeps
+    pointing at the exact version that dispatched it.
+    """
+
+    __tablename__ = "emergency_plans"
+    __table_args__ = (UniqueConstraint("code", "version"),)
+
+    code: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    incident_type: Mapped[str] = mapped_column(String(32), index=True)
+    min_level: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    templates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class PlanRun(Base):
+    """One dispatched slot of a plan template for an incident; the unique key makes re-runs no-ops.
+
+    `tried_unit_ids` lists every unit this slot went to, so a decline moves on to the next nearest.
+    """
+
+    __tablename__ = "plan_runs"
+    __table_args__ = (UniqueConstraint("incident_id", "plan_code", "template_key", "slot"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.id"), index=True)
+    plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("emergency_plans.id"))
+    plan_code: Mapped[str] = mapped_column(String(64))
+    template_key: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    tried_unit_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PushJobRow(Base):
+    """A transactional-outbox job: one message for one device, written with the change it reports.
+
+    See `server.outbox.SqlOutboxStore` and push/outbox.py for the lease and dedup rules.
+    """
+
+    __tablename__ = "push_jobs"
+    __table_args__ = (
+        UniqueConstraint("event_id", "device_id"),
+        Index("ix_push_jobs_state_not_before", "state", "not_before"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    event_id: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column(default=None)
+    lease_token: Mapped[str | None] = mapped_column(String(64), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PushDelivery(Base):
+    """Proof that (event, device) was accepted by the push service: the at-most-once record."""
+
+    __tablename__ = "push_deliveries"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column()
+    at: Mapped[datetime] = mapped_column()
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class ResponderPosition(Base):
+    """A responder's last known position (one row per user, overwritten by newer fixes)."""
+
+    __tablename__ = "responder_positions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    org_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    location = point_col()
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column()
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    task_id: Mapped[uuid.UUID | None] = mapped_column()
+
+
+# --- Delta sync (issue 3): the change log beside the domain tables (server/domain/sync). ---
+
+
+class SyncRecord(Base):
+    """A synced record's merge state (per-field value, HLC, device, version) as msgpack.
+
+    The domain tables stay the truth for REST; this is what the merge reads and devices pull.
+    """
+
+    __tablename__ = "sync_records"
+
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    record_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    changed_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncMember(Base):
+    """(scope, record): `seq` is its place in the scope's feed (its version, or the seq at which
+    it left); `left_ms` is set while it is an eviction marker."""
+
+    __tablename__ = "sync_members"
+    __table_args__ = (Index("ix_sync_members_scope_seq", "scope", "seq"),)
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    record_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    since: Mapped[int] = mapped_column(BigInteger)
+    left_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class SyncMutation(Base):
+    """The stored outcome (an msgpack `Ack`) of one device mutation: exactly-once pushes."""
+
+    __tablename__ = "sync_mutations"
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ack: Mapped[bytes] = mapped_column(LargeBinary)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncConflict(Base):
+    """A value that lost a merge (the `schemas.sync.Conflict` as JSON), for dispatch to resolve."""
+
+    __tablename__ = "sync_conflicts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    entity: Mapped[str] = mapped_column(String(32), index=True)
+    record_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    field: Mapped[str] = mapped_column(String(64))
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    data: Mapped[str] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class SyncChecksum(Base):
+    """XOR of record hashes of a scope's live members (see sync/checksum.py)."""
+
+    __tablename__ = "sync_checksums"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    checksum: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SyncCounter(Base):
+    """The one row (id 1) holding the last seq and the tombstone horizon; writers lock it to
+    commit in seq order."""
+
+    __tablename__ = "sync_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    horizon: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SyncCommit(Base):
+    """Last seq of each committed sync write and its time, to turn an age into a horizon seq."""
+
+    __tablename__ = "sync_commits"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at_ms: Mapped[int] = mapped_column(BigInteger, index=True)

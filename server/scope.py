@@ -18,6 +18,7 @@ from server.models import (
     AdminArea,
     Alert,
     AuditLog,
+    CheckSubmission,
     Enterprise,
     Grid,
     Hazard,
@@ -56,6 +57,11 @@ def _my_enterprises(p: Principal) -> Any:
     return select(Enterprise.id).where(Enterprise.org_id == p.org_id)
 
 
+def _assigned_to_my_org(p: Principal) -> ColumnElement[bool]:
+    """Hazards whose rectification is assigned to the user's organisation."""
+    return Hazard.rectify_org_id == p.org_id if p.org_id is not None else false()
+
+
 def _my_tasks(p: Principal) -> ColumnElement[bool]:
     mine = Task.assignee_user_id == p.user_id
     if p.org_id is not None:
@@ -80,8 +86,11 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
         case Role.RESPONDER, m if m is Incident:
             return Incident.id.in_(select(Task.incident_id).where(_my_tasks(p)))
         case Role.RESPONDER, m if m in (Hazard, Grid, Enterprise):
-            cond = m.area_id.in_(area)
-            return or_(cond, Hazard.reporter_id == p.user_id) if m is Hazard else cond
+            cond: ColumnElement[bool] = m.area_id.in_(area)
+            if m is Hazard:
+                # A unit assigned to rectify a hazard sees it, wherever it is.
+                return or_(cond, Hazard.reporter_id == p.user_id, _assigned_to_my_org(p))
+            return cond
         case Role.INSPECTOR, m if m is Hazard:
             return or_(Hazard.grid_id.in_(_my_grids(p)), Hazard.reporter_id == p.user_id)
         case Role.INSPECTOR, m if m is Grid:
@@ -90,12 +99,24 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
             return Enterprise.grid_id.in_(_my_grids(p))
         case Role.ENTERPRISE_STAFF, m if m is Hazard:
             return or_(
-                Hazard.enterprise_id.in_(_my_enterprises(p)), Hazard.reporter_id == p.user_id
+                Hazard.enterprise_id.in_(_my_enterprises(p)),
+                Hazard.reporter_id == p.user_id,
+                _assigned_to_my_org(p),
             )
         case Role.ENTERPRISE_STAFF, m if m is Enterprise:
             return Enterprise.org_id == p.org_id if p.org_id else false()
         case Role.ENTERPRISE_STAFF, m if m is Grid:
             return Grid.id.in_(select(Enterprise.grid_id).where(Enterprise.org_id == p.org_id))
+        case Role.DISPATCHER, m if m is CheckSubmission:
+            return CheckSubmission.enterprise_id.in_(
+                select(Enterprise.id).where(Enterprise.area_id.in_(area))
+            )
+        case Role.INSPECTOR, m if m is CheckSubmission:
+            return CheckSubmission.enterprise_id.in_(
+                select(Enterprise.id).where(Enterprise.grid_id.in_(_my_grids(p)))
+            )
+        case Role.ENTERPRISE_STAFF, m if m is CheckSubmission:
+            return CheckSubmission.enterprise_id.in_(_my_enterprises(p))
     raise Forbidden(f"role {p.role} has no access to {model.__tablename__}")
 
 

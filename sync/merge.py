@@ -247,7 +247,9 @@ class _Merger:
         if (self.hlc, self.device) > (cur.hlc, cur.device):
             record.fields[name] = new
             out.changed.add(name)
-            if cur.version > self.base and cur.device != self.device:
+            # A server write (REST service, conflict resolution) is made against the current
+            # row, so what it replaces was seen, not lost: no conflict for it.
+            if not self.server and cur.version > self.base and cur.device != self.device:
                 out.conflicts.append(self.conflict(name, ConflictKind.LWW, new, cur))
         else:
             out.conflicts.append(self.conflict(name, ConflictKind.LWW, cur, new, self.seq))

@@ -8,6 +8,8 @@ from typing import Any
 
 from server.demo import did
 
+__all__ = ["did"]
+
 _seq = itertools.count(1)
 
 # Inside demo grid A (Nanjing Rd E) and grid B (Yuyuan).

@@ -296,3 +296,98 @@ async def main() -> dict[str, Any]:
 def run() -> dict[str, Any]:
     """Entry point for `python -m tests.bench sync`."""
     return asyncio.run(main())
+
+
+async def sql_server_apply_rate(url: str, n: int = 5000) -> float:
+    """Field changes per second through push on the real SQL storage (server/domain/sync):
+    dedup, merge, conflict check, change log, memberships, checksums; 500 mutations per
+    transaction, 2 fields each. The policy is open: this measures the engine on the database,
+    not the domain write-through (measured by the API tests)."""
+    from server.db import make_engine, make_sessionmaker
+    from server.domain.sync.storage import SqlStorage, drive
+    from sync.server import OpenPolicy
+
+    engine = make_engine(url)
+    sm = make_sessionmaker(engine)
+    hlc = HLC(SystemClock())
+    ids = [uuid.uuid4() for _ in range(n)]
+    try:
+        async with sm() as session, session.begin():
+
+            def seed_all(s: Any) -> None:
+                server = SyncServer(SqlStorage(s), OpenPolicy(), hlc=hlc)
+                for start in range(0, n, 500):
+                    muts = [
+                        Mutation(
+                            seq=start + k + 1,
+                            entity="hazard",
+                            id=rid,
+                            hlc=hlc.now(),
+                            op=Op.CREATE,
+                            fields=hazard(start + k),
+                        )
+                        for k, rid in enumerate(ids[start : start + 500])
+                    ]
+                    drive(
+                        server.push(
+                            "bench", PushRequest(schema_version=1, device_id="seed", mutations=muts)
+                        )
+                    )
+
+            await session.run_sync(seed_all)
+        muts = [
+            Mutation(
+                seq=k + 1,
+                entity="hazard",
+                id=rid,
+                hlc=hlc.now(),
+                fields={"title": f"t{k}", "severity": "low"},
+            )
+            for k, rid in enumerate(ids)
+        ]
+        t0 = time.perf_counter()
+        for start in range(0, n, 500):
+            async with sm() as session, session.begin():
+                batch = muts[start : start + 500]
+                await session.run_sync(
+                    lambda s, b=batch: drive(
+                        SyncServer(SqlStorage(s), OpenPolicy(), hlc=hlc).push(
+                            "bench", PushRequest(schema_version=1, device_id="d1", mutations=b)
+                        )
+                    )
+                )
+        return 2 * n / (time.perf_counter() - t0)
+    finally:
+        await engine.dispose()
+
+
+def _server_figures(out: dict[str, Any]) -> None:
+    """`server_apply_changes_per_s` on PostGIS (scratch database) and on SpatiaLite."""
+    import os
+
+    from server.migrate import upgrade
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        upgrade(url)
+        out["server_apply_changes_per_s_spatialite"] = int(asyncio.run(sql_server_apply_rate(url)))
+    pg = os.environ.get("LIANDONG_TEST_PG_URL")
+    if pg:
+        from tests.conftest import scratch_postgres
+
+        url = scratch_postgres(pg, "liandong_bench_sync")
+        upgrade(url)
+        out["server_apply_changes_per_s"] = int(asyncio.run(sql_server_apply_rate(url)))
+        out["server_apply_note"] = "PostGIS scratch database, 500 mutations x 2 fields per push"
+    else:
+        out["server_apply_note"] = "LIANDONG_TEST_PG_URL unset: PostGIS figure not measured"
+
+
+_engine_run = run
+
+
+def run() -> dict[str, Any]:  # type: ignore[no-redef]
+    """Entry point for `python -m tests.bench sync`: engine figures plus the SQL server's."""
+    out = _engine_run()
+    _server_figures(out)
+    return out

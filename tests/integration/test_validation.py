@@ -145,3 +145,14 @@ def test_duplicate_unique_value_is_a_conflict_not_a_crash(
     assert client.post("/api/v1/grids", headers=auth("admin"), json=body).status_code == 201
     problem = _problem(client.post("/api/v1/grids", headers=auth("admin"), json=body), 409)
     assert problem["code"] == "conflict"
+
+
+def test_client_chosen_id_that_is_taken_is_a_conflict(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    taken = str(f.did("area:huangpu"))
+    body = {"name": "x", "code": "X-CLASH", "level": "street", "parent_id": taken, "id": taken}
+    problem = _problem(client.post("/api/v1/areas", headers=auth("admin"), json=body), 409)
+    assert problem["errors"][0]["field"] == "id"
+    shelter = f.resource(id=str(f.did("shelter:peoples-square")))
+    _problem(client.post("/api/v1/resources", headers=auth("admin"), json=shelter), 409)

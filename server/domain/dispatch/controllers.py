@@ -5,20 +5,26 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import dispatch as s
+from schemas import plans as ps
 from schemas.common import Role
 from schemas.states import IncidentStatus, TaskStatus
 from server import crud
 from server.auth.principal import Principal
+from server.config import Settings
 from server.crud import ListQuery, Page, provide_list_query
+from server.domain.dispatch import plans
 from server.domain.dispatch import services as svc
+from server.domain.dispatch.assign import DispatchPolicy
+from server.domain.dispatch.positions import unit_positions
+from server.domain.reference.services import ensure_in_my_area
 from server.models import Incident, Task
-from server.scope import require
+from server.scope import require, visible
 
 DISPATCH = (Role.ADMIN, Role.DISPATCHER)
 
@@ -65,10 +71,12 @@ class IncidentController(Controller):
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.IncidentCreate],
+        settings: NamedDependency[Settings],
     ) -> s.Incident:
         """Open an incident."""
         require(request.user, *DISPATCH)
-        return svc.incident_out(await svc.create_incident(db, request.user, data))
+        policy = DispatchPolicy.from_settings(settings)
+        return svc.incident_out(await svc.create_incident(db, request.user, data, policy))
 
     @patch("/{incident_id:uuid}", operation_id="UpdateIncident")
     async def patch_incident(
@@ -77,11 +85,52 @@ class IncidentController(Controller):
         db: NamedDependency[AsyncSession],
         incident_id: FromPath[uuid.UUID],
         data: JSONBody[s.IncidentPatch],
+        settings: NamedDependency[Settings],
     ) -> s.Incident:
-        """Change an incident."""
+        """Change an incident; raising its level dispatches what the now-matching plans add."""
         require(request.user, *DISPATCH)
         row = await crud.get_visible(db, request.user, Incident, incident_id)
-        return svc.incident_out(await svc.patch_incident(db, request.user, row, data))
+        policy = DispatchPolicy.from_settings(settings)
+        return svc.incident_out(await svc.patch_incident(db, request.user, row, data, policy))
+
+    @get("/{incident_id:uuid}/timeline", operation_id="GetIncidentTimeline")
+    async def timeline(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
+    ) -> list[s.TaskEvent]:
+        """Every step of every task of the incident (that the user may see), in time order."""
+        row = await crud.get_visible(db, request.user, Incident, incident_id)
+        events = await svc.incident_timeline(db, row.id, visible(request.user, Task))
+        return [svc.task_event_out(e) for e in events]
+
+    @get("/{incident_id:uuid}/plan-runs", operation_id="ListIncidentPlanRuns")
+    async def plan_runs(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
+    ) -> list[ps.PlanRun]:
+        """The plan slots dispatched for the incident."""
+        require(request.user, *DISPATCH)
+        row = await crud.get_visible(db, request.user, Incident, incident_id)
+        return [plans.run_out(r) for r in await plans.plan_runs_of(db, row.id)]
+
+    @post("/{incident_id:uuid}/plan-runs", operation_id="RunIncidentPlans")
+    async def run_plans(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        incident_id: FromPath[uuid.UUID],
+        settings: NamedDependency[Settings],
+    ) -> list[s.Task]:
+        """Run the matching plans again; returns only tasks not dispatched before (idempotent)."""
+        require(request.user, *DISPATCH)
+        row = await crud.get_visible(db, request.user, Incident, incident_id)
+        await ensure_in_my_area(db, request.user, row.area_id, "incident")
+        policy = DispatchPolicy.from_settings(settings)
+        return [svc.task_out(t) for t in await plans.run_plans(db, request.user, row, policy)]
 
     @delete("/{incident_id:uuid}", operation_id="DeleteIncident")
     async def delete_incident(
@@ -138,10 +187,12 @@ class TaskController(Controller):
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.TaskCreate],
+        settings: NamedDependency[Settings],
     ) -> s.Task:
-        """Dispatch a task to a person or a unit."""
+        """Dispatch a task to a person or a unit (pushed to their devices)."""
         require(request.user, *DISPATCH)
-        return svc.task_out(await svc.create_task(db, request.user, data))
+        policy = DispatchPolicy.from_settings(settings)
+        return svc.task_out(await svc.create_task(db, request.user, data, policy))
 
     @patch("/{task_id:uuid}", operation_id="UpdateTask")
     async def patch_task(
@@ -150,11 +201,13 @@ class TaskController(Controller):
         db: NamedDependency[AsyncSession],
         task_id: FromPath[uuid.UUID],
         data: JSONBody[s.TaskPatch],
+        settings: NamedDependency[Settings],
     ) -> s.Task:
-        """Change a task's details or assignees."""
+        """Change a task's details or reassign it (a new timeline entry and a push)."""
         require(request.user, *DISPATCH)
         row = await crud.get_visible(db, request.user, Task, task_id)
-        return svc.task_out(await svc.patch_task(db, request.user, row, data))
+        policy = DispatchPolicy.from_settings(settings)
+        return svc.task_out(await svc.patch_task(db, request.user, row, data, policy))
 
     @delete("/{task_id:uuid}", operation_id="DeleteTask")
     async def delete_task(
@@ -175,10 +228,15 @@ class TaskController(Controller):
         db: NamedDependency[AsyncSession],
         task_id: FromPath[uuid.UUID],
         data: JSONBody[s.TaskTransition],
+        settings: NamedDependency[Settings],
     ) -> s.TaskEvent:
-        """Move a task along assigned → accepted → en_route → on_scene → completed."""
+        """Move a task along assigned → accepted → en_route → on_scene → completed.
+
+        A location updates the responder's last known position; a decline of a plan task
+        passes it to the next nearest unit when the plan says so."""
         row = await crud.get_visible(db, request.user, Task, task_id)
-        return svc.task_event_out(await svc.transition_task(db, request.user, row, data))
+        policy = DispatchPolicy.from_settings(settings)
+        return svc.task_event_out(await svc.transition_task(db, request.user, row, data, policy))
 
     @get("/{task_id:uuid}/timeline", operation_id="GetTaskTimeline")
     async def timeline(
@@ -190,3 +248,94 @@ class TaskController(Controller):
         """Every step of the task with time, actor, device and GPS fix."""
         row = await crud.get_visible(db, request.user, Task, task_id)
         return [svc.task_event_out(e) for e in await svc.task_timeline(db, row.id)]
+
+
+class PlanController(Controller):
+    """Emergency plans: administrators write, dispatchers read."""
+
+    path = "/api/v1/plans"
+    tags = ["dispatch"]
+
+    @get("/", operation_id="ListPlans")
+    async def list_plans(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        all_versions: FromQuery[bool] = False,
+    ) -> list[ps.Plan]:
+        """Active plan versions (every version with `all_versions=true`)."""
+        require(request.user, *DISPATCH)
+        rows = await plans.list_plans(db, include_inactive=all_versions)
+        return [plans.plan_out(r) for r in rows]
+
+    @get("/{plan_id:uuid}", operation_id="GetPlan")
+    async def get_plan(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        plan_id: FromPath[uuid.UUID],
+    ) -> ps.Plan:
+        """One plan version."""
+        require(request.user, *DISPATCH)
+        return plans.plan_out(await plans.get_plan(db, plan_id))
+
+    @post("/", operation_id="CreatePlan")
+    async def create_plan(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[ps.PlanCreate],
+    ) -> ps.Plan:
+        """A new plan (version 1)."""
+        require(request.user, Role.ADMIN)
+        return plans.plan_out(await plans.create_plan(db, request.user, data))
+
+    @put("/{plan_id:uuid}", operation_id="UpdatePlan")
+    async def update_plan(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        plan_id: FromPath[uuid.UUID],
+        data: JSONBody[ps.PlanUpdate],
+    ) -> ps.Plan:
+        """Write the next version of the plan; the old version is kept, inactive."""
+        require(request.user, Role.ADMIN)
+        row = await plans.get_plan(db, plan_id)
+        return plans.plan_out(await plans.update_plan(db, request.user, row, data))
+
+    @delete("/{plan_id:uuid}", operation_id="DeletePlan")
+    async def delete_plan(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        plan_id: FromPath[uuid.UUID],
+    ) -> None:
+        """Retire the plan (every version)."""
+        require(request.user, Role.ADMIN)
+        await plans.delete_plan(db, request.user, await plans.get_plan(db, plan_id))
+
+
+class PositionController(Controller):
+    """Responders report where they are; dispatch sees every unit on the map."""
+
+    path = "/api/v1"
+    tags = ["dispatch"]
+
+    @post("/positions", operation_id="ReportPosition", status_code=204)
+    async def report(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.PositionReport],
+    ) -> None:
+        """Record the caller's last known position (an older fix never replaces a newer one)."""
+        require(request.user, Role.RESPONDER, Role.INSPECTOR)
+        await svc.record_position(db, request.user, data)
+
+    @get("/units/positions", operation_id="ListUnitPositions")
+    async def units(
+        self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
+    ) -> list[s.UnitPosition]:
+        """Linked units with their responders' last positions and current tasks."""
+        require(request.user, *DISPATCH)
+        return await unit_positions(db, request.user)

@@ -20,9 +20,26 @@ from schemas.states import (
 )
 from server import audit, geo
 from server.auth.principal import Principal
+from server.domain.dispatch import plans
+from server.domain.dispatch.assign import (
+    DEFAULT_POLICY,
+    OPEN_STATUSES,
+    DispatchPolicy,
+    announce_assignment,
+    notify_assignees,
+)
 from server.domain.reference.services import ensure_in_my_area, locate_area
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.models import Incident, Organisation, Task, TaskEvent, User, utcnow
+from server.models import (
+    Hazard,
+    Incident,
+    Organisation,
+    ResponderPosition,
+    Task,
+    TaskEvent,
+    User,
+    utcnow,
+)
 
 
 def incident_out(row: Incident, distance_m: float | None = None) -> s.Incident:
@@ -43,6 +60,7 @@ def incident_out(row: Incident, distance_m: float | None = None) -> s.Incident:
         created_at=row.created_at,
         updated_at=row.updated_at,
         distance_m=distance_m,
+        hazard_ids=[uuid.UUID(h) for h in row.hazard_ids or []],
     )
 
 
@@ -65,6 +83,11 @@ def task_out(row: Task, distance_m: float | None = None) -> s.Task:
         created_at=row.created_at,
         updated_at=row.updated_at,
         distance_m=distance_m,
+        plan_id=row.plan_id,
+        template_key=row.template_key,
+        dispatched_at=row.dispatched_at,
+        accept_by=row.accept_by,
+        escalated_at=row.escalated_at,
     )
 
 
@@ -84,8 +107,26 @@ def task_event_out(row: TaskEvent) -> s.TaskEvent:
     )
 
 
-async def create_incident(session: AsyncSession, p: Principal, data: s.IncidentCreate) -> Incident:
-    """Open an incident inside the dispatcher's area. A repeated id returns the existing one."""
+async def _hazard_ids(session: AsyncSession, ids: list[uuid.UUID]) -> list[str]:
+    if not ids:
+        return []
+    found = set((await session.execute(select(Hazard.id).where(Hazard.id.in_(set(ids))))).scalars())
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise InvalidInput(f"no such hazard: {', '.join(missing)}", field="hazard_ids")
+    return list(dict.fromkeys(str(i) for i in ids))
+
+
+async def create_incident(
+    session: AsyncSession,
+    p: Principal,
+    data: s.IncidentCreate,
+    policy: DispatchPolicy = DEFAULT_POLICY,
+) -> Incident:
+    """Open an incident inside the dispatcher's area and run the matching emergency plans.
+
+    The incident, the plan's tasks, their plan runs and their push jobs commit together.
+    A repeated id returns the existing one (and dispatches nothing new)."""
     if data.id is not None:
         existing = await session.get(Incident, data.id)
         if existing is not None:
@@ -106,20 +147,28 @@ async def create_incident(session: AsyncSession, p: Principal, data: s.IncidentC
         status=IncidentStatus.OPEN.value,
         source=data.source.value,
         created_by=p.user_id,
+        hazard_ids=await _hazard_ids(session, data.hazard_ids),
     )
     if data.id is not None:
         row.id = data.id
     session.add(row)
     await session.flush()
     audit.record(session, p, "create", "incident", row.id, type=row.type, level=row.level)
+    await plans.run_plans(session, p, row, policy)
     return row
 
 
 async def patch_incident(
-    session: AsyncSession, p: Principal, row: Incident, data: s.IncidentPatch
+    session: AsyncSession,
+    p: Principal,
+    row: Incident,
+    data: s.IncidentPatch,
+    policy: DispatchPolicy = DEFAULT_POLICY,
 ) -> Incident:
-    """Change an incident; status follows its machine."""
+    """Change an incident; status follows its machine. Raising the level (a smaller number)
+    runs the plans that now match, dispatching only slots not dispatched before."""
     await ensure_in_my_area(session, p, row.area_id, "incident")
+    old_level = row.level
     changed: dict[str, Any] = {}
     for name in ("title", "description", "level"):
         value = getattr(data, name)
@@ -140,8 +189,13 @@ async def patch_incident(
         if not can_transition(INCIDENT_TRANSITIONS, old, data.status):
             raise Conflict(f"incident cannot go from {old} to {data.status}", field="status")
         row.status = changed["status"] = data.status.value
+    if data.hazard_ids is not msgspec.UNSET:
+        row.hazard_ids = await _hazard_ids(session, data.hazard_ids)
+        changed["hazard_ids"] = row.hazard_ids
     await session.flush()
     audit.record(session, p, "update", "incident", row.id, **changed)
+    if row.level < old_level and row.status != IncidentStatus.CLOSED.value:
+        await plans.run_plans(session, p, row, policy)
     return row
 
 
@@ -162,8 +216,14 @@ async def _check_assignees(
             raise InvalidInput("assignee unit must be a linked unit", field="assignee_unit_id")
 
 
-async def create_task(session: AsyncSession, p: Principal, data: s.TaskCreate) -> Task:
-    """Dispatch a task; its first timeline entry is `assigned`. A repeated id is a no-op."""
+async def create_task(
+    session: AsyncSession,
+    p: Principal,
+    data: s.TaskCreate,
+    policy: DispatchPolicy = DEFAULT_POLICY,
+) -> Task:
+    """Dispatch a task; its first timeline entry is `assigned` and its push is queued with it.
+    A repeated id is a no-op."""
     if data.id is not None:
         existing = await session.get(Task, data.id)
         if existing is not None:
@@ -197,8 +257,8 @@ async def create_task(session: AsyncSession, p: Principal, data: s.TaskCreate) -
         row.id = data.id
     session.add(row)
     await session.flush()
-    session.add(
-        TaskEvent(task_id=row.id, from_status=None, to_status="assigned", actor_id=p.user_id)
+    await announce_assignment(
+        session, row, actor_id=p.user_id, policy=policy, device_id=p.device_id or None
     )
     audit.record(
         session,
@@ -213,9 +273,20 @@ async def create_task(session: AsyncSession, p: Principal, data: s.TaskCreate) -
     return row
 
 
-async def patch_task(session: AsyncSession, p: Principal, row: Task, data: s.TaskPatch) -> Task:
-    """Change a task's details or assignees (dispatch)."""
+async def patch_task(
+    session: AsyncSession,
+    p: Principal,
+    row: Task,
+    data: s.TaskPatch,
+    policy: DispatchPolicy = DEFAULT_POLICY,
+) -> Task:
+    """Change a task's details or assignees (dispatch).
+
+    A new assignee is a reassignment: the task goes back to `assigned` with a timeline entry,
+    a fresh accept window and a push to the new assignee; a finished task cannot be reassigned.
+    """
     await ensure_in_my_area(session, p, row.area_id, "task")
+    before = (row.assignee_user_id, row.assignee_unit_id)
     changed: dict[str, Any] = {}
     for name in ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id"):
         value = getattr(data, name)
@@ -230,10 +301,23 @@ async def patch_task(session: AsyncSession, p: Principal, row: Task, data: s.Tas
         await ensure_in_my_area(session, p, row.area_id, "task location")
         row.location = geo.point_to_db(data.location)
         changed["location"] = data.location.coordinates
-    if "assignee_user_id" in changed or "assignee_unit_id" in changed:
+    reassigned = (row.assignee_user_id, row.assignee_unit_id) != before
+    if reassigned:
+        if row.status in (TaskStatus.COMPLETED.value, TaskStatus.CANCELLED.value):
+            raise Conflict(f"a {row.status} task cannot be reassigned", field="assignee")
         await _check_assignees(session, row.assignee_user_id, row.assignee_unit_id)
     await session.flush()
     audit.record(session, p, "update", "task", row.id, **changed)
+    if reassigned:
+        await announce_assignment(
+            session,
+            row,
+            actor_id=p.user_id,
+            policy=policy,
+            device_id=p.device_id or None,
+            note="reassigned by dispatch",
+        )
+        audit.record(session, p, "reassign", "task", row.id, **changed)
     return row
 
 
@@ -244,7 +328,11 @@ def _is_assignee(p: Principal, row: Task) -> bool:
 
 
 async def transition_task(
-    session: AsyncSession, p: Principal, row: Task, data: s.TaskTransition
+    session: AsyncSession,
+    p: Principal,
+    row: Task,
+    data: s.TaskTransition,
+    policy: DispatchPolicy = DEFAULT_POLICY,
 ) -> TaskEvent:
     """Move a task along its machine; stamped with time, actor, device and GPS fix.
 
@@ -275,6 +363,21 @@ async def transition_task(
     at = data.at or utcnow()
     if at.tzinfo is None:
         raise InvalidInput("at must carry a time zone", field="at")
+    if new is TaskStatus.ASSIGNED:
+        # Dispatch sends a declined task out again (to the same assignee; PATCH assignee_* to
+        # choose another): a fresh accept window and a new push.
+        again = await announce_assignment(
+            session,
+            row,
+            actor_id=p.user_id,
+            policy=policy,
+            note=data.note,
+            device_id=data.device_id or p.device_id or None,
+        )
+        audit.record(
+            session, p, "transition", "task", row.id, from_status=old.value, to_status=new.value
+        )
+        return again
     event = TaskEvent(
         task_id=row.id,
         from_status=old.value,
@@ -294,7 +397,68 @@ async def transition_task(
     audit.record(
         session, p, "transition", "task", row.id, from_status=old.value, to_status=new.value
     )
+    if data.location is not None:
+        await record_position(
+            session,
+            p,
+            s.PositionReport(
+                location=data.location, accuracy_m=data.accuracy_m, at=at, device_id=data.device_id
+            ),
+            task_id=row.id,
+        )
+    if new is TaskStatus.CANCELLED:
+        await notify_assignees(session, row, "task.cancelled", f"task.cancelled:{row.id}")
+    elif new is TaskStatus.DECLINED:
+        await plans.pass_on_declined(session, p, row, policy)
     return event
+
+
+async def record_position(
+    session: AsyncSession,
+    p: Principal,
+    data: s.PositionReport,
+    task_id: uuid.UUID | None = None,
+) -> ResponderPosition:
+    """Keep the user's last known position; an older fix (sent late from offline) never
+    overwrites a newer one."""
+    at = data.at or utcnow()
+    if at.tzinfo is None:
+        raise InvalidInput("at must carry a time zone", field="at")
+    row = await session.get(ResponderPosition, p.user_id)
+    if row is None:
+        row = ResponderPosition(user_id=p.user_id, at=at)
+        session.add(row)
+    elif row.at > at:
+        return row
+    row.org_id = p.org_id
+    row.location = geo.point_to_db(data.location)
+    row.accuracy_m = data.accuracy_m
+    row.at = at
+    row.device_id = data.device_id or p.device_id or None
+    if task_id is not None:
+        row.task_id = task_id
+    await session.flush()
+    return row
+
+
+async def incident_timeline(
+    session: AsyncSession, incident_id: uuid.UUID, task_filter: Any
+) -> list[TaskEvent]:
+    """Every timeline entry of the incident's tasks (those `task_filter` lets through), in order."""
+    stmt = (
+        select(TaskEvent)
+        .join(Task, Task.id == TaskEvent.task_id)
+        .where(Task.incident_id == incident_id, Task.deleted_at.is_(None))
+        .order_by(TaskEvent.at, TaskEvent.created_at)
+    )
+    if task_filter is not None:
+        stmt = stmt.where(task_filter)
+    return list((await session.execute(stmt)).scalars())
+
+
+def is_open(row: Task) -> bool:
+    """Still being worked on (not completed or cancelled)."""
+    return row.status in OPEN_STATUSES
 
 
 async def task_timeline(session: AsyncSession, task_id: uuid.UUID) -> list[TaskEvent]:

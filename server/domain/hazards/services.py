@@ -1,27 +1,141 @@
-"""Hazard reports: creation with grid derived from the point, corrections, deletion."""
+"""Hazard reports and their closed loop (隐患闭环): report, verify, assign, rectify, re-inspect,
+close or reopen, each step by the right role with its evidence; photos with an EXIF check;
+the overdue job; statistics.
+
+Every step writes the hazard, a `hazard_events` row (the timeline) and an audit entry in the
+caller's transaction; nothing here commits.
+"""
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import hazards as s
 from schemas.common import Role
-from schemas.states import HazardStatus
+from schemas.media import MediaStatus
+from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, geo
 from server.auth.principal import Principal
+from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
 from server.errors import Conflict, Forbidden, InvalidInput
-from server.models import Enterprise, Hazard, HazardEvent, utcnow
+from server.models import (
+    Enterprise,
+    Escalation,
+    Grid,
+    Hazard,
+    HazardEvent,
+    HazardMedia,
+    MediaObject,
+    Organisation,
+    utcnow,
+)
+from server.scope import visible
+
+DISPATCH = (Role.ADMIN, Role.DISPATCHER)
+EARTH_RADIUS_M = 6_371_008.8
 
 
-def hazard_out(row: Hazard, distance_m: float | None = None) -> s.Hazard:
-    """Wire form of a hazard."""
+@dataclass(frozen=True)
+class EvidencePolicy:
+    """When a photo's EXIF does not back its hazard up (from Settings)."""
+
+    max_distance_m: float = 500.0
+    max_time_s: float = 24 * 3600.0
+    local_tz: str = "Asia/Shanghai"
+
+
+def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Great-circle distance in metres (WGS-84 mean radius); metres-accurate at these ranges."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _capture_time(exif: dict[str, Any], tz: str) -> datetime | None:
+    for key in ("captured_at", "gps_time"):
+        if exif.get(key):
+            try:
+                return datetime.fromisoformat(str(exif[key])).astimezone(UTC)
+            except ValueError:
+                continue
+    local = exif.get("captured_local")
+    if local:
+        # A bare camera clock: read it in the deployment's zone (docs/media.md).
+        try:
+            naive = datetime.fromisoformat(str(local)).replace(tzinfo=None)
+        except ValueError:
+            return None
+        return naive.replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
+    return None
+
+
+def photo_out(
+    hazard: Hazard, link: HazardMedia, media: MediaObject, policy: EvidencePolicy
+) -> s.HazardPhoto:
+    """A hazard's photo with the evidence check: EXIF position vs the reported point, capture
+    time vs the report (or step) time. Flags, never refusals: GPS can be off."""
+    photo = s.HazardPhoto(
+        media_id=media.id,
+        sha256=media.sha256,
+        status=MediaStatus(media.status),
+        kind=s.PhotoKind(link.kind),
+    )
+    if media.status != MediaStatus.STORED.value:
+        return photo
+    exif = media.exif or {}
+    flags: list[str] = []
+    lat, lon = exif.get("latitude"), exif.get("longitude")
+    if lat is None or lon is None:
+        flags.append(s.EvidenceFlag.NO_GPS.value)
+    else:
+        point = geo.point_required(hazard.location)
+        photo.distance_m = round(haversine_m(lon, lat, *point.coordinates), 1)
+        if photo.distance_m > policy.max_distance_m:
+            flags.append(s.EvidenceFlag.FAR_FROM_POINT.value)
+    taken = _capture_time(exif, policy.local_tz)
+    if taken is None:
+        flags.append(s.EvidenceFlag.NO_TIME.value)
+    else:
+        photo.time_offset_s = round((taken - link.expected_at).total_seconds(), 1)
+        if abs(photo.time_offset_s) > policy.max_time_s:
+            flags.append(s.EvidenceFlag.TIME_MISMATCH.value)
+    photo.flags = flags
+    return photo
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+_SERIOUS = frozenset({s.EvidenceFlag.FAR_FROM_POINT.value, s.EvidenceFlag.TIME_MISMATCH.value})
+
+
+def hazard_out(
+    row: Hazard,
+    distance_m: float | None = None,
+    links: Sequence[tuple[HazardMedia, MediaObject]] = (),
+    policy: EvidencePolicy | None = None,
+) -> s.Hazard:
+    """Wire form of a hazard, with its photos, which are still missing, and evidence flags."""
+    policy = policy or EvidencePolicy()
     loc = geo.point_required(row.location)
+    photos = [photo_out(row, link, media, policy) for link, media in links]
+    flags = sorted({f for p in photos for f in p.flags if f in _SERIOUS})
     return s.Hazard(
         id=row.id,
         category=s.HazardCategory(row.category),
@@ -34,23 +148,158 @@ def hazard_out(row: Hazard, distance_m: float | None = None) -> s.Hazard:
         grid_id=row.grid_id,
         area_id=row.area_id,
         enterprise_id=row.enterprise_id,
-        photo_ids=[uuid.UUID(str(x)) for x in row.photo_ids or []],
+        photo_ids=[i for i in map(_uuid_or_none, row.photo_ids or []) if i is not None],
         rectify_org_id=row.rectify_org_id,
         rectify_deadline=row.rectify_deadline,
         created_at=row.created_at,
         updated_at=row.updated_at,
         distance_m=distance_m,
+        reported_at=row.reported_at,
+        rectify_enterprise_id=row.rectify_enterprise_id,
+        overdue=row.overdue,
+        status_reason=row.status_reason,
+        photos=photos,
+        missing_photos=[p.sha256 for p in photos if p.status is MediaStatus.PENDING],
+        evidence_flags=flags,
     )
 
 
+async def photo_links(
+    session: AsyncSession, hazard_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[HazardMedia, MediaObject]]]:
+    """Photos of several hazards in one query, in the order they were attached."""
+    found: dict[uuid.UUID, list[tuple[HazardMedia, MediaObject]]] = {h: [] for h in hazard_ids}
+    if not hazard_ids:
+        return found
+    stmt = (
+        select(HazardMedia, MediaObject)
+        .join(MediaObject, MediaObject.id == HazardMedia.media_id)
+        .where(HazardMedia.hazard_id.in_(list(hazard_ids)))
+        .order_by(HazardMedia.created_at, HazardMedia.id)
+    )
+    for link, media in (await session.execute(stmt)).all():
+        found[link.hazard_id].append((link, media))
+    return found
+
+
+async def _unlinked_report_photos(
+    session: AsyncSession,
+    rows: Sequence[Hazard],
+    links: dict[uuid.UUID, list[tuple[HazardMedia, MediaObject]]],
+) -> None:
+    """Photos named in `photo_ids` without a link row (a hazard written by the sync engine
+    rather than through `create_hazard`) are shown as report photos all the same."""
+    wanted: dict[uuid.UUID, list[Hazard]] = {}
+    for row in rows:
+        linked = {link.media_id for link, _ in links[row.id]}
+        for raw in row.photo_ids or []:
+            ident = _uuid_or_none(raw)
+            if ident is not None and ident not in linked:
+                wanted.setdefault(ident, []).append(row)
+    if not wanted:
+        return
+    stmt = select(MediaObject).where(MediaObject.id.in_(list(wanted)))
+    for media in (await session.execute(stmt)).scalars():
+        for row in wanted[media.id]:
+            link = HazardMedia(
+                hazard_id=row.id,
+                media_id=media.id,
+                kind=s.PhotoKind.REPORT.value,
+                expected_at=row.reported_at or row.created_at,
+            )
+            links[row.id].append((link, media))
+
+
+async def hazards_out(
+    session: AsyncSession,
+    rows: Sequence[tuple[Hazard, float | None]],
+    policy: EvidencePolicy | None = None,
+) -> list[s.Hazard]:
+    """Wire form of a page of hazards (photos loaded in one or two queries)."""
+    links = await photo_links(session, [r.id for r, _ in rows])
+    await _unlinked_report_photos(session, [r for r, _ in rows], links)
+    return [hazard_out(r, d, links[r.id], policy) for r, d in rows]
+
+
+async def one_out(
+    session: AsyncSession, row: Hazard, policy: EvidencePolicy | None = None
+) -> s.Hazard:
+    """Wire form of one hazard."""
+    return (await hazards_out(session, [(row, None)], policy))[0]
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(f"{field} must carry a time zone", field=field)
+    return value.astimezone(UTC) if value is not None else None
+
+
+async def _resolve_photos(
+    session: AsyncSession,
+    p: Principal,
+    photo_ids: Sequence[uuid.UUID],
+    hashes: Sequence[str],
+    field: str,
+) -> list[MediaObject]:
+    """Media objects named by id (must exist) or by hash (declared `pending` if new)."""
+    rows: list[MediaObject] = []
+    for ident in dict.fromkeys(photo_ids):
+        media = await session.get(MediaObject, ident)
+        if media is None or media.deleted_at is not None:
+            raise InvalidInput(
+                f"no media object {ident}: declare it (POST /api/v1/media) or send its sha256",
+                field=field,
+            )
+        rows.append(media)
+    rows.extend(await declare_many(session, p, list(hashes)))
+    return list({m.id: m for m in rows}.values())
+
+
+async def _attach(
+    session: AsyncSession,
+    p: Principal,
+    hazard: Hazard,
+    photos: Sequence[MediaObject],
+    kind: s.PhotoKind,
+    expected_at: datetime,
+    event_id: uuid.UUID | None = None,
+) -> None:
+    if not photos:
+        return
+    already = set(
+        (
+            await session.execute(
+                select(HazardMedia.media_id).where(HazardMedia.hazard_id == hazard.id)
+            )
+        ).scalars()
+    )
+    for media in photos:
+        if media.id not in already:
+            session.add(
+                HazardMedia(
+                    hazard_id=hazard.id,
+                    media_id=media.id,
+                    kind=kind.value,
+                    event_id=event_id,
+                    expected_at=expected_at,
+                    added_by=p.user_id,
+                )
+            )
+
+
 async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreate) -> Hazard:
-    """Report a hazard. Enterprise staff report for their own enterprise. Retries are no-ops."""
+    """Report a hazard. Enterprise staff report for their own enterprise. Retries are no-ops.
+
+    Photos are media ids (declared before) or SHA-256 hashes (declared here as `pending` when
+    the bytes have not arrived yet).
+    """
     if data.id is not None:
         existing = await session.get(Hazard, data.id)
         if existing is not None:
             if existing.reporter_id != p.user_id:
                 raise Conflict("a hazard with this id already exists", field="id")
             return existing
+    reported_at = _aware(data.reported_at, "reported_at")
     enterprise_id = data.enterprise_id
     if p.role is Role.ENTERPRISE_STAFF:
         mine = (
@@ -63,6 +312,7 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
         enterprise_id = mine
     elif enterprise_id is not None and await session.get(Enterprise, enterprise_id) is None:
         raise InvalidInput("no such enterprise", field="enterprise_id")
+    photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     lon, lat = data.location.coordinates
     row = Hazard(
         category=data.category.value,
@@ -75,16 +325,36 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
         grid_id=await locate_grid(session, lon, lat),
         area_id=await locate_area(session, lon, lat),
         enterprise_id=enterprise_id,
-        photo_ids=[str(x) for x in data.photo_ids],
+        photo_ids=[str(m.id) for m in photos],
+        reported_at=reported_at,
+        overdue=False,
     )
     if data.id is not None:
         row.id = data.id
     session.add(row)
     await session.flush()
-    session.add(
-        HazardEvent(hazard_id=row.id, from_status=None, to_status="reported", actor_id=p.user_id)
+    event = HazardEvent(
+        hazard_id=row.id,
+        from_status=None,
+        to_status="reported",
+        actor_id=p.user_id,
+        at=reported_at or utcnow(),
+        detail={"photo_ids": [str(m.id) for m in photos]},
     )
-    audit.record(session, p, "report", "hazard", row.id, category=row.category)
+    session.add(event)
+    await session.flush()
+    await _attach(
+        session, p, row, photos, s.PhotoKind.REPORT, reported_at or row.created_at, event.id
+    )
+    audit.record(
+        session,
+        p,
+        "report",
+        "hazard",
+        row.id,
+        category=row.category,
+        photos=[m.sha256 for m in photos],
+    )
     return row
 
 
@@ -115,3 +385,307 @@ async def delete_hazard(session: AsyncSession, p: Principal, row: Hazard) -> Non
     row.deleted_at = utcnow()
     await session.flush()
     audit.record(session, p, "delete", "hazard", row.id)
+
+
+# ------------------------------------------------------------------------------ the closed loop
+
+H = HazardStatus
+#: Which photo kind a step's photos are.
+_PHOTO_KIND = {
+    H.RECTIFIED: s.PhotoKind.RECTIFICATION,
+    H.REINSPECTED: s.PhotoKind.REINSPECTION,
+    H.CLOSED: s.PhotoKind.REINSPECTION,
+}
+
+
+async def _grid_inspector(session: AsyncSession, row: Hazard) -> uuid.UUID | None:
+    if row.grid_id is None:
+        return None
+    grid = await session.get(Grid, row.grid_id)
+    return grid.inspector_id if grid is not None and grid.deleted_at is None else None
+
+
+async def _authorise(session: AsyncSession, p: Principal, row: Hazard, new: HazardStatus) -> None:
+    """Who may take each step (docs/hazards.md has the table)."""
+    old = HazardStatus(row.status)
+    dispatch = p.has(*DISPATCH)
+    if new is H.RECTIFIED:
+        if row.rectify_org_id is None or p.org_id != row.rectify_org_id:
+            raise Forbidden("only the assigned enterprise's staff or unit's members rectify")
+        return
+    inspector = await _grid_inspector(session, row)
+    is_inspector = inspector is not None and inspector == p.user_id
+    if new is H.REINSPECTED:
+        # The grid's inspector; dispatch only stands in for a hazard outside any staffed grid.
+        if not (is_inspector or (inspector is None and dispatch)):
+            raise Forbidden("only the grid's inspector re-inspects a rectification")
+        return
+    inspector_may = (new is H.CLOSED and old is H.REINSPECTED) or (
+        new is H.REOPENED and old in (H.RECTIFIED, H.REINSPECTED)
+    )
+    if dispatch or (inspector_may and is_inspector):
+        return
+    who = "dispatch or the grid's inspector" if inspector_may else "dispatch"
+    raise Forbidden(f"only {who} moves a hazard from {old} to {new}")
+
+
+async def _assignment(
+    session: AsyncSession, row: Hazard, data: s.HazardTransition, now: datetime
+) -> dict[str, Any]:
+    deadline = _aware(data.deadline, "deadline")
+    if deadline is None:
+        raise InvalidInput("assigning a rectification needs a deadline", field="deadline")
+    if deadline <= now:
+        raise InvalidInput("the deadline must be in the future", field="deadline")
+    if (data.assignee_enterprise_id is None) == (data.assignee_org_id is None):
+        raise InvalidInput(
+            "name exactly one of assignee_enterprise_id or assignee_org_id",
+            field="assignee_enterprise_id",
+        )
+    if data.assignee_enterprise_id is not None:
+        ent = await session.get(Enterprise, data.assignee_enterprise_id)
+        if ent is None or ent.deleted_at is not None:
+            raise InvalidInput("no such enterprise", field="assignee_enterprise_id")
+        if ent.org_id is None:
+            raise InvalidInput(
+                "the enterprise has no staff organisation to assign to",
+                field="assignee_enterprise_id",
+            )
+        org_id, enterprise_id = ent.org_id, ent.id
+    else:
+        org = await session.get(Organisation, data.assignee_org_id)
+        if org is None or org.deleted_at is not None:
+            raise InvalidInput("no such organisation", field="assignee_org_id")
+        org_id, enterprise_id = org.id, None
+    row.rectify_org_id = org_id
+    row.rectify_enterprise_id = enterprise_id
+    row.rectify_deadline = deadline
+    row.overdue = False
+    return {
+        "rectify_org_id": str(org_id),
+        "rectify_enterprise_id": str(enterprise_id) if enterprise_id else None,
+        "deadline": deadline.isoformat(),
+    }
+
+
+async def transition_hazard(
+    session: AsyncSession, p: Principal, row: Hazard, data: s.HazardTransition
+) -> HazardEvent:
+    """Move a hazard one step along its loop, enforcing role and evidence (see `_authorise`
+    and HazardTransition). A repeated step id returns the event already recorded."""
+    if data.id is not None:
+        seen = await session.get(HazardEvent, data.id)
+        if seen is not None:
+            if seen.hazard_id != row.id:
+                raise Conflict("a step with this id belongs to another hazard", field="id")
+            return seen
+    old, new = HazardStatus(row.status), data.to_status
+    if not can_transition(HAZARD_TRANSITIONS, old, new):
+        raise Conflict(
+            f"hazard cannot go from {old} to {new}", field="to_status", code="illegal_transition"
+        )
+    await _authorise(session, p, row, new)
+    now = utcnow()
+    at = _aware(data.at, "at") or now
+    note = (data.note or "").strip() or None
+    if new in (H.REJECTED, H.REOPENED) and not note:
+        raise InvalidInput(f"{new} needs a reason in note", field="note")
+    if new is H.CLOSED and old is H.VERIFIED and not note:
+        raise InvalidInput("closing without rectification needs a reason in note", field="note")
+    photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
+    if new is H.RECTIFIED and not photos:
+        raise InvalidInput(
+            "marking a hazard rectified needs after-photos (photo_sha256 or photo_ids)",
+            field="photo_sha256",
+            code="evidence_required",
+        )
+    detail: dict[str, Any] = {"photo_ids": [str(m.id) for m in photos]}
+    if new is H.RECTIFICATION_ASSIGNED:
+        detail.update(await _assignment(session, row, data, now))
+    if new in (H.REJECTED, H.REOPENED):
+        row.status_reason = note
+    elif new is H.VERIFIED:
+        row.status_reason = None
+    row.status = new.value
+    event = HazardEvent(
+        hazard_id=row.id,
+        from_status=old.value,
+        to_status=new.value,
+        at=at,
+        actor_id=p.user_id,
+        note=note,
+        detail=detail,
+        kind="transition",
+    )
+    if data.id is not None:
+        event.id = data.id
+    session.add(event)
+    await session.flush()
+    await _attach(session, p, row, photos, _PHOTO_KIND.get(new, s.PhotoKind.OTHER), at, event.id)
+    audit.record(
+        session,
+        p,
+        "transition",
+        "hazard",
+        row.id,
+        from_status=old.value,
+        to_status=new.value,
+        note=note,
+        photos=[m.sha256 for m in photos],
+        **{k: v for k, v in detail.items() if k != "photo_ids"},
+    )
+    return event
+
+
+def event_out(row: HazardEvent) -> s.HazardEvent:
+    """Wire form of a timeline entry."""
+    detail = dict(row.detail or {})
+    photo_ids = [uuid.UUID(x) for x in detail.pop("photo_ids", [])]
+    return s.HazardEvent(
+        id=row.id,
+        hazard_id=row.hazard_id,
+        kind=row.kind,
+        from_status=HazardStatus(row.from_status) if row.from_status else None,
+        to_status=HazardStatus(row.to_status),
+        at=row.at,
+        actor_id=row.actor_id,
+        note=row.note,
+        photo_ids=photo_ids,
+        detail=detail,
+    )
+
+
+async def timeline(session: AsyncSession, hazard_id: uuid.UUID) -> list[HazardEvent]:
+    """A hazard's steps and escalations, oldest first."""
+    stmt = (
+        select(HazardEvent)
+        .where(HazardEvent.hazard_id == hazard_id, HazardEvent.deleted_at.is_(None))
+        .order_by(HazardEvent.at, HazardEvent.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+# ------------------------------------------------------------------------------ overdue and stats
+
+
+async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> list[uuid.UUID]:
+    """Mark rectifications past their deadline overdue and record one escalation for each.
+
+    Safe with several processes: each hazard is claimed by `UPDATE ... WHERE NOT overdue`, which
+    only one transaction wins; the escalation row is unique per (hazard, kind, deadline) too.
+    Returns the hazards this call escalated.
+    """
+    now = now or utcnow()
+    due = [
+        Hazard.status == H.RECTIFICATION_ASSIGNED.value,
+        Hazard.rectify_deadline.is_not(None),
+        Hazard.rectify_deadline < now,
+        Hazard.overdue.is_(False),
+        Hazard.deleted_at.is_(None),
+    ]
+    candidates = list((await session.execute(select(Hazard.id).where(*due))).scalars())
+    escalated: list[uuid.UUID] = []
+    for hazard_id in candidates:
+        claimed = await session.execute(
+            update(Hazard)
+            .where(Hazard.id == hazard_id, *due)
+            .values(overdue=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another runner got there first
+        fresh = select(Hazard).where(Hazard.id == hazard_id)
+        row = (await session.execute(fresh.execution_options(populate_existing=True))).scalar_one()
+        deadline = row.rectify_deadline or now  # never None: the claim's WHERE requires one
+        exists = (
+            await session.execute(
+                select(Escalation.id).where(
+                    Escalation.hazard_id == hazard_id,
+                    Escalation.kind == "overdue",
+                    Escalation.deadline == deadline,
+                )
+            )
+        ).first()
+        detail = {
+            "deadline": deadline.isoformat(),
+            "rectify_org_id": str(row.rectify_org_id) if row.rectify_org_id else None,
+            "overdue_by_s": round((now - deadline).total_seconds()),
+        }
+        if exists is None:
+            session.add(
+                Escalation(
+                    hazard_id=hazard_id,
+                    kind="overdue",
+                    deadline=deadline,
+                    grid_id=row.grid_id,
+                    org_id=row.rectify_org_id,
+                    area_id=row.area_id,
+                    created_at=now,
+                    detail=detail,
+                )
+            )
+        session.add(
+            HazardEvent(
+                hazard_id=hazard_id,
+                kind="escalation",
+                from_status=row.status,
+                to_status=row.status,
+                at=now,
+                actor_id=None,
+                note="rectification overdue",
+                detail=detail,
+            )
+        )
+        audit.record(session, None, "escalate", "hazard", hazard_id, kind="overdue", **detail)
+        escalated.append(hazard_id)
+    await session.flush()
+    return escalated
+
+
+def _scoped(p: Principal, filters: Sequence[Any]) -> list[Any]:
+    conds: list[Any] = [Hazard.deleted_at.is_(None), *filters]
+    scope = visible(p, Hazard)
+    if scope is not None:
+        conds.append(scope)
+    return conds
+
+
+async def stats(session: AsyncSession, p: Principal, filters: Sequence[Any]) -> s.HazardStats:
+    """Counts per grid and status of the hazards `p` may see, after `filters`."""
+    stmt = (
+        select(Hazard.grid_id, Hazard.status, func.count())
+        .where(*_scoped(p, filters))
+        .group_by(Hazard.grid_id, Hazard.status)
+        .order_by(Hazard.grid_id, Hazard.status)
+    )
+    items = [
+        s.HazardStatsRow(grid_id=g, status=HazardStatus(st), count=int(n))
+        for g, st, n in (await session.execute(stmt)).all()
+    ]
+    return s.HazardStats(items=items, total=sum(i.count for i in items))
+
+
+async def overdue_groups(
+    session: AsyncSession, p: Principal, filters: Sequence[Any]
+) -> list[s.OverdueGroup]:
+    """Overdue rectifications `p` may see, grouped by grid and assigned organisation."""
+    conds = _scoped(
+        p,
+        [
+            *filters,
+            Hazard.overdue.is_(True),
+            Hazard.status == H.RECTIFICATION_ASSIGNED.value,
+        ],
+    )
+    stmt = (
+        select(Hazard.grid_id, Hazard.rectify_org_id, Hazard.id)
+        .where(*conds)
+        .order_by(Hazard.rectify_deadline, Hazard.id)
+    )
+    groups: dict[tuple[uuid.UUID | None, uuid.UUID | None], list[uuid.UUID]] = {}
+    for grid_id, org_id, hazard_id in (await session.execute(stmt)).all():
+        groups.setdefault((grid_id, org_id), []).append(hazard_id)
+    return [
+        s.OverdueGroup(grid_id=g, rectify_org_id=o, count=len(ids), hazard_ids=ids)
+        for (g, o), ids in groups.items()
+    ]

@@ -155,6 +155,29 @@ class EnterpriseController(Controller):
             request, [svc.enterprise_out(r) for r, _ in rows], nxt, lambda e: e.location
         )
 
+    @get("/{enterprise_id:uuid}", operation_id="GetEnterprise")
+    async def get_enterprise(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        enterprise_id: FromPath[uuid.UUID],
+    ) -> s.Enterprise:
+        """One enterprise."""
+        return svc.enterprise_out(
+            await crud.get_visible(db, request.user, Enterprise, enterprise_id)
+        )
+
+    @post("/", operation_id="CreateEnterprise")
+    async def create_enterprise(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.EnterpriseCreate],
+    ) -> s.Enterprise:
+        """Register an enterprise (administrators)."""
+        require(request.user, Role.ADMIN)
+        return svc.enterprise_out(await svc.create_enterprise(db, request.user, data))
+
 
 class ResourceController(Controller):
     """Shelters, supply depots and rescue teams, sorted by distance with `near`."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import reference as s
 from server import audit, geo
 from server.auth.principal import Principal
+from server.crud import ensure_new_id
 from server.db import dialect_of
 from server.errors import Forbidden, InvalidInput
 from server.models import AdminArea, Enterprise, Grid, Organisation, Resource
@@ -138,6 +139,7 @@ def resource_out(row: Resource, distance_m: float | None = None) -> s.Resource:
 
 async def create_area(session: AsyncSession, p: Principal, data: s.AdminAreaCreate) -> AdminArea:
     """Add an area under its parent; its path extends the parent's."""
+    await ensure_new_id(session, AdminArea, data.id)
     parent_path = "/"
     if data.parent_id is not None:
         parent = await session.get(AdminArea, data.parent_id)
@@ -164,6 +166,7 @@ async def create_org(
     session: AsyncSession, p: Principal, data: s.OrganisationCreate
 ) -> Organisation:
     """Add an organisation."""
+    await ensure_new_id(session, Organisation, data.id)
     if data.kind is s.OrgKind.LINKED_UNIT and data.unit_kind is None:
         raise InvalidInput("a linked unit needs unit_kind", field="unit_kind")
     row = Organisation(
@@ -184,6 +187,7 @@ async def create_org(
 
 async def create_grid(session: AsyncSession, p: Principal, data: s.GridCreate) -> Grid:
     """Add a grid; its area is the one containing the polygon's centre."""
+    await ensure_new_id(session, Grid, data.id)
     boundary = geo.polygon_to_db(data.boundary, "boundary")
     c = to_shape(boundary).representative_point()
     row = Grid(
@@ -216,8 +220,35 @@ async def patch_grid(session: AsyncSession, p: Principal, row: Grid, data: s.Gri
     return row
 
 
+async def create_enterprise(
+    session: AsyncSession, p: Principal, data: s.EnterpriseCreate
+) -> Enterprise:
+    """Register an enterprise; staff of `org_id` (an enterprise organisation) act for it."""
+    await ensure_new_id(session, Enterprise, data.id)
+    if data.org_id is not None:
+        org = await session.get(Organisation, data.org_id)
+        if org is None or org.kind != s.OrgKind.ENTERPRISE:
+            raise InvalidInput("org_id must be an enterprise organisation", field="org_id")
+    lon, lat = data.location.coordinates
+    row = Enterprise(
+        name=data.name,
+        org_id=data.org_id,
+        grid_id=await locate_grid(session, lon, lat),
+        area_id=await locate_area(session, lon, lat),
+        location=geo.point_to_db(data.location),
+        address=data.address,
+    )
+    if data.id:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    audit.record(session, p, "create", "enterprise", row.id, name=data.name)
+    return row
+
+
 async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceCreate) -> Resource:
     """Add a resource at a point."""
+    await ensure_new_id(session, Resource, data.id)
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
     await ensure_in_my_area(session, p, area_id, "resource")

@@ -70,6 +70,9 @@ class TusHandler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            # Say so: a client that reuses a connection we are about to close fails its next call.
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)

@@ -223,3 +223,12 @@ def test_apply_local_is_idempotent() -> None:
     assert once == twice == {"title": "b", "photos": ["p1", "p2"]}
     assert apply_local(HAZARD, view, Op.DELETE, {}) is None
     assert apply_local(HAZARD, None, Op.UPDATE, {"title": "x"}) is None
+
+
+def test_server_write_over_a_device_value_is_not_a_conflict() -> None:
+    # A REST edit or a conflict resolution is made against the current row: the value it
+    # replaces was seen, so keeping it as a conflict would only be noise (it used to be kept).
+    rec = created()
+    out = upd(rec, {"title": "by dispatch"}, pack(2000, 0), "~server", base=0, server=True)
+    assert out.record.fields["title"].value == "by dispatch"
+    assert out.conflicts == [] and out.lost == []

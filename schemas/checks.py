@@ -1,0 +1,99 @@
+"""Enterprise safety self-checks (安全周检查表): templates, items, weekly submissions."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from schemas.common import Input, Name, Output, Text
+
+Week = Annotated[
+    str, msgspec.Meta(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$", examples=["2026-W47"])
+]
+
+
+class CheckItem(Output):
+    """One checklist item."""
+
+    id: uuid.UUID
+    position: int
+    text: str
+    category: str
+
+
+class CheckTemplate(Output):
+    """A versioned template; a new version is a new template with the same code."""
+
+    id: uuid.UUID
+    code: str
+    version: int
+    name: str
+    active: bool
+    items: list[CheckItem]
+
+
+class CheckItemCreate(Input):
+    """An item of a new template."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "other"
+
+
+class CheckTemplateCreate(Input):
+    """Publish a template (or the next version of `code`)."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")]
+    name: Name
+    items: Annotated[list[CheckItemCreate], msgspec.Meta(min_length=1, max_length=200)]
+
+
+class CheckResult(enum.StrEnum):
+    """Outcome of one item."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NA = "na"
+
+
+class ItemResult(Input):
+    """The answer to one item."""
+
+    item_id: uuid.UUID
+    result: CheckResult
+    note: Text | None = None
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+
+
+class ItemResultOut(Output):
+    """A stored answer."""
+
+    item_id: uuid.UUID
+    result: CheckResult
+    note: str | None
+    photo_ids: list[uuid.UUID]
+
+
+class CheckSubmission(Output):
+    """An enterprise's weekly self-check."""
+
+    id: uuid.UUID
+    template_id: uuid.UUID
+    enterprise_id: uuid.UUID
+    week: str
+    submitted_by: uuid.UUID | None
+    submitted_at: datetime | None
+    results: list[ItemResultOut]
+
+
+class CheckSubmissionCreate(Input):
+    """Submit a week's self-check; every item of the template answered exactly once."""
+
+    template_id: uuid.UUID
+    week: Week
+    results: Annotated[list[ItemResult], msgspec.Meta(min_length=1, max_length=200)]
+    enterprise_id: uuid.UUID | None = None
+    id: uuid.UUID | None = None

@@ -1,0 +1,1 @@
+"""Safety self-check templates and submissions."""

@@ -1,0 +1,155 @@
+"""Check templates (authority) and weekly submissions (enterprise staff)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas import checks as s
+from schemas.common import Role
+from server import audit
+from server.auth.principal import Principal
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.models import CheckItem, CheckSubmission, CheckTemplate, Enterprise, utcnow
+
+
+async def template_out(session: AsyncSession, row: CheckTemplate) -> s.CheckTemplate:
+    """Wire form of a template with its items in order."""
+    items = await session.execute(
+        select(CheckItem).where(CheckItem.template_id == row.id).order_by(CheckItem.position)
+    )
+    return s.CheckTemplate(
+        id=row.id,
+        code=row.code,
+        version=row.version,
+        name=row.name,
+        active=row.active,
+        items=[
+            s.CheckItem(id=i.id, position=i.position, text=i.text, category=i.category)
+            for i in items.scalars()
+        ],
+    )
+
+
+def submission_out(row: CheckSubmission) -> s.CheckSubmission:
+    """Wire form of a submission."""
+    return s.CheckSubmission(
+        id=row.id,
+        template_id=row.template_id,
+        enterprise_id=row.enterprise_id,
+        week=row.week,
+        submitted_by=row.submitted_by,
+        submitted_at=row.submitted_at,
+        results=[
+            s.ItemResultOut(
+                item_id=uuid.UUID(r["item_id"]),
+                result=s.CheckResult(r["result"]),
+                note=r.get("note"),
+                photo_ids=[uuid.UUID(p) for p in r.get("photo_ids", [])],
+            )
+            for r in row.results
+        ],
+    )
+
+
+async def create_template(
+    session: AsyncSession, p: Principal, data: s.CheckTemplateCreate
+) -> CheckTemplate:
+    """Publish the next version of a template; earlier versions stop being active."""
+    latest = await session.scalar(
+        select(func.max(CheckTemplate.version)).where(CheckTemplate.code == data.code)
+    )
+    for old in (
+        await session.execute(select(CheckTemplate).where(CheckTemplate.code == data.code))
+    ).scalars():
+        old.active = False
+    row = CheckTemplate(code=data.code, version=(latest or 0) + 1, name=data.name, active=True)
+    session.add(row)
+    await session.flush()
+    for pos, item in enumerate(data.items, start=1):
+        session.add(
+            CheckItem(template_id=row.id, position=pos, text=item.text, category=item.category)
+        )
+    await session.flush()
+    audit.record(session, p, "create", "check_template", row.id, code=row.code, version=row.version)
+    return row
+
+
+async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
+    found = await session.scalar(select(Enterprise.id).where(Enterprise.org_id == p.org_id))
+    if found is None:
+        raise Forbidden("your account is not linked to an enterprise")
+    return found
+
+
+async def submit(
+    session: AsyncSession, p: Principal, data: s.CheckSubmissionCreate
+) -> CheckSubmission:
+    """Record a week's self-check. One per enterprise, template and week; a retry is a no-op."""
+    if data.id is not None:
+        existing = await session.get(CheckSubmission, data.id)
+        if existing is not None:
+            if existing.submitted_by != p.user_id:
+                raise Conflict("a submission with this id already exists", field="id")
+            return existing
+    if p.role is Role.ENTERPRISE_STAFF:
+        enterprise_id = await _my_enterprise(session, p)
+        if data.enterprise_id not in (None, enterprise_id):
+            raise Forbidden("enterprise staff submit for their own enterprise only")
+    elif p.role is Role.ADMIN and data.enterprise_id is not None:
+        enterprise_id = data.enterprise_id
+    else:
+        raise Forbidden("self-checks are submitted by enterprise staff")
+    template = await session.get(CheckTemplate, data.template_id)
+    if template is None or not template.active:
+        raise InvalidInput("no such active template", field="template_id")
+    item_ids = set(
+        (await session.execute(select(CheckItem.id).where(CheckItem.template_id == template.id)))
+        .scalars()
+        .all()
+    )
+    answered = [r.item_id for r in data.results]
+    if len(answered) != len(set(answered)) or set(answered) != item_ids:
+        raise InvalidInput("answer every item of the template exactly once", field="results")
+    duplicate = await session.scalar(
+        select(func.count()).where(
+            CheckSubmission.enterprise_id == enterprise_id,
+            CheckSubmission.template_id == template.id,
+            CheckSubmission.week == data.week,
+        )
+    )
+    if duplicate:
+        raise Conflict(f"week {data.week} is already submitted", field="week")
+    row = CheckSubmission(
+        template_id=template.id,
+        enterprise_id=enterprise_id,
+        week=data.week,
+        submitted_by=p.user_id,
+        submitted_at=utcnow(),
+        results=[
+            {
+                "item_id": str(r.item_id),
+                "result": r.result.value,
+                "note": r.note,
+                "photo_ids": [str(x) for x in r.photo_ids],
+            }
+            for r in data.results
+        ],
+    )
+    if data.id is not None:
+        row.id = data.id
+    session.add(row)
+    await session.flush()
+    failed = sum(1 for r in data.results if r.result is s.CheckResult.FAIL)
+    audit.record(session, p, "submit", "check_submission", row.id, week=data.week, failed=failed)
+    return row
+
+
+async def get_template(session: AsyncSession, template_id: uuid.UUID) -> CheckTemplate:
+    """A template by id, or NotFound."""
+    row = await session.get(CheckTemplate, template_id)
+    if row is None or row.deleted_at is not None:
+        raise NotFound(f"no check template {template_id}")
+    return row

@@ -1,0 +1,1 @@
+"""media domain: tus uploads, content-addressed photos, derivatives."""

@@ -1,0 +1,1 @@
+"""Statistics and CSV export for the command centre."""

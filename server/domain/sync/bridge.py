@@ -1,0 +1,177 @@
+"""REST writes enter the change log in the same transaction, without touching the services.
+
+Sessions made by the app's sessionmaker are `SyncedSession`s (`install`). Their events:
+
+- `after_flush`: remember every new, changed or deleted row of a synced table (and new
+  timeline rows), except rows that sync itself wrote (`storage.SKIP`).
+- `before_commit`: flush, then turn the remembered rows into server writes
+  (`SyncServer.server_write`, a server HLC) in the same transaction: the REST write and its
+  change commit together or not at all.
+- `after_commit`: publish the scopes that changed to the SSE broker ("pull now").
+
+The same events run for background jobs using the app's sessionmaker. Writes made by other
+sessions (the CLI's `seed-demo`, a script) are picked up by `backfill` at the next start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
+
+from schemas.sync import Op
+from server.domain.sync.events import Broker
+from server.domain.sync.mapping import (
+    BY_MODEL,
+    MAPPED,
+    fields_of,
+    hazard_event_item,
+    task_event_item,
+)
+from server.domain.sync.storage import SKIP, TOUCHED, SqlStorage, SqlTx, drive
+from server.models import HazardEvent, Record, SyncRecord, TaskEvent
+from sync.hlc import HLC, SystemClock
+from sync.server import SyncServer
+
+PENDING = "sync_pending"
+RUNTIME = "sync"
+
+
+@dataclass
+class SyncRuntime:
+    """Per-process sync state shared by every session: the HLC and the SSE broker."""
+
+    hlc: HLC = field(default_factory=lambda: HLC(SystemClock()))
+    broker: Broker = field(default_factory=Broker)
+    min_schema_version: int = 1
+
+    def server(self, session: Session, *, lock: Any = None) -> SyncServer:
+        """A `SyncServer` on `session`'s transaction with the server's policy."""
+        from server.domain.sync.policy import ServerPolicy
+
+        return SyncServer(
+            SqlStorage(session, lock),
+            ServerPolicy(session),
+            hlc=self.hlc,
+            min_schema_version=self.min_schema_version,
+        )
+
+
+class SyncedSession(Session):
+    """A session whose REST writes become sync changes (see the module docstring)."""
+
+
+def runtime_of(session: Session) -> SyncRuntime | None:
+    """The runtime a session was configured with, if any."""
+    rt = session.info.get(RUNTIME)
+    return rt if isinstance(rt, SyncRuntime) else None
+
+
+def install(sessionmaker: async_sessionmaker[Any], runtime: SyncRuntime) -> None:
+    """Make `sessionmaker`'s sessions synced sessions bound to `runtime`."""
+    sessionmaker.configure(sync_session_class=SyncedSession, info={RUNTIME: runtime})
+
+
+@event.listens_for(SyncedSession, "after_flush")
+def _after_flush(session: Session, _ctx: Any) -> None:
+    skip: set[tuple[type[Any], Any]] = session.info.get(SKIP, set())
+    pending: dict[tuple[str, uuid.UUID], dict[str, Any]] = session.info.setdefault(PENDING, {})
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        cls = type(obj)
+        if (cls, getattr(obj, "id", None)) in skip:
+            continue
+        if cls in BY_MODEL:
+            if obj in session.dirty and not session.is_modified(obj):
+                continue
+            entry = pending.setdefault((BY_MODEL[cls].entity, obj.id), {"items": []})
+            entry["row"] = obj
+            entry["gone"] = obj in session.deleted
+        elif cls is TaskEvent and obj in session.new:
+            entry = pending.setdefault(("task", obj.task_id), {"items": []})
+            entry["items"].append(task_event_item(obj))
+        elif cls is HazardEvent and obj in session.new:
+            entry = pending.setdefault(("hazard", obj.hazard_id), {"items": []})
+            entry["items"].append(hazard_event_item(obj))
+
+
+@event.listens_for(SyncedSession, "before_commit")
+def _before_commit(session: Session) -> None:
+    rt = runtime_of(session)
+    if rt is None:
+        return
+    session.flush()
+    pending: dict[tuple[str, uuid.UUID], dict[str, Any]] = session.info.pop(PENDING, {})
+    if not pending:
+        return
+    server = rt.server(session)
+    tx = SqlTx(session)
+    for (entity, rid), entry in sorted(pending.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        row: Record | None = entry.get("row")
+        if row is None:
+            row = session.get(_model(entity), rid)
+            if row is None:
+                continue
+        if entry.get("gone") or row.deleted_at is not None:
+            if drive(tx.get_records(entity, [rid])):
+                drive(server.server_write(tx, entity, rid, {}, op=Op.DELETE))
+            continue
+        values = fields_of(row)
+        if entry["items"]:
+            values["timeline"] = entry["items"]
+        drive(server.server_write(tx, entity, rid, values, op=Op.CREATE))
+
+
+def _model(entity: str) -> type[Record]:
+    return next(m.model for m in MAPPED if m.entity == entity)
+
+
+@event.listens_for(SyncedSession, "after_commit")
+def _after_commit(session: Session) -> None:
+    touched: set[str] = session.info.pop(TOUCHED, set())
+    session.info.pop(SKIP, None)
+    rt = runtime_of(session)
+    if touched and rt is not None:
+        rt.broker.publish(touched)
+
+
+@event.listens_for(SyncedSession, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    for key in (TOUCHED, SKIP, PENDING):
+        session.info.pop(key, None)
+
+
+def backfill(session: Session, runtime: SyncRuntime) -> int:
+    """Enter domain rows the change log lacks (written outside a synced session, e.g. the
+    demo seed or rows from before this migration) as server writes. Returns how many."""
+    server = runtime.server(session)
+    tx = SqlTx(session)
+    done = 0
+    for mapped in MAPPED:
+        known = select(SyncRecord.record_id).where(SyncRecord.entity == mapped.entity)
+        model: Any = mapped.model
+        rows = list(
+            session.execute(
+                select(model).where(model.deleted_at.is_(None), model.id.not_in(known))
+            ).scalars()
+        )
+        for row in rows:
+            values = fields_of(row)
+            if mapped.entity == "task":
+                evs = session.execute(
+                    select(TaskEvent).where(TaskEvent.task_id == row.id).order_by(TaskEvent.at)
+                ).scalars()
+                values["timeline"] = [task_event_item(e) for e in evs]
+            elif mapped.entity == "hazard":
+                hevs = session.execute(
+                    select(HazardEvent)
+                    .where(HazardEvent.hazard_id == row.id)
+                    .order_by(HazardEvent.at)
+                ).scalars()
+                values["timeline"] = [hazard_event_item(e) for e in hevs]
+            drive(server.server_write(tx, mapped.entity, row.id, values, op=Op.CREATE))
+            done += 1
+    return done

@@ -1,0 +1,73 @@
+"""Wiring into the app: synced sessions, the start-up backfill and the purge job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.config import Settings
+from server.domain.sync.bridge import SyncRuntime, backfill, install
+from server.domain.sync.services import purge
+
+log = logging.getLogger("liandong.sync")
+
+
+def synced_sessionmaker(sessionmaker: async_sessionmaker[Any]) -> dict[str, Any]:
+    """App state entries: the sessionmaker (now making synced sessions) and the runtime."""
+    runtime = SyncRuntime()
+    install(sessionmaker, runtime)
+    return {"sessionmaker": sessionmaker, "sync": runtime}
+
+
+async def run_backfill(sessionmaker: async_sessionmaker[Any], runtime: SyncRuntime) -> int:
+    """Enter domain rows missing from the change log; one transaction."""
+    async with sessionmaker() as session, session.begin():
+        n: int = await session.run_sync(lambda s: backfill(s, runtime))
+        return n
+
+
+async def run_purge(sessionmaker: async_sessionmaker[Any], days: float) -> int:
+    """Purge tombstones older than `days`; return the horizon seq."""
+    async with sessionmaker() as session, session.begin():
+        h: int = await session.run_sync(lambda s: purge(s, days))
+        return h
+
+
+@asynccontextmanager
+async def sync_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Backfill at start; with background jobs, purge tombstones on an interval."""
+    settings: Settings = app.state.settings
+    sessionmaker = app.state.sessionmaker
+    runtime: SyncRuntime = app.state.sync
+    n = await run_backfill(sessionmaker, runtime)
+    if n:
+        log.info("sync backfill: %d records entered the change log", n)
+    task: asyncio.Task[None] | None = None
+    if settings.background_jobs:
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await run_purge(sessionmaker, settings.sync_tombstone_days)
+                except Exception:  # a failed run is retried next interval; keep the job alive
+                    log.exception("sync purge failed")
+                await asyncio.sleep(settings.sync_purge_interval_s)
+
+        task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+__all__ = ["run_backfill", "run_purge", "sync_lifespan", "synced_sessionmaker"]

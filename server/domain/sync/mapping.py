@@ -1,0 +1,269 @@
+"""Domain rows <-> synced field values, per entity (one table each, declared once here).
+
+`fields_of(row)` is what a REST write of `row` turns into (the bridge); `apply_fields(row, ...)`
+writes merged sync values back into the row (a device's push). Values are the wire forms of
+docs/sync-protocol.md: UUIDs and RFC 3339 UTC times as strings, GeoJSON points and polygons.
+Fields a table has no column for (a hazard's `title`) live in the change log only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from schemas.common import Point
+from server import geo
+from server.models import (
+    Alert,
+    Grid,
+    Hazard,
+    HazardEvent,
+    Incident,
+    Record,
+    Resource,
+    Task,
+    TaskEvent,
+)
+
+
+def iso(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with `Z`."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Inverse of `iso` (values were checked by the merge's value kinds)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def sid(value: uuid.UUID | None) -> str | None:
+    """A UUID as its canonical string."""
+    return str(value) if value is not None else None
+
+
+def uid(value: Any) -> uuid.UUID | None:
+    """A UUID string back to a UUID."""
+    return uuid.UUID(str(value)) if value else None
+
+
+def point(value: Any) -> dict[str, Any] | None:
+    """A database point as a GeoJSON dict."""
+    p = geo.point_from_db(value)
+    if p is None:
+        return None
+    return {"type": "Point", "coordinates": [p.coordinates[0], p.coordinates[1]]}
+
+
+def point_db(value: Any) -> Any:
+    """A GeoJSON point dict as a database value."""
+    if value is None:
+        return None
+    lon, lat = value["coordinates"][:2]
+    return geo.point_to_db(Point(coordinates=(float(lon), float(lat))))
+
+
+def area(value: Any) -> dict[str, Any] | None:
+    """A database polygon or multipolygon as a GeoJSON dict."""
+    a = geo.area_from_db(value)
+    return msgspec.to_builtins(a) if a is not None else None
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def task_event_item(ev: TaskEvent) -> dict[str, Any]:
+    """A task timeline entry as an append-only item."""
+    return _drop_none(
+        {
+            "id": str(ev.id),
+            "from": ev.from_status,
+            "to": ev.to_status,
+            "at": iso(ev.at),
+            "actor": sid(ev.actor_id),
+            "device": ev.device_id,
+            "location": point(ev.location),
+            "accuracy_m": ev.accuracy_m,
+            "note": ev.note,
+        }
+    )
+
+
+def hazard_event_item(ev: HazardEvent) -> dict[str, Any]:
+    """A hazard timeline entry as an append-only item."""
+    return _drop_none(
+        {
+            "id": str(ev.id),
+            "from": ev.from_status,
+            "to": ev.to_status,
+            "at": iso(ev.at),
+            "actor": sid(ev.actor_id),
+            "note": ev.note,
+            "kind": ev.kind,
+        }
+    )
+
+
+def _task(row: Task) -> dict[str, Any]:
+    return {
+        "incident_id": sid(row.incident_id),
+        "title": row.title,
+        "description": row.description,
+        "location": point(row.location),
+        "priority": row.priority,
+        "deadline": iso(row.deadline),
+        "assignee_user_id": sid(row.assignee_user_id),
+        "assignee_unit_id": sid(row.assignee_unit_id),
+        "status": row.status,
+        "area_id": sid(row.area_id),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def _incident(row: Incident) -> dict[str, Any]:
+    return {
+        "type": row.type,
+        "level": row.level,
+        "title": row.title,
+        "description": row.description,
+        "location": point(row.location),
+        "area_id": sid(row.area_id),
+        "status": row.status,
+        "source": row.source,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def _hazard(row: Hazard) -> dict[str, Any]:
+    return {
+        "category": row.category,
+        "severity": row.severity,
+        "description": row.description,
+        "location": point(row.location),
+        "accuracy_m": row.accuracy_m,
+        "status": row.status,
+        "reporter_id": sid(row.reporter_id),
+        "grid_id": sid(row.grid_id),
+        "area_id": sid(row.area_id),
+        "enterprise_id": sid(row.enterprise_id),
+        "photos": [str(p) for p in row.photo_ids or []],
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def _grid(row: Grid) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "code": row.code,
+        "area": area(row.boundary),
+        "inspector_ids": [str(row.inspector_id)] if row.inspector_id else [],
+    }
+
+
+def _resource(row: Resource) -> dict[str, Any]:
+    return {
+        "kind": row.kind,
+        "name": row.name,
+        "location": point(row.location),
+        "address": row.address,
+        "capacity": row.capacity,
+        "contact": row.contact_name,
+        "phone": row.phone,
+    }
+
+
+def _alert(row: Alert) -> dict[str, Any]:
+    return {
+        "identifier": row.identifier,
+        "msg_type": row.msg_type,
+        "colour": row.color,
+        "headline": row.headline,
+        "description": row.description,
+        "urgency": row.urgency,
+        "severity": row.severity,
+        "certainty": row.certainty,
+        "area": area(row.area),
+        "sent": iso(row.sent),
+        "expires": iso(row.expires),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """How one synced entity lives in the domain tables."""
+
+    entity: str
+    model: type[Record]
+    fields: Callable[[Any], dict[str, Any]]
+
+
+MAPPED: tuple[Mapped, ...] = (
+    Mapped("task", Task, _task),
+    Mapped("incident", Incident, _incident),
+    Mapped("hazard", Hazard, _hazard),
+    Mapped("grid", Grid, _grid),
+    Mapped("resource", Resource, _resource),
+    Mapped("alert", Alert, _alert),
+)
+BY_MODEL: dict[type[Any], Mapped] = {m.model: m for m in MAPPED}
+BY_ENTITY: dict[str, Mapped] = {m.entity: m for m in MAPPED}
+
+
+def fields_of(row: Record) -> dict[str, Any]:
+    """The synced values of a domain row."""
+    return BY_MODEL[type(row)].fields(row)
+
+
+# Columns a device write may change, per entity: sync field -> (attribute, to-db converter).
+_SAME: Callable[[Any], Any] = lambda v: v  # noqa: E731
+WRITABLE: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "task": {
+        "incident_id": ("incident_id", uid),
+        "title": ("title", _SAME),
+        "description": ("description", _SAME),
+        "location": ("location", point_db),
+        "priority": ("priority", _SAME),
+        "deadline": ("deadline", parse_time),
+        "assignee_user_id": ("assignee_user_id", uid),
+        "assignee_unit_id": ("assignee_unit_id", uid),
+        "status": ("status", _SAME),
+        "area_id": ("area_id", uid),
+    },
+    "hazard": {
+        "category": ("category", _SAME),
+        "severity": ("severity", _SAME),
+        "description": ("description", _SAME),
+        "location": ("location", point_db),
+        "accuracy_m": ("accuracy_m", _SAME),
+        "status": ("status", _SAME),
+        "reporter_id": ("reporter_id", uid),
+        "grid_id": ("grid_id", uid),
+        "area_id": ("area_id", uid),
+        "enterprise_id": ("enterprise_id", uid),
+        "photos": (
+            "photo_ids",
+            lambda v: [str(i["id"]) if isinstance(i, dict) else str(i) for i in v or []],
+        ),
+    },
+}
+
+
+def apply_fields(row: Record, entity: str, values: dict[str, Any], names: set[str]) -> None:
+    """Write the synced `values` of fields `names` into `row` (columns it has)."""
+    cols = WRITABLE.get(entity, {})
+    for name in names:
+        if name in cols and name in values:
+            attr, conv = cols[name]
+            setattr(row, attr, conv(values[name]))

@@ -1,0 +1,400 @@
+"""The server's `SyncPolicy`: the same roles, scopes and state machines as the REST API.
+
+- `authorize` refuses what REST would refuse: a row the user cannot see (`server.scope.visible`),
+  a field their role may not change, a status step that is not theirs (only dispatch cancels or
+  re-assigns a task, only its assignee moves it along; hazard steps by role), an incomplete new
+  hazard. Illegal jumps and stale statuses are the merge's job (`schemas.states` machines).
+- `server_fields` stamps what the server owns: reporter, grid and area (from the location),
+  creation time.
+- `record_scopes` puts a record in scopes from its own values (see `SCOPES` below);
+  `user_scopes` lists what a user reads, from role and area like `server.scope`.
+- `on_applied` writes the merged values into the domain row, with timeline rows and an audit
+  entry, in the same transaction; the bridge is told to skip those rows.
+
+Scope keys: `ref` (resources, alerts: everyone); `unit:U`, `user:U` (tasks by assignee);
+`area:A` (tasks and incidents of area A: dispatch); `incident:I` (an incident, read by the
+holders of its tasks); `grid:G`, `enterprise:E`, `reporter:U`, `harea:A` (hazards by grid,
+enterprise, reporter, area); `gridref:G` (the grid record itself).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from schemas.common import Role
+from schemas.ids import uuid7
+from schemas.sync import Op, Reason, Refusal
+from server import audit, geo
+from server.auth.principal import Principal
+from server.domain.sync.mapping import BY_ENTITY, apply_fields, iso, parse_time, point_db, uid
+from server.domain.sync.storage import mark_skip
+from server.errors import Forbidden
+from server.models import (
+    AdminArea,
+    Enterprise,
+    Grid,
+    Hazard,
+    HazardEvent,
+    Task,
+    TaskEvent,
+    utcnow,
+)
+from server.scope import home_area_subtree, visible
+from sync.merge import RecordState
+from sync.server import WriteContext
+from sync.storage import SyncTx
+
+APPLY_DOMAIN = "sync_apply_domain"
+"""`session.info` flag: server writes (conflict resolutions) also update the domain row."""
+
+_DISPATCH = (Role.ADMIN, Role.DISPATCHER)
+SF = "status"
+_TASK_DISPATCH_MOVES = {"cancelled", "assigned"}
+_TASK_ASSIGNEE_FIELDS = {"status", "timeline"}
+_HAZARD_REQUIRED = ("category", "severity", "location")
+# Hazard steps by role (REST's rules, simplified): inspectors and dispatch run the loop,
+# enterprise staff report their rectification.
+_HAZARD_STEPS: dict[Role, set[str] | None] = {
+    Role.ADMIN: None,
+    Role.DISPATCHER: None,
+    Role.INSPECTOR: None,
+    Role.ENTERPRISE_STAFF: {"rectified"},
+    Role.RESPONDER: set(),
+}
+
+
+def _refuse(code: Reason, message: str, field: str = "") -> Refusal:
+    return Refusal(code=code, message=message, field=field)
+
+
+def _s(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+class ServerPolicy:
+    """`sync.server.SyncPolicy` over one (synchronous) session; build one per transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.dialect = session.get_bind().dialect.name
+        self._created: set[tuple[str, uuid.UUID]] = set()
+
+    # -- scopes -------------------------------------------------------------------------
+    def record_scopes(self, record: RecordState) -> frozenset[str]:
+        """Scopes from the record's own values."""
+        v = record.values()
+        keys: list[str | None]
+        match record.entity:
+            case "task":
+                keys = [
+                    f"unit:{v['assignee_unit_id']}" if v.get("assignee_unit_id") else None,
+                    f"user:{v['assignee_user_id']}" if v.get("assignee_user_id") else None,
+                    f"area:{v['area_id']}" if v.get("area_id") else None,
+                ]
+            case "incident":
+                keys = [
+                    f"incident:{record.id}",
+                    f"area:{v['area_id']}" if v.get("area_id") else None,
+                ]
+            case "hazard":
+                keys = [
+                    f"grid:{v['grid_id']}" if v.get("grid_id") else None,
+                    f"enterprise:{v['enterprise_id']}" if v.get("enterprise_id") else None,
+                    f"reporter:{v['reporter_id']}" if v.get("reporter_id") else None,
+                    f"harea:{v['area_id']}" if v.get("area_id") else None,
+                ]
+            case "grid":
+                keys = [f"gridref:{record.id}"]
+            case "resource" | "alert":
+                keys = ["ref"]
+            case _:
+                keys = []
+        return frozenset(k for k in keys if k)
+
+    async def user_scopes(self, tx: SyncTx, user: object) -> frozenset[str]:
+        """What `user` reads now (re-computed on every pull, so a change evicts at once)."""
+        p = cast(Principal, user)
+        out = {"ref", f"reporter:{p.user_id}"}
+        s = self.s
+        if p.role in _DISPATCH:
+            every = select(AdminArea.id)
+            ids = list(s.execute(every if p.role is Role.ADMIN else home_area_subtree(p)).scalars())
+            out |= {f"area:{a}" for a in ids} | {f"harea:{a}" for a in ids}
+            out |= {
+                f"gridref:{g}"
+                for g in s.execute(select(Grid.id).where(Grid.area_id.in_(ids))).scalars()
+            }
+            return frozenset(out)
+        stmt = select(Task.incident_id).where(
+            Task.deleted_at.is_(None), Task.incident_id.is_not(None)
+        )
+        mine_tasks = visible(p, Task)
+        if mine_tasks is not None:
+            stmt = stmt.where(mine_tasks)
+        incidents = s.execute(stmt).scalars()
+        out |= {f"incident:{i}" for i in incidents}
+        out.add(f"user:{p.user_id}")
+        if p.role is Role.RESPONDER:
+            if p.org_id is not None:
+                out.add(f"unit:{p.org_id}")
+            areas = list(s.execute(home_area_subtree(p)).scalars())
+            out |= {f"harea:{a}" for a in areas}
+            near = s.execute(select(Grid.id).where(Grid.area_id.in_(areas))).scalars()
+            out |= {f"gridref:{g}" for g in near}
+        elif p.role is Role.INSPECTOR:
+            mine = s.execute(
+                select(Grid.id).where(Grid.inspector_id == p.user_id, Grid.deleted_at.is_(None))
+            ).scalars()
+            for g in mine:
+                out |= {f"grid:{g}", f"gridref:{g}"}
+        elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
+            rows = s.execute(
+                select(Enterprise.id, Enterprise.grid_id).where(Enterprise.org_id == p.org_id)
+            )
+            for ent, grid in rows:
+                out.add(f"enterprise:{ent}")
+                if grid is not None:
+                    out.add(f"gridref:{grid}")
+        return frozenset(out)
+
+    # -- writes -------------------------------------------------------------------------
+    def _visible_row(self, p: Principal, model: type[Any], rid: uuid.UUID) -> Any:
+        try:
+            cond = visible(p, model)
+        except Forbidden:
+            return None
+        stmt = select(model).where(model.id == rid, model.deleted_at.is_(None))
+        if cond is not None:
+            stmt = stmt.where(cond)
+        return self.s.execute(stmt).scalar_one_or_none()
+
+    async def authorize(self, tx: SyncTx, ctx: WriteContext) -> Refusal | None:
+        """REST's rules for a device write; None allows it."""
+        p = cast(Principal, ctx.user)
+        key = (ctx.spec.name, ctx.record_id)
+        match ctx.spec.name:
+            case "task":
+                return self._authorize_task(p, ctx, key)
+            case "hazard":
+                return self._authorize_hazard(p, ctx, key)
+        return _refuse(Reason.RULE, f"{ctx.spec.name} is not written through sync yet")
+
+    def _authorize_task(
+        self, p: Principal, ctx: WriteContext, key: tuple[str, uuid.UUID]
+    ) -> Refusal | None:
+        if ctx.current is None:
+            return _refuse(Reason.RULE, "tasks are dispatched through the API")
+        row = self._visible_row(p, Task, ctx.record_id)
+        if row is None:
+            return _refuse(Reason.FORBIDDEN, "task not in your scope")
+        dispatch = p.has(*_DISPATCH)
+        if ctx.op is Op.DELETE:
+            return None if dispatch else _refuse(Reason.FORBIDDEN, "only dispatch deletes tasks")
+        if not dispatch:
+            for name in ctx.fields:
+                if name not in _TASK_ASSIGNEE_FIELDS:
+                    return _refuse(Reason.FORBIDDEN, "dispatch owns this field", name)
+        if "status" in ctx.changed:
+            new = ctx.proposed.fields["status"].value
+            if new in _TASK_DISPATCH_MOVES:
+                if not dispatch:
+                    return _refuse(
+                        Reason.FORBIDDEN, "only dispatch cancels or re-assigns", "status"
+                    )
+            elif not (
+                row.assignee_user_id == p.user_id
+                or (p.org_id is not None and row.assignee_unit_id == p.org_id)
+            ):
+                return _refuse(Reason.FORBIDDEN, "only the assignee moves a task along", "status")
+        return None
+
+    def _authorize_hazard(
+        self, p: Principal, ctx: WriteContext, key: tuple[str, uuid.UUID]
+    ) -> Refusal | None:
+        if ctx.current is None:
+            values = ctx.proposed.values()
+            for name in _HAZARD_REQUIRED:
+                if values.get(name) in (None, ""):
+                    return _refuse(Reason.INVALID_VALUE, "required for a new hazard", name)
+            if not (values.get("description") or values.get("title")):
+                return _refuse(Reason.INVALID_VALUE, "a description or title", "description")
+            if values.get("status", "reported") != "reported":
+                return _refuse(Reason.ILLEGAL_TRANSITION, "a hazard starts reported", "status")
+            self._created.add(key)
+            return None
+        if key not in self._created:
+            row = self._visible_row(p, Hazard, ctx.record_id)
+            if row is None:
+                return _refuse(Reason.FORBIDDEN, "hazard not in your scope")
+            if ctx.op is Op.DELETE and not (p.has(*_DISPATCH) or row.reporter_id == p.user_id):
+                return _refuse(Reason.FORBIDDEN, "only the reporter or dispatch deletes")
+        if "status" in ctx.changed:
+            allowed = _HAZARD_STEPS.get(p.role, set())
+            new = ctx.proposed.fields["status"].value
+            if allowed is not None and new not in allowed:
+                return _refuse(
+                    Reason.FORBIDDEN, f"{p.role} cannot move a hazard to {new}", "status"
+                )
+        return None
+
+    async def server_fields(self, tx: SyncTx, ctx: WriteContext) -> dict[str, Any]:
+        """Reporter, grid, area and creation time of device writes."""
+        if ctx.server or ctx.spec.name != "hazard":
+            return {}
+        out: dict[str, Any] = {}
+        p = cast(Principal, ctx.user)
+        if ctx.current is None or ctx.current.deleted:
+            out["reporter_id"] = str(p.user_id)
+            out["created_at"] = _iso_now()
+        if "location" in ctx.changed or ctx.current is None:
+            loc = ctx.proposed.values().get("location")
+            if loc is not None:
+                lon, lat = loc["coordinates"][:2]
+                out["grid_id"] = _s(self._locate(Grid, Grid.boundary, lon, lat, Grid.code))
+                out["area_id"] = _s(
+                    self._locate(
+                        AdminArea, AdminArea.boundary, lon, lat, func.length(AdminArea.path).desc()
+                    )
+                )
+        return out
+
+    def _locate(self, model: Any, column: Any, lon: float, lat: float, order: Any) -> Any:
+        stmt = (
+            select(model.id)
+            .where(model.deleted_at.is_(None), geo.contains_point(self.dialect, column, lon, lat))
+            .order_by(order)
+            .limit(1)
+        )
+        return self.s.execute(stmt).scalar_one_or_none()
+
+    async def on_applied(
+        self, tx: SyncTx, ctx: WriteContext, record: RecordState, changed: set[str]
+    ) -> None:
+        """Write a device's merged values (or a conflict resolution) into the domain row."""
+        if ctx.server and not self.s.info.get(APPLY_DOMAIN):
+            return  # the bridge: the domain row is where the value came from
+        mapped = BY_ENTITY.get(record.entity)
+        if mapped is None or record.entity not in ("task", "hazard", "incident"):
+            return
+        model = mapped.model
+        row: Any = self.s.get(model, record.id)
+        values = record.values()
+        user = ctx.user if isinstance(ctx.user, Principal) else None
+        if row is None:
+            if record.deleted or record.entity != "hazard":
+                return
+            row = Hazard(
+                id=record.id, description=values.get("description") or values.get("title") or ""
+            )
+            row.created_at = parse_time(values.get("created_at")) or utcnow()
+            self.s.add(row)
+            names = set(values)
+        else:
+            names = set(changed)
+        mark_skip(self.s, row)
+        if record.deleted:
+            if row.deleted_at is None:
+                row.deleted_at = utcnow()
+        else:
+            row.deleted_at = None
+            old_status = ctx.current.values().get("status") if ctx.current else None
+            apply_fields(row, record.entity, values, names)
+            if isinstance(row, Hazard) and not row.description and values.get("title"):
+                row.description = values["title"]
+            new_status = ctx.proposed.values().get("status")
+            if "status" in ctx.changed and new_status != old_status:
+                self._event(ctx, record, old_status, new_status, user)
+        if user is not None:
+            audit.record(
+                cast(Any, self.s),
+                user,
+                "sync." + ("delete" if record.deleted else "write"),
+                record.entity,
+                record.id,
+                device=ctx.device_id,
+                fields=sorted(n for n in ctx.changed if not n.startswith("_")),
+                version=record.version,
+            )
+
+    def _event(
+        self,
+        ctx: WriteContext,
+        record: RecordState,
+        old: Any,
+        new: Any,
+        user: Principal | None,
+    ) -> None:
+        """A timeline row for a status step; its id is the device's timeline item, if any."""
+        item = next(
+            (
+                i
+                for i in ctx.fields.get("timeline", []) or []
+                if isinstance(i, dict) and i.get("to") == new and uid_or_none(i.get("id"))
+            ),
+            None,
+        )
+        at = parse_time(item.get("at")) if item and item.get("at") else utcnow()
+        actor = user.user_id if user else None
+        ev: TaskEvent | HazardEvent
+        if record.entity == "task":
+            loc = item.get("location") if item else None
+            ev = TaskEvent(
+                task_id=record.id,
+                from_status=old,
+                to_status=new,
+                at=at,
+                actor_id=actor,
+                device_id=ctx.device_id,
+                location=_point_db(loc),
+                accuracy_m=item.get("accuracy_m") if item else None,
+                note=item.get("note") if item else None,
+            )
+        else:
+            ev = HazardEvent(
+                hazard_id=record.id,
+                from_status=old,
+                to_status=new,
+                at=at,
+                actor_id=actor,
+                note=item.get("note") if item else None,
+                detail={"device": ctx.device_id, "via": "sync"},
+            )
+        ev.id = uuid7()
+        if item is not None:
+            eid = uid_or_none(item["id"])
+            if eid is not None and self.s.get(type(ev), eid) is None:
+                ev.id = eid
+        mark_skip(self.s, ev)
+        self.s.add(ev)
+
+
+def uid_or_none(value: Any) -> uuid.UUID | None:
+    """A UUID from a string, or None when it is not one."""
+    try:
+        return uid(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _point_db(value: Any) -> Any:
+    return point_db(value) if isinstance(value, dict) else None
+
+
+def _iso_now() -> str:
+    return iso(utcnow()) or ""
+
+
+def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:
+    """Lock (PostgreSQL) and load the domain rows of a push before its sync rows: the same
+    order as a REST write (domain row at flush, then sync row at commit), so no deadlock."""
+    mapped = BY_ENTITY.get(entity)
+    if mapped is None:
+        return
+    stmt = select(mapped.model).where(mapped.model.id.in_(list(ids)))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    session.execute(stmt).scalars().all()

@@ -1,0 +1,121 @@
+"""Sync work on the request's session: push, pull, conflicts, purge, scopes for events.
+
+Each function runs the engine inside `AsyncSession.run_sync` (see `storage.drive`); the caller's
+transaction commits it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from schemas.sync import (
+    Conflict,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    UpgradeRequired,
+)
+from server import audit
+from server.auth.principal import Principal
+from server.db import dialect_of
+from server.domain.sync.bridge import SyncRuntime
+from server.domain.sync.policy import APPLY_DOMAIN, ServerPolicy, lock_domain_rows
+from server.domain.sync.storage import SqlTx, drive
+from server.errors import InvalidInput, NotFound
+from sync.server import DAY_MS, ConflictNotFoundError
+
+
+def device_key(p: Principal, device_id: str) -> str:
+    """The device id the server keys outcomes by: namespaced by user, so one user's device id
+    can never collide with (or replay against) another user's."""
+    return f"{p.user_id}/{device_id}"
+
+
+async def push(
+    db: AsyncSession, rt: SyncRuntime, p: Principal, req: PushRequest
+) -> PushResponse | UpgradeRequired:
+    """Apply a device's batch in the request's transaction."""
+    req = msgspec.structs.replace(req, device_id=device_key(p, req.device_id))
+
+    def run(s: Session) -> PushResponse | UpgradeRequired:
+        return drive(rt.server(s, lock=lock_domain_rows).push(p, req))
+
+    return await db.run_sync(run)
+
+
+async def pull(
+    db: AsyncSession, rt: SyncRuntime, p: Principal, req: PullRequest
+) -> PullResponse | UpgradeRequired:
+    """Answer a pull from one consistent snapshot."""
+    if dialect_of(db) == "postgresql":
+        # First statement of the transaction: every read below sees one snapshot.
+        await db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+    def run(s: Session) -> PullResponse | UpgradeRequired:
+        return drive(rt.server(s).pull(p, req))
+
+    return await db.run_sync(run)
+
+
+async def user_scopes(db: AsyncSession, p: Principal) -> frozenset[str]:
+    """The scopes `p` reads now."""
+
+    def run(s: Session) -> frozenset[str]:
+        return drive(ServerPolicy(s).user_scopes(SqlTx(s), p))
+
+    return await db.run_sync(run)
+
+
+async def list_conflicts(
+    db: AsyncSession, *, entity: str | None, record_id: uuid.UUID | None, resolved: bool
+) -> list[Conflict]:
+    """Conflicts, oldest first."""
+
+    def run(s: Session) -> list[Conflict]:
+        return drive(SqlTx(s).list_conflicts(entity=entity, record_id=record_id, resolved=resolved))
+
+    return await db.run_sync(run)
+
+
+async def resolve_conflict(
+    db: AsyncSession,
+    rt: SyncRuntime,
+    p: Principal,
+    conflict_id: uuid.UUID,
+    take: Literal["winner", "loser", "value"],
+    value: Any,
+) -> Conflict:
+    """Resolve; a restored value is a server write into the change log and the domain row."""
+
+    def run(s: Session) -> Conflict:
+        s.info[APPLY_DOMAIN] = True
+        try:
+            server = rt.server(s)
+            return drive(
+                server.resolve_conflict(SqlTx(s), conflict_id, take=take, value=value, user=p)
+            )
+        finally:
+            s.info.pop(APPLY_DOMAIN, None)
+
+    try:
+        out = await db.run_sync(run)
+    except ConflictNotFoundError as exc:
+        raise NotFound("no such conflict") from exc
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="value") from exc
+    audit.record(db, p, "sync.resolve", out.entity, out.record_id, conflict=conflict_id, take=take)
+    return out
+
+
+def purge(session: Session, horizon_days: float) -> int:
+    """Forget tombstones and eviction markers older than the horizon; return the horizon seq."""
+    before = time.time_ns() // 1_000_000 - int(horizon_days * DAY_MS)
+    return drive(SqlTx(session).purge_tombstones(before))

@@ -1,0 +1,121 @@
+"""Periodic jobs of the hazard loop and the media pipeline, run by every server process.
+
+- overdue: rectifications past their deadline become overdue, with one escalation each (the
+  claim is `UPDATE ... WHERE NOT overdue`, so several processes never escalate twice);
+- uploads: expired tus uploads are deleted; a complete upload left by a crash between its last
+  PATCH and its ingest (idle for `STALE_COMPLETE`) is ingested now, or discarded if refused;
+- blobs: temp files of crashed disk writes are swept.
+
+`run_once` is what `liandong jobs run-once` calls; `hazard_jobs_lifespan` runs it every
+`hazard_jobs_interval_s` inside the server when `background_jobs` is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import anyio.to_thread
+from litestar import Litestar
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from media.errors import MediaError
+from media.store import DiskBlobStore
+from server.domain.hazards.services import mark_overdue
+from server.domain.media.services import MediaRuntime, finish_upload
+from server.errors import DomainError
+from server.models import utcnow
+
+log = logging.getLogger("liandong.jobs")
+STALE_COMPLETE = timedelta(minutes=10)
+
+
+@dataclass
+class JobReport:
+    """What one run did."""
+
+    escalated: list[uuid.UUID] = field(default_factory=list)
+    expired_uploads: int = 0
+    recovered_uploads: int = 0
+    discarded_uploads: int = 0
+    swept_temp: int = 0
+
+
+def _owner(owner: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(owner) if owner else None
+    except ValueError:
+        return None
+
+
+async def _recover_uploads(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rt: MediaRuntime,
+    now: datetime,
+    report: JobReport,
+) -> None:
+    manager = rt.manager
+    for info in await anyio.to_thread.run_sync(manager.completed):
+        last_activity = info.expires_at - manager.ttl
+        if now - last_activity < STALE_COMPLETE:
+            continue  # a request is probably finishing it right now
+        try:
+            async with sessionmaker() as session, session.begin():
+                await finish_upload(session, _owner(info.owner), rt, info)
+            report.recovered_uploads += 1
+        except (MediaError, DomainError) as exc:
+            log.warning("discarded a left-over upload %s: %s", info.id, exc)
+            await anyio.to_thread.run_sync(manager.discard, info.id)
+            report.discarded_uploads += 1
+
+
+async def run_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    rt: MediaRuntime | None = None,
+    now: datetime | None = None,
+) -> JobReport:
+    """Run every job once, each in its own transaction."""
+    now = now or utcnow()
+    report = JobReport()
+    async with sessionmaker() as session, session.begin():
+        report.escalated = await mark_overdue(session, now)
+    if rt is not None:
+        report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, now))
+        await _recover_uploads(sessionmaker, rt, now, report)
+        if isinstance(rt.store, DiskBlobStore):
+            report.swept_temp = await anyio.to_thread.run_sync(rt.store.sweep_temp)
+    return report
+
+
+async def _loop(app: Litestar, interval: float) -> None:
+    while True:
+        try:
+            report = await run_once(app.state.sessionmaker, app.state.media)
+            if report.escalated:
+                log.info("escalated %d overdue hazard(s)", len(report.escalated))
+        except (SQLAlchemyError, OSError, MediaError) as exc:
+            # A database blip must not end the loop; the next round retries.
+            log.warning("hazard jobs failed this round: %s", exc)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def hazard_jobs_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Run the jobs every `hazard_jobs_interval_s` while the app runs (if `background_jobs`)."""
+    settings = app.state.settings
+    if not settings.background_jobs or settings.hazard_jobs_interval_s <= 0:
+        yield
+        return
+    task = asyncio.create_task(_loop(app, settings.hazard_jobs_interval_s))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

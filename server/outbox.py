@@ -1,0 +1,287 @@
+"""The transactional outbox in SQL: `SqlOutboxStore` (push.outbox's `OutboxStore`) and `enqueue`.
+
+The server side writes jobs with `enqueue_*` inside the request's transaction, next to the task
+they announce; the worker side (`SqlOutboxStore`) runs each method as its own short committed
+transaction, as the Protocol requires. One job per (event_id, device_id), unique in the table, so
+a re-run never enqueues twice. Claims are leased: PostgreSQL locks the due rows with
+`FOR UPDATE SKIP LOCKED` inside one `UPDATE ... RETURNING`; SQLite runs the same statement under
+its database write lock (the engine begins every transaction `IMMEDIATE`). Several worker
+processes can therefore share one outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from push.base import Channel, PushMessage
+from push.outbox import DedupKey, JobState, PushJob
+from server import audit
+from server.db import dialect_of
+from server.models import Device, Membership, PushDelivery, PushJobRow, User, utcnow
+
+__all__ = [
+    "OUTBOX_FLAG",
+    "SqlOutboxStore",
+    "dialect_insert",
+    "enqueue_for_units",
+    "enqueue_for_users",
+]
+
+# Set in `session.info` when a request enqueued jobs, so the app can wake its worker after commit.
+OUTBOX_FLAG = "outbox_enqueued"
+
+_JOBS = cast(Table, PushJobRow.__table__)
+_encode = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder(PushMessage)
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """A dialect-specific INSERT (both support ON CONFLICT DO NOTHING)."""
+    return (postgresql if dialect_of(session) == "postgresql" else sqlite).insert(table)
+
+
+# ---- the server's side: in the caller's transaction -------------------------------------------
+
+
+async def enqueue_for_users(
+    session: AsyncSession,
+    user_ids: Iterable[uuid.UUID],
+    *,
+    event_id: str,
+    message: PushMessage,
+    now: datetime | None = None,
+) -> int:
+    """Queue `message` for every registered device of these (active) users; returns how many.
+
+    Runs in the caller's transaction, so the jobs commit with the change they announce.
+    Idempotent per (event_id, device): a second call for the same event adds nothing.
+    """
+    ids = list(set(user_ids))
+    if not ids:
+        return 0
+    rows = await session.execute(
+        select(Device.id, Device.user_id, Device.channel, Device.token)
+        .join(User, User.id == Device.user_id)
+        .where(
+            Device.user_id.in_(ids),
+            Device.token.is_not(None),
+            Device.channel.is_not(None),
+            Device.deleted_at.is_(None),
+            User.disabled.is_(False),
+            User.deleted_at.is_(None),
+        )
+    )
+    at = now or utcnow()
+    body = _encode.encode(message).decode()
+    values = [
+        {
+            "id": uuid.uuid4(),
+            "event_id": event_id,
+            "device_id": str(device_id),
+            "user_id": user_id,
+            "channel": channel,
+            "address": token,
+            "message": body,
+            "state": JobState.PENDING.value,
+            "attempts": 0,
+            "not_before": at,
+            "created_at": at,
+        }
+        for device_id, user_id, channel, token in rows.all()
+    ]
+    if not values:
+        return 0
+    stmt = dialect_insert(session, PushJobRow.__table__).values(values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
+    result = await session.execute(stmt)
+    session.info[OUTBOX_FLAG] = True
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def unit_member_ids(session: AsyncSession, unit_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Active users whose home organisation is one of these units, or who are members of one."""
+    units = list(set(unit_ids))
+    if not units:
+        return set()
+    members = select(Membership.user_id).where(
+        Membership.org_id.in_(units), Membership.deleted_at.is_(None)
+    )
+    rows = await session.execute(
+        select(User.id).where(
+            or_(User.org_id.in_(units), User.id.in_(members)),
+            User.disabled.is_(False),
+            User.deleted_at.is_(None),
+        )
+    )
+    return set(rows.scalars())
+
+
+async def enqueue_for_units(
+    session: AsyncSession,
+    unit_ids: Iterable[uuid.UUID],
+    user_ids: Iterable[uuid.UUID] = (),
+    *,
+    event_id: str,
+    message: PushMessage,
+) -> int:
+    """Queue `message` for the devices of every active member of the units and of the users."""
+    recipients = await unit_member_ids(session, unit_ids) | set(user_ids)
+    return await enqueue_for_users(session, recipients, event_id=event_id, message=message)
+
+
+# ---- the worker's side: every method its own committed transaction ---------------------------
+
+
+class SqlOutboxStore:
+    """`push.outbox.OutboxStore` over the `push_jobs` and `push_deliveries` tables."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessionmaker
+
+    async def claim_due(self, *, now: datetime, limit: int, lease_for: timedelta) -> list[PushJob]:
+        """Lease up to `limit` due jobs, oldest first (see the Protocol)."""
+        t = _JOBS
+        token = uuid.uuid4().hex
+        due = (
+            select(t.c.id)
+            .where(
+                t.c.state == JobState.PENDING.value,
+                t.c.not_before <= now,
+                or_(t.c.leased_until.is_(None), t.c.leased_until <= now),
+            )
+            .order_by(t.c.not_before, t.c.created_at)
+            .limit(limit)
+            # PostgreSQL: concurrent claimers skip each other's rows instead of waiting; SQLite
+            # renders no FOR UPDATE and serialises writers on its database lock.
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(t)
+            .where(t.c.id.in_(due))
+            .values(leased_until=now + lease_for, lease_token=token)
+            .returning(
+                t.c.id,
+                t.c.event_id,
+                t.c.device_id,
+                t.c.channel,
+                t.c.address,
+                t.c.message,
+                t.c.attempts,
+                t.c.not_before,
+                t.c.created_at,
+            )
+        )
+        async with self._sessions() as session, session.begin():
+            rows = list((await session.execute(stmt)).all())
+        rows.sort(key=lambda r: (r.not_before, r.created_at))
+        return [
+            PushJob(
+                job_id=str(r.id),
+                event_id=r.event_id,
+                device_id=r.device_id,
+                channel=Channel(r.channel),
+                address=r.address,
+                message=_decode.decode(r.message),
+                attempts=r.attempts,
+                lease_token=token,
+            )
+            for r in rows
+        ]
+
+    async def delivered_keys(self, keys: Sequence[DedupKey]) -> set[DedupKey]:
+        """Which (event_id, device_id) already have a delivery record."""
+        if not keys:
+            return set()
+        wanted = set(keys)
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(PushDelivery.event_id, PushDelivery.device_id).where(
+                    PushDelivery.event_id.in_({event for event, _ in wanted})
+                )
+            )
+            return {(e, d) for e, d in rows.all() if (e, d) in wanted}
+
+    async def record_delivery(self, job: PushJob, *, at: datetime, provider_id: str | None) -> bool:
+        """Insert the delivery record if absent; committed before returning."""
+        async with self._sessions() as session, session.begin():
+            stmt = dialect_insert(session, PushDelivery.__table__).values(
+                event_id=job.event_id,
+                device_id=job.device_id,
+                job_id=uuid.UUID(job.job_id),
+                at=at,
+                provider_id=provider_id,
+            )
+            result = await session.execute(
+                stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    async def _owned_update(self, job: PushJob, **values: Any) -> bool:
+        t = _JOBS
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(t)
+                .where(
+                    t.c.id == uuid.UUID(job.job_id),
+                    t.c.state == JobState.PENDING.value,
+                    t.c.lease_token == job.lease_token,
+                )
+                .values(leased_until=None, lease_token=None, **values)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    async def mark_delivered(self, job: PushJob, *, at: datetime) -> bool:
+        """pending + our lease -> delivered."""
+        return await self._owned_update(job, state=JobState.DELIVERED.value, delivered_at=at)
+
+    async def schedule_retry(
+        self, job: PushJob, *, at: datetime, attempts: int, error: str
+    ) -> bool:
+        """pending + our lease -> due again at `at`."""
+        return await self._owned_update(job, not_before=at, attempts=attempts, last_error=error)
+
+    async def mark_dead(self, job: PushJob, *, attempts: int, error: str) -> bool:
+        """pending + our lease -> dead, error kept."""
+        return await self._owned_update(
+            job, state=JobState.DEAD.value, attempts=attempts, last_error=error
+        )
+
+    async def prune_address(self, channel: Channel, address: str, *, reason: str) -> int:
+        """Clear every device registration equal to `address` and kill jobs still queued to it."""
+        t = _JOBS
+        async with self._sessions() as session, session.begin():
+            devices = (
+                await session.execute(
+                    update(Device)
+                    .where(Device.channel == channel.value, Device.token == address)
+                    .values(token=None, channel=None)
+                    .returning(Device.id, Device.user_id)
+                )
+            ).all()
+            result = await session.execute(
+                update(t)
+                .where(
+                    t.c.state == JobState.PENDING.value,
+                    t.c.channel == channel.value,
+                    t.c.address == address,
+                )
+                .values(
+                    state=JobState.DEAD.value,
+                    last_error=f"address pruned: {reason}",
+                    leased_until=None,
+                    lease_token=None,
+                )
+            )
+            for device_id, user_id in devices:
+                audit.record(
+                    session, None, "prune_push", "device", device_id, user=user_id, reason=reason
+                )
+            return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,142 @@
+"""Sync test helpers: raw sync requests through the TestClient and a real device on top."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import uuid
+from typing import Any
+
+from litestar.testing import TestClient
+
+from schemas.sync import (
+    SCHEMA_VERSION,
+    PullReply,
+    PullRequest,
+    PullResponse,
+    PushReply,
+    PushRequest,
+    json_encoder,
+    msgpack_encoder,
+    pull_reply_json,
+    pull_reply_msgpack,
+    push_reply_json,
+    push_reply_msgpack,
+)
+from sync.client import SyncClient, TransportError
+from sync.store import ClientStore
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+
+
+def post(
+    client: TestClient[Any],
+    path: str,
+    headers: dict[str, str],
+    msg: Any,
+    *,
+    fmt: str = "msgpack",
+    gz: bool = False,
+) -> tuple[int, Any, dict[str, str]]:
+    """POST a sync message; return (status, decoded answer, response headers)."""
+    ctype = MSGPACK if fmt == "msgpack" else JSON
+    body = msgpack_encoder.encode(msg) if fmt == "msgpack" else json_encoder.encode(msg)
+    h = {**headers, "Content-Type": ctype, "Accept": ctype}
+    if gz:
+        body = gzip.compress(body)
+        h["Content-Encoding"] = "gzip"
+        h["Accept-Encoding"] = "gzip"
+    r = client.post(f"/api/v1/sync/{path}", content=body, headers=h)
+    if r.status_code not in (200, 426):
+        return r.status_code, r.text, dict(r.headers)
+    is_mp = MSGPACK in r.headers["content-type"]
+    dec = {
+        ("push", True): push_reply_msgpack,
+        ("push", False): push_reply_json,
+        ("pull", True): pull_reply_msgpack,
+        ("pull", False): pull_reply_json,
+    }[(path, is_mp)]
+    return r.status_code, dec.decode(r.content), dict(r.headers)
+
+
+class TestClientTransport:
+    """`sync.client.Transport` over Litestar's TestClient (blocking calls are fine in tests).
+
+    `drop` decides per call whether to lose the request ("before") or the answer ("after").
+    """
+
+    __test__ = False
+
+    def __init__(
+        self, client: TestClient[Any], headers: dict[str, str], fmt: str = "msgpack"
+    ) -> None:
+        self.client = client
+        self.headers = headers
+        self.fmt = fmt
+        self.drop: tuple[str, str] | None = None
+
+    def _call(self, kind: str, msg: Any) -> Any:
+        if self.drop == (kind, "before"):
+            self.drop = None
+            raise TransportError("request lost")
+        status, reply, _ = post(self.client, kind, self.headers, msg, fmt=self.fmt)
+        if status not in (200, 426):
+            raise TransportError(f"HTTP {status}: {reply}")
+        if self.drop == (kind, "after"):
+            self.drop = None
+            raise TransportError("answer lost")
+        return reply
+
+    async def push(self, req: PushRequest) -> PushReply:
+        reply: PushReply = self._call("push", req)
+        return reply
+
+    async def pull(self, req: PullRequest) -> PullReply:
+        reply: PullReply = self._call("pull", req)
+        return reply
+
+
+class Phone:
+    """A device: the real SQLite store and sync client over the test client."""
+
+    def __init__(self, client: TestClient[Any], headers: dict[str, str]) -> None:
+        self.store = ClientStore(device_id=f"phone-{uuid.uuid4().hex[:8]}")
+        self.transport = TestClientTransport(client, headers)
+        self.client = SyncClient(self.store, self.transport, pull_limit=500)
+
+    def sync(self) -> Any:
+        return asyncio.run(self.client.sync_once())
+
+    def get(self, entity: str, rid: uuid.UUID | str) -> dict[str, Any] | None:
+        return self.store.get(entity, uuid.UUID(str(rid)))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def pull_everything(
+    client: TestClient[Any], headers: dict[str, str], fmt: str = "msgpack", gz: bool = False
+) -> tuple[dict[tuple[str, uuid.UUID], dict[str, Any]], int]:
+    """Pull every scope from 0 with raw requests; return merged records and request count."""
+    cursors: dict[str, int] = {}
+    bases: dict[str, int] = {}
+    out: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
+    n = 0
+    while True:
+        req = PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors, bases=bases, limit=300)
+        status, reply, _ = post(client, "pull", headers, req, fmt=fmt, gz=gz)
+        n += 1
+        assert status == 200, reply
+        assert isinstance(reply, PullResponse)
+        for page in reply.scopes:
+            for ch in page.changes:
+                if ch.deleted:
+                    out.pop((ch.entity, ch.id), None)
+                else:
+                    out.setdefault((ch.entity, ch.id), {}).update(ch.fields)
+            cursors[page.scope] = page.cursor
+            if not page.has_more:
+                bases[page.scope] = page.cursor
+        if not reply.has_more:
+            return out, n

@@ -1,0 +1,324 @@
+"""Sync endpoints on the real app and both databases: formats, exactly-once, refusals, the
+REST bridge both ways, scope eviction, upgrade answers, conflicts, and "pull now" latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from litestar.testing import TestClient
+
+from schemas.sync import (
+    AckStatus,
+    Mutation,
+    Op,
+    PullRequest,
+    PushRequest,
+    PushResponse,
+    Reason,
+    UpgradeRequired,
+)
+from server.app import create_app
+from server.config import Settings
+from tests import factories as f
+from tests.conftest import Sessions
+from tests.integration.sync_helpers import Phone, post, pull_everything
+from tests.servers import serve_in_thread
+
+HLC0 = (int(time.time() * 1000) << 16) + 1
+
+
+def hlc() -> int:
+    return int(time.time() * 1000) << 16
+
+
+def new_hazard_fields(**kw: Any) -> dict[str, Any]:
+    body = f.hazard()
+    body.update({"title": "Blocked exit", "status": "reported", "photos": [], "timeline": []})
+    body.pop("description")
+    body["description"] = "Exit blocked by boxes"
+    body.update(kw)
+    return body
+
+
+def push(
+    client: TestClient[Any],
+    h: dict[str, str],
+    device: str,
+    muts: list[Mutation],
+    **kw: Any,
+) -> PushResponse:
+    status, reply, _ = post(
+        client, "push", h, PushRequest(schema_version=1, device_id=device, mutations=muts), **kw
+    )
+    assert status == 200, reply
+    assert isinstance(reply, PushResponse)
+    return reply
+
+
+def test_push_pull_roundtrip_in_msgpack_json_and_gzip(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    insp, d = auth("inspector1"), auth("dispatcher")
+    rid = uuid.uuid4()
+    m = Mutation(
+        seq=1, entity="hazard", id=rid, hlc=hlc(), op=Op.CREATE, fields=new_hazard_fields()
+    )
+    reply = push(client, insp, f"dev-{rid}", [m])
+    assert reply.acks[0].status is AckStatus.ACCEPTED, reply.acks
+    assert reply.acks[0].version > 0
+    for fmt, gz in (("msgpack", False), ("json", False), ("json", True), ("msgpack", True)):
+        records, _ = pull_everything(client, d, fmt=fmt, gz=gz)
+        got = records[("hazard", rid)]
+        assert got["title"] == "Blocked exit"
+        assert got["grid_id"] == str(f.did("grid:A"))  # server-owned, from the location
+        assert got["reporter_id"] == str(f.did("user:inspector1"))
+    # The pushed hazard is a real hazard for REST too.
+    rest = client.get(f"/api/v1/hazards/{rid}", headers=d)
+    assert rest.status_code == 200, rest.text
+    assert rest.json()["description"] == "Exit blocked by boxes"
+    # A gzip answer is really compressed on the wire.
+    status, _, headers = post(
+        client, "pull", d, PullRequest(schema_version=1, cursors={}), fmt="json", gz=True
+    )
+    assert status == 200 and headers.get("content-encoding") == "gzip"
+
+
+def test_retried_push_changes_nothing(client: TestClient[Any], auth: Sessions) -> None:
+    insp = auth("inspector1")
+    rid = uuid.uuid4()
+    muts = [
+        Mutation(
+            seq=1, entity="hazard", id=rid, hlc=hlc(), op=Op.CREATE, fields=new_hazard_fields()
+        ),
+        Mutation(seq=2, entity="hazard", id=rid, hlc=hlc() + 5, fields={"photos": ["p1"]}),
+    ]
+    first = push(client, insp, f"dev-{rid}", muts)
+    _, before = pull_everything(client, insp)
+    records_before, _ = pull_everything(client, insp)
+    again = push(client, insp, f"dev-{rid}", muts)
+    assert [a.status for a in again.acks] == [AckStatus.DUPLICATE, AckStatus.DUPLICATE]
+    assert [a.version for a in again.acks] == [a.version for a in first.acks]
+    records_after, _ = pull_everything(client, insp)
+    assert records_after[("hazard", rid)] == records_before[("hazard", rid)]
+    assert records_after[("hazard", rid)]["photos"] == ["p1"]
+    del before
+
+
+def test_refused_mutations_get_typed_reasons_and_never_block(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d, fire = auth("dispatcher"), auth("fire1")
+    inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+    task = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=inc["id"])).json()
+    police = client.post("/api/v1/tasks", headers=d, json=f.task(unit="police")).json()
+    tid, pid = uuid.UUID(task["id"]), uuid.UUID(police["id"])
+    dev = f"dev-{tid}"
+    h = hlc()
+    muts = [
+        Mutation(seq=1, entity="task", id=tid, hlc=h, fields={"status": "completed"}),
+        Mutation(seq=2, entity="incident", id=uuid.UUID(inc["id"]), hlc=h, fields={"title": "x"}),
+        Mutation(seq=3, entity="task", id=tid, hlc=h, fields={"title": "mine now"}),
+        Mutation(seq=4, entity="task", id=pid, hlc=h, fields={"status": "accepted"}),
+        Mutation(
+            seq=5, entity="hazard", id=uuid.uuid4(), hlc=h, op=Op.CREATE, fields={"severity": 3}
+        ),
+        Mutation(
+            seq=6, entity="task", id=tid, hlc=h, fields={"created_at": "2024-01-01T00:00:00Z"}
+        ),
+        Mutation(
+            seq=7,
+            entity="task",
+            id=tid,
+            hlc=h + 1,
+            fields={
+                "status": "accepted",
+                "timeline": [{"id": str(uuid.uuid4()), "to": "accepted", "note": "on my way"}],
+            },
+        ),
+    ]
+    reply = push(client, fire, dev, muts)
+    codes = [a.refusal.code if a.refusal else a.status for a in reply.acks]
+    assert codes == [
+        Reason.ILLEGAL_TRANSITION,
+        Reason.READ_ONLY,
+        Reason.FORBIDDEN,
+        Reason.FORBIDDEN,
+        Reason.INVALID_VALUE,
+        Reason.SERVER_OWNED,
+        AckStatus.ACCEPTED,
+    ]
+    assert reply.acks[2].refusal is not None and reply.acks[2].refusal.field == "title"
+    # The accepted one went through the task's state machine into the domain and its timeline.
+    assert client.get(f"/api/v1/tasks/{tid}", headers=d).json()["status"] == "accepted"
+    timeline = client.get(f"/api/v1/tasks/{tid}/timeline", headers=d).json()
+    assert [e["to_status"] for e in timeline] == ["assigned", "accepted"]
+    assert timeline[-1]["note"] == "on my way"
+    # A retry answers the same refusals (a lost answer never turns a refusal into silence).
+    again = push(client, fire, dev, muts)
+    assert [a.refusal.code if a.refusal else a.status for a in again.acks][:6] == codes[:6]
+
+
+def test_rest_write_appears_in_next_pull_and_reassignment_evicts(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d = auth("dispatcher")
+    phone = Phone(client, auth("fire1"))
+    try:
+        phone.sync()
+        inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+        task = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=inc["id"])).json()
+        result = phone.sync()
+        got = phone.get("task", task["id"])
+        assert got is not None and got["status"] == "assigned" and got["title"] == task["title"]
+        assert phone.get("incident", inc["id"]) is not None  # incidents of the unit's tasks
+        assert any(i.get("to") == "assigned" for i in got["timeline"])
+        # A REST edit shows up as a delta.
+        client.patch(f"/api/v1/tasks/{task['id']}", headers=d, json={"title": "moved"})
+        phone.sync()
+        assert phone.get("task", task["id"])["title"] == "moved"  # type: ignore[index]
+        # Reassigned to police: the task and its incident leave the fire phone.
+        r = client.patch(
+            f"/api/v1/tasks/{task['id']}",
+            headers=d,
+            json={"assignee_unit_id": str(f.did("org:police"))},
+        )
+        assert r.status_code == 200, r.text
+        result = phone.sync()
+        assert phone.get("task", task["id"]) is None
+        assert phone.get("incident", inc["id"]) is None
+        assert sum(result.evicted.values()) >= 1
+        police = Phone(client, auth("police1"))
+        police.sync()
+        assert police.get("task", task["id"]) is not None
+        police.close()
+    finally:
+        phone.close()
+
+
+def test_old_schema_version_gets_upgrade_answer(client: TestClient[Any], auth: Sessions) -> None:
+    h = auth("fire1")
+    for path, msg in (
+        ("push", PushRequest(schema_version=0, device_id="old", mutations=[])),
+        ("pull", PullRequest(schema_version=0, cursors={})),
+    ):
+        for fmt in ("msgpack", "json"):
+            status, reply, _ = post(client, path, h, msg, fmt=fmt)
+            assert status == 426
+            assert isinstance(reply, UpgradeRequired) and reply.min_version == 1
+
+
+def test_sync_needs_auth_and_valid_bodies(client: TestClient[Any], auth: Sessions) -> None:
+    r = client.post(
+        "/api/v1/sync/pull", content=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 401
+    bad = client.post(
+        "/api/v1/sync/pull",
+        content=b"\x00garbage",
+        headers={**auth("fire1"), "Content-Type": "application/msgpack"},
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_conflicts_listed_and_resolved_by_dispatch_denied_to_responders(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    insp, d = auth("inspector1"), auth("dispatcher")
+    rid = uuid.uuid4()
+    created = push(
+        client,
+        insp,
+        "a",
+        [
+            Mutation(
+                seq=1, entity="hazard", id=rid, hlc=hlc(), op=Op.CREATE, fields=new_hazard_fields()
+            )
+        ],
+    )
+    base = created.acks[0].version
+    h = hlc()
+    # Two devices change the severity concurrently from the same base: the later HLC wins.
+    push(
+        client,
+        insp,
+        "b",
+        [
+            Mutation(
+                seq=1, entity="hazard", id=rid, hlc=h + 10, base=base, fields={"severity": "low"}
+            )
+        ],
+    )
+    lost = push(
+        client,
+        insp,
+        "c",
+        [
+            Mutation(
+                seq=1, entity="hazard", id=rid, hlc=h + 5, base=base, fields={"severity": "medium"}
+            )
+        ],
+    )
+    assert lost.acks[0].lost == ["severity"]
+    assert client.get(f"/api/v1/hazards/{rid}", headers=d).json()["severity"] == "low"
+
+    denied = client.get("/api/v1/sync/conflicts", headers=auth("fire1"))
+    assert denied.status_code == 403
+    listed = client.get(f"/api/v1/sync/conflicts?record_id={rid}", headers=d)
+    assert listed.status_code == 200, listed.text
+    [conflict] = listed.json()
+    assert conflict["loser_value"] == "medium" and conflict["winner_value"] == "low"
+    assert (
+        client.post(
+            f"/api/v1/sync/conflicts/{conflict['id']}/resolve",
+            headers=auth("fire1"),
+            json={"take": "loser"},
+        ).status_code
+        == 403
+    )
+    phone = Phone(client, insp)
+    try:
+        phone.sync()
+        assert phone.get("hazard", rid)["severity"] == "low"  # type: ignore[index]
+        r = client.post(
+            f"/api/v1/sync/conflicts/{conflict['id']}/resolve", headers=d, json={"take": "loser"}
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["resolved"] is True
+        # The resolution is a change: devices pull it, REST shows it.
+        phone.sync()
+        assert phone.get("hazard", rid)["severity"] == "medium"  # type: ignore[index]
+        assert client.get(f"/api/v1/hazards/{rid}", headers=d).json()["severity"] == "medium"
+        left = client.get(f"/api/v1/sync/conflicts?record_id={rid}", headers=d).json()
+        assert left == []
+    finally:
+        phone.close()
+
+
+def test_commit_to_pull_now_event_under_one_second(
+    settings: Settings, auth: Sessions, client: TestClient[Any]
+) -> None:
+    fire, d = auth("fire1"), auth("dispatcher")
+
+    async def run(base: str) -> float:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            async with http.stream("GET", "/api/v1/sync/events", headers=fire) as stream:
+                lines = stream.aiter_lines()
+                async for line in lines:
+                    if line.startswith("event: ready"):
+                        break
+                t0 = time.perf_counter()
+                r = await http.post("/api/v1/tasks", headers=d, json=f.task())
+                assert r.status_code == 201, r.text
+                async for line in lines:
+                    if line.startswith("event: pull"):
+                        return time.perf_counter() - t0
+        raise AssertionError("no pull event")
+
+    with serve_in_thread(create_app(settings)) as base:
+        latency = asyncio.run(run(base))
+    assert latency < 1.0, latency
