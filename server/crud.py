@@ -153,6 +153,17 @@ async def get_visible(
     return row
 
 
+def apply_patch(row: Any, data: msgspec.Struct, names: Sequence[str]) -> dict[str, Any]:
+    """Copy the fields of `names` that the patch actually sent onto `row`; return them."""
+    changed: dict[str, Any] = {}
+    for name in names:
+        value = getattr(data, name)
+        if value is not msgspec.UNSET:
+            setattr(row, name, value)
+            changed[name] = value
+    return changed
+
+
 async def ensure_new_id(session: AsyncSession, model: type[Any], ident: uuid.UUID | None) -> None:
     """Refuse a client-chosen id that is already taken (409), before anything is written."""
     if ident is not None and await session.get(model, ident) is not None:

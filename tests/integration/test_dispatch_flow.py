@@ -119,3 +119,30 @@ def test_every_write_lands_in_the_audit_log(client: TestClient[Any], auth: Sessi
     assert [(e["action"], e["actor_id"]) for e in entries] == [
         ("create", str(did("user:dispatcher")))
     ]
+
+
+def test_moving_a_record_moves_its_area_but_not_out_of_the_dispatchers(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d = auth("dispatcher")
+    task = client.post("/api/v1/tasks", headers=d, json=f.task(at=f.IN_GRID_A)).json()
+    assert task["area_id"] == str(did("area:guizhoulu"))
+    moved = client.patch(
+        f"/api/v1/tasks/{task['id']}", headers=d, json={"location": f.point(*f.IN_GRID_B)}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["area_id"] == str(did("area:yuyuan"))
+    assert moved.json()["location"]["coordinates"] == list(f.IN_GRID_B)
+    away = client.patch(
+        f"/api/v1/tasks/{task['id']}", headers=d, json={"location": f.point(*f.OUTSIDE_DISTRICT)}
+    )
+    assert away.status_code == 403
+    shelter = str(did("shelter:fuxing-park"))
+    r = client.patch(
+        f"/api/v1/resources/{shelter}", headers=d, json={"capacity": 9000, "phone": "021-1"}
+    )
+    assert (r.json()["capacity"], r.json()["phone"], r.json()["name"]) == (
+        9000,
+        "021-1",
+        "复兴公园应急避难场所 Fuxing Park shelter",
+    )

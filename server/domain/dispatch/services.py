@@ -20,6 +20,7 @@ from schemas.states import (
 )
 from server import audit, geo
 from server.auth.principal import Principal
+from server.crud import apply_patch
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -28,7 +29,7 @@ from server.domain.dispatch.assign import (
     announce_assignment,
     notify_assignees,
 )
-from server.domain.reference.services import ensure_in_my_area, locate_area
+from server.domain.reference.services import ensure_in_my_area, locate_area, relocate
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.models import (
     Hazard,
@@ -169,17 +170,9 @@ async def patch_incident(
     runs the plans that now match, dispatching only slots not dispatched before."""
     await ensure_in_my_area(session, p, row.area_id, "incident")
     old_level = row.level
-    changed: dict[str, Any] = {}
-    for name in ("title", "description", "level"):
-        value = getattr(data, name)
-        if value is not msgspec.UNSET:
-            setattr(row, name, value)
-            changed[name] = value
+    changed = apply_patch(row, data, ("title", "description", "level"))
     if data.location is not msgspec.UNSET:
-        lon, lat = data.location.coordinates
-        row.area_id = await locate_area(session, lon, lat)
-        await ensure_in_my_area(session, p, row.area_id, "incident location")
-        row.location = geo.point_to_db(data.location)
+        await relocate(session, p, row, data.location, "incident location")
         changed["location"] = data.location.coordinates
     if data.area is not msgspec.UNSET:
         row.area = geo.polygon_to_db(data.area) if data.area else None
@@ -287,19 +280,13 @@ async def patch_task(
     """
     await ensure_in_my_area(session, p, row.area_id, "task")
     before = (row.assignee_user_id, row.assignee_unit_id)
-    changed: dict[str, Any] = {}
-    for name in ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id"):
-        value = getattr(data, name)
-        if value is not msgspec.UNSET:
-            setattr(row, name, value)
-            changed[name] = value
+    changed = apply_patch(
+        row, data, ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id")
+    )
     if data.priority is not msgspec.UNSET:
         row.priority = changed["priority"] = data.priority.value
     if data.location is not msgspec.UNSET:
-        lon, lat = data.location.coordinates
-        row.area_id = await locate_area(session, lon, lat)
-        await ensure_in_my_area(session, p, row.area_id, "task location")
-        row.location = geo.point_to_db(data.location)
+        await relocate(session, p, row, data.location, "task location")
         changed["location"] = data.location.coordinates
     reassigned = (row.assignee_user_id, row.assignee_unit_id) != before
     if reassigned:

@@ -11,9 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import reference as s
+from schemas.common import Point
 from server import audit, geo
 from server.auth.principal import Principal
-from server.crud import ensure_new_id
+from server.crud import apply_patch, ensure_new_id
 from server.db import dialect_of
 from server.errors import Forbidden, InvalidInput
 from server.models import AdminArea, Enterprise, Grid, Organisation, Resource
@@ -62,6 +63,14 @@ async def ensure_in_my_area(
         if inside.first() is not None:
             return
     raise Forbidden(f"the {what} is outside your command area")
+
+
+async def relocate(session: AsyncSession, p: Principal, row: Any, point: Point, what: str) -> None:
+    """Move a record to `point`: its area follows, and must stay inside the actor's area."""
+    lon, lat = point.coordinates
+    row.area_id = await locate_area(session, lon, lat)
+    await ensure_in_my_area(session, p, row.area_id, what)
+    row.location = geo.point_to_db(point)
 
 
 def area_out(row: AdminArea) -> s.AdminArea:
@@ -275,17 +284,9 @@ async def patch_resource(
 ) -> Resource:
     """Change a resource (inside the dispatcher's area, before and after)."""
     await ensure_in_my_area(session, p, row.area_id, "resource")
-    changed: dict[str, Any] = {}
-    for name in ("name", "capacity", "contact_name", "phone", "address"):
-        value = getattr(data, name)
-        if value is not msgspec.UNSET:
-            setattr(row, name, value)
-            changed[name] = value
+    changed = apply_patch(row, data, ("name", "capacity", "contact_name", "phone", "address"))
     if data.location is not msgspec.UNSET:
-        lon, lat = data.location.coordinates
-        row.area_id = await locate_area(session, lon, lat)
-        await ensure_in_my_area(session, p, row.area_id, "resource")
-        row.location = geo.point_to_db(data.location)
+        await relocate(session, p, row, data.location, "resource")
         changed["location"] = data.location.coordinates
     await session.flush()
     audit.record(session, p, "update", "resource", row.id, **changed)
