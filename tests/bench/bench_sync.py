@@ -9,6 +9,12 @@ the in-memory figure under `server_apply_changes_per_s_memory`.
 
 Workload (issue 3): hazards of about 190 bytes of JSON each (title, severity, status, lat/lon,
 reporter, timestamps).
+
+Through the real HTTP server (`_http_figures`, last section): the Litestar app under uvicorn
+on loopback, SQLite, `sync.client` + `mobile.core.transport.HttpTransport` (msgpack, gzip),
+socket bytes counted by the transport, headers included. Those figures own the unsuffixed keys
+`initial_pull_10k_*`, `initial_pull_100k_*`, `push_bytes_per_field`, `pull_bytes_per_field`;
+the in-process ones above are kept with an `_inprocess` suffix.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from schemas.sync import (
     PullResponse,
     PushReply,
     PushRequest,
+    PushResponse,
     msgpack_encoder,
     pull_reply_msgpack,
     pull_request_msgpack,
@@ -242,8 +249,8 @@ async def main() -> dict[str, Any]:
         "encoding": "msgpack (uncompressed unless the key says gzip)",
     }
     steady = await steady_state(20, 2)
-    out["push_bytes_per_field"] = round(steady["push_bytes_per_field"], 1)
-    out["pull_bytes_per_field"] = round(steady["pull_bytes_per_field"], 1)
+    out["push_bytes_per_field_inprocess"] = round(steady["push_bytes_per_field"], 1)
+    out["pull_bytes_per_field_inprocess"] = round(steady["pull_bytes_per_field"], 1)
     out["push_body_bytes_per_field"] = round(steady["push_body_bytes_per_field"], 1)
     out["pull_body_bytes_per_field"] = round(steady["pull_body_bytes_per_field"], 1)
     out["steady_state_workload"] = "20 hazards x 2 fields (status, title), one push, one pull"
@@ -260,10 +267,10 @@ async def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pull10 = await initial_pull(server, Path(tmp) / "p10.db")
         assert pull10["records"] == 10_000
-        out["initial_pull_10k_seconds"] = round(pull10["seconds"], 3)
-        out["initial_pull_10k_bytes"] = int(pull10["bytes"])
-        out["initial_pull_10k_bytes_gzip"] = int(pull10["bytes_gzip"])
-        out["initial_pull_10k_requests"] = int(pull10["requests"])
+        out["initial_pull_10k_seconds_inprocess"] = round(pull10["seconds"], 3)
+        out["initial_pull_10k_bytes_inprocess"] = int(pull10["bytes"])
+        out["initial_pull_10k_bytes_gzip_inprocess"] = int(pull10["bytes_gzip"])
+        out["initial_pull_10k_requests_inprocess"] = int(pull10["requests"])
         baseline = naive_json_pull_bytes([hazard(i) for i in range(10_000)], ids)
         out["baseline_naive_json_pull_10k_bytes"] = baseline
         out["initial_pull_10k_bytes_ratio_to_baseline"] = round(pull10["bytes"] / baseline, 3)
@@ -276,9 +283,9 @@ async def main() -> dict[str, Any]:
         big, _ = await seed(100_000)
         pull100 = await initial_pull(big, Path(tmp) / "p100.db")
         assert pull100["records"] == 100_000
-        out["initial_pull_100k_seconds"] = round(pull100["seconds"], 3)
-        out["initial_pull_100k_bytes"] = int(pull100["bytes"])
-        out["initial_pull_100k_requests"] = int(pull100["requests"])
+        out["initial_pull_100k_seconds_inprocess"] = round(pull100["seconds"], 3)
+        out["initial_pull_100k_bytes_inprocess"] = int(pull100["bytes"])
+        out["initial_pull_100k_requests_inprocess"] = int(pull100["requests"])
     out["targets"] = {
         "push_bytes_per_field": "<= 120",
         "pull_bytes_per_field": "<= 120",
@@ -386,8 +393,292 @@ def _server_figures(out: dict[str, Any]) -> None:
 _engine_run = run
 
 
+# -- Through the real HTTP server ----------------------------------------------------------
+# The Litestar app served by uvicorn on loopback (tests.servers), on the embedded SQLite
+# default, with the demo data set; the phone is `sync.client` + `HttpTransport` (msgpack, gzip)
+# into its SQLite store. Bytes are HttpTransport's counters: request line, headers and body as
+# sent, status line, headers and (compressed) body as received.
+
+HTTP_PULL_LIMIT = 5000  # the server's `max_pull_limit`
+SEED_BATCH = 2000  # mutations per seeding push
+SEED_TX = 20_000  # records per seeding transaction
+
+
+def http_hazard(i: int, area_id: str) -> dict[str, Any]:
+    """A workload hazard placed in a demo area, so the admin and dispatch read it."""
+    return {**hazard(i), "area_id": area_id}
+
+
+SERVER_OWNED = ("reporter_id", "area_id", "created_at")
+
+
+def _seed_policy(session: Any, owned: dict[uuid.UUID, dict[str, Any]]) -> Any:
+    """The server's scopes (`ServerPolicy.record_scopes`) without its write rules; the
+    server-owned values (reporter, area, creation time) come from `owned` as the server's own
+    stamps. Seeding writes sync records only, like rows already in the change log."""
+    from server.domain.sync.policy import ServerPolicy
+
+    class SeedPolicy(ServerPolicy):
+        async def authorize(self, tx: Any, ctx: Any) -> None:
+            return None
+
+        async def server_fields(self, tx: Any, ctx: Any) -> dict[str, Any]:
+            return owned.pop(ctx.record_id, {})
+
+        async def on_applied(self, tx: Any, ctx: Any, record: Any, changed: set[str]) -> None:
+            return None
+
+    return SeedPolicy(session)
+
+
+async def seed_sync_records(url: str, n: int, area_id: str) -> float:
+    """Enter `n` hazards into the change log on the SQL storage through `SyncServer.push` in
+    batches of `SEED_BATCH` (`SEED_TX` per transaction); not part of any pull figure. Returns
+    the seeding time."""
+    from server.db import make_engine, make_sessionmaker
+    from server.domain.sync.storage import SqlStorage, drive
+
+    engine = make_engine(url)
+    sm = make_sessionmaker(engine)
+    hlc = HLC(SystemClock())
+    owned: dict[uuid.UUID, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    try:
+        for lo in range(0, n, SEED_TX):
+            hi = min(lo + SEED_TX, n)
+
+            def seed_part(s: Any, lo: int = lo, hi: int = hi) -> None:
+                server = SyncServer(SqlStorage(s), _seed_policy(s, owned), hlc=hlc)
+                for start in range(lo, hi, SEED_BATCH):
+                    muts = []
+                    for i in range(start, min(start + SEED_BATCH, hi)):
+                        rid, values = uuid.uuid4(), http_hazard(i, area_id)
+                        owned[rid] = {k: values.pop(k) for k in SERVER_OWNED}
+                        muts.append(
+                            Mutation(
+                                seq=i + 1,
+                                entity="hazard",
+                                id=rid,
+                                hlc=hlc.now(),
+                                op=Op.CREATE,
+                                fields=values,
+                            )
+                        )
+                    req = PushRequest(schema_version=1, device_id="bench-seed", mutations=muts)
+                    reply = drive(server.push(None, req))
+                    assert isinstance(reply, PushResponse)
+                    refused = [a.refusal for a in reply.acks if a.refusal is not None]
+                    assert not refused, refused[:3]
+
+            async with sm() as session, session.begin():
+                await session.run_sync(seed_part)
+    finally:
+        await engine.dispose()
+    return time.perf_counter() - t0
+
+
+async def seed_domain_hazards(url: str, n: int, area_id: uuid.UUID, reporter: uuid.UUID) -> None:
+    """Insert `n` hazard rows in a plain session (like the CLI seed): the server's start-up
+    backfill enters them into the change log."""
+    from schemas.common import Point
+    from server import geo
+    from server.db import make_engine, make_sessionmaker
+    from server.models import Hazard
+
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            for i in range(n):
+                session.add(
+                    Hazard(
+                        id=uuid.uuid4(),
+                        category="fire_exit",
+                        severity="high",
+                        description=f"Exit blocked #{i}",
+                        location=geo.point_to_db(
+                            Point(coordinates=(121.475 + i * 1e-6, 31.24 + i * 1e-6))
+                        ),
+                        status="reported",
+                        reporter_id=reporter,
+                        area_id=area_id,
+                    )
+                )
+    finally:
+        await engine.dispose()
+
+
+def login(base: str, username: str, device_id: str) -> str:
+    """A bearer token for a demo user."""
+    import httpx
+
+    from tests.conftest import DEMO_PASSWORD
+
+    r = httpx.post(
+        f"{base}/api/v1/auth/login",
+        json={"username": username, "password": DEMO_PASSWORD, "device_id": device_id},
+        timeout=30,
+    )
+    r.raise_for_status()
+    return str(r.json()["access_token"])
+
+
+def _serve(url: str, tmp: Path) -> Any:
+    """`serve_in_thread` for the app on `url` (no background jobs)."""
+    from server.app import create_app
+    from tests.conftest import make_settings
+    from tests.servers import serve_in_thread
+
+    settings = make_settings(url, tmp, background_jobs=False)
+    return serve_in_thread(create_app(settings))
+
+
+def _demo_database(tmp: Path) -> str:
+    from tests.conftest import fresh_database, seed_demo
+
+    url = fresh_database("sqlite", tmp)
+    seed_demo(url)
+    return url
+
+
+async def _http_initial_pull(base: str, token: str, db: Path) -> dict[str, float]:
+    from mobile.core.transport import HttpTransport
+
+    store = ClientStore(db, device_id="bench-phone")
+    transport = HttpTransport(base, token)
+    client = SyncClient(store, transport, pull_limit=HTTP_PULL_LIMIT)
+    try:
+        t0 = time.perf_counter()
+        await client.pull()
+        seconds = time.perf_counter() - t0
+        return {
+            "seconds": seconds,
+            "bytes": transport.bytes_sent + transport.bytes_received,
+            "bytes_received": transport.bytes_received,
+            "requests": transport.requests,
+            "hazards": len(store.all("hazard")),
+        }
+    finally:
+        await transport.aclose()
+        store.close()
+
+
+def http_initial_pull(n: int) -> dict[str, float]:
+    """A fresh admin phone pulls everything (`n` seeded hazards plus the demo data set) from
+    the real server over loopback HTTP; only the pull is timed."""
+    from server.demo import did
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        url = _demo_database(tmp)
+        seed_s = asyncio.run(seed_sync_records(url, n, str(did("area:huangpu"))))
+        with _serve(url, tmp) as base:
+            token = login(base, "admin", "bench-phone")
+            res = asyncio.run(_http_initial_pull(base, token, tmp / "phone.db"))
+    res["seed_seconds"] = seed_s
+    return res
+
+
+async def _http_steady(base: str, tokens: list[str], tmp: Path, n_mut: int) -> dict[str, float]:
+    from mobile.core.transport import HttpTransport
+
+    stores = [ClientStore(tmp / f"{d}.db", device_id=f"bench-{d}") for d in ("a", "b")]
+    transports = [HttpTransport(base, t) for t in tokens]
+    try:
+        clients = [
+            SyncClient(s, t, pull_limit=HTTP_PULL_LIMIT)
+            for s, t in zip(stores, transports, strict=True)
+        ]
+        for c in clients:
+            await c.sync_once()
+        a, b = clients
+        ta, tb = transports
+        held = stores[0].all("hazard")
+        mine = [r for r, v in held.items() if str(v.get("description", "")).startswith("Exit")]
+        targets = sorted(mine, key=str)[:n_mut]
+        for k, rid in enumerate(targets):
+            a.store.write("hazard", rid, {"status": "verified", "title": f"Checked {k}"})
+        ta.bytes_sent = ta.bytes_received = ta.requests = 0
+        pushed = await a.push()
+        push_bytes, push_requests = ta.bytes_sent + ta.bytes_received, ta.requests
+        tb.bytes_sent = tb.bytes_received = tb.requests = 0
+        await b.pull()
+        pull_bytes, pull_requests = tb.bytes_sent + tb.bytes_received, tb.requests
+        seen = sum(
+            1
+            for rid in targets
+            if (rec := stores[1].get("hazard", rid)) and rec.get("status") == "verified"
+        )
+    finally:
+        for t in transports:
+            await t.aclose()
+        for s in stores:
+            s.close()
+    return {
+        "push_bytes": push_bytes,
+        "push_requests": push_requests,
+        "pull_bytes": pull_bytes,
+        "pull_requests": pull_requests,
+        "accepted": float(getattr(pushed, "accepted", -1)),
+        "seen_by_b": seen,
+    }
+
+
+def http_steady_state(n_hazards: int = 1000, n_mut: int = 20) -> dict[str, float]:
+    """Two admin phones hold `n_hazards` hazards (domain rows, entered by the start-up
+    backfill); A changes `n_mut` hazards x 2 fields (status, title) and pushes, B pulls."""
+    from server.demo import did
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        url = _demo_database(tmp)
+        asyncio.run(
+            seed_domain_hazards(url, n_hazards, did("area:guizhoulu"), did("user:inspector1"))
+        )
+        with _serve(url, tmp) as base:
+            tokens = [login(base, "admin", f"bench-{d}") for d in ("a", "b")]
+            return asyncio.run(_http_steady(base, tokens, tmp, n_mut))
+
+
+def _http_figures(out: dict[str, Any]) -> None:
+    """The initial pull and the steady state through the real HTTP server."""
+    p10 = http_initial_pull(10_000)
+    assert p10["hazards"] >= 10_000, p10
+    out["initial_pull_10k_seconds"] = round(p10["seconds"], 3)
+    out["initial_pull_10k_bytes"] = int(p10["bytes"])
+    out["initial_pull_10k_requests"] = int(p10["requests"])
+    out["initial_pull_10k_hazards_held"] = int(p10["hazards"])
+    out["initial_pull_10k_seed_seconds"] = round(p10["seed_seconds"], 1)
+    p100 = http_initial_pull(100_000)
+    assert p100["hazards"] >= 100_000, p100
+    out["initial_pull_100k_seconds"] = round(p100["seconds"], 3)
+    out["initial_pull_100k_bytes"] = int(p100["bytes"])
+    out["initial_pull_100k_requests"] = int(p100["requests"])
+    out["initial_pull_100k_seed_seconds"] = round(p100["seed_seconds"], 1)
+    sample = [http_hazard(i, str(uuid.UUID(int=7))) for i in range(200)]
+    out["initial_pull_http_record_json_bytes_avg"] = round(
+        sum(len(json.dumps(h)) for h in sample) / 200, 1
+    )
+    out["initial_pull_http_note"] = (
+        "uvicorn on loopback, SQLite, demo data set + N hazards in the admin's scope; "
+        "fresh admin phone, HttpTransport msgpack+gzip, pull_limit 5000; bytes = socket "
+        "bytes incl. request/status lines and headers; seeding not timed"
+    )
+    n_fields = 20 * 2
+    st = http_steady_state(1000, 20)
+    out["push_bytes_per_field"] = round(st["push_bytes"] / n_fields, 1)
+    out["pull_bytes_per_field"] = round(st["pull_bytes"] / n_fields, 1)
+    out["steady_state_http_requests"] = {"push": st["push_requests"], "pull": st["pull_requests"]}
+    out["steady_state_http_seen_by_b"] = st["seen_by_b"]
+    out["steady_state_workload"] = (
+        "HTTP: two admin phones hold 1,000 hazards + demo data; A edits 20 hazards x 2 fields "
+        "(status, title) and pushes once; B pulls; socket bytes incl. headers / 40 fields"
+    )
+
+
 def run() -> dict[str, Any]:  # type: ignore[no-redef]
-    """Entry point for `python -m tests.bench sync`: engine figures plus the SQL server's."""
+    """Entry point for `python -m tests.bench sync`: engine figures, the SQL server's, and the
+    initial pull and steady state through the real HTTP server."""
     out = _engine_run()
     _server_figures(out)
+    _http_figures(out)
     return out
