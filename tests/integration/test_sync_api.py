@@ -322,3 +322,36 @@ def test_commit_to_pull_now_event_under_one_second(
     with serve_in_thread(create_app(settings)) as base:
         latency = asyncio.run(run(base))
     assert latency < 1.0, latency
+
+
+def test_sync_is_not_a_way_around_the_hazard_rules(client: TestClient[Any], auth: Sessions) -> None:
+    """Values REST cannot read back and evidence-free hazard steps are refused, typed."""
+    rid = uuid.uuid4()
+    h = hlc()
+    created = new_hazard_fields(enterprise_id=str(f.did("enterprise:bund-mall")))
+    first = push(
+        client,
+        auth("inspector1"),
+        "rules-1",
+        [Mutation(seq=1, entity="hazard", id=rid, hlc=h, op=Op.CREATE, fields=created)],
+    )
+    assert first.acks[0].refusal is None, first.acks[0]
+    bad = push(
+        client,
+        auth("enterprise1"),
+        "rules-2",
+        [
+            Mutation(seq=1, entity="hazard", id=rid, hlc=h + 1, fields={"severity": "sa"}),
+            Mutation(seq=2, entity="hazard", id=rid, hlc=h + 2, fields={"status": "verified"}),
+            Mutation(seq=3, entity="hazard", id=rid, hlc=h + 3, fields={"severity": "low"}),
+        ],
+    )
+    codes = [(a.refusal.code, a.refusal.field) if a.refusal else a.status for a in bad.acks]
+    assert codes == [
+        (Reason.INVALID_VALUE, "severity"),
+        (Reason.RULE, "status"),
+        AckStatus.ACCEPTED,
+    ]
+    got = client.get(f"/api/v1/hazards/{rid}", headers=auth("dispatcher"))
+    assert got.status_code == 200
+    assert (got.json()["severity"], got.json()["status"]) == ("low", "reported")

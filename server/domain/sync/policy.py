@@ -2,8 +2,10 @@
 
 - `authorize` refuses what REST would refuse: a row the user cannot see (`server.scope.visible`),
   a field their role may not change, a status step that is not theirs (only dispatch cancels or
-  re-assigns a task, only its assignee moves it along; hazard steps by role), an incomplete new
-  hazard. Illegal jumps and stale statuses are the merge's job (`schemas.states` machines).
+  re-assigns a task, only its assignee moves it along), a value REST would not accept (enum
+  members, coordinates: `_FIELD_TYPES`), an incomplete new hazard, and any hazard status step:
+  those need evidence that only `POST /api/v1/hazards/{id}/transitions` checks. Illegal jumps
+  and stale statuses are the merge's job (`schemas.states` machines).
 - `server_fields` stamps what the server owns: reporter, grid and area (from the location),
   creation time.
 - `record_scopes` puts a record in scopes from its own values (see `SCOPES` below);
@@ -22,11 +24,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from schemas.common import Role
+from schemas.common import AccuracyM, Name, Point, Priority, Role, Text
+from schemas.hazards import HazardCategory, Severity
 from schemas.ids import uuid7
+from schemas.states import TaskStatus
 from schemas.sync import Op, Reason, Refusal
 from server import audit, geo
 from server.auth.principal import Principal
@@ -56,15 +61,33 @@ SF = "status"
 _TASK_DISPATCH_MOVES = {"cancelled", "assigned"}
 _TASK_ASSIGNEE_FIELDS = {"status", "timeline"}
 _HAZARD_REQUIRED = ("category", "severity", "location")
-# Hazard steps by role (REST's rules, simplified): inspectors and dispatch run the loop,
-# enterprise staff report their rectification.
-_HAZARD_STEPS: dict[Role, set[str] | None] = {
-    Role.ADMIN: None,
-    Role.DISPATCHER: None,
-    Role.INSPECTOR: None,
-    Role.ENTERPRISE_STAFF: {"rectified"},
-    Role.RESPONDER: set(),
+
+
+# The REST types of the fields a device may write into domain rows: a pushed value must be one
+# REST would accept, or the row would hold what REST cannot read back.
+_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "hazard": {
+        "category": HazardCategory,
+        "severity": Severity,
+        "description": Text,
+        "location": Point,
+        "accuracy_m": AccuracyM | None,
+        "enterprise_id": uuid.UUID | None,
+    },
+    "task": {"status": TaskStatus, "priority": Priority, "title": Name, "location": Point},
 }
+
+
+def _invalid_value(ctx: WriteContext) -> Refusal | None:
+    types = _FIELD_TYPES.get(ctx.spec.name, {})
+    values = ctx.proposed.values()
+    for name in ctx.fields:
+        if name in types:
+            try:
+                msgspec.convert(values.get(name), types[name], strict=False)
+            except msgspec.ValidationError as exc:
+                return _refuse(Reason.INVALID_VALUE, str(exc), name)
+    return None
 
 
 def _refuse(code: Reason, message: str, field: str = "") -> Refusal:
@@ -176,6 +199,8 @@ class ServerPolicy:
         """REST's rules for a device write; None allows it."""
         p = cast(Principal, ctx.user)
         key = (ctx.spec.name, ctx.record_id)
+        if (bad := _invalid_value(ctx)) is not None:
+            return bad
         match ctx.spec.name:
             case "task":
                 return self._authorize_task(p, ctx, key)
@@ -233,12 +258,14 @@ class ServerPolicy:
             if ctx.op is Op.DELETE and not (p.has(*_DISPATCH) or row.reporter_id == p.user_id):
                 return _refuse(Reason.FORBIDDEN, "only the reporter or dispatch deletes")
         if "status" in ctx.changed:
-            allowed = _HAZARD_STEPS.get(p.role, set())
-            new = ctx.proposed.fields["status"].value
-            if allowed is not None and new not in allowed:
-                return _refuse(
-                    Reason.FORBIDDEN, f"{p.role} cannot move a hazard to {new}", "status"
-                )
+            # Each step needs its role and evidence (after-photos, an assignee and deadline, a
+            # reason): only POST /api/v1/hazards/{id}/transitions checks them all, and it is
+            # idempotent by step id with the phone's time, so a phone queues steps there.
+            return _refuse(
+                Reason.RULE,
+                "hazard steps go through POST /api/v1/hazards/{id}/transitions",
+                "status",
+            )
         return None
 
     async def server_fields(self, tx: SyncTx, ctx: WriteContext) -> dict[str, Any]:
