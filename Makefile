@@ -8,7 +8,7 @@ PORT ?= $(or $(LIANDONG_PORT),8000)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run test lint typecheck layers pytest bench lock clean pg-start
+.PHONY: help setup run test lint typecheck layers pytest bench lock clean
 
 help:
 	@echo "make run    set up, migrate var/liandong.db, load demo data, serve on :$(PORT)"
@@ -47,9 +47,11 @@ pytest: setup
 
 test: lint typecheck layers pytest
 
+# PostGIS figures (sync server apply, push latency) use the same database set-up as the tests.
 bench: setup
 	@mkdir -p var/bench
-	$(BIN)/python -m tests.bench
+	@url="$${LIANDONG_TEST_PG_URL:-$$(bash infra/pg_test_env.sh)}"; \
+	LIANDONG_TEST_PG_URL="$$url" $(BIN)/python -m tests.bench $(BENCH)
 
 lock:
 	.tools/bin/uv lock
