@@ -20,13 +20,20 @@ the in-process ones above are kept with an `_inprocess` suffix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from schemas.sync import (
     Mutation,
@@ -532,6 +539,42 @@ def _serve(url: str, tmp: Path) -> Any:
     return serve_in_thread(create_app(settings))
 
 
+@contextlib.contextmanager
+def _serve_process(url: str, tmp: Path) -> Iterator[str]:
+    """The real `liandong serve` in its own process, as in production: the phone and the server
+    must not share one interpreter lock, or the figure adds their CPU time together."""
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
+    env.update(
+        {
+            "LIANDONG_DATABASE_URL": url,
+            "LIANDONG_VAR_DIR": str(tmp),
+            "LIANDONG_PORT": str(port),
+            "LIANDONG_BACKGROUND_JOBS": "0",
+            "LIANDONG_LOG_LEVEL": "warning",
+        }
+    )
+    exe = str(Path(sys.executable).parent / "liandong")
+    proc = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("bench server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def _demo_database(tmp: Path) -> str:
     from tests.conftest import fresh_database, seed_demo
 
@@ -571,7 +614,7 @@ def http_initial_pull(n: int) -> dict[str, float]:
         tmp = Path(tmp_s)
         url = _demo_database(tmp)
         seed_s = asyncio.run(seed_sync_records(url, n, str(did("area:huangpu"))))
-        with _serve(url, tmp) as base:
+        with _serve_process(url, tmp) as base:
             token = login(base, "admin", "bench-phone")
             res = asyncio.run(_http_initial_pull(base, token, tmp / "phone.db"))
     res["seed_seconds"] = seed_s
