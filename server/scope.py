@@ -42,11 +42,7 @@ def _unit_area(p: Principal) -> Any:
 
 def home_area_subtree(p: Principal) -> Any:
     """The areas a user's work covers: their own area, else their organisation's."""
-    if p.area_id is not None:
-        return _area_subtree(p.area_id)
-    root = _unit_area(p)
-    root_path = select(AdminArea.path).where(AdminArea.id == root).scalar_subquery()
-    return select(AdminArea.id).where(AdminArea.path.startswith(root_path, autoescape=False))
+    return _area_subtree(p.area_id if p.area_id is not None else _unit_area(p))
 
 
 def _my_grids(p: Principal) -> Any:

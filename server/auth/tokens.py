@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import Exists, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.ids import uuid7
@@ -142,15 +142,10 @@ async def rotate_refresh(
     return user, new_token, family
 
 
-async def session_active(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> bool:
-    """True while the family has an unrevoked, unexpired refresh token."""
-    found = await session.execute(
-        select(RefreshToken.id)
-        .where(
-            RefreshToken.family_id == family_id,
-            RefreshToken.revoked_at.is_(None),
-            RefreshToken.expires_at > now,
-        )
-        .limit(1)
+def live_session(family_id: uuid.UUID, now: datetime) -> Exists:
+    """SQL: the family still has an unrevoked, unexpired refresh token (the session is live)."""
+    return exists().where(
+        RefreshToken.family_id == family_id,
+        RefreshToken.revoked_at.is_(None),
+        RefreshToken.expires_at > now,
     )
-    return found.first() is not None

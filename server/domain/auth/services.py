@@ -16,7 +16,7 @@ from server.auth import tokens
 from server.auth.passwords import hash_password, verify_password
 from server.auth.principal import Principal
 from server.config import Settings
-from server.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from server.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from server.models import Device, LoginFailure, User, utcnow
 
 
@@ -191,6 +191,3 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     if row is None:
         raise NotFound(f"no user {user_id}")
     return row
-
-
-__all__ = ["LoginRefused", "Unauthenticated"]
