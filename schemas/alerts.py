@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from schemas.common import Area, Input, Name, Output, Text
+from schemas.common import Area, AwareTime, Input, Name, Output, Text
 
 
 class AlertColor(enum.StrEnum):
@@ -97,6 +97,6 @@ class AlertCreate(Input):
     description: Text | None = None
     instruction: Text | None = None
     language: str = "zh-CN"
-    expires: datetime | None = None
+    expires: AwareTime | None = None
     severity: CapSeverity | msgspec.UnsetType = msgspec.UNSET
     id: uuid.UUID | None = None

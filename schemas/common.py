@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -11,6 +12,9 @@ Lon = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0, description="WGS-84 lon
 Lat = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0, description="WGS-84 latitude")]
 Position = tuple[Lon, Lat]
 Ring = Annotated[list[Position], msgspec.Meta(min_length=4, max_length=10_000)]
+# Every time a client sends must carry its zone: stored times are UTC, and a naive time would be
+# guessed. msgspec refuses a naive value at decode, naming the field.
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with a zone")]
 Text = Annotated[str, msgspec.Meta(max_length=4000)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 AccuracyM = Annotated[float, msgspec.Meta(ge=0.0, le=100_000.0)]

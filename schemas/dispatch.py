@@ -9,7 +9,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import AccuracyM, Input, Name, Output, Point, Polygon, Priority, Text
+from schemas.common import AccuracyM, AwareTime, Input, Name, Output, Point, Polygon, Priority, Text
 from schemas.states import IncidentStatus, TaskStatus
 
 Level = Annotated[
@@ -139,7 +139,7 @@ class TaskCreate(Input):
     incident_id: uuid.UUID | None = None
     description: Text | None = None
     priority: Priority = Priority.NORMAL
-    deadline: datetime | None = None
+    deadline: AwareTime | None = None
     assignee_user_id: uuid.UUID | None = None
     assignee_unit_id: uuid.UUID | None = None
     id: uuid.UUID | None = None
@@ -152,7 +152,7 @@ class TaskPatch(Input):
     description: Text | msgspec.UnsetType | None = msgspec.UNSET
     location: Point | msgspec.UnsetType = msgspec.UNSET
     priority: Priority | msgspec.UnsetType = msgspec.UNSET
-    deadline: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    deadline: AwareTime | msgspec.UnsetType | None = msgspec.UNSET
     assignee_user_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
     assignee_unit_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
 
@@ -165,7 +165,7 @@ class TaskTransition(Input):
     location: Point | None = None
     accuracy_m: AccuracyM | None = None
     note: Text | None = None
-    at: datetime | None = None
+    at: AwareTime | None = None
     id: uuid.UUID | None = None
 
 
@@ -174,7 +174,7 @@ class PositionReport(Input):
 
     location: Point
     accuracy_m: AccuracyM | None = None
-    at: datetime | None = None
+    at: AwareTime | None = None
     device_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 

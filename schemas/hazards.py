@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.common import AccuracyM, Input, Output, Point, Text
+from schemas.common import AccuracyM, AwareTime, Input, Output, Point, Text
 from schemas.media import MediaStatus, Sha256
 from schemas.states import HazardStatus
 
@@ -112,7 +112,7 @@ class HazardCreate(Input):
     photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
     id: uuid.UUID | None = None
     photo_sha256: list[Sha256] = msgspec.field(default_factory=list)
-    reported_at: datetime | None = None
+    reported_at: AwareTime | None = None
 
 
 class HazardPatch(Input):
@@ -139,8 +139,8 @@ class HazardTransition(Input):
     photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
     assignee_enterprise_id: uuid.UUID | None = None
     assignee_org_id: uuid.UUID | None = None
-    deadline: datetime | None = None
-    at: datetime | None = None
+    deadline: AwareTime | None = None
+    at: AwareTime | None = None
     id: uuid.UUID | None = None
 
 

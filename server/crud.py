@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -153,12 +155,21 @@ async def get_visible(
     return row
 
 
+def require_aware(**times: datetime | None) -> None:
+    """Query-string times must carry their zone (bodies are checked by `AwareTime` at decode)."""
+    for name, value in times.items():
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} must carry a time zone", field=name)
+
+
 def apply_patch(row: Any, data: msgspec.Struct, names: Sequence[str]) -> dict[str, Any]:
-    """Copy the fields of `names` that the patch actually sent onto `row`; return them."""
+    """Copy the fields of `names` that the patch actually sent onto `row` (enums as their
+    stored value); return them."""
     changed: dict[str, Any] = {}
     for name in names:
         value = getattr(data, name)
         if value is not msgspec.UNSET:
+            value = value.value if isinstance(value, enum.Enum) else value
             setattr(row, name, value)
             changed[name] = value
     return changed

@@ -146,3 +146,20 @@ def test_moving_a_record_moves_its_area_but_not_out_of_the_dispatchers(
         "021-1",
         "复兴公园应急避难场所 Fuxing Park shelter",
     )
+
+
+def test_patches_store_enum_values(client: TestClient[Any], auth: Sessions) -> None:
+    d = auth("dispatcher")
+    task = client.post("/api/v1/tasks", headers=d, json=f.task()).json()
+    r = client.patch(f"/api/v1/tasks/{task['id']}", headers=d, json={"priority": "urgent"})
+    assert r.status_code == 200 and r.json()["priority"] == "urgent"
+    assert client.get(f"/api/v1/tasks/{task['id']}", headers=d).json()["priority"] == "urgent"
+    hz = client.post("/api/v1/hazards", headers=auth("inspector1"), json=f.hazard()).json()
+    r = client.patch(
+        f"/api/v1/hazards/{hz['id']}",
+        headers=auth("inspector1"),
+        json={"severity": "critical", "category": "electrical"},
+    )
+    assert r.status_code == 200, r.text
+    again = client.get(f"/api/v1/hazards/{hz['id']}", headers=d).json()
+    assert (again["severity"], again["category"]) == ("critical", "electrical")

@@ -156,3 +156,25 @@ def test_client_chosen_id_that_is_taken_is_a_conflict(
     assert problem["errors"][0]["field"] == "id"
     shelter = f.resource(id=str(f.did("shelter:peoples-square")))
     _problem(client.post("/api/v1/resources", headers=auth("admin"), json=shelter), 409)
+
+
+def test_times_without_a_zone_are_refused_at_decode(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d = auth("dispatcher")
+    task = client.post("/api/v1/tasks", headers=d, json=f.task()).json()
+    naive = "2026-12-01T08:00:00"
+    for method, url, body, field in (
+        ("PATCH", f"/api/v1/tasks/{task['id']}", {"deadline": naive}, "deadline"),
+        ("POST", "/api/v1/tasks", f.task(deadline=naive), "deadline"),
+        ("POST", "/api/v1/alerts", f.alert(expires=naive), "expires"),
+        (
+            "POST",
+            f"/api/v1/tasks/{task['id']}/transitions",
+            {"to_status": "cancelled", "at": naive},
+            "at",
+        ),
+    ):
+        problem = _problem(client.request(method, url, headers=d, json=body), 400)
+        assert problem["errors"][0]["field"] == field, (url, problem)
+    assert client.get(f"/api/v1/tasks/{task['id']}", headers=d).json()["deadline"] is None

@@ -175,14 +175,7 @@ async def announce_assignment(
     )
     session.add(event)
     await session.flush()
-    event_id = f"task.assigned:{event.id}"
-    await enqueue_for_units(
-        session,
-        [task.assignee_unit_id] if task.assignee_unit_id else [],
-        [task.assignee_user_id] if task.assignee_user_id else [],
-        event_id=event_id,
-        message=task_message(task, event_id, "task.assigned"),
-    )
+    await notify_assignees(session, task, "task.assigned", f"task.assigned:{event.id}")
     return event
 
 

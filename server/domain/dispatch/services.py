@@ -24,7 +24,6 @@ from server.crud import apply_patch
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
-    OPEN_STATUSES,
     DispatchPolicy,
     announce_assignment,
     notify_assignees,
@@ -228,8 +227,6 @@ async def create_task(
         if incident is None or incident.deleted_at is not None:
             raise InvalidInput("no such incident", field="incident_id")
     await _check_assignees(session, data.assignee_user_id, data.assignee_unit_id)
-    if data.deadline is not None and data.deadline.tzinfo is None:
-        raise InvalidInput("deadline must carry a time zone", field="deadline")
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
     await ensure_in_my_area(session, p, area_id, "task location")
@@ -281,10 +278,10 @@ async def patch_task(
     await ensure_in_my_area(session, p, row.area_id, "task")
     before = (row.assignee_user_id, row.assignee_unit_id)
     changed = apply_patch(
-        row, data, ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id")
+        row,
+        data,
+        ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id", "priority"),
     )
-    if data.priority is not msgspec.UNSET:
-        row.priority = changed["priority"] = data.priority.value
     if data.location is not msgspec.UNSET:
         await relocate(session, p, row, data.location, "task location")
         changed["location"] = data.location.coordinates
@@ -348,8 +345,6 @@ async def transition_task(
     if new is TaskStatus.DECLINED and not data.note:
         raise InvalidInput("declining needs a reason in note", field="note")
     at = data.at or utcnow()
-    if at.tzinfo is None:
-        raise InvalidInput("at must carry a time zone", field="at")
     if new is TaskStatus.ASSIGNED:
         # Dispatch sends a declined task out again (to the same assignee; PATCH assignee_* to
         # choose another): a fresh accept window and a new push.
@@ -409,8 +404,6 @@ async def record_position(
     """Keep the user's last known position; an older fix (sent late from offline) never
     overwrites a newer one."""
     at = data.at or utcnow()
-    if at.tzinfo is None:
-        raise InvalidInput("at must carry a time zone", field="at")
     row = await session.get(ResponderPosition, p.user_id)
     if row is None:
         row = ResponderPosition(user_id=p.user_id, at=at)
@@ -441,11 +434,6 @@ async def incident_timeline(
     if task_filter is not None:
         stmt = stmt.where(task_filter)
     return list((await session.execute(stmt)).scalars())
-
-
-def is_open(row: Task) -> bool:
-    """Still being worked on (not completed or cancelled)."""
-    return row.status in OPEN_STATUSES
 
 
 async def task_timeline(session: AsyncSession, task_id: uuid.UUID) -> list[TaskEvent]:

@@ -16,9 +16,8 @@ from schemas.states import HazardStatus
 from server import crud
 from server.auth.principal import Principal
 from server.config import Settings
-from server.crud import ListQuery, Page, provide_list_query
+from server.crud import ListQuery, Page, provide_list_query, require_aware
 from server.domain.hazards import services as svc
-from server.errors import InvalidInput
 from server.models import Hazard
 
 
@@ -41,9 +40,7 @@ def _filters(
     rectify_org_id: uuid.UUID | None = None,
     overdue: bool | None = None,
 ) -> list[Any]:
-    for name, value in (("created_from", created_from), ("created_to", created_to)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidInput(f"{name} must carry a time zone", field=name)
+    require_aware(created_from=created_from, created_to=created_to)
     filters: list[Any] = []
     if status:
         filters.append(Hazard.status == status.value)

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +25,7 @@ from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, geo
 from server.auth.principal import Principal
+from server.crud import apply_patch
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
 from server.errors import Conflict, Forbidden, InvalidInput
@@ -228,12 +228,6 @@ async def one_out(
     return (await hazards_out(session, [(row, None)], policy))[0]
 
 
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInput(f"{field} must carry a time zone", field=field)
-    return value.astimezone(UTC) if value is not None else None
-
-
 async def _resolve_photos(
     session: AsyncSession,
     p: Principal,
@@ -299,7 +293,7 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
             if existing.reporter_id != p.user_id:
                 raise Conflict("a hazard with this id already exists", field="id")
             return existing
-    reported_at = _aware(data.reported_at, "reported_at")
+    reported_at = data.reported_at
     enterprise_id = data.enterprise_id
     if p.role is Role.ENTERPRISE_STAFF:
         mine = (
@@ -365,12 +359,7 @@ async def patch_hazard(
     is_dispatch = p.has(Role.ADMIN, Role.DISPATCHER)
     if not is_dispatch and not (row.reporter_id == p.user_id and row.status == "reported"):
         raise Forbidden("only the reporter (before verification) or dispatch corrects a hazard")
-    changed: dict[str, Any] = {}
-    for name in ("category", "severity", "description"):
-        value = getattr(data, name)
-        if value is not msgspec.UNSET:
-            setattr(row, name, value.value if hasattr(value, "value") else value)
-            changed[name] = value
+    changed = apply_patch(row, data, ("category", "severity", "description"))
     await session.flush()
     audit.record(session, p, "update", "hazard", row.id, **changed)
     return row
@@ -432,7 +421,7 @@ async def _authorise(session: AsyncSession, p: Principal, row: Hazard, new: Haza
 async def _assignment(
     session: AsyncSession, row: Hazard, data: s.HazardTransition, now: datetime
 ) -> dict[str, Any]:
-    deadline = _aware(data.deadline, "deadline")
+    deadline = data.deadline
     if deadline is None:
         raise InvalidInput("assigning a rectification needs a deadline", field="deadline")
     if deadline <= now:
@@ -486,7 +475,7 @@ async def transition_hazard(
         )
     await _authorise(session, p, row, new)
     now = utcnow()
-    at = _aware(data.at, "at") or now
+    at = data.at or now
     note = (data.note or "").strip() or None
     if new in (H.REJECTED, H.REOPENED) and not note:
         raise InvalidInput(f"{new} needs a reason in note", field="note")

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import stats as s
 from schemas.common import Role
 from server.auth.principal import Principal
+from server.crud import require_aware
 from server.domain.stats import services as svc
-from server.errors import InvalidInput
 from server.models import utcnow
 from server.scope import require
 
@@ -39,9 +39,7 @@ def _wants_csv(request: Request[Any, Any, Any], fmt: Format | None) -> bool:
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime | None]:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidInput(f"{name} must carry a time zone", field=name)
+    require_aware(since=since, until=until)
     return since or svc.since_default(utcnow()), until
 
 
