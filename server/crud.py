@@ -77,6 +77,15 @@ async def provide_list_query(
     )
 
 
+def live_visible(principal: Principal, model: type[Any], *filters: Any) -> list[Any]:
+    """WHERE conditions for rows of `model` that are not deleted and `principal` may see."""
+    conds: list[Any] = [model.deleted_at.is_(None), *filters]
+    scope = visible(principal, model)
+    if scope is not None:
+        conds.append(scope)
+    return conds
+
+
 def _encode_cursor(key: float | None, ident: uuid.UUID) -> str:
     raw = msgspec.msgpack.encode([key, ident.bytes])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -107,10 +116,7 @@ async def list_page(
     dialect = dialect_of(session)
     column = getattr(model, geom_attr)
     ident = model.id  # type: ignore[attr-defined]
-    conds: list[Any] = [model.deleted_at.is_(None), *filters]  # type: ignore[attr-defined]
-    scope = visible(principal, model)
-    if scope is not None:
-        conds.append(scope)
+    conds = live_visible(principal, model, *filters)
     if query.bbox is not None:
         conds.append(geo.in_box(dialect, column, query.bbox))
     if query.within is not None:
@@ -145,10 +151,7 @@ async def get_visible(
     session: AsyncSession, principal: Principal, model: type[M], ident: uuid.UUID
 ) -> M:
     """The record, if it exists, is not deleted, and the principal may see it; else NotFound."""
-    conds: list[Any] = [model.id == ident, model.deleted_at.is_(None)]  # type: ignore[attr-defined]
-    scope = visible(principal, model)
-    if scope is not None:
-        conds.append(scope)
+    conds = live_visible(principal, model, model.id == ident)  # type: ignore[attr-defined]
     row = (await session.execute(select(model).where(*conds))).scalar_one_or_none()
     if row is None:
         raise NotFound(f"no {model.__tablename__[:-1]} {ident}")  # type: ignore[attr-defined]

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import checks as s
 from schemas.common import Role
 from server.auth.principal import Principal
-from server.crud import get_visible
+from server.crud import get_visible, live_visible
 from server.domain.checks import services as svc
 from server.models import CheckSubmission, CheckTemplate
-from server.scope import require, visible
+from server.scope import require
 
 
 class CheckTemplateController(Controller):
@@ -76,10 +76,7 @@ class CheckSubmissionController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> list[s.CheckSubmission]:
         """Submissions the user may see, newest first."""
-        stmt = select(CheckSubmission).where(CheckSubmission.deleted_at.is_(None))
-        scope = visible(request.user, CheckSubmission)
-        if scope is not None:
-            stmt = stmt.where(scope)
+        stmt = select(CheckSubmission).where(*live_visible(request.user, CheckSubmission))
         if week:
             stmt = stmt.where(CheckSubmission.week == week)
         if enterprise_id:

@@ -25,7 +25,7 @@ from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch
+from server.crud import apply_patch, live_visible
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
 from server.errors import Conflict, Forbidden, InvalidInput
@@ -40,7 +40,6 @@ from server.models import (
     Organisation,
     utcnow,
 )
-from server.scope import visible
 
 DISPATCH = (Role.ADMIN, Role.DISPATCHER)
 EARTH_RADIUS_M = 6_371_008.8
@@ -632,11 +631,7 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
 
 
 def _scoped(p: Principal, filters: Sequence[Any]) -> list[Any]:
-    conds: list[Any] = [Hazard.deleted_at.is_(None), *filters]
-    scope = visible(p, Hazard)
-    if scope is not None:
-        conds.append(scope)
-    return conds
+    return live_visible(p, Hazard, *filters)
 
 
 async def stats(session: AsyncSession, p: Principal, filters: Sequence[Any]) -> s.HazardStats:

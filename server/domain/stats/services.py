@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import stats as s
 from schemas.states import TaskStatus
 from server.auth.principal import Principal
+from server.crud import live_visible
 from server.domain.dispatch.assign import OPEN_STATUSES
 from server.models import Incident, Organisation, Task, TaskEvent, User
-from server.scope import visible
 
 
 def period_start(at: datetime, period: s.Period) -> str:
@@ -55,11 +55,8 @@ async def incident_counts(
 ) -> list[s.IncidentCount]:
     """Incidents the user may see, counted by period, type and level."""
     stmt = select(Incident.created_at, Incident.type, Incident.level).where(
-        Incident.deleted_at.is_(None)
+        *live_visible(p, Incident)
     )
-    cond = visible(p, Incident)
-    if cond is not None:
-        stmt = stmt.where(cond)
     if since is not None:
         stmt = stmt.where(Incident.created_at >= since)
     if until is not None:
@@ -99,11 +96,8 @@ async def response_times(
     """
     kind = _unit_kind_column()
     stmt = select(Task.id, Task.dispatched_at, kind).where(  # type: ignore[call-overload]
-        Task.deleted_at.is_(None), Task.dispatched_at.is_not(None)
+        *live_visible(p, Task, Task.dispatched_at.is_not(None))
     )
-    cond = visible(p, Task)
-    if cond is not None:
-        stmt = stmt.where(cond)
     if since is not None:
         stmt = stmt.where(Task.dispatched_at >= since)
     if until is not None:
@@ -150,16 +144,13 @@ async def flagged_tasks(
 ) -> list[s.TaskFlag]:
     """Open tasks past their deadline (`overdue`) or flagged by escalation (`escalated`)."""
     kind = _unit_kind_column()
-    stmt = select(Task, kind).where(Task.deleted_at.is_(None))  # type: ignore[call-overload]
+    stmt = select(Task, kind).where(*live_visible(p, Task))  # type: ignore[call-overload]
     if which == "overdue":
         stmt = stmt.where(
             Task.deadline.is_not(None), Task.deadline < now, Task.status.in_(OPEN_STATUSES)
         )
     else:
         stmt = stmt.where(Task.escalated_at.is_not(None))
-    cond = visible(p, Task)
-    if cond is not None:
-        stmt = stmt.where(cond)
     rows = await session.execute(stmt.order_by(Task.created_at).limit(5000))
     return [
         s.TaskFlag(
