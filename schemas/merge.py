@@ -237,11 +237,6 @@ class EntitySpec:
     scope_doc: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def field_rule(self, name: str) -> FieldRule | None:
-        """The rule of field `name`, or None when the entity has no such field."""
-        spec = self.fields.get(name)
-        return spec.rule if spec is not None else None
-
 
 class Registry:
     """Name -> EntitySpec. The engine looks entities up here and nowhere else."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SPATIALITE = os.environ.get("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
@@ -70,7 +71,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
-def dialect_of(session: AsyncSession) -> str:
+def dialect_of(session: AsyncSession | Session) -> str:
     """The backend's dialect name ('sqlite' or 'postgresql') of a bound session."""
     bind = session.bind
     if bind is None:

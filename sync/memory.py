@@ -291,12 +291,3 @@ class MemoryStorage:
     def outcomes(self) -> dict[tuple[str, int], Ack]:
         """All stored mutation outcomes."""
         return dict(self._state.outcomes)
-
-    def members_of(self, scope: str) -> set[tuple[str, UUID]]:
-        """Live members of a scope."""
-        s = self._state
-        return {
-            k
-            for k, m in s.members.get(scope, {}).items()
-            if m.left is None and not s.records[k].deleted
-        }

@@ -480,11 +480,6 @@ class ClientStore:
                 self._recompute(entity, rid)
         return len(rows)
 
-    def reset_scope(self, scope: str) -> None:
-        """Re-fetch `scope` from scratch on the next pull (after a checksum mismatch)."""
-        with self._tx():
-            self._reset(scope)
-
     def _reset(self, scope: str) -> None:
         # The stored checksum may be what went wrong: recompute it from the members, which
         # the re-fetch then refreshes (or drops, if the server no longer has them).

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from schemas.sync import Op
 from server.domain.sync.events import Broker
 from server.domain.sync.mapping import (
+    BY_ENTITY,
     BY_MODEL,
     MAPPED,
     fields_of,
@@ -112,7 +113,7 @@ def _before_commit(session: Session) -> None:
     for (entity, rid), entry in sorted(pending.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         row: Record | None = entry.get("row")
         if row is None:
-            row = session.get(_model(entity), rid)
+            row = session.get(BY_ENTITY[entity].model, rid)
             if row is None:
                 continue
         if entry.get("gone") or row.deleted_at is not None:
@@ -123,10 +124,6 @@ def _before_commit(session: Session) -> None:
         if entry["items"]:
             values["timeline"] = entry["items"]
         drive(server.server_write(tx, entity, rid, values, op=Op.CREATE))
-
-
-def _model(entity: str) -> type[Record]:
-    return next(m.model for m in MAPPED if m.entity == entity)
 
 
 @event.listens_for(SyncedSession, "after_commit")

@@ -52,8 +52,3 @@ class Broker:
             hit = sub.scopes & changed
             if hit:
                 sub.offer(hit)
-
-    @property
-    def listeners(self) -> int:
-        """How many subscriptions are open."""
-        return len(self._subs)

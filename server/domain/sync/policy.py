@@ -35,6 +35,7 @@ from schemas.states import TaskStatus
 from schemas.sync import Op, Reason, Refusal
 from server import audit, geo
 from server.auth.principal import Principal
+from server.db import dialect_of
 from server.domain.sync.mapping import BY_ENTITY, apply_fields, iso, parse_time, point_db, uid
 from server.domain.sync.storage import mark_skip
 from server.errors import Forbidden
@@ -57,7 +58,6 @@ APPLY_DOMAIN = "sync_apply_domain"
 """`session.info` flag: server writes (conflict resolutions) also update the domain row."""
 
 _DISPATCH = (Role.ADMIN, Role.DISPATCHER)
-SF = "status"
 _TASK_DISPATCH_MOVES = {"cancelled", "assigned"}
 _TASK_ASSIGNEE_FIELDS = {"status", "timeline"}
 _HAZARD_REQUIRED = ("category", "severity", "location")
@@ -103,7 +103,7 @@ class ServerPolicy:
 
     def __init__(self, session: Session) -> None:
         self.s = session
-        self.dialect = session.get_bind().dialect.name
+        self.dialect = dialect_of(session)
         self._created: set[tuple[str, uuid.UUID]] = set()
 
     # -- scopes -------------------------------------------------------------------------
@@ -422,6 +422,6 @@ def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:
     if mapped is None:
         return
     stmt = select(mapped.model).where(mapped.model.id.in_(list(ids)))
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         stmt = stmt.with_for_update()
     session.execute(stmt).scalars().all()

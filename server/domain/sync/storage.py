@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schemas.sync import Ack, Conflict
+from server.db import dialect_of
 from server.models import (
     SyncChecksum,
     SyncCommit,
@@ -81,7 +82,7 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
@@ -104,7 +105,7 @@ class SqlTx:
 
     def __init__(self, session: Session, lock: Lock | None = None) -> None:
         self.s = session
-        self.pg = session.get_bind().dialect.name == "postgresql"
+        self.pg = dialect_of(session) == "postgresql"
         self._lock = lock
         # Scopes each record held when loaded here: save_records needs them for evictions.
         self._scopes: dict[tuple[str, UUID], frozenset[str]] = {}
