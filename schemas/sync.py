@@ -7,6 +7,11 @@ here is `array_like`.
 
 Encoding: msgpack (`application/msgpack`, UUIDs as 16-byte bin) or JSON (`application/json`,
 UUIDs as canonical strings). Use the module-level encoders/decoders below.
+
+The per-record structs are `gc=False`: they hold decoded data only and never take part in a
+reference cycle, so the cyclic garbage collector need not track them. A 5,000-record page
+allocates tens of thousands of them; tracked, they trigger repeated full collections over the
+server's whole heap (measured: about 60% of the time spent building a page).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class Op(enum.StrEnum):
     DELETE = "d"
 
 
-class Mutation(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Mutation(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One local write: field-level changes to one record, sharing one HLC and mutation seq.
 
     `seq` is the device's own monotonic mutation number; the server deduplicates on
@@ -63,7 +68,7 @@ class Mutation(msgspec.Struct, kw_only=True, omit_defaults=True):
         ]
 
 
-class FieldChange(msgspec.Struct, kw_only=True):
+class FieldChange(msgspec.Struct, kw_only=True, gc=False):
     """A single field change: the unit the merge rules reason about (never sent alone)."""
 
     entity: str
@@ -106,7 +111,7 @@ class Reason(enum.StrEnum):
     RULE = "rule"  # a business rule of the server's services
 
 
-class Refusal(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+class Refusal(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
     """A typed refusal: `code` is stable, `message` is for people, `field` names the culprit."""
 
     code: Reason = msgspec.field(name="c")
@@ -114,7 +119,7 @@ class Refusal(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     field: str = msgspec.field(name="f", default="")
 
 
-class Ack(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Ack(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """Per-mutation answer.
 
     `version` is the record version that the mutation produced (0 if none). `lost` lists the
@@ -154,7 +159,7 @@ class PullRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     bases: dict[str, int] = msgspec.field(name="b", default_factory=dict)
 
 
-class RecordChange(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RecordChange(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The new state of one record as seen from a scope.
 
     `fields` holds the fields changed after the scope cursor (every field when the record is
@@ -169,7 +174,7 @@ class RecordChange(msgspec.Struct, kw_only=True, omit_defaults=True):
     deleted: bool = msgspec.field(name="d", default=False)
 
 
-class RecordRef(msgspec.Struct, kw_only=True, frozen=True):
+class RecordRef(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """An (entity, id) pair."""
 
     entity: str = msgspec.field(name="e")

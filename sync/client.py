@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from schemas.sync import (
     SCHEMA_VERSION,
     PullReply,
@@ -23,7 +25,7 @@ from schemas.sync import (
     PushRequest,
     PushResponse,
 )
-from sync.store import ClientStore
+from sync.store import ClientStore, PullReport
 
 
 class Transport(Protocol):
@@ -168,47 +170,82 @@ class SyncClient:
             for m, fields in report.lost:
                 self._emit(EventKind.LOST, detail=(m, fields))
 
+    def _pull_request(self) -> PullRequest:
+        return PullRequest(
+            schema_version=self.schema_version,
+            device_id=self.store.device_id,
+            cursors=self.store.cursors(),
+            bases=self.store.bases(),
+            limit=self.pull_limit,
+        )
+
+    def _fetch(self, req: PullRequest) -> asyncio.Future[PullReply]:
+        return asyncio.ensure_future(self.transport.pull(req))
+
     async def pull(self, result: SyncResult | None = None) -> SyncResult:
-        """Pull until no scope has more, then settle acked outbox rows."""
+        """Pull until no scope has more, then settle acked outbox rows.
+
+        Pages are fetched one ahead: while a page is applied, the request for the next one,
+        built from the cursors this page will leave behind (`next_pull_request`), is already
+        on its way. After the apply the real next request is built from the store; if it
+        differs (a checksum mismatch reset a scope, say) the early answer is dropped unread
+        and the real request is sent, so the pages applied are exactly those of a sequential
+        pull. A transport that does its I/O off the event loop (mobile/core HttpTransport)
+        thus overlaps the server building page n+1 with the device storing page n.
+        """
         result = result if result is not None else SyncResult()
         self.progress = {}
         refetched: set[str] = set()
-        while True:
-            req = PullRequest(
-                schema_version=self.schema_version,
-                device_id=self.store.device_id,
-                cursors=self.store.cursors(),
-                bases=self.store.bases(),
-                limit=self.pull_limit,
-            )
-            reply = await self.transport.pull(req)
-            result.requests += 1
-            if not isinstance(reply, PullResponse):
-                self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
-                raise UpgradeRequiredError(reply.min_version, reply.message)
-            report = self.store.apply_pull(reply)
-            for scope, n in report.changes.items():
-                self.progress[scope] = self.progress.get(scope, 0) + n
-                result.pulled[scope] = result.pulled.get(scope, 0) + n
-            for scope, n in report.evictions.items():
-                result.evicted[scope] = result.evicted.get(scope, 0) + n
-            self._emit(EventKind.PULLED, dict(self.progress))
-            if report.evictions:
-                self._emit(EventKind.EVICTED, dict(report.evictions))
-            if report.kept_aside:
-                self._emit(EventKind.KEPT_ASIDE, {"records": report.kept_aside})
-            for scope in report.resynced:
-                self._emit(EventKind.RESYNC, detail=scope)
-            for scope in report.checksum_mismatch:
-                self._emit(EventKind.CHECKSUM_MISMATCH, detail=scope)
-            # A checksum mismatch reset that scope's cursor: pull again to re-fetch it, once per
-            # sync, so a persistent disagreement cannot spin the loop.
-            again = set(report.checksum_mismatch) - refetched
-            refetched |= again
-            if not reply.has_more and not again:
-                break
+        req = self._pull_request()
+        current = self._fetch(req)
+        fetch: asyncio.Future[PullReply] | None = current  # the answer not awaited yet
+        try:
+            while True:
+                reply = await current
+                fetch = None
+                result.requests += 1
+                if not isinstance(reply, PullResponse):
+                    self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
+                    raise UpgradeRequiredError(reply.min_version, reply.message)
+                ahead = next_pull_request(req, reply) if reply.has_more else None
+                if ahead is not None:
+                    fetch = self._fetch(ahead)
+                    await asyncio.sleep(0)  # let the transport start the request
+                report = self.store.apply_pull(reply)
+                self._report_pull(report, result)
+                # A checksum mismatch reset that scope's cursor: pull again to re-fetch it,
+                # once per sync, so a persistent disagreement cannot spin the loop.
+                again = set(report.checksum_mismatch) - refetched
+                refetched |= again
+                if not reply.has_more and not again:
+                    break
+                req = self._pull_request()
+                if fetch is None or req != ahead:
+                    if fetch is not None:
+                        _discard(fetch)
+                    fetch = self._fetch(req)
+                current = fetch
+        finally:
+            if fetch is not None:
+                _discard(fetch)
         self.store.finish_pull()
         return result
+
+    def _report_pull(self, report: PullReport, result: SyncResult) -> None:
+        for scope, n in report.changes.items():
+            self.progress[scope] = self.progress.get(scope, 0) + n
+            result.pulled[scope] = result.pulled.get(scope, 0) + n
+        for scope, n in report.evictions.items():
+            result.evicted[scope] = result.evicted.get(scope, 0) + n
+        self._emit(EventKind.PULLED, dict(self.progress))
+        if report.evictions:
+            self._emit(EventKind.EVICTED, dict(report.evictions))
+        if report.kept_aside:
+            self._emit(EventKind.KEPT_ASIDE, {"records": report.kept_aside})
+        for scope in report.resynced:
+            self._emit(EventKind.RESYNC, detail=scope)
+        for scope in report.checksum_mismatch:
+            self._emit(EventKind.CHECKSUM_MISMATCH, detail=scope)
 
     async def sync_once(self) -> SyncResult:
         """Push everything, then pull everything. Raises on transport failure."""
@@ -257,3 +294,31 @@ class SyncClient:
             finally:
                 waiter.cancel()
                 stopper.cancel()
+
+
+def next_pull_request(req: PullRequest, reply: PullResponse) -> PullRequest:
+    """The request a store that held `req`'s cursors sends after applying `reply` (barring a
+    checksum mismatch, which resets a scope): cursors advance to each page's cursor, dropped
+    scopes go, and a scope's base stays at its last checkpoint until its feed is complete (a
+    resync or a new scope starts from 0). Mirrors `ClientStore.apply_pull`; `SyncClient.pull`
+    checks the prediction against the store before using an answer fetched with it."""
+    cursors = dict(req.cursors)
+    bases = dict(req.bases)
+    for scope in reply.dropped:
+        cursors.pop(scope, None)
+        bases.pop(scope, None)
+    for page in reply.scopes:
+        held = 0 if page.resync else bases.get(page.scope, cursors.get(page.scope, 0))
+        cursors[page.scope] = page.cursor
+        base = held if page.has_more else page.cursor
+        if base != page.cursor:
+            bases[page.scope] = base
+        else:
+            bases.pop(page.scope, None)
+    return msgspec.structs.replace(req, cursors=cursors, bases=bases)
+
+
+def _discard(fetch: asyncio.Future[PullReply]) -> None:
+    """Drop an answer fetched ahead that will not be used, without leaving its error unread."""
+    fetch.cancel()
+    fetch.add_done_callback(lambda f: f.cancelled() or f.exception())

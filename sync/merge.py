@@ -26,7 +26,7 @@ SERVER_DEVICE = "~server"
 _CONFLICT_NS = UUID("6f1b7c1e-5d43-4c77-9b1e-2f3a0c9e8a11")
 
 
-class FieldState(msgspec.Struct, kw_only=True):
+class FieldState(msgspec.Struct, kw_only=True, gc=False):
     """A field's value and who wrote it when; `version` is the record version that set it."""
 
     value: Any
@@ -35,7 +35,7 @@ class FieldState(msgspec.Struct, kw_only=True):
     version: int = 0
 
 
-class RecordState(msgspec.Struct, kw_only=True):
+class RecordState(msgspec.Struct, kw_only=True, gc=False):
     """What the server stores per record.
 
     `version` is the sequence number of the record's last change. `scopes` are the scopes the

@@ -7,11 +7,18 @@ answer, which the client turns into `UpgradeRequiredError`.
 
 It also counts what crosses the socket (request line, headers and body as sent; status line,
 headers and the body as received, compressed) for the benchmarks and the app's data usage.
+
+Push and pull run a blocking `httpx.Client` in a worker thread (`asyncio.to_thread`): encoding,
+the exchange, gunzip and decoding never hold up the event loop, so the UI stays live and the
+sync client can apply one pull page (on the loop) while the next is on the wire
+(`SyncClient.pull`). The "pull now" stream is long-lived and uses an `httpx.AsyncClient`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -50,7 +57,7 @@ class HttpTransport:
         gzip_requests: bool = True,
         gzip_min_bytes: int = 1024,
         timeout_s: float = 30.0,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -58,7 +65,10 @@ class HttpTransport:
         self.gzip_requests = gzip_requests
         self.gzip_min_bytes = gzip_min_bytes
         self._own = client is None
-        self.client = client or httpx.AsyncClient(timeout=timeout_s)
+        self.client = client or httpx.Client(timeout=timeout_s)
+        self._events: httpx.AsyncClient | None = None
+        self._counting = threading.Lock()
+        self._timeout_s = timeout_s
         self.bytes_sent = 0
         self.bytes_received = 0
         self.requests = 0
@@ -69,9 +79,11 @@ class HttpTransport:
         return self._token if isinstance(self._token, str) else self._token()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this transport made it."""
+        """Close the HTTP clients this transport made."""
+        if self._events is not None:
+            await self._events.aclose()
         if self._own:
-            await self.client.aclose()
+            self.client.close()
 
     def _headers(self) -> dict[str, str]:
         ctype = MSGPACK if self.fmt == "msgpack" else JSON
@@ -83,16 +95,19 @@ class HttpTransport:
         }
 
     async def _post(self, path: str, msg: Any, mp: Any, js: Any) -> Any:
+        return await asyncio.to_thread(self._exchange, path, msg, mp, js)
+
+    def _exchange(self, path: str, msg: Any, mp: Any, js: Any) -> Any:
+        """One blocking POST and its decoded answer (runs in a worker thread)."""
         body = msgpack_encoder.encode(msg) if self.fmt == "msgpack" else json_encoder.encode(msg)
         headers = self._headers()
         if self.gzip_requests and len(body) >= self.gzip_min_bytes:
             body = gzip.compress(body, 5)
             headers["Content-Encoding"] = "gzip"
         try:
-            r = await self.client.post(self.base_url + path, content=body, headers=headers)
+            r = self.client.post(self.base_url + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise TransportError(f"{path}: {exc!r}") from exc
-        self.requests += 1
         self._count(r)
         if r.status_code not in (200, 426):
             raise TransportError(f"{path}: HTTP {r.status_code}")
@@ -106,9 +121,13 @@ class HttpTransport:
     def _count(self, r: httpx.Response) -> None:
         req = r.request
         line = len(f"{req.method} {req.url.raw_path.decode()} HTTP/1.1\r\n")
-        self.bytes_sent += line + _headers_len(req.headers.raw) + len(req.content)
+        sent = line + _headers_len(req.headers.raw) + len(req.content)
         status = len(f"HTTP/1.1 {r.status_code} {r.reason_phrase}\r\n")
-        self.bytes_received += status + _headers_len(r.headers.raw) + r.num_bytes_downloaded
+        received = status + _headers_len(r.headers.raw) + r.num_bytes_downloaded
+        with self._counting:  # exchanges may overlap (a pull page fetched ahead)
+            self.requests += 1
+            self.bytes_sent += sent
+            self.bytes_received += received
 
     async def push(self, req: PushRequest) -> PushReply:
         """Send a push batch."""
@@ -128,8 +147,11 @@ class HttpTransport:
         """Server-Sent Events from /api/v1/sync/events as (event, data); ends when the stream
         does. Raises TransportError when it cannot connect."""
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        if self._events is None:
+            # Connect within the request timeout; then read for as long as the stream lasts.
+            self._events = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout_s, read=None))
         try:
-            async with self.client.stream(
+            async with self._events.stream(
                 "GET", self.base_url + "/api/v1/sync/events", headers=headers, timeout=None
             ) as r:
                 if r.status_code != 200:
