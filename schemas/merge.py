@@ -357,13 +357,16 @@ register(
     EntitySpec(
         name="check_template",
         fields={
+            "code": lww(K.STR),
             "name": lww(K.STR),
             "version": lww(K.INT),
+            # [{id, position, text, category}] in position order; a template never changes
+            # after publication (a new version is a new template).
             "items": lww(K.LIST),
             "active": lww(K.BOOL),
         },
         client_writable=False,
-        scope_doc="reference data for enterprises",
+        scope_doc="reference data for everyone (`ref`)",
     )
 )
 
@@ -374,13 +377,16 @@ register(
             "enterprise_id": lww(K.UUID),
             "template_id": lww(K.UUID),
             "week": lww(K.STR),
-            # One LWW value for the whole item map: a submission is filled by one safety officer,
-            # and a half-merged checklist would be worse than a kept conflict.
-            "items": lww(K.DICT),
-            "submitted_at": lww(K.DATETIME),
-            "created_at": server_owned(K.DATETIME),
+            # [{item_id, result, note?, photo_ids}]: one value for the whole checklist, filled
+            # by one safety officer; a half-merged checklist would be worse than a kept
+            # conflict. A submission is final: a device creates it once, never edits it.
+            "results": lww(K.LIST, nullable=False),
+            "submitted_by": server_owned(K.UUID),
+            "submitted_at": server_owned(K.DATETIME),
+            "grid_id": server_owned(K.UUID),  # the enterprise's, for the inspector's scope
+            "area_id": server_owned(K.UUID),  # the enterprise's, for dispatch's scope
         },
-        scope_doc="its enterprise's scope",
+        scope_doc="its enterprise's scope, its enterprise's grid and area scopes",
     )
 )
 

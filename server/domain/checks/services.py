@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,6 +78,27 @@ async def create_template(
     return row
 
 
+ANSWER_EVERY_ITEM = "answer every item of the template exactly once"
+
+
+def answers_every_item(item_ids: set[uuid.UUID], answered: list[uuid.UUID]) -> bool:
+    """True when `answered` names every item of the template exactly once (REST and sync)."""
+    return len(answered) == len(set(answered)) and set(answered) == item_ids
+
+
+def stored_results(results: list[s.ItemResult]) -> list[dict[str, Any]]:
+    """The results as the row (and the sync record) keep them."""
+    return [
+        {
+            "item_id": str(r.item_id),
+            "result": r.result.value,
+            "note": r.note,
+            "photo_ids": [str(x) for x in r.photo_ids],
+        }
+        for r in results
+    ]
+
+
 async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
     found = await session.scalar(select(Enterprise.id).where(Enterprise.org_id == p.org_id))
     if found is None:
@@ -110,9 +132,8 @@ async def submit(
         .scalars()
         .all()
     )
-    answered = [r.item_id for r in data.results]
-    if len(answered) != len(set(answered)) or set(answered) != item_ids:
-        raise InvalidInput("answer every item of the template exactly once", field="results")
+    if not answers_every_item(item_ids, [r.item_id for r in data.results]):
+        raise InvalidInput(ANSWER_EVERY_ITEM, field="results")
     duplicate = await session.scalar(
         select(func.count()).where(
             CheckSubmission.enterprise_id == enterprise_id,
@@ -128,15 +149,7 @@ async def submit(
         week=data.week,
         submitted_by=p.user_id,
         submitted_at=utcnow(),
-        results=[
-            {
-                "item_id": str(r.item_id),
-                "result": r.result.value,
-                "note": r.note,
-                "photo_ids": [str(x) for x in r.photo_ids],
-            }
-            for r in data.results
-        ],
+        results=stored_results(data.results),
     )
     if data.id is not None:
         row.id = data.id

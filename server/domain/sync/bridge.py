@@ -34,7 +34,7 @@ from server.domain.sync.mapping import (
     task_event_item,
 )
 from server.domain.sync.storage import SKIP, TOUCHED, SqlStorage, SqlTx, drive
-from server.models import HazardEvent, Record, SyncRecord, TaskEvent
+from server.models import CheckItem, HazardEvent, Record, SyncRecord, TaskEvent
 from sync.hlc import HLC, SystemClock
 from sync.server import SyncServer
 
@@ -97,6 +97,9 @@ def _after_flush(session: Session, _ctx: Any) -> None:
         elif cls is HazardEvent and obj in session.new:
             entry = pending.setdefault(("hazard", obj.hazard_id), {"items": []})
             entry["items"].append(hazard_event_item(obj))
+        elif cls is CheckItem:
+            # A template's items are part of its record: re-write the template.
+            pending.setdefault(("check_template", obj.template_id), {"items": []})
 
 
 @event.listens_for(SyncedSession, "before_commit")

@@ -9,17 +9,23 @@ Fields a table has no column for (a hazard's `title`) live in the change log onl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from schemas.common import Point
 from server import geo
 from server.models import (
     Alert,
+    CheckItem,
+    CheckSubmission,
+    CheckTemplate,
+    Enterprise,
     Grid,
     Hazard,
     HazardEvent,
@@ -200,6 +206,39 @@ def _alert(row: Alert) -> dict[str, Any]:
     }
 
 
+def _check_template(row: CheckTemplate) -> dict[str, Any]:
+    session = object_session(row)
+    items: Iterable[CheckItem] = []
+    if session is not None:
+        stmt = select(CheckItem).where(CheckItem.template_id == row.id)
+        items = session.execute(stmt.order_by(CheckItem.position)).scalars()
+    return {
+        "code": row.code,
+        "name": row.name,
+        "version": row.version,
+        "active": row.active,
+        "items": [
+            {"id": str(i.id), "position": i.position, "text": i.text, "category": i.category}
+            for i in items
+        ],
+    }
+
+
+def _check_submission(row: CheckSubmission) -> dict[str, Any]:
+    session = object_session(row)
+    ent = session.get(Enterprise, row.enterprise_id) if session is not None else None
+    return {
+        "enterprise_id": sid(row.enterprise_id),
+        "template_id": sid(row.template_id),
+        "week": row.week,
+        "results": list(row.results or []),
+        "submitted_by": sid(row.submitted_by),
+        "submitted_at": iso(row.submitted_at),
+        "grid_id": sid(ent.grid_id) if ent is not None else None,
+        "area_id": sid(ent.area_id) if ent is not None else None,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Mapped:
     """How one synced entity lives in the domain tables."""
@@ -216,6 +255,8 @@ MAPPED: tuple[Mapped, ...] = (
     Mapped("grid", Grid, _grid),
     Mapped("resource", Resource, _resource),
     Mapped("alert", Alert, _alert),
+    Mapped("check_template", CheckTemplate, _check_template),
+    Mapped("check_submission", CheckSubmission, _check_submission),
 )
 BY_MODEL: dict[type[Any], Mapped] = {m.model: m for m in MAPPED}
 BY_ENTITY: dict[str, Mapped] = {m.entity: m for m in MAPPED}

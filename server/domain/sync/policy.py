@@ -21,6 +21,7 @@ enterprise, reporter, area); `gridref:G` (the grid record itself).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from schemas.checks import CheckSubmissionCreate
 from schemas.common import AccuracyM, Name, Point, Priority, Role, Text
 from schemas.hazards import HazardCategory, Severity
 from schemas.ids import uuid7
@@ -36,11 +38,15 @@ from schemas.sync import Op, Reason, Refusal
 from server import audit, geo
 from server.auth.principal import Principal
 from server.db import dialect_of
+from server.domain.checks.services import ANSWER_EVERY_ITEM, answers_every_item, stored_results
 from server.domain.sync.mapping import BY_ENTITY, apply_fields, iso, parse_time, point_db, uid
 from server.domain.sync.storage import mark_skip
 from server.errors import Forbidden
 from server.models import (
     AdminArea,
+    CheckItem,
+    CheckSubmission,
+    CheckTemplate,
     Enterprise,
     Grid,
     Hazard,
@@ -105,6 +111,11 @@ class ServerPolicy:
         self.s = session
         self.dialect = dialect_of(session)
         self._created: set[tuple[str, uuid.UUID]] = set()
+        # Self-checks accepted in this transaction, by record id, and their weeks: a batch
+        # cannot submit one week twice (rows are inserted by on_applied, after every mutation
+        # of the batch is authorized).
+        self._submissions: dict[uuid.UUID, CheckSubmissionCreate] = {}
+        self._weeks: set[tuple[uuid.UUID, uuid.UUID, str]] = set()
 
     # -- scopes -------------------------------------------------------------------------
     def record_scopes(self, record: RecordState) -> frozenset[str]:
@@ -132,8 +143,14 @@ class ServerPolicy:
                 ]
             case "grid":
                 keys = [f"gridref:{record.id}"]
-            case "resource" | "alert":
+            case "resource" | "alert" | "check_template":
                 keys = ["ref"]
+            case "check_submission":
+                keys = [
+                    f"enterprise:{v['enterprise_id']}" if v.get("enterprise_id") else None,
+                    f"grid:{v['grid_id']}" if v.get("grid_id") else None,
+                    f"area:{v['area_id']}" if v.get("area_id") else None,
+                ]
             case _:
                 keys = []
         return frozenset(k for k in keys if k)
@@ -152,15 +169,18 @@ class ServerPolicy:
                 for g in s.execute(select(Grid.id).where(Grid.area_id.in_(ids))).scalars()
             }
             return frozenset(out)
-        stmt = select(Task.incident_id).where(
-            Task.deleted_at.is_(None), Task.incident_id.is_not(None)
-        )
-        mine_tasks = visible(p, Task)
-        if mine_tasks is not None:
-            stmt = stmt.where(mine_tasks)
-        incidents = s.execute(stmt).scalars()
-        out |= {f"incident:{i}" for i in incidents}
-        out.add(f"user:{p.user_id}")
+        try:
+            mine_tasks = visible(p, Task)
+        except Forbidden:
+            pass  # enterprise staff have no tasks and so no incidents
+        else:
+            stmt = select(Task.incident_id).where(
+                Task.deleted_at.is_(None), Task.incident_id.is_not(None)
+            )
+            if mine_tasks is not None:
+                stmt = stmt.where(mine_tasks)
+            out |= {f"incident:{i}" for i in s.execute(stmt).scalars()}
+            out.add(f"user:{p.user_id}")
         if p.role is Role.RESPONDER:
             if p.org_id is not None:
                 out.add(f"unit:{p.org_id}")
@@ -206,6 +226,8 @@ class ServerPolicy:
                 return self._authorize_task(p, ctx, key)
             case "hazard":
                 return self._authorize_hazard(p, ctx, key)
+            case "check_submission":
+                return self._authorize_submission(p, ctx)
         return _refuse(Reason.RULE, f"{ctx.spec.name} is not written through sync yet")
 
     def _authorize_task(
@@ -268,9 +290,83 @@ class ServerPolicy:
             )
         return None
 
+    def _my_enterprise(self, p: Principal) -> uuid.UUID | None:
+        if p.org_id is None:
+            return None
+        stmt = select(Enterprise.id).where(
+            Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None)
+        )
+        return self.s.execute(stmt.limit(1)).scalar_one_or_none()
+
+    def _authorize_submission(self, p: Principal, ctx: WriteContext) -> Refusal | None:
+        """REST's `checks.services.submit` rules: enterprise staff submit once per week for
+        their own enterprise, every item of an active template answered exactly once."""
+        if ctx.current is not None or ctx.op is Op.DELETE:
+            return _refuse(Reason.RULE, "a submitted self-check is final")
+        values = ctx.proposed.values()
+        raw = {k: values.get(k) for k in ("template_id", "week", "results", "enterprise_id")}
+        try:
+            data = msgspec.convert(
+                {k: v for k, v in raw.items() if v is not None}, CheckSubmissionCreate, strict=False
+            )
+        except msgspec.ValidationError as exc:
+            return _refuse(Reason.INVALID_VALUE, str(exc), _field_of(exc))
+        if p.role is Role.ENTERPRISE_STAFF:
+            mine = self._my_enterprise(p)
+            if mine is None:
+                return _refuse(Reason.FORBIDDEN, "your account is not linked to an enterprise")
+            if data.enterprise_id not in (None, mine):
+                return _refuse(
+                    Reason.FORBIDDEN, "enterprise staff submit for their own enterprise only"
+                )
+            enterprise = mine
+        elif p.role is Role.ADMIN and data.enterprise_id is not None:
+            enterprise = data.enterprise_id
+        else:
+            return _refuse(Reason.FORBIDDEN, "self-checks are submitted by enterprise staff")
+        template = self.s.get(CheckTemplate, data.template_id)
+        if template is None or not template.active or template.deleted_at is not None:
+            return _refuse(Reason.INVALID_VALUE, "no such active template", "template_id")
+        items = set(
+            self.s.execute(select(CheckItem.id).where(CheckItem.template_id == template.id))
+            .scalars()
+            .all()
+        )
+        if not answers_every_item(items, [r.item_id for r in data.results]):
+            return _refuse(Reason.INVALID_VALUE, ANSWER_EVERY_ITEM, "results")
+        week = (enterprise, template.id, data.week)
+        taken = self.s.execute(
+            select(func.count()).where(
+                CheckSubmission.enterprise_id == enterprise,
+                CheckSubmission.template_id == template.id,
+                CheckSubmission.week == data.week,
+            )
+        ).scalar_one()
+        if taken or week in self._weeks:
+            return _refuse(Reason.RULE, f"week {data.week} is already submitted", "week")
+        self._weeks.add(week)
+        self._submissions[ctx.record_id] = msgspec.structs.replace(data, enterprise_id=enterprise)
+        return None
+
+    def _submission_fields(self, p: Principal, ctx: WriteContext) -> dict[str, Any]:
+        data = self._submissions[ctx.record_id]
+        ent = self.s.get(Enterprise, data.enterprise_id)
+        return {
+            "enterprise_id": str(data.enterprise_id),
+            "results": stored_results(data.results),
+            "submitted_by": str(p.user_id),
+            "submitted_at": _iso_now(),
+            "grid_id": _s(ent.grid_id) if ent is not None else None,
+            "area_id": _s(ent.area_id) if ent is not None else None,
+        }
+
     async def server_fields(self, tx: SyncTx, ctx: WriteContext) -> dict[str, Any]:
         """Reporter, grid, area and creation time of device writes."""
-        if ctx.server or ctx.spec.name != "hazard":
+        if ctx.server:
+            return {}
+        if ctx.spec.name == "check_submission":
+            return self._submission_fields(cast(Principal, ctx.user), ctx)
+        if ctx.spec.name != "hazard":
             return {}
         out: dict[str, Any] = {}
         p = cast(Principal, ctx.user)
@@ -304,6 +400,9 @@ class ServerPolicy:
         """Write a device's merged values (or a conflict resolution) into the domain row."""
         if ctx.server and not self.s.info.get(APPLY_DOMAIN):
             return  # the bridge: the domain row is where the value came from
+        if record.entity == "check_submission":
+            self._insert_submission(ctx, record)
+            return
         mapped = BY_ENTITY.get(record.entity)
         if mapped is None or record.entity not in ("task", "hazard", "incident"):
             return
@@ -346,6 +445,36 @@ class ServerPolicy:
                 fields=sorted(n for n in ctx.changed if not n.startswith("_")),
                 version=record.version,
             )
+
+    def _insert_submission(self, ctx: WriteContext, record: RecordState) -> None:
+        """A device's self-check becomes the row REST would have written (authorized above)."""
+        data = self._submissions.get(record.id)
+        if data is None or ctx.server or not isinstance(ctx.user, Principal):
+            return
+        values = record.values()
+        row = CheckSubmission(
+            template_id=data.template_id,
+            enterprise_id=data.enterprise_id,
+            week=data.week,
+            submitted_by=ctx.user.user_id,
+            submitted_at=parse_time(values.get("submitted_at")) or utcnow(),
+            results=values.get("results") or stored_results(data.results),
+        )
+        row.id = record.id
+        mark_skip(self.s, row)
+        self.s.add(row)
+        failed = sum(1 for r in data.results if r.result == "fail")
+        audit.record(
+            cast(Any, self.s),
+            ctx.user,
+            "submit",
+            "check_submission",
+            record.id,
+            week=data.week,
+            failed=failed,
+            device=ctx.device_id,
+            via="sync",
+        )
 
     def _event(
         self,
@@ -397,6 +526,12 @@ class ServerPolicy:
                 ev.id = eid
         mark_skip(self.s, ev)
         self.s.add(ev)
+
+
+def _field_of(exc: msgspec.ValidationError) -> str:
+    """The top-level field a msgspec error names (`... - at `$.results[0].result``)."""
+    found = re.search(r"\$\.(\w+)", str(exc))
+    return found.group(1) if found else ""
 
 
 def uid_or_none(value: Any) -> uuid.UUID | None:
