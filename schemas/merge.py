@@ -343,13 +343,21 @@ register(
     EntitySpec(
         name="media",
         fields={
-            "sha256": lww(K.STR, nullable=False),
-            "content_type": lww(K.STR),
-            "size": lww(K.INT),
-            "status": server_owned(K.STR),
+            "sha256": server_owned(K.STR),
+            "content_type": server_owned(K.STR),
+            "size": server_owned(K.INT),
+            "width": server_owned(K.INT),
+            "height": server_owned(K.INT),
+            "status": server_owned(K.STR),  # pending until the bytes arrive, then stored
+            "uploaded_by": server_owned(K.UUID),
+            # The scopes of the hazards the photo is attached to: it travels with them.
+            "shared_with": server_owned(K.LIST),
             "created_at": server_owned(K.DATETIME),
         },
-        scope_doc="the scopes of the records that reference it, and the uploader's scope",
+        # Photos are declared and uploaded through the API (tus, checked by hash and content);
+        # a device attaches them to a hazard through the hazard's `photos`.
+        client_writable=False,
+        scope_doc="its uploader's own scope and the scopes of the hazards it is attached to",
     )
 )
 

@@ -34,7 +34,7 @@ from server.domain.sync.mapping import (
     task_event_item,
 )
 from server.domain.sync.storage import SKIP, TOUCHED, SqlStorage, SqlTx, drive
-from server.models import CheckItem, HazardEvent, Record, SyncRecord, TaskEvent
+from server.models import CheckItem, HazardEvent, HazardMedia, Record, SyncRecord, TaskEvent
 from sync.hlc import HLC, SystemClock
 from sync.server import SyncServer
 
@@ -97,6 +97,9 @@ def _after_flush(session: Session, _ctx: Any) -> None:
         elif cls is HazardEvent and obj in session.new:
             entry = pending.setdefault(("hazard", obj.hazard_id), {"items": []})
             entry["items"].append(hazard_event_item(obj))
+        elif cls is HazardMedia and obj in session.new:
+            # A photo attached to a hazard now travels with it: re-write the photo's record.
+            pending.setdefault(("media", obj.media_id), {"items": []})
         elif cls is CheckItem:
             # A template's items are part of its record: re-write the template.
             pending.setdefault(("check_template", obj.template_id), {"items": []})
@@ -111,6 +114,7 @@ def _before_commit(session: Session) -> None:
     pending: dict[tuple[str, uuid.UUID], dict[str, Any]] = session.info.pop(PENDING, {})
     if not pending:
         return
+    _follow_hazards(session, pending)
     server = rt.server(session)
     tx = SqlTx(session)
     for (entity, rid), entry in sorted(pending.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
@@ -127,6 +131,17 @@ def _before_commit(session: Session) -> None:
         if entry["items"]:
             values["timeline"] = entry["items"]
         drive(server.server_write(tx, entity, rid, values, op=Op.CREATE))
+
+
+def _follow_hazards(session: Session, pending: dict[tuple[str, uuid.UUID], dict[str, Any]]) -> None:
+    """A hazard that changed may have changed scopes: re-write its photos' records too (after
+    it: entities are written in name order), so each photo follows its hazard's scopes."""
+    hazards = [rid for entity, rid in pending if entity == "hazard"]
+    if not hazards:
+        return
+    stmt = select(HazardMedia.media_id).where(HazardMedia.hazard_id.in_(hazards))
+    for media_id in session.execute(stmt).scalars():
+        pending.setdefault(("media", media_id), {"items": []})
 
 
 @event.listens_for(SyncedSession, "after_commit")

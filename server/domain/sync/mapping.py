@@ -29,7 +29,9 @@ from server.models import (
     Grid,
     Hazard,
     HazardEvent,
+    HazardMedia,
     Incident,
+    MediaObject,
     Record,
     Resource,
     Task,
@@ -239,6 +241,41 @@ def _check_submission(row: CheckSubmission) -> dict[str, Any]:
     }
 
 
+def hazard_scopes(values: dict[str, Any]) -> list[str]:
+    """The scopes of a hazard with these synced values (grid, enterprise, reporter, area)."""
+    keys = (
+        ("grid", "grid_id"),
+        ("enterprise", "enterprise_id"),
+        ("reporter", "reporter_id"),
+        ("harea", "area_id"),
+    )
+    return [f"{prefix}:{values[name]}" for prefix, name in keys if values.get(name)]
+
+
+def _media(row: MediaObject) -> dict[str, Any]:
+    session = object_session(row)
+    shared: set[str] = set()
+    if session is not None:
+        stmt = (
+            select(Hazard)
+            .join(HazardMedia, HazardMedia.hazard_id == Hazard.id)
+            .where(HazardMedia.media_id == row.id)
+        )
+        for hazard in session.execute(stmt).scalars():
+            shared.update(hazard_scopes(_hazard(hazard)))
+    return {
+        "sha256": row.sha256,
+        "content_type": row.content_type,
+        "size": row.size,
+        "width": row.width,
+        "height": row.height,
+        "status": row.status,
+        "uploaded_by": sid(row.uploaded_by),
+        "shared_with": sorted(shared),
+        "created_at": iso(row.created_at),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Mapped:
     """How one synced entity lives in the domain tables."""
@@ -257,6 +294,7 @@ MAPPED: tuple[Mapped, ...] = (
     Mapped("alert", Alert, _alert),
     Mapped("check_template", CheckTemplate, _check_template),
     Mapped("check_submission", CheckSubmission, _check_submission),
+    Mapped("media", MediaObject, _media),
 )
 BY_MODEL: dict[type[Any], Mapped] = {m.model: m for m in MAPPED}
 BY_ENTITY: dict[str, Mapped] = {m.entity: m for m in MAPPED}

@@ -39,7 +39,15 @@ from server import audit, geo
 from server.auth.principal import Principal
 from server.db import dialect_of
 from server.domain.checks.services import ANSWER_EVERY_ITEM, answers_every_item, stored_results
-from server.domain.sync.mapping import BY_ENTITY, apply_fields, iso, parse_time, point_db, uid
+from server.domain.sync.mapping import (
+    BY_ENTITY,
+    apply_fields,
+    hazard_scopes,
+    iso,
+    parse_time,
+    point_db,
+    uid,
+)
 from server.domain.sync.storage import mark_skip
 from server.errors import Forbidden
 from server.models import (
@@ -51,6 +59,8 @@ from server.models import (
     Grid,
     Hazard,
     HazardEvent,
+    HazardMedia,
+    MediaObject,
     Task,
     TaskEvent,
     utcnow,
@@ -135,11 +145,11 @@ class ServerPolicy:
                     f"area:{v['area_id']}" if v.get("area_id") else None,
                 ]
             case "hazard":
+                keys = list(hazard_scopes(v))
+            case "media":
                 keys = [
-                    f"grid:{v['grid_id']}" if v.get("grid_id") else None,
-                    f"enterprise:{v['enterprise_id']}" if v.get("enterprise_id") else None,
-                    f"reporter:{v['reporter_id']}" if v.get("reporter_id") else None,
-                    f"harea:{v['area_id']}" if v.get("area_id") else None,
+                    f"reporter:{v['uploaded_by']}" if v.get("uploaded_by") else None,
+                    *(str(k) for k in v.get("shared_with") or []),
                 ]
             case "grid":
                 keys = [f"gridref:{record.id}"]
@@ -434,6 +444,8 @@ class ServerPolicy:
             new_status = ctx.proposed.values().get("status")
             if "status" in ctx.changed and new_status != old_status:
                 self._event(ctx, record, old_status, new_status, user)
+            if isinstance(row, Hazard) and "photos" in names:
+                self._link_photos(row, user)
         if user is not None:
             audit.record(
                 cast(Any, self.s),
@@ -444,6 +456,39 @@ class ServerPolicy:
                 device=ctx.device_id,
                 fields=sorted(n for n in ctx.changed if not n.startswith("_")),
                 version=record.version,
+            )
+
+    def _link_photos(self, row: Hazard, user: Principal | None) -> None:
+        """Attach the declared photos a device listed, as REST's report does (`hazard_media`):
+        the evidence checks see them and each photo's record follows the hazard's scopes."""
+        wanted = {i for i in (uid_or_none(x) for x in row.photo_ids or []) if i is not None}
+        if not wanted:
+            return
+        known = set(
+            self.s.execute(
+                select(MediaObject.id).where(
+                    MediaObject.id.in_(wanted), MediaObject.deleted_at.is_(None)
+                )
+            ).scalars()
+        )
+        linked = set(
+            self.s.execute(
+                select(HazardMedia.media_id).where(HazardMedia.hazard_id == row.id)
+            ).scalars()
+        )
+        new = sorted(known - linked)
+        if not new:
+            return
+        self.s.flush()  # the hazard row first: the links refer to it
+        for media_id in new:
+            self.s.add(
+                HazardMedia(
+                    hazard_id=row.id,
+                    media_id=media_id,
+                    kind="report",
+                    expected_at=row.reported_at or row.created_at or utcnow(),
+                    added_by=user.user_id if user else None,
+                )
             )
 
     def _insert_submission(self, ctx: WriteContext, record: RecordState) -> None:
