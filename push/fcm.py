@@ -1,11 +1,19 @@
 """FCM HTTP v1 through the official firebase-admin SDK.
 
-The SDK is synchronous (requests). `FcmSender.send` runs one blocking `messaging.send` in a
-worker thread, bounded by a `CapacityLimiter`; the SDK's `_MessagingService` for one app keeps a
-single `requests` session, so every thread reuses pooled keep-alive connections. We measured
-(tests/bench/bench_push.py) that per-message `messaging.send` from a thread pool over one pooled
-session is as fast as `send_each` (which spins up a fresh `ThreadPoolExecutor` per call) and it
-keeps the one-message-one-result shape the outbox needs.
+The SDK is synchronous (requests). `FcmSender.send` hands one blocking `messaging.send` to a
+small pool of sender threads (`max_concurrency` of them); the SDK's `_MessagingService` for one
+app keeps a single `requests` session, so every thread reuses pooled keep-alive connections.
+Per-message `messaging.send` from threads over one pooled session is as fast as `send_each`
+(which spins up a fresh `ThreadPoolExecutor` per call) and keeps the one-message-one-result shape
+the outbox needs.
+
+Where the CPU goes (tests/bench/bench_push.py, `make bench BENCH=push`): ~0.75 ms per message is
+the SDK's own stack (requests, urllib3, http.client, message encoding), under the GIL, so more
+threads do not send faster; a process sends at most ~1,000 messages/s. The pool exists to keep
+the rest small: `anyio.to_thread.run_sync` cost ~0.1 ms per call (a cancel scope, a capacity
+limiter, a queue.Queue hand-off and a loop wake-up per message); our threads take jobs from a
+`SimpleQueue`, send back to back, and wake the event loop once per *batch* of finished sends.
+For more than one core's worth of sending, run more processes (`liandong worker --processes N`).
 
 Two SDK defaults are replaced on purpose:
 
@@ -22,8 +30,11 @@ Two SDK defaults are replaced on purpose:
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import warnings
+import queue
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -178,12 +189,104 @@ def classify_fcm_error(exc: Exception) -> DeliveryResult:
     raise TypeError(f"not an FCM send error: {exc!r}") from exc
 
 
+_Send = Callable[[str, PushMessage], DeliveryResult]
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[DeliveryResult]", str, PushMessage]
+_Outcome = tuple["asyncio.Future[DeliveryResult]", DeliveryResult | None, BaseException | None]
+
+
+class _SendThreads:
+    """Up to `size` daemon threads running `send(address, message)` for asyncio callers.
+
+    A caller puts a job on one `SimpleQueue` and awaits a future; a thread that finishes a send
+    takes the next job at once, without going through the event loop, and finished results are
+    handed back to each loop in batches: one `call_soon_threadsafe` wakes the loop for every
+    result that arrived since its last wake-up. Threads start on demand and end after
+    `idle_seconds` without work, so a sender that is no longer used leaves no threads behind.
+    """
+
+    def __init__(self, size: int, send: _Send, *, idle_seconds: float = 10.0) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._send = send
+        self._idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._alive = 0
+        self._idle = 0
+        self._finished: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+
+    async def run(self, address: str, message: PushMessage) -> DeliveryResult:
+        """Send in a pool thread; the send runs to completion even if the caller is cancelled
+        (as `anyio.to_thread.run_sync` does by default), so its result is never half-known."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DeliveryResult] = loop.create_future()
+        self._jobs.put((loop, future, address, message))
+        with self._lock:
+            # After the put: a thread that is about to time out re-checks the queue under this
+            # lock, so a job never waits in the queue with no thread left to take it.
+            start = self._idle == 0 and self._alive < self._size
+            if start:
+                self._alive += 1
+        if start:
+            threading.Thread(target=self._work, name="fcm-send", daemon=True).start()
+        with anyio.CancelScope(shield=True):
+            result = await future
+        return result
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                loop, future, address, message = self._jobs.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._jobs.empty():
+                        self._alive -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+            try:
+                outcome: _Outcome = (future, self._send(address, message), None)
+            except BaseException as exc:  # handed to the awaiting task, which re-raises it
+                outcome = (future, None, exc)
+            self._hand_back(loop, outcome)
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop, outcome: _Outcome) -> None:
+        with self._lock:
+            batch = self._finished.get(loop)
+            if batch is not None:
+                batch.append(outcome)  # a wake-up for this loop is already on its way
+                return
+            self._finished[loop] = [outcome]
+        try:
+            loop.call_soon_threadsafe(self._settle, loop)
+        except RuntimeError:  # the loop was closed meanwhile: nobody is waiting any more
+            with self._lock:
+                self._finished.pop(loop, None)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch = self._finished.pop(loop, [])
+        for future, result, exc in batch:
+            if future.cancelled():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]  # result is set when exc is None
+
+
 class FcmSender:
     """`PushSender` for FCM HTTP v1 data messages through firebase-admin.
 
     One instance per process: it owns the SDK messaging service of `app` (one pooled session).
     `endpoint`, when given, replaces `https://fcm.googleapis.com` (tests: the loopback stand-in).
-    `max_concurrency` bounds both the worker threads and the HTTP connection pool.
+    `max_concurrency` bounds both the sender threads and the HTTP connection pool; a handful is
+    enough, since the GIL serialises the SDK's CPU work and only the network wait overlaps.
     `trust_env=False` stops requests reading proxy settings and .netrc from the environment.
     """
 
@@ -199,6 +302,7 @@ class FcmSender:
     ) -> None:
         self._app = app
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._threads = _SendThreads(max_concurrency, self.send_sync)
         # Private SDK accessor: the public `messaging.send(app=...)` goes through the same object,
         # and we need it to repoint the URL and remount the adapter.
         service = messaging._get_messaging_service(app)
@@ -234,19 +338,7 @@ class FcmSender:
         notification = None
         if message.title is not None or message.body is not None:
             notification = messaging.Notification(title=message.title, body=message.body)
-        # firebase-admin 7.7 deprecates `token` in favour of Firebase Installation IDs (`fid`).
-        # Our Android app registers classic FCM registration tokens, which FCM v1 still takes;
-        # moving to FIDs is a phone-side change, so the warning is silenced here on purpose.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return FcmSender._message(address, message, notification)
-
-    @staticmethod
-    def _message(
-        address: str, message: PushMessage, notification: messaging.Notification | None
-    ) -> messaging.Message:
-        return messaging.Message(
-            token=address,
+        fcm_message = messaging.Message(
             data=dict(message.data),
             notification=notification,
             android=messaging.AndroidConfig(
@@ -255,6 +347,13 @@ class FcmSender:
                 collapse_key=message.collapse_key,
             ),
         )
+        # firebase-admin 7.7 deprecates `token=` in favour of Firebase Installation IDs (`fid`)
+        # and warns when the constructor gets one. Our Android app registers classic FCM
+        # registration tokens, which FCM v1 still takes (the encoder sends `message.token`);
+        # moving to FIDs is a phone-side change. Setting the attribute skips the warning without
+        # `warnings.catch_warnings()`, which swaps process-wide filters and is not thread-safe.
+        fcm_message.token = address
+        return fcm_message
 
     def send_sync(self, address: str, message: PushMessage) -> DeliveryResult:
         """Blocking single attempt; see `PushSender.send` for the promises."""
@@ -268,7 +367,13 @@ class FcmSender:
         return Delivered(provider_id=str(name))
 
     async def send(self, address: str, message: PushMessage) -> DeliveryResult:
-        """Send in a worker thread (bounded by `max_concurrency`); never blocks the event loop."""
-        return await anyio.to_thread.run_sync(
-            self.send_sync, address, message, limiter=self._limiter
-        )
+        """Send in a sender thread (at most `max_concurrency` at once); never blocks the event
+        loop. On asyncio (the server, `liandong worker`) through the sender's own threads; on any
+        other anyio backend through `anyio.to_thread`."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return await anyio.to_thread.run_sync(
+                self.send_sync, address, message, limiter=self._limiter
+            )
+        return await self._threads.run(address, message)

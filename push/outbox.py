@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -290,36 +290,42 @@ class OutboxWorker:
             if not group:
                 continue
             already = await self._store.delivered_keys([job.key for job in group])
-            limiter = anyio.Semaphore(self._concurrency)
+            # `concurrency` lanes pulling from one queue rather than a task per job waiting on a
+            # semaphore: same bound, but no task spawned per message (a tenth of the worker's
+            # CPU per message at 1,000 messages/s).
+            pending = iter(group)
             async with anyio.create_task_group() as tg:
-                for job in group:
-                    tg.start_soon(self._settle_one, job, job.key in already, limiter, report)
+                for _ in range(min(self._concurrency, len(group))):
+                    tg.start_soon(self._lane, pending, already, report)
         return report
 
-    async def _settle_one(
-        self, job: PushJob, already: bool, limiter: anyio.Semaphore, report: BatchReport
+    async def _lane(
+        self, pending: Iterator[PushJob], already: set[DedupKey], report: BatchReport
     ) -> None:
-        async with limiter:
-            if already:
-                report.skipped_duplicates += 1
-                await self._store.mark_delivered(job, at=self._clock())
-                return
-            sender = self._senders.get(job.channel)
-            if sender is None:
-                report.dead += 1
-                report._error("NO_SENDER")
-                await self._store.mark_dead(
-                    job, attempts=job.attempts, error=f"no sender for channel {job.channel}"
-                )
-                return
-            try:
-                result: DeliveryResult = await sender.send(job.address, job.message)
-            except Exception as exc:
-                # A PushSender promises results, not exceptions; a raise is a bug in an adapter.
-                # It must not take the batch down, and the job deserves its retries.
-                log.exception("push sender %s raised for job %s", job.channel, job.job_id)
-                result = TransientFailure(code="SENDER_ERROR", detail=repr(exc))
-            await self._apply(job, result, report)
+        for job in pending:  # shared iterator: each job goes to exactly one lane
+            await self._settle_one(job, job.key in already, report)
+
+    async def _settle_one(self, job: PushJob, already: bool, report: BatchReport) -> None:
+        if already:
+            report.skipped_duplicates += 1
+            await self._store.mark_delivered(job, at=self._clock())
+            return
+        sender = self._senders.get(job.channel)
+        if sender is None:
+            report.dead += 1
+            report._error("NO_SENDER")
+            await self._store.mark_dead(
+                job, attempts=job.attempts, error=f"no sender for channel {job.channel}"
+            )
+            return
+        try:
+            result: DeliveryResult = await sender.send(job.address, job.message)
+        except Exception as exc:
+            # A PushSender promises results, not exceptions; a raise is a bug in an adapter.
+            # It must not take the batch down, and the job deserves its retries.
+            log.exception("push sender %s raised for job %s", job.channel, job.job_id)
+            result = TransientFailure(code="SENDER_ERROR", detail=repr(exc))
+        await self._apply(job, result, report)
 
     async def _apply(self, job: PushJob, result: DeliveryResult, report: BatchReport) -> None:
         attempts = job.attempts + 1
