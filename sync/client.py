@@ -117,6 +117,7 @@ class SyncClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 300.0,
+        fetch_ahead: bool = True,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -128,6 +129,7 @@ class SyncClient:
         self._sleep = sleep
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.fetch_ahead = fetch_ahead
         self.failures = 0
         self.progress: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -192,6 +194,7 @@ class SyncClient:
         and the real request is sent, so the pages applied are exactly those of a sequential
         pull. A transport that does its I/O off the event loop (mobile/core HttpTransport)
         thus overlaps the server building page n+1 with the device storing page n.
+        `fetch_ahead=False` keeps one request in flight (the benchmark's baseline).
         """
         result = result if result is not None else SyncResult()
         self.progress = {}
@@ -207,7 +210,9 @@ class SyncClient:
                 if not isinstance(reply, PullResponse):
                     self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
                     raise UpgradeRequiredError(reply.min_version, reply.message)
-                ahead = next_pull_request(req, reply) if reply.has_more else None
+                ahead = None
+                if reply.has_more and self.fetch_ahead:
+                    ahead = next_pull_request(req, reply)
                 if ahead is not None:
                     fetch = self._fetch(ahead)
                     await asyncio.sleep(0)  # let the transport start the request

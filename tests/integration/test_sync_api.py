@@ -23,6 +23,7 @@ from schemas.sync import (
 )
 from server.app import create_app
 from server.config import Settings
+from server.demo import did
 from tests import factories as f
 from tests.conftest import Sessions
 from tests.integration.sync_helpers import Phone, post, pull_everything
@@ -265,6 +266,11 @@ def test_conflicts_listed_and_resolved_by_dispatch_denied_to_responders(
 
     denied = client.get("/api/v1/sync/conflicts", headers=auth("fire1"))
     assert denied.status_code == 403
+    # A dispatcher of another street sees neither the conflict nor a way to resolve it.
+    body = f.user("dispatcher", "command", area_id=str(did("area:yuyuan")))
+    assert client.post("/api/v1/users", headers=auth("admin"), json=body).status_code == 201
+    elsewhere = auth(body["username"], body["password"])
+    assert client.get("/api/v1/sync/conflicts", headers=elsewhere).json() == []
     listed = client.get(f"/api/v1/sync/conflicts?record_id={rid}", headers=d)
     assert listed.status_code == 200, listed.text
     [conflict] = listed.json()
@@ -277,6 +283,13 @@ def test_conflicts_listed_and_resolved_by_dispatch_denied_to_responders(
         ).status_code
         == 403
     )
+    away = client.post(
+        f"/api/v1/sync/conflicts/{conflict['id']}/resolve",
+        headers=elsewhere,
+        json={"take": "loser"},
+    )
+    assert away.status_code == 404, away.text
+    assert client.get(f"/api/v1/sync/conflicts?record_id={rid}", headers=auth("admin")).json()
     phone = Phone(client, insp)
     try:
         phone.sync()

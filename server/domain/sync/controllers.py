@@ -164,9 +164,12 @@ class SyncController(Controller):
         record_id: FromQuery[uuid.UUID | None] = None,
         resolved: FromQuery[bool] = False,
     ) -> list[Conflict]:
-        """Values that lost a merge, oldest first (dispatch and administrators)."""
+        """Values that lost a merge, oldest first (dispatch: of records in their area subtree;
+        administrators: all)."""
         require(request.user, Role.DISPATCHER, Role.ADMIN)
-        return await svc.list_conflicts(db, entity=entity, record_id=record_id, resolved=resolved)
+        return await svc.list_conflicts(
+            db, request.user, entity=entity, record_id=record_id, resolved=resolved
+        )
 
     @post("/conflicts/{conflict_id:uuid}/resolve", operation_id="ResolveSyncConflict")
     async def resolve(

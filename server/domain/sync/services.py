@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from schemas.common import Role
 from schemas.sync import (
     Conflict,
     PullRequest,
@@ -74,13 +75,33 @@ async def user_scopes(db: AsyncSession, p: Principal) -> frozenset[str]:
     return await db.run_sync(run)
 
 
+def _conflict_scopes(s: Session, p: Principal) -> frozenset[str] | None:
+    """The scopes whose records' conflicts `p` may see (None: every conflict, administrators);
+    a dispatcher sees the conflicts of what their devices would hold: their area subtree."""
+    if p.role is Role.ADMIN:
+        return None
+    return drive(ServerPolicy(s).user_scopes(SqlTx(s), p))
+
+
 async def list_conflicts(
-    db: AsyncSession, *, entity: str | None, record_id: uuid.UUID | None, resolved: bool
+    db: AsyncSession,
+    p: Principal,
+    *,
+    entity: str | None,
+    record_id: uuid.UUID | None,
+    resolved: bool,
 ) -> list[Conflict]:
-    """Conflicts, oldest first."""
+    """Conflicts of records `p` may see, oldest first."""
 
     def run(s: Session) -> list[Conflict]:
-        return drive(SqlTx(s).list_conflicts(entity=entity, record_id=record_id, resolved=resolved))
+        return drive(
+            SqlTx(s).list_conflicts(
+                entity=entity,
+                record_id=record_id,
+                resolved=resolved,
+                scopes=_conflict_scopes(s, p),
+            )
+        )
 
     return await db.run_sync(run)
 
@@ -96,6 +117,8 @@ async def resolve_conflict(
     """Resolve; a restored value is a server write into the change log and the domain row."""
 
     def run(s: Session) -> Conflict:
+        if drive(SqlTx(s).get_conflict(conflict_id, _conflict_scopes(s, p))) is None:
+            raise ConflictNotFoundError(conflict_id)  # absent, or not in the user's area
         s.info[APPLY_DOMAIN] = True
         try:
             server = rt.server(s)

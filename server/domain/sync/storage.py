@@ -19,7 +19,7 @@ one snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
@@ -376,18 +376,29 @@ class SqlTx:
         self.s.execute(update(SyncCounter).where(SyncCounter.id == 1).values(horizon=horizon))
         return horizon
 
-    async def get_conflict(self, conflict_id: UUID) -> Conflict | None:
-        """One conflict."""
-        data = self.s.execute(
-            select(SyncConflict.data).where(SyncConflict.id == conflict_id)
-        ).scalar_one_or_none()
+    async def get_conflict(
+        self, conflict_id: UUID, scopes: Collection[str] | None = None
+    ) -> Conflict | None:
+        """One conflict (with `scopes`: only if its record is a member of one of them)."""
+        stmt = select(SyncConflict.data).where(SyncConflict.id == conflict_id)
+        if scopes is not None:
+            stmt = stmt.where(_in_scopes(SyncConflict.entity, SyncConflict.record_id, scopes))
+        data = self.s.execute(stmt).scalar_one_or_none()
         return _conflict_dec.decode(data) if data is not None else None
 
     async def list_conflicts(
-        self, *, entity: str | None = None, record_id: UUID | None = None, resolved: bool = False
+        self,
+        *,
+        entity: str | None = None,
+        record_id: UUID | None = None,
+        resolved: bool = False,
+        scopes: Collection[str] | None = None,
     ) -> list[Conflict]:
-        """Matching conflicts, oldest first."""
+        """Matching conflicts, oldest first; with `scopes`, only those of records that are
+        members of one of them (what that user's devices hold)."""
         stmt = select(SyncConflict.data).where(SyncConflict.resolved.is_(resolved))
+        if scopes is not None:
+            stmt = stmt.where(_in_scopes(SyncConflict.entity, SyncConflict.record_id, scopes))
         if entity is not None:
             stmt = stmt.where(SyncConflict.entity == entity)
         if record_id is not None:
@@ -415,6 +426,21 @@ _EVICT = (
     )
     .values(seq=bindparam("v"), left_ms=bindparam("ms"))
 )
+
+
+def _in_scopes(entity: Any, record_id: Any, scopes: Collection[str]) -> Any:
+    """SQL: the record (entity, record_id) is a live member of one of `scopes`."""
+    m = SyncMember
+    return (
+        select(m.record_id)
+        .where(
+            m.entity == entity,
+            m.record_id == record_id,
+            m.left_ms.is_(None),
+            m.scope.in_(sorted(scopes)),
+        )
+        .exists()
+    )
 
 
 def _now_ms() -> int:
