@@ -173,8 +173,10 @@ def test_validation_refusals() -> None:
     assert bad.refusal.code is Reason.INVALID_VALUE and bad.refusal.field == "location"
     assert upd(created(), {"status": "flying"}, 5, "B").refusal.code is Reason.INVALID_VALUE
     assert upd(None, {"title": "x"}, 5, "B").refusal.code is Reason.NOT_FOUND
-    media = REGISTRY["media"]
-    assert upd(None, {}, 5, "B", op=Op.DELETE, spec=media).refusal.code is Reason.NOT_DELETABLE
+    checks = REGISTRY["check_submission"]  # writable, not deletable
+    assert upd(None, {}, 5, "B", op=Op.DELETE, spec=checks).refusal.code is Reason.NOT_DELETABLE
+    media = REGISTRY["media"]  # read-only for devices
+    assert upd(None, {}, 5, "B", op=Op.DELETE, spec=media).refusal.code is Reason.READ_ONLY
 
 
 def test_delete_wins_over_earlier_concurrent_edit_which_is_kept() -> None:
