@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from litestar.testing import TestClient
 
 from schemas.sync import (
@@ -365,3 +366,37 @@ def test_sync_is_not_a_way_around_the_hazard_rules(client: TestClient[Any], auth
     got = client.get(f"/api/v1/hazards/{rid}", headers=auth("dispatcher"))
     assert got.status_code == 200
     assert (got.json()["severity"], got.json()["status"]) == ("low", "reported")
+
+
+def test_pull_now_reaches_clients_of_another_server_process(
+    settings: Settings, auth: Sessions, client: TestClient[Any]
+) -> None:
+    """Two servers on one database, each with its own broker (as two processes have): a commit
+    through one wakes a device listening on the other in under a second. On PostgreSQL that is
+    LISTEN/NOTIFY; SQLite deployments are one process, so there it is not expected."""
+    if settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite deployments are one process; cross-process is PostgreSQL's NOTIFY")
+    fire, d = auth("fire1"), auth("dispatcher")
+
+    async def run(listening: str, writing: str) -> float:
+        async with (
+            httpx.AsyncClient(base_url=listening, timeout=10) as sse,
+            httpx.AsyncClient(base_url=writing, timeout=10) as http,
+        ):
+            async with sse.stream("GET", "/api/v1/sync/events", headers=fire) as stream:
+                lines = stream.aiter_lines()
+                async for line in lines:
+                    if line.startswith("event: ready"):
+                        break
+                await asyncio.sleep(0.3)  # let the LISTEN connection settle
+                t0 = time.perf_counter()
+                r = await http.post("/api/v1/tasks", headers=d, json=f.task())
+                assert r.status_code == 201, r.text
+                async for line in lines:
+                    if line.startswith("event: pull"):
+                        return time.perf_counter() - t0
+        raise AssertionError("no pull event")
+
+    with serve_in_thread(create_app(settings)) as one, serve_in_thread(create_app(settings)) as two:
+        latency = asyncio.run(asyncio.wait_for(run(one, two), 10))
+    assert latency < 1.0, latency

@@ -7,6 +7,8 @@ Sessions made by the app's sessionmaker are `SyncedSession`s (`install`). Their 
 - `before_commit`: flush, then turn the remembered rows into server writes
   (`SyncServer.server_write`, a server HLC) in the same transaction: the REST write and its
   change commit together or not at all.
+- `before_commit` also sends `NOTIFY liandong_sync` with those scopes on PostgreSQL, so other
+  processes' brokers hear of the commit (see `events.py`).
 - `after_commit`: publish the scopes that changed to the SSE broker ("pull now").
 
 The same events run for background jobs using the app's sessionmaker. Writes made by other
@@ -19,12 +21,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from schemas.sync import Op
-from server.domain.sync.events import Broker
+from server.db import dialect_of
+from server.domain.sync.events import CHANNEL, Broker, notify_payloads
 from server.domain.sync.mapping import (
     BY_ENTITY,
     BY_MODEL,
@@ -111,6 +114,15 @@ def _before_commit(session: Session) -> None:
     if rt is None:
         return
     session.flush()
+    _write_pending(session, rt)
+    touched: set[str] = session.info.get(TOUCHED, set())
+    if touched and dialect_of(session) == "postgresql":
+        # Delivered by PostgreSQL when (and only if) this transaction commits.
+        for payload in notify_payloads(rt.broker.origin, touched):
+            session.execute(select(func.pg_notify(CHANNEL, payload)))
+
+
+def _write_pending(session: Session, rt: SyncRuntime) -> None:
     pending: dict[tuple[str, uuid.UUID], dict[str, Any]] = session.info.pop(PENDING, {})
     if not pending:
         return

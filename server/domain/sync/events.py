@@ -1,16 +1,29 @@
-""" "Pull now" notifications: an in-process broker fed by commits, read by the SSE endpoint.
+""" "Pull now" notifications: a broker per process fed by commits, read by the SSE endpoint.
 
 `publish(scopes)` is called from the session's `after_commit` (same event loop thread as the
 SSE handlers); every subscriber whose scopes intersect gets one wake-up (coalesced: a queue of
-size one). With several server processes this broker only sees its own process's commits; a
-deployment with more than one process needs PostgreSQL LISTEN/NOTIFY (or the client's periodic
-sync as the fallback) — see docs/sync-protocol.md.
+size one).
+
+Across processes (several `liandong serve` workers, `liandong worker`, the CLI) on PostgreSQL:
+the committing transaction also sends `NOTIFY liandong_sync` (`notify_payloads`, sent by the
+bridge before commit, so PostgreSQL delivers it exactly when the commit succeeds), and every
+process keeps one LISTEN connection (`listen`) that publishes what other processes committed
+into its own broker. SQLite deployments are one process.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+log = logging.getLogger("liandong.sync")
+
+CHANNEL = "liandong_sync"
+_MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
 
 
 class Subscription:
@@ -34,6 +47,7 @@ class Broker:
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self.origin = uuid.uuid4().hex  # this process's broker, in NOTIFY payloads
 
     def subscribe(self, scopes: Iterable[str]) -> Subscription:
         """Start listening for changes in `scopes`."""
@@ -52,3 +66,53 @@ class Broker:
             hit = sub.scopes & changed
             if hit:
                 sub.offer(hit)
+
+
+def notify_payloads(origin: str, scopes: Iterable[str]) -> Iterator[str]:
+    """NOTIFY payloads for `scopes`: `origin`, then space-separated scopes, each under the size
+    PostgreSQL accepts (a huge commit becomes several notifications)."""
+    line: list[str] = []
+    size = len(origin)
+    for scope in sorted(scopes):
+        if line and size + 1 + len(scope) > _MAX_PAYLOAD:
+            yield " ".join([origin, *line])
+            line, size = [], len(origin)
+        line.append(scope)
+        size += 1 + len(scope)
+    if line:
+        yield " ".join([origin, *line])
+
+
+def on_notify(broker: Broker, payload: str) -> None:
+    """Publish another process's commit (`origin scope scope ...`) into `broker`."""
+    origin, _, scopes = payload.partition(" ")
+    if origin != broker.origin and scopes:
+        broker.publish(scopes.split(" "))
+
+
+async def listen(dsn: str, broker: Broker, *, retry_s: float = 1.0) -> None:
+    """Keep a LISTEN connection (asyncpg) open and feed `broker`; reconnect when it drops.
+    Runs until cancelled. While it is down, devices still sync on their own interval."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        on_notify(broker, payload)
+
+    while True:
+        conn: Any = None
+        try:
+            conn = await asyncpg.connect(dsn)
+            closed = asyncio.Event()
+            conn.add_termination_listener(lambda _c, ev=closed: ev.set())
+            await conn.add_listener(CHANNEL, received)
+            await closed.wait()
+            log.warning("sync LISTEN connection closed; reconnecting")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database is down or restarting: try again shortly
+            log.warning("sync LISTEN failed (%r); retrying in %.0f s", exc, retry_s)
+        finally:
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        await asyncio.sleep(retry_s)

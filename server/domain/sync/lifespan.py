@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.config import Settings
 from server.domain.sync.bridge import SyncRuntime, backfill, install
+from server.domain.sync.events import listen
 from server.domain.sync.services import purge
 
 log = logging.getLogger("liandong.sync")
@@ -42,14 +43,19 @@ async def run_purge(sessionmaker: async_sessionmaker[Any], days: float) -> int:
 
 @asynccontextmanager
 async def sync_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Backfill at start; with background jobs, purge tombstones on an interval."""
+    """Backfill at start; on PostgreSQL listen for other processes' commits ("pull now");
+    with background jobs, purge tombstones on an interval."""
     settings: Settings = app.state.settings
     sessionmaker = app.state.sessionmaker
     runtime: SyncRuntime = app.state.sync
     n = await run_backfill(sessionmaker, runtime)
     if n:
         log.info("sync backfill: %d records entered the change log", n)
-    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
+    engine = app.state.engine
+    if engine.dialect.name == "postgresql":
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        tasks.append(asyncio.create_task(listen(dsn, runtime.broker)))
     if settings.background_jobs:
 
         async def loop() -> None:
@@ -60,11 +66,11 @@ async def sync_lifespan(app: Litestar) -> AsyncIterator[None]:
                     log.exception("sync purge failed")
                 await asyncio.sleep(settings.sync_purge_interval_s)
 
-        task = asyncio.create_task(loop())
+        tasks.append(asyncio.create_task(loop()))
     try:
         yield
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
