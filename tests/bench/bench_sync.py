@@ -576,10 +576,10 @@ def _serve_process(url: str, tmp: Path) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
-def _demo_database(tmp: Path) -> str:
+def _demo_database(tmp: Path, backend: str = "sqlite") -> str:
     from tests.conftest import fresh_database, seed_demo
 
-    url = fresh_database("sqlite", tmp)
+    url = fresh_database(backend, tmp, scratch="liandong_bench_pull")
     seed_demo(url)
     return url
 
@@ -608,7 +608,7 @@ async def _http_initial_pull(
         store.close()
 
 
-def http_initial_pull(n: int, runs: int = 3) -> dict[str, float]:
+def http_initial_pull(n: int, runs: int = 3, backend: str = "sqlite") -> dict[str, float]:
     """A fresh admin phone pulls everything (`n` seeded hazards plus the demo data set) from
     the real server over loopback HTTP; only the pull is timed. `runs` fresh phones with the
     fetch-ahead client alternate with as many one-request-at-a-time baseline phones; medians."""
@@ -616,7 +616,7 @@ def http_initial_pull(n: int, runs: int = 3) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        url = _demo_database(tmp)
+        url = _demo_database(tmp, backend)
         seed_s = asyncio.run(seed_sync_records(url, n, str(did("area:huangpu"))))
         ahead: list[dict[str, float]] = []
         baseline: list[float] = []
@@ -711,6 +711,12 @@ def _http_figures(out: dict[str, Any]) -> None:
     out["initial_pull_10k_requests"] = int(p10["requests"])
     out["initial_pull_10k_hazards_held"] = int(p10["hazards"])
     out["initial_pull_10k_seed_seconds"] = round(p10["seed_seconds"], 1)
+    if os.environ.get("LIANDONG_TEST_PG_URL"):
+        pg = http_initial_pull(10_000, runs=3, backend="postgis")
+        out["initial_pull_10k_seconds_postgis"] = round(pg["seconds"], 3)
+        out["initial_pull_10k_seconds_postgis_one_request_at_a_time"] = round(
+            pg["baseline_seconds"], 3
+        )
     p100 = http_initial_pull(100_000, runs=1)
     assert p100["hazards"] >= 100_000, p100
     out["initial_pull_100k_seconds"] = round(p100["seconds"], 3)

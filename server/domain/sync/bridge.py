@@ -129,6 +129,7 @@ def _write_pending(session: Session, rt: SyncRuntime) -> None:
     _follow_hazards(session, pending)
     server = rt.server(session)
     tx = SqlTx(session)
+    writes: list[tuple[str, uuid.UUID, dict[str, Any], Op]] = []
     for (entity, rid), entry in sorted(pending.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         row: Record | None = entry.get("row")
         if row is None:
@@ -137,12 +138,15 @@ def _write_pending(session: Session, rt: SyncRuntime) -> None:
                 continue
         if entry.get("gone") or row.deleted_at is not None:
             if drive(tx.get_records(entity, [rid])):
-                drive(server.server_write(tx, entity, rid, {}, op=Op.DELETE))
+                writes.append((entity, rid, {}, Op.DELETE))
             continue
         values = fields_of(row)
         if entry["items"]:
             values["timeline"] = entry["items"]
-        drive(server.server_write(tx, entity, rid, values, op=Op.CREATE))
+        writes.append((entity, rid, values, Op.CREATE))
+    if writes:
+        # One batch for the whole transaction: one read per entity, one save, one seq range.
+        drive(server.server_writes(tx, writes))
 
 
 def _follow_hazards(session: Session, pending: dict[tuple[str, uuid.UUID], dict[str, Any]]) -> None:
@@ -171,9 +175,10 @@ def _after_rollback(session: Session) -> None:
         session.info.pop(key, None)
 
 
-def backfill(session: Session, runtime: SyncRuntime) -> int:
+def backfill(session: Session, runtime: SyncRuntime, chunk: int = 500) -> int:
     """Enter domain rows the change log lacks (written outside a synced session, e.g. the
-    demo seed or rows from before this migration) as server writes. Returns how many."""
+    demo seed or rows from before this migration) as server writes, `chunk` rows per batch
+    with their timelines read in one query per chunk. Returns how many."""
     server = runtime.server(session)
     tx = SqlTx(session)
     done = 0
@@ -185,20 +190,35 @@ def backfill(session: Session, runtime: SyncRuntime) -> int:
                 select(model).where(model.deleted_at.is_(None), model.id.not_in(known))
             ).scalars()
         )
-        for row in rows:
-            values = fields_of(row)
-            if mapped.entity == "task":
-                evs = session.execute(
-                    select(TaskEvent).where(TaskEvent.task_id == row.id).order_by(TaskEvent.at)
-                ).scalars()
-                values["timeline"] = [task_event_item(e) for e in evs]
-            elif mapped.entity == "hazard":
-                hevs = session.execute(
-                    select(HazardEvent)
-                    .where(HazardEvent.hazard_id == row.id)
-                    .order_by(HazardEvent.at)
-                ).scalars()
-                values["timeline"] = [hazard_event_item(e) for e in hevs]
-            drive(server.server_write(tx, mapped.entity, row.id, values, op=Op.CREATE))
-            done += 1
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            timelines = _timelines(session, mapped.entity, [r.id for r in part])
+            writes: list[tuple[str, uuid.UUID, dict[str, Any], Op]] = []
+            for row in part:
+                values = fields_of(row)
+                if mapped.entity in ("task", "hazard"):
+                    values["timeline"] = timelines.get(row.id, [])
+                writes.append((mapped.entity, row.id, values, Op.CREATE))
+            drive(server.server_writes(tx, writes))
+            done += len(part)
     return done
+
+
+def _timelines(
+    session: Session, entity: str, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Timeline items of tasks or hazards `ids`, oldest first, in one query."""
+    out: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    if entity == "task":
+        evs = session.execute(
+            select(TaskEvent).where(TaskEvent.task_id.in_(ids)).order_by(TaskEvent.at)
+        ).scalars()
+        for ev in evs:
+            out.setdefault(ev.task_id, []).append(task_event_item(ev))
+    elif entity == "hazard":
+        hevs = session.execute(
+            select(HazardEvent).where(HazardEvent.hazard_id.in_(ids)).order_by(HazardEvent.at)
+        ).scalars()
+        for hev in hevs:
+            out.setdefault(hev.hazard_id, []).append(hazard_event_item(hev))
+    return out
