@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from tusclient import client as tus_client
 
 from server.app import create_app
@@ -28,9 +29,10 @@ from server.cli import main as cli
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
 from server.jobs import run_once
-from server.models import Escalation, Hazard
+from server.models import Escalation, Hazard, PushJobRow
 from tests import factories as f
 from tests.conftest import Sessions
+from tests.integration.dispatch_helpers import in_db, register_device
 from tests.integration.test_media_api import TUS, photo, sha, upload
 from tests.servers import serve_in_thread
 
@@ -354,6 +356,11 @@ def test_overdue_job_escalates_once_even_when_runners_race(
     ids = [report(client, auth)["id"] for _ in range(2)]
     for hazard_id in ids:
         verified_and_assigned(client, auth, hazard_id)
+    # Who hears of it: dispatch of the area, the grid's inspector, the rectifying unit.
+    tokens = {
+        who: register_device(client, auth(who), f"esc-{who}")
+        for who in ("dispatcher", "inspector1", "enterprise1", "inspector2")
+    }
     later = datetime.now(UTC) + timedelta(days=4)
 
     async def race() -> list[uuid.UUID]:
@@ -379,6 +386,30 @@ def test_overdue_job_escalates_once_even_when_runners_race(
 
     again = asyncio.run(race())
     assert not set(again) & {uuid.UUID(i) for i in ids}
+
+    # Each escalation was handed to the push outbox once per device, however the runners raced.
+    async def queued(session: AsyncSession) -> list[tuple[str, str]]:
+        rows = await session.execute(
+            select(PushJobRow.event_id, PushJobRow.address).where(
+                PushJobRow.event_id.like("hazard:%:overdue:%")
+            )
+        )
+        return [(e, a) for e, a in rows.all()]
+
+    jobs = in_db(database_url, queued)
+    for hazard_id in ids:
+        mine_jobs = sorted(a for e, a in jobs if e.startswith(f"hazard:{hazard_id}:"))
+        expected = sorted(tokens[w] for w in ("dispatcher", "inspector1", "enterprise1"))
+        assert mine_jobs == expected, (hazard_id, mine_jobs)
+
+    async def undelivered(session: AsyncSession) -> int:
+        stmt = select(func.count()).where(
+            Escalation.hazard_id.in_([uuid.UUID(i) for i in ids]),
+            Escalation.delivered_at.is_(None),
+        )
+        return int((await session.execute(stmt)).scalar_one())
+
+    assert in_db(database_url, undelivered) == 0
 
     groups = client.get(
         "/api/v1/hazards/overdue", headers=disp, params={"grid_id": str(f.did("grid:A"))}

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from push.base import PushMessage
 from schemas import hazards as s
 from schemas.common import Role
 from schemas.media import MediaStatus
@@ -26,6 +27,7 @@ from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, geo
 from server.auth.principal import Principal
 from server.crud import apply_patch, live_visible
+from server.domain.dispatch.assign import dispatchers_for
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
 from server.errors import Conflict, Forbidden, InvalidInput
@@ -40,6 +42,7 @@ from server.models import (
     Organisation,
     utcnow,
 )
+from server.outbox import enqueue_for_units
 
 DISPATCH = (Role.ADMIN, Role.DISPATCHER)
 EARTH_RADIUS_M = 6_371_008.8
@@ -600,18 +603,18 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
             "overdue_by_s": round((now - deadline).total_seconds()),
         }
         if exists is None:
-            session.add(
-                Escalation(
-                    hazard_id=hazard_id,
-                    kind="overdue",
-                    deadline=deadline,
-                    grid_id=row.grid_id,
-                    org_id=row.rectify_org_id,
-                    area_id=row.area_id,
-                    created_at=now,
-                    detail=detail,
-                )
+            escalation = Escalation(
+                hazard_id=hazard_id,
+                kind="overdue",
+                deadline=deadline,
+                grid_id=row.grid_id,
+                org_id=row.rectify_org_id,
+                area_id=row.area_id,
+                created_at=now,
+                detail=detail,
             )
+            session.add(escalation)
+            await _push_escalation(session, row, escalation, now)
         session.add(
             HazardEvent(
                 hazard_id=hazard_id,
@@ -628,6 +631,34 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
         escalated.append(hazard_id)
     await session.flush()
     return escalated
+
+
+async def _push_escalation(
+    session: AsyncSession, hazard: Hazard, escalation: Escalation, now: datetime
+) -> None:
+    """Queue the escalation's push in the same transaction (the outbox delivers it): to the
+    dispatchers of the hazard's area, the grid's inspector and the unit that was to rectify
+    it. `delivered_at` says it was handed to the outbox."""
+    event_id = f"hazard:{hazard.id}:overdue:{escalation.deadline.isoformat()}"
+    data = {
+        "event_id": event_id,
+        "kind": "hazard.overdue",
+        "hazard_id": str(hazard.id),
+        "severity": hazard.severity,
+        "status": hazard.status,
+        "title": hazard.description[:120],
+    }
+    message = PushMessage(
+        data=data, collapse_key=event_id[:64], ttl_seconds=86_400, priority="high"
+    )
+    users = set(await dispatchers_for(session, hazard.area_id))
+    if hazard.grid_id is not None:
+        inspector = await session.scalar(select(Grid.inspector_id).where(Grid.id == hazard.grid_id))
+        if inspector is not None:
+            users.add(inspector)
+    units = [hazard.rectify_org_id] if hazard.rectify_org_id is not None else []
+    await enqueue_for_units(session, units, users, event_id=event_id, message=message)
+    escalation.delivered_at = now
 
 
 def _scoped(p: Principal, filters: Sequence[Any]) -> list[Any]:
