@@ -1,4 +1,5 @@
-"""Sync test helpers: raw sync requests through the TestClient and a real device on top."""
+"""Sync test helpers: raw sync requests through the TestClient, and a real device (store,
+sync client and the phone's HttpTransport) on top of it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from typing import Any
 
 from litestar.testing import TestClient
 
+from mobile.core.transport import HttpTransport
 from schemas.sync import (
     SCHEMA_VERSION,
-    PullReply,
     PullRequest,
     PullResponse,
-    PushReply,
-    PushRequest,
     json_encoder,
     msgpack_encoder,
     pull_reply_json,
@@ -60,8 +59,9 @@ def post(
     return r.status_code, dec.decode(r.content), dict(r.headers)
 
 
-class TestClientTransport:
-    """`sync.client.Transport` over Litestar's TestClient (blocking calls are fine in tests).
+class TestClientTransport(HttpTransport):
+    """The phone's real `HttpTransport` (msgpack, gzip, its error mapping), talking to the app
+    through Litestar's TestClient (an `httpx.Client`) instead of a socket.
 
     `drop` decides per call whether to lose the request ("before") or the answer ("after").
     """
@@ -71,29 +71,19 @@ class TestClientTransport:
     def __init__(
         self, client: TestClient[Any], headers: dict[str, str], fmt: str = "msgpack"
     ) -> None:
-        self.client = client
-        self.headers = headers
-        self.fmt = fmt
+        token = headers["Authorization"].removeprefix("Bearer ")
+        super().__init__(str(client.base_url), token, fmt=fmt, client=client)
         self.drop: tuple[str, str] | None = None
 
-    def _call(self, kind: str, msg: Any) -> Any:
+    def _exchange(self, path: str, msg: Any, mp: Any, js: Any) -> Any:
+        kind = path.rsplit("/", 1)[-1]
         if self.drop == (kind, "before"):
             self.drop = None
             raise TransportError("request lost")
-        status, reply, _ = post(self.client, kind, self.headers, msg, fmt=self.fmt)
-        if status not in (200, 426):
-            raise TransportError(f"HTTP {status}: {reply}")
+        reply = super()._exchange(path, msg, mp, js)
         if self.drop == (kind, "after"):
             self.drop = None
             raise TransportError("answer lost")
-        return reply
-
-    async def push(self, req: PushRequest) -> PushReply:
-        reply: PushReply = self._call("push", req)
-        return reply
-
-    async def pull(self, req: PullRequest) -> PullReply:
-        reply: PullReply = self._call("pull", req)
         return reply
 
 
