@@ -310,28 +310,36 @@ def test_conflicts_listed_and_resolved_by_dispatch_denied_to_responders(
         phone.close()
 
 
+async def seconds_to_pull_event(
+    listening: str, writing: str, fire: dict[str, str], d: dict[str, str]
+) -> float:
+    """Subscribe fire1's "pull now" stream on `listening`, create a task for fire via
+    `writing`, and time the commit until the `pull` event arrives."""
+    async with (
+        httpx.AsyncClient(base_url=listening, timeout=10) as sse,
+        httpx.AsyncClient(base_url=writing, timeout=10) as http,
+    ):
+        async with sse.stream("GET", "/api/v1/sync/events", headers=fire) as stream:
+            lines = stream.aiter_lines()
+            async for line in lines:
+                if line.startswith("event: ready"):
+                    break
+            await asyncio.sleep(0.3)  # let a LISTEN connection (another process) settle
+            t0 = time.perf_counter()
+            r = await http.post("/api/v1/tasks", headers=d, json=f.task())
+            assert r.status_code == 201, r.text
+            async for line in lines:
+                if line.startswith("event: pull"):
+                    return time.perf_counter() - t0
+    raise AssertionError("no pull event")
+
+
 def test_commit_to_pull_now_event_under_one_second(
     settings: Settings, auth: Sessions, client: TestClient[Any]
 ) -> None:
     fire, d = auth("fire1"), auth("dispatcher")
-
-    async def run(base: str) -> float:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            async with http.stream("GET", "/api/v1/sync/events", headers=fire) as stream:
-                lines = stream.aiter_lines()
-                async for line in lines:
-                    if line.startswith("event: ready"):
-                        break
-                t0 = time.perf_counter()
-                r = await http.post("/api/v1/tasks", headers=d, json=f.task())
-                assert r.status_code == 201, r.text
-                async for line in lines:
-                    if line.startswith("event: pull"):
-                        return time.perf_counter() - t0
-        raise AssertionError("no pull event")
-
     with serve_in_thread(create_app(settings)) as base:
-        latency = asyncio.run(run(base))
+        latency = asyncio.run(asyncio.wait_for(seconds_to_pull_event(base, base, fire, d), 10))
     assert latency < 1.0, latency
 
 
@@ -377,26 +385,6 @@ def test_pull_now_reaches_clients_of_another_server_process(
     if settings.database_url.startswith("sqlite"):
         pytest.skip("SQLite deployments are one process; cross-process is PostgreSQL's NOTIFY")
     fire, d = auth("fire1"), auth("dispatcher")
-
-    async def run(listening: str, writing: str) -> float:
-        async with (
-            httpx.AsyncClient(base_url=listening, timeout=10) as sse,
-            httpx.AsyncClient(base_url=writing, timeout=10) as http,
-        ):
-            async with sse.stream("GET", "/api/v1/sync/events", headers=fire) as stream:
-                lines = stream.aiter_lines()
-                async for line in lines:
-                    if line.startswith("event: ready"):
-                        break
-                await asyncio.sleep(0.3)  # let the LISTEN connection settle
-                t0 = time.perf_counter()
-                r = await http.post("/api/v1/tasks", headers=d, json=f.task())
-                assert r.status_code == 201, r.text
-                async for line in lines:
-                    if line.startswith("event: pull"):
-                        return time.perf_counter() - t0
-        raise AssertionError("no pull event")
-
     with serve_in_thread(create_app(settings)) as one, serve_in_thread(create_app(settings)) as two:
-        latency = asyncio.run(asyncio.wait_for(run(one, two), 10))
+        latency = asyncio.run(asyncio.wait_for(seconds_to_pull_event(one, two, fire, d), 10))
     assert latency < 1.0, latency
