@@ -6,22 +6,40 @@ SQLAlchemy store implements; `InMemoryOutboxStore` is the reference implementati
 
 Delivery guarantee, stated honestly
 -----------------------------------
-A device gets each event *at least once* and, except in one narrow window, *at most once*:
+A device gets each event *at least once* and, except in one bounded window, *at most once*:
 
 1. `claim_due` leases a job to one worker; nobody else touches it until the lease expires.
 2. Before sending, the worker asks `delivered_keys` whether (event_id, device_id) already has a
    delivery record; if so the job is closed without sending.
-3. Right after the push service accepts the message the worker calls `record_delivery`, which
-   must commit before it returns; then `mark_delivered` closes the job.
+3. When the push service accepts the message, the worker hands it to its group commit, which
+   writes the delivery record *and* closes the job in one transaction (`commit_deliveries`),
+   together with the other sends accepted meanwhile: one commit per group, not two per message.
 
-A crash after step 3's record and before `mark_delivered` re-runs the job later, finds the record
-and does not send again. The remaining window is a crash (or a lost connection to the database)
-between the provider accepting the message and `record_delivery` committing: a few milliseconds
-per message. Then the job is sent again after its lease expires. An ambiguous network failure
-(timeout after the request left) is the same case. Neither FCM v1 nor Web Push has an
-idempotency key, so that window cannot be closed on the server; it is narrowed by the
-`collapse_key` (a still-queued duplicate replaces the first at the push service) and closed on the
-phone, which drops a message whose `data["event_id"]` it has already shown.
+After that commit a crash cannot cause a resend: the job is closed, and a job whose lease was
+lost meanwhile still gets its record, so a later claim of it finds the record and does not send.
+
+The window is the time between the provider accepting a message and its group committing. A crash
+(or a lost database connection) inside it resends the message once the lease expires. It is
+bounded in count and in time:
+
+- at most `commit_group - 1 + concurrency` accepted messages of one worker process are ever
+  waiting for their commit: once `commit_group` are waiting or committing, every lane that adds
+  one more waits until it is committed before it sends again, and a lane that is not waiting has
+  at most one send of its own in flight;
+- a waiting message is committed `commit_window_s` after the first of its group was accepted
+  (sooner when the group fills), plus the time of a commit already under way, and always before
+  `run_once` returns, i.e. before the next claim.
+
+`commit_group=1` keeps the old bound: each lane waits for its own message's commit (record +
+close in one transaction, shared with whatever other lanes accepted meanwhile) before it sends
+the next, so at most `concurrency` messages, one per lane, are ever waiting, as when each record
+was committed in a transaction of its own.
+
+An ambiguous network failure (a timeout after the request left) is the same case: the job is
+retried and may be a duplicate. Neither FCM v1 nor Web Push has an idempotency key, so the window
+cannot be closed on the server; it is narrowed by the `collapse_key` (a still-queued duplicate
+replaces the first at the push service) and closed on the phone, which drops a message whose
+`data["event_id"]` it has already shown.
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 
 from push.base import (
     Channel,
@@ -51,6 +70,7 @@ from push.base import (
 __all__ = [
     "BatchReport",
     "Clock",
+    "Delivery",
     "InMemoryOutboxStore",
     "JobState",
     "OutboxStore",
@@ -99,6 +119,15 @@ class PushJob:
         return (self.event_id, self.device_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A send the push service accepted, waiting for `OutboxStore.commit_deliveries`."""
+
+    job: PushJob
+    at: datetime
+    provider_id: str | None
+
+
 class OutboxStore(Protocol):
     """What the worker needs from storage. Every method commits its own small transaction.
 
@@ -141,6 +170,15 @@ class OutboxStore(Protocol):
 
     async def mark_delivered(self, job: PushJob, *, at: datetime) -> bool:
         """Close the job as delivered (state `delivered`, lease cleared)."""
+        ...
+
+    async def commit_deliveries(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """`record_delivery` then `mark_delivered` for every delivery, all in ONE transaction.
+
+        Returns the `job_id`s this call closed; a job missing from it had lost its lease (its
+        record is written all the same). Committed before returning; on a raise nothing of it
+        is. The worker's group commit: one transaction for many accepted sends.
+        """
         ...
 
     async def schedule_retry(
@@ -202,10 +240,116 @@ class BatchReport:
     dead: int = 0
     pruned_addresses: int = 0
     lost_leases: int = 0
+    commits: int = 0  # `commit_deliveries` transactions: delivered / commits = mean group size
     errors: dict[str, int] = field(default_factory=dict)
 
     def _error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+
+
+class _GroupCommit:
+    """The accepted sends of one batch's lanes, made durable a group at a time (module doc).
+
+    Lanes `add()` each accepted send and go on sending. One committer task (`run`) commits
+    everything waiting in one `commit_deliveries` transaction as soon as `size` sends are
+    waiting, `window_s` after the first of them arrived, when a lane asks (`flush`), or when the
+    last lane is done; sends accepted during a commit form the next group. A lane whose send
+    brings the uncommitted total (waiting + committing) to `size` or more waits until that send
+    is committed or the total drops below `size`: so at most `size - 1` sends plus one per lane
+    are ever uncommitted.
+    """
+
+    def __init__(
+        self, store: OutboxStore, report: BatchReport, *, size: int, window_s: float, lanes: int
+    ) -> None:
+        self._store = store
+        self._report = report
+        self._size = size
+        self._window_s = window_s
+        self._lanes = lanes
+        self._waiting: list[Delivery] = []
+        self._committing = 0
+        self._added = 0  # sends ever added; they commit in order, so
+        self._committed = 0  # the first `_committed` of them are durable
+        self._flush_to = 0
+        self._broken = False
+        self._wake = anyio.Event()  # set when the committer may have work
+        self._done = anyio.Event()  # set (and replaced) when a commit finishes
+
+    def _uncommitted(self) -> int:
+        return len(self._waiting) + self._committing
+
+    async def add(self, delivery: Delivery) -> None:
+        """Queue an accepted send; returns at once unless the uncommitted total is `size` or
+        more, then when this send is committed or the total has dropped below `size`."""
+        self._waiting.append(delivery)
+        self._added += 1
+        mine = self._added
+        if len(self._waiting) == 1 or len(self._waiting) >= self._size:
+            self._wake.set()
+        # After a failed commit (`_broken`) a lane sends nothing more: it waits here until the
+        # failure cancels the lanes.
+        while self._broken or (self._committed < mine and self._uncommitted() >= self._size):
+            await self._done.wait()
+
+    async def flush(self) -> None:
+        """Return once every send added so far is committed."""
+        target = self._added
+        if self._committed >= target:
+            return
+        self._flush_to = max(self._flush_to, target)
+        self._wake.set()
+        while self._committed < target:
+            await self._done.wait()
+
+    def lane_done(self) -> None:
+        """A lane has finished: after the last one the committer commits what is left and ends."""
+        self._lanes -= 1
+        self._wake.set()
+
+    def _due(self) -> bool:
+        return (
+            len(self._waiting) >= self._size
+            or self._flush_to > self._committed + self._committing
+            or self._lanes <= 0
+        )
+
+    async def _wait_wake(self) -> None:
+        self._wake = anyio.Event()
+        await self._wake.wait()
+
+    async def run(self) -> None:
+        """The committer: runs until the last lane is done and nothing is left to commit."""
+        while True:
+            if not self._waiting:
+                if self._lanes <= 0:
+                    return
+                await self._wait_wake()
+                continue
+            if not self._due():
+                with anyio.move_on_after(self._window_s):
+                    while not self._due():
+                        await self._wait_wake()
+            await self._commit_waiting()
+
+    async def _commit_waiting(self) -> None:
+        group, self._waiting = self._waiting, []
+        self._committing = len(group)
+        try:
+            # A commit under way finishes even if the lanes are being cancelled: abandoning it
+            # half-way would only turn delivered messages into resends.
+            with anyio.CancelScope(shield=True):
+                closed = await self._store.commit_deliveries(group)
+        except BaseException:
+            self._broken = True
+            raise
+        self._committing = 0
+        self._committed += len(group)
+        self._report.commits += 1
+        self._report.delivered += len(closed)
+        self._report.lost_leases += sum(1 for d in group if d.job.job_id not in closed)
+        done, self._done = self._done, anyio.Event()
+        done.set()
 
 
 class OutboxWorker:
@@ -215,6 +359,13 @@ class OutboxWorker:
     leased, see `OutboxStore.claim_due`). `lease_for` must comfortably exceed the time to send a
     batch: a lease that expires mid-send lets another worker send the same job (the dedup
     record then stops any third copy).
+
+    Accepted sends are made durable by a group commit (`OutboxStore.commit_deliveries`): when
+    `commit_group` are waiting, `commit_window_s` after the first of a group was accepted, and
+    always before `run_once` returns. A crash resends at most `commit_group - 1 + concurrency`
+    messages of this process (module doc). With `commit_group=1` every lane waits for its send's
+    commit before it sends again (a commit still carries what other lanes had accepted
+    meanwhile): at most one message per lane, as when each record was committed on its own.
     """
 
     def __init__(
@@ -227,8 +378,12 @@ class OutboxWorker:
         batch_size: int = 200,
         concurrency: int = 64,
         lease_for: timedelta = timedelta(seconds=60),
+        commit_group: int = 32,
+        commit_window_s: float = 0.005,
         rng: random.Random | None = None,
     ) -> None:
+        if commit_group < 1 or commit_window_s < 0:
+            raise ValueError("commit_group must be >= 1 and commit_window_s >= 0")
         self._store = store
         self._senders = dict(senders)
         self._policy = policy or RetryPolicy()
@@ -236,6 +391,8 @@ class OutboxWorker:
         self._batch_size = batch_size
         self._concurrency = concurrency
         self._lease_for = lease_for
+        self._commit_group = commit_group
+        self._commit_window_s = commit_window_s
         # Jitter needs no cryptographic randomness; an injectable Random makes tests repeatable.
         self._rng = rng or random.Random()  # noqa: S311
         self._wake: anyio.Event | None = None
@@ -293,19 +450,42 @@ class OutboxWorker:
             # `concurrency` lanes pulling from one queue rather than a task per job waiting on a
             # semaphore: same bound, but no task spawned per message (a tenth of the worker's
             # CPU per message at 1,000 messages/s).
+            lanes = min(self._concurrency, len(group))
+            commits = _GroupCommit(
+                self._store,
+                report,
+                size=self._commit_group,
+                window_s=self._commit_window_s,
+                lanes=lanes,
+            )
             pending = iter(group)
             async with anyio.create_task_group() as tg:
-                for _ in range(min(self._concurrency, len(group))):
-                    tg.start_soon(self._lane, pending, already, report)
+                tg.start_soon(commits.run)  # commits the rest and ends after the last lane
+                for _ in range(lanes):
+                    tg.start_soon(self._lane, pending, already, report, commits)
+            # The task group ends after the committer: every accepted send is durable before the
+            # repeats look for records, and before the next claim.
         return report
 
     async def _lane(
-        self, pending: Iterator[PushJob], already: set[DedupKey], report: BatchReport
+        self,
+        pending: Iterator[PushJob],
+        already: set[DedupKey],
+        report: BatchReport,
+        commits: _GroupCommit,
     ) -> None:
-        for job in pending:  # shared iterator: each job goes to exactly one lane
-            await self._settle_one(job, job.key in already, report)
+        try:
+            for job in pending:  # shared iterator: each job goes to exactly one lane
+                await self._settle_one(job, job.key in already, report, commits)
+        finally:
+            commits.lane_done()
 
-    async def _settle_one(self, job: PushJob, already: bool, report: BatchReport) -> None:
+    async def _settle_one(
+        self, job: PushJob, already: bool, report: BatchReport, commits: _GroupCommit
+    ) -> None:
+        # A lane may run many jobs without reaching a checkpoint (FcmSender's send is shielded):
+        # once the batch is cancelled, e.g. because a commit failed, start no new send.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if already:
             report.skipped_duplicates += 1
             await self._store.mark_delivered(job, at=self._clock())
@@ -325,25 +505,27 @@ class OutboxWorker:
             # It must not take the batch down, and the job deserves its retries.
             log.exception("push sender %s raised for job %s", job.channel, job.job_id)
             result = TransientFailure(code="SENDER_ERROR", detail=repr(exc))
-        await self._apply(job, result, report)
+        await self._apply(job, result, report, commits)
 
-    async def _apply(self, job: PushJob, result: DeliveryResult, report: BatchReport) -> None:
+    async def _apply(
+        self, job: PushJob, result: DeliveryResult, report: BatchReport, commits: _GroupCommit
+    ) -> None:
         attempts = job.attempts + 1
         now = self._clock()
         match result:
             case Delivered(provider_id=provider_id):
-                # Record first and on its own: after this commit a crash cannot cause a resend.
-                await self._store.record_delivery(job, at=now, provider_id=provider_id)
-                if await self._store.mark_delivered(job, at=now):
-                    report.delivered += 1
-                else:
-                    report.lost_leases += 1
+                # Record + close in one transaction, shared with the group's other sends; the
+                # group commit counts it as delivered (or as a lost lease) when it commits.
+                await commits.add(Delivery(job, now, provider_id))
             case PermanentFailure(dead_token=dead_token, code=code, detail=detail):
                 report.dead += 1
                 report._error(code)
                 await self._store.mark_dead(job, attempts=attempts, error=f"{code}: {detail}")
                 if dead_token:
                     report.pruned_addresses += 1
+                    # Pruning cancels every pending job to this address; a send to it that was
+                    # accepted but not yet committed must be closed as delivered first.
+                    await commits.flush()
                     await self._store.prune_address(job.channel, job.address, reason=code)
             case RetryAfter(seconds=seconds, code=code):
                 report._error(code)
@@ -508,6 +690,16 @@ class InMemoryOutboxStore:
         row.delivered_at = at
         row.lease_token = row.leased_until = None
         return True
+
+    async def commit_deliveries(self, deliveries: Sequence[Delivery]) -> set[str]:
+        # Nothing below suspends, so on one event loop this is one atomic step. It goes through
+        # the two single methods so that a test's subclass can crash between them.
+        closed: set[str] = set()
+        for d in deliveries:
+            await self.record_delivery(d.job, at=d.at, provider_id=d.provider_id)
+            if await self.mark_delivered(d.job, at=d.at):
+                closed.add(d.job.job_id)
+        return closed
 
     async def schedule_retry(
         self, job: PushJob, *, at: datetime, attempts: int, error: str

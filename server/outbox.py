@@ -2,11 +2,13 @@
 
 The server side writes jobs with `enqueue_*` inside the request's transaction, next to the task
 they announce; the worker side (`SqlOutboxStore`) runs each method as its own short committed
-transaction, as the Protocol requires. One job per (event_id, device_id), unique in the table, so
-a re-run never enqueues twice. Claims are leased: PostgreSQL locks the due rows with
-`FOR UPDATE SKIP LOCKED` inside one `UPDATE ... RETURNING`; SQLite runs the same statement under
-its database write lock (the engine begins every transaction `IMMEDIATE`). Several worker
-processes can therefore share one outbox.
+transaction, as the Protocol requires. The hot one is `commit_deliveries`: a group of accepted
+sends costs one transaction of two statements (a multi-row insert of the delivery records and a
+lease-checked `UPDATE ... RETURNING` per claim) where it used to cost two transactions per
+message. One job per (event_id, device_id), unique in the table, so a re-run never enqueues
+twice. Claims are leased: PostgreSQL locks the due rows with `FOR UPDATE SKIP LOCKED` inside one
+`UPDATE ... RETURNING`; SQLite runs the same statement under its database write lock (the engine
+begins every transaction `IMMEDIATE`). Several worker processes can therefore share one outbox.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from push.base import Channel, PushMessage
-from push.outbox import DedupKey, JobState, PushJob
+from push.outbox import DedupKey, Delivery, JobState, PushJob
 from server import audit
 from server.db import dialect_of
 from server.models import Device, Membership, PushDelivery, PushJobRow, User, utcnow
@@ -39,6 +41,7 @@ __all__ = [
 OUTBOX_FLAG = "outbox_enqueued"
 
 _JOBS = cast(Table, PushJobRow.__table__)
+_DELIVERIES = cast(Table, PushDelivery.__table__)
 _encode = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(PushMessage)
 
@@ -223,6 +226,73 @@ class SqlOutboxStore:
                 stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
             )
             return bool(getattr(result, "rowcount", 0))
+
+    async def commit_deliveries(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """Record every delivery and close each job still under its lease, in one transaction.
+
+        The records go in first (insert-if-absent, whatever became of the lease); then one
+        `UPDATE ... RETURNING` per lease token (one claim gives all its jobs the same token)
+        closes the jobs under `_owned_update`'s guard (pending + same lease token), taking
+        `delivered_at` from the job's delivery record. Both statements are the same whatever the
+        group's size, so they compile once. Records are inserted in key order, so on PostgreSQL
+        two workers whose groups overlap (a lease lost mid-send) wait for each other on the
+        unique index instead of deadlocking there.
+        """
+        if not deliveries:
+            return set()
+        t = _JOBS
+        records: dict[DedupKey, dict[str, Any]] = {}
+        by_token: dict[str, list[uuid.UUID]] = {}
+        for d in deliveries:
+            job = d.job
+            job_id = uuid.UUID(job.job_id)
+            records.setdefault(
+                job.key,
+                {
+                    "event_id": job.event_id,
+                    "device_id": job.device_id,
+                    "job_id": job_id,
+                    "at": d.at,
+                    "provider_id": d.provider_id,
+                },
+            )
+            by_token.setdefault(job.lease_token, []).append(job_id)
+        recorded_at = (
+            select(_DELIVERIES.c.at)
+            .where(
+                _DELIVERIES.c.event_id == t.c.event_id,
+                _DELIVERIES.c.device_id == t.c.device_id,
+            )
+            .scalar_subquery()
+        )
+        closed: set[str] = set()
+        async with self._sessions() as session, session.begin():
+            # executemany, which SQLAlchemy sends from one cached statement; `.values([...])`
+            # would be compiled anew for every group.
+            await session.execute(
+                dialect_insert(session, _DELIVERIES).on_conflict_do_nothing(
+                    index_elements=["event_id", "device_id"]
+                ),
+                [records[key] for key in sorted(records)],
+            )
+            for token, ids in by_token.items():
+                rows = await session.execute(
+                    update(t)
+                    .where(
+                        t.c.id.in_(sorted(ids)),
+                        t.c.state == JobState.PENDING.value,
+                        t.c.lease_token == token,
+                    )
+                    .values(
+                        state=JobState.DELIVERED.value,
+                        delivered_at=recorded_at,
+                        leased_until=None,
+                        lease_token=None,
+                    )
+                    .returning(t.c.id)
+                )
+                closed.update(str(i) for i in rows.scalars())
+        return closed
 
     async def _owned_update(self, job: PushJob, **values: Any) -> bool:
         t = _JOBS

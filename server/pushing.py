@@ -106,7 +106,9 @@ class Background:
         while not self._stop.is_set():
             try:
                 await worker.run(stop=self._stop, poll_interval=self.settings.outbox_poll_s)
-            except (SQLAlchemyError, OSError):
+            # except*: a failure inside the worker's lanes or group commit (its own tasks)
+            # arrives wrapped in an exception group, and must not end the loop either.
+            except* (SQLAlchemyError, OSError):
                 log.exception("outbox worker failed; restarting after a pause")
                 with anyio.move_on_after(self.settings.outbox_poll_s):
                     await self._stop.wait()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import make_url, text
 
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker
@@ -65,10 +66,32 @@ def _login(http: httpx.Client, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
+def drop_scratch_postgres(admin_url: str, url: str) -> None:
+    """Drop the database of `url`, made by `tests.conftest.scratch_postgres` beside `admin_url`
+    (a benchmark has no test session to drop it at the end)."""
+    name = make_url(url).database
+
+    async def run() -> None:
+        engine = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
 def measure(backend: str = "sqlite") -> dict[str, Any]:
     """Median and max of `RUNS` incidents, each dispatching 5 units with one device each."""
     tmp = Path(tempfile.mkdtemp(prefix="liandong-bench-"))
     url = fresh_database(backend, tmp, scratch="liandong_bench" if backend == "postgis" else None)
+    try:
+        return _measure(url, tmp, backend)
+    finally:
+        if backend == "postgis":
+            drop_scratch_postgres(os.environ["LIANDONG_TEST_PG_URL"], url)
+
+
+def _measure(url: str, tmp: Path, backend: str) -> dict[str, Any]:
     seed_demo(url)
     _add_plan(url)
     samples: list[float] = []
