@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import firebase_admin
 import pytest
 
 from push.fcm import FcmSender, firebase_app
+from tests.clocks import ManualClock
 from tests.peers.fcm_standin import FcmStandIn
 from tests.peers.webpush_receiver import WebPushReceiver
 
 PROJECT = "liandong-test"
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 7, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import requests
 from push.base import Channel, Delivered, PermanentFailure, PushMessage, TransientFailure
 from push.fcm import FcmSender
 from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker, PushJob, RetryPolicy
-from tests.integration.push.conftest import PROJECT, ManualClock
+from tests.clocks import ManualClock
+from tests.integration.push.conftest import PROJECT
 from tests.peers.fcm_standin import (
     INTERNAL,
     INVALID_PAYLOAD,

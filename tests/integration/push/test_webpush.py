@@ -11,7 +11,7 @@ import msgspec
 from push.base import Channel, Delivered, PermanentFailure, PushMessage, RetryAfter
 from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker
 from push.webpush import WebPushSender, generate_vapid_keys, webpush_payload
-from tests.integration.push.conftest import ManualClock
+from tests.clocks import ManualClock
 from tests.peers.webpush_receiver import WebPushReceiver
 
 WARNING = PushMessage(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
@@ -15,17 +15,7 @@ import pytest
 
 from push.base import Channel, Delivered, DeliveryResult, PermanentFailure, PushMessage
 from push.outbox import Delivery, InMemoryOutboxStore, JobState, OutboxWorker, PushJob
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 7, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.clocks import ManualClock
 
 
 class WorkerKilled(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict, deque
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import anyio
 import pytest
@@ -21,6 +21,7 @@ from push.base import (
     TransientFailure,
 )
 from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker, RetryPolicy
+from tests.clocks import ManualClock
 
 policies = st.builds(
     RetryPolicy,
@@ -53,17 +54,6 @@ def test_backoff_spreads_out() -> None:
     means = [sum(policy.backoff(n, rng) for _ in range(2000)) / 2000 for n in (1, 4, 8)]
     assert means[0] < means[1] < means[2]
     assert means[2] == pytest.approx(64, rel=0.1)  # uniform(0, 128) has mean 64
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 7, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class ScriptedProvider:
