@@ -77,6 +77,14 @@ async def provide_list_query(
     )
 
 
+def uid_or_none(value: Any) -> uuid.UUID | None:
+    """A UUID from a value (a UUID or its string), or None when it is not one."""
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
 def live_visible(principal: Principal, model: type[Any], *filters: Any) -> list[Any]:
     """WHERE conditions for rows of `model` that are not deleted and `principal` may see."""
     conds: list[Any] = [model.deleted_at.is_(None), *filters]

@@ -163,3 +163,26 @@ def test_patches_store_enum_values(client: TestClient[Any], auth: Sessions) -> N
     assert r.status_code == 200, r.text
     again = client.get(f"/api/v1/hazards/{hz['id']}", headers=d).json()
     assert (again["severity"], again["category"]) == ("critical", "electrical")
+
+
+def test_an_incident_links_only_live_hazards_its_dispatcher_may_see(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    hazard = client.post("/api/v1/hazards", headers=auth("inspector1"), json=f.hazard()).json()
+    d = auth("dispatcher")
+    linked = client.post("/api/v1/incidents", headers=d, json=f.incident(hazard_ids=[hazard["id"]]))
+    assert linked.status_code == 201, linked.text
+    assert linked.json()["hazard_ids"] == [hazard["id"]]
+    # A dispatcher of another street cannot link (or learn of) a hazard outside their area.
+    body = f.user("dispatcher", "command", area_id=str(f.did("area:yuyuan")))
+    assert client.post("/api/v1/users", headers=auth("admin"), json=body).status_code == 201
+    elsewhere = auth(body["username"], body["password"])
+    there = f.incident(at=f.IN_GRID_B, hazard_ids=[hazard["id"]])
+    refused = client.post("/api/v1/incidents", headers=elsewhere, json=there)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "hazard_ids"
+    # A deleted hazard is no longer linkable.
+    gone = client.post("/api/v1/hazards", headers=auth("inspector1"), json=f.hazard()).json()
+    assert client.delete(f"/api/v1/hazards/{gone['id']}", headers=d).status_code == 204
+    late = client.post("/api/v1/incidents", headers=d, json=f.incident(hazard_ids=[gone["id"]]))
+    assert late.status_code == 422, late.text

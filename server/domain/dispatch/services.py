@@ -20,7 +20,7 @@ from schemas.states import (
 )
 from server import audit, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch
+from server.crud import apply_patch, live_visible
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -107,10 +107,12 @@ def task_event_out(row: TaskEvent) -> s.TaskEvent:
     )
 
 
-async def _hazard_ids(session: AsyncSession, ids: list[uuid.UUID]) -> list[str]:
+async def _hazard_ids(session: AsyncSession, p: Principal, ids: list[uuid.UUID]) -> list[str]:
+    """The linked hazards, each one live and visible to `p` (else it is reported missing)."""
     if not ids:
         return []
-    found = set((await session.execute(select(Hazard.id).where(Hazard.id.in_(set(ids))))).scalars())
+    stmt = select(Hazard.id).where(*live_visible(p, Hazard, Hazard.id.in_(set(ids))))
+    found = set((await session.execute(stmt)).scalars())
     missing = [str(i) for i in ids if i not in found]
     if missing:
         raise InvalidInput(f"no such hazard: {', '.join(missing)}", field="hazard_ids")
@@ -147,7 +149,7 @@ async def create_incident(
         status=IncidentStatus.OPEN.value,
         source=data.source.value,
         created_by=p.user_id,
-        hazard_ids=await _hazard_ids(session, data.hazard_ids),
+        hazard_ids=await _hazard_ids(session, p, data.hazard_ids),
     )
     if data.id is not None:
         row.id = data.id
@@ -182,7 +184,7 @@ async def patch_incident(
             raise Conflict(f"incident cannot go from {old} to {data.status}", field="status")
         row.status = changed["status"] = data.status.value
     if data.hazard_ids is not msgspec.UNSET:
-        row.hazard_ids = await _hazard_ids(session, data.hazard_ids)
+        row.hazard_ids = await _hazard_ids(session, p, data.hazard_ids)
         changed["hazard_ids"] = row.hazard_ids
     await session.flush()
     audit.record(session, p, "update", "incident", row.id, **changed)

@@ -26,7 +26,7 @@ from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, live_visible
+from server.crud import apply_patch, live_visible, uid_or_none
 from server.domain.dispatch.assign import dispatchers_for
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
@@ -117,13 +117,6 @@ def photo_out(
     return photo
 
 
-def _uuid_or_none(value: object) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 _SERIOUS = frozenset({s.EvidenceFlag.FAR_FROM_POINT.value, s.EvidenceFlag.TIME_MISMATCH.value})
 
 
@@ -150,7 +143,7 @@ def hazard_out(
         grid_id=row.grid_id,
         area_id=row.area_id,
         enterprise_id=row.enterprise_id,
-        photo_ids=[i for i in map(_uuid_or_none, row.photo_ids or []) if i is not None],
+        photo_ids=[i for i in map(uid_or_none, row.photo_ids or []) if i is not None],
         rectify_org_id=row.rectify_org_id,
         rectify_deadline=row.rectify_deadline,
         created_at=row.created_at,
@@ -195,7 +188,7 @@ async def _unlinked_report_photos(
     for row in rows:
         linked = {link.media_id for link, _ in links[row.id]}
         for raw in row.photo_ids or []:
-            ident = _uuid_or_none(raw)
+            ident = uid_or_none(raw)
             if ident is not None and ident not in linked:
                 wanted.setdefault(ident, []).append(row)
     if not wanted:
@@ -652,10 +645,9 @@ async def _push_escalation(
         data=data, collapse_key=event_id[:64], ttl_seconds=86_400, priority="high"
     )
     users = set(await dispatchers_for(session, hazard.area_id))
-    if hazard.grid_id is not None:
-        inspector = await session.scalar(select(Grid.inspector_id).where(Grid.id == hazard.grid_id))
-        if inspector is not None:
-            users.add(inspector)
+    inspector = await _grid_inspector(session, hazard)
+    if inspector is not None:
+        users.add(inspector)
     units = [hazard.rectify_org_id] if hazard.rectify_org_id is not None else []
     await enqueue_for_units(session, units, users, event_id=event_id, message=message)
     escalation.delivered_at = now

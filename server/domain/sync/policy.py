@@ -37,6 +37,7 @@ from schemas.states import TaskStatus
 from schemas.sync import Op, Reason, Refusal
 from server import audit, geo
 from server.auth.principal import Principal
+from server.crud import uid_or_none
 from server.db import dialect_of
 from server.domain.checks.services import ANSWER_EVERY_ITEM, answers_every_item, stored_results
 from server.domain.sync.mapping import (
@@ -46,7 +47,6 @@ from server.domain.sync.mapping import (
     iso,
     parse_time,
     point_db,
-    uid,
 )
 from server.domain.sync.storage import mark_skip
 from server.errors import Forbidden
@@ -577,14 +577,6 @@ def _field_of(exc: msgspec.ValidationError) -> str:
     """The top-level field a msgspec error names (`... - at `$.results[0].result``)."""
     found = re.search(r"\$\.(\w+)", str(exc))
     return found.group(1) if found else ""
-
-
-def uid_or_none(value: Any) -> uuid.UUID | None:
-    """A UUID from a string, or None when it is not one."""
-    try:
-        return uid(value)
-    except (ValueError, TypeError):
-        return None
 
 
 def _point_db(value: Any) -> Any:
