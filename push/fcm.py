@@ -214,6 +214,7 @@ class _SendThreads:
         self._lock = threading.Lock()
         self._alive = 0
         self._idle = 0
+        self._queued = 0  # jobs counted in `run` and not yet taken by a thread
         self._finished: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
 
     async def run(self, address: str, message: PushMessage) -> DeliveryResult:
@@ -221,13 +222,15 @@ class _SendThreads:
         (as `anyio.to_thread.run_sync` does by default), so its result is never half-known."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[DeliveryResult] = loop.create_future()
-        self._jobs.put((loop, future, address, message))
         with self._lock:
-            # After the put: a thread that is about to time out re-checks the queue under this
-            # lock, so a job never waits in the queue with no thread left to take it.
-            start = self._idle == 0 and self._alive < self._size
+            # Count the job before it is queued: a thread about to time out re-checks `_queued`
+            # under this lock, so a job never waits with no thread left to take it. Start a
+            # thread whenever waiting jobs outnumber idle threads (up to `size`).
+            self._queued += 1
+            start = self._queued > self._idle and self._alive < self._size
             if start:
                 self._alive += 1
+        self._jobs.put((loop, future, address, message))
         if start:
             threading.Thread(target=self._work, name="fcm-send", daemon=True).start()
         with anyio.CancelScope(shield=True):
@@ -243,12 +246,13 @@ class _SendThreads:
             except queue.Empty:
                 with self._lock:
                     self._idle -= 1
-                    if self._jobs.empty():
+                    if self._queued == 0:
                         self._alive -= 1
                         return
                 continue
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
             try:
                 outcome: _Outcome = (future, self._send(address, message), None)
             except BaseException as exc:  # handed to the awaiting task, which re-raises it

@@ -223,8 +223,8 @@ class RealServerDevices(RuleBasedStateMachine):
                             for c in conflicts
                         ), (name, m)
                         continue
-                    if name not in rec.fields:
-                        continue
+                    # An acknowledged, not refused, not lost write must be on the server.
+                    assert name in rec.fields, (name, m)
                     fs = rec.fields[name]
                     if fs.version >= ack.version:
                         continue  # applied at ack.version, or overwritten later

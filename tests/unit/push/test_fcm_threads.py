@@ -57,6 +57,34 @@ def test_each_caller_gets_its_own_result_at_most_size_at_once() -> None:
     assert send.most == 3
 
 
+def test_a_burst_gets_a_thread_per_send_up_to_size() -> None:
+    """Eight sends that can only finish together (a barrier of eight): the pool must run all
+    eight at once, even though a thread from an earlier send is idle when the burst comes."""
+    barrier = threading.Barrier(8, timeout=5)
+
+    def together(address: str, message: PushMessage) -> DeliveryResult:
+        if address != "warm-up":
+            barrier.wait()  # BrokenBarrierError after 5 s if fewer than 8 run at once
+        return Delivered(provider_id=address)
+
+    threads = _SendThreads(8, together)
+
+    async def main() -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+
+        async def one(n: int) -> None:
+            results.append(await threads.run(f"b{n}", MESSAGE))
+
+        await threads.run("warm-up", MESSAGE)  # leaves one idle thread behind
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(one, n)
+        return results
+
+    assert len(anyio.run(main)) == 8
+    assert len(anyio.run(main)) == 8  # again, with eight idle threads already there
+
+
 def test_an_exception_reaches_the_caller_and_the_thread_survives() -> None:
     threads = _SendThreads(1, _Recorder(pause=0))
 
