@@ -108,7 +108,9 @@ def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-def _drop_databases() -> None:
+def drop_scratch_databases() -> None:
+    """Drop the databases `scratch_postgres` made in this process (tests and benchmarks)."""
+
     async def run(url: str, name: str) -> None:
         engine = make_engine(url, isolation_level="AUTOCOMMIT")
         async with engine.connect() as conn:
@@ -123,7 +125,7 @@ def _drop_databases() -> None:
 def _drop_scratch_databases() -> Iterator[None]:
     """Remove this session's PostgreSQL databases when the session ends."""
     yield
-    _drop_databases()
+    drop_scratch_databases()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

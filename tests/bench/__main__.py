@@ -24,13 +24,18 @@ def main(argv: list[str]) -> int:
         if m.name.startswith("bench_")
     )
     wanted = [n for n in names if not argv or n in argv]
-    for name in wanted:
-        module = importlib.import_module(f"tests.bench.bench_{name}")
-        print(f"== {name}", flush=True)
-        figures = module.run()
-        text = json.dumps(figures, indent=2, sort_keys=True, default=str)
-        print(text, flush=True)
-        (out / f"{name}.json").write_text(text + "\n")
+    try:
+        for name in wanted:
+            module = importlib.import_module(f"tests.bench.bench_{name}")
+            print(f"== {name}", flush=True)
+            figures = module.run()
+            text = json.dumps(figures, indent=2, sort_keys=True, default=str)
+            print(text, flush=True)
+            (out / f"{name}.json").write_text(text + "\n")
+    finally:
+        from tests.conftest import drop_scratch_databases
+
+        drop_scratch_databases()  # the PostGIS scratch databases the benchmarks made
     return 0
 
 

@@ -60,7 +60,6 @@ from push.base import Channel, PushMessage
 from push.fcm import FcmSender, fcm_send_url, firebase_app
 from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker
 from server.db import make_engine, make_sessionmaker
-from server.migrate import upgrade
 from server.models import PushDelivery, PushJobRow
 from server.outbox import SqlOutboxStore
 from tests.peers.fcm_standin import FcmStandIn
@@ -382,16 +381,10 @@ def _best_levels(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _sql_outbox(base_url: str, backend: str) -> dict[str, Any]:
     """The same runs through `SqlOutboxStore` on a fresh migrated database of `backend`."""
-    from tests.bench.dispatch_latency import drop_scratch_postgres
-    from tests.conftest import fresh_database, scratch_postgres
+    from tests.conftest import drop_scratch_databases, fresh_database
 
     with tempfile.TemporaryDirectory(prefix="liandong-bench-push-") as tmp:
-        pg_url = os.environ.get("LIANDONG_TEST_PG_URL", "")
-        if backend == "postgis":
-            db_url = scratch_postgres(pg_url, "liandong_bench_push")
-            upgrade(db_url)
-        else:
-            db_url = fresh_database("sqlite", Path(tmp))
+        db_url = fresh_database(backend, Path(tmp), scratch="liandong_bench_push")
         try:
             runs = [
                 _through_outbox(base_url, p, c, db_url)
@@ -401,7 +394,7 @@ def _sql_outbox(base_url: str, backend: str) -> dict[str, Any]:
             ]
         finally:
             if backend == "postgis":
-                drop_scratch_postgres(pg_url, db_url)
+                drop_scratch_databases()
     levels = _best_levels(runs)
     best = max(levels, key=lambda level: level["messages_per_s"])
     return {

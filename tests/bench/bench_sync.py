@@ -310,8 +310,8 @@ async def main() -> dict[str, Any]:
     return out
 
 
-def run() -> dict[str, Any]:
-    """Entry point for `python -m tests.bench sync`."""
+def engine_figures() -> dict[str, Any]:
+    """The engine's figures (in-memory server, in process)."""
     return asyncio.run(main())
 
 
@@ -398,9 +398,6 @@ def _server_figures(out: dict[str, Any]) -> None:
         out["server_apply_note"] = "PostGIS scratch database, 500 mutations x 2 fields per push"
     else:
         out["server_apply_note"] = "LIANDONG_TEST_PG_URL unset: PostGIS figure not measured"
-
-
-_engine_run = run
 
 
 # -- Through the real HTTP server ----------------------------------------------------------
@@ -767,10 +764,10 @@ def _http_figures(out: dict[str, Any]) -> None:
     )
 
 
-def run() -> dict[str, Any]:  # type: ignore[no-redef]
+def run() -> dict[str, Any]:
     """Entry point for `python -m tests.bench sync`: engine figures, the SQL server's, and the
     initial pull and steady state through the real HTTP server."""
-    out = _engine_run()
+    out = engine_figures()
     _server_figures(out)
     _http_figures(out)
     return out

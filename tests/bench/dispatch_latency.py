@@ -19,13 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import make_url, text
 
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker
 from server.demo import did
 from server.models import EmergencyPlan
-from tests.conftest import DEMO_PASSWORD, fresh_database, make_settings, seed_demo
+from tests.conftest import (
+    DEMO_PASSWORD,
+    drop_scratch_databases,
+    fresh_database,
+    make_settings,
+    seed_demo,
+)
 from tests.peers.fcm_standin import FcmStandIn
 from tests.servers import serve_in_thread
 
@@ -66,20 +71,6 @@ def _login(http: httpx.Client, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def drop_scratch_postgres(admin_url: str, url: str) -> None:
-    """Drop the database of `url`, made by `tests.conftest.scratch_postgres` beside `admin_url`
-    (a benchmark has no test session to drop it at the end)."""
-    name = make_url(url).database
-
-    async def run() -> None:
-        engine = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-        async with engine.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await engine.dispose()
-
-    asyncio.run(run())
-
-
 def measure(backend: str = "sqlite") -> dict[str, Any]:
     """Median and max of `RUNS` incidents, each dispatching 5 units with one device each."""
     tmp = Path(tempfile.mkdtemp(prefix="liandong-bench-"))
@@ -88,7 +79,7 @@ def measure(backend: str = "sqlite") -> dict[str, Any]:
         return _measure(url, tmp, backend)
     finally:
         if backend == "postgis":
-            drop_scratch_postgres(os.environ["LIANDONG_TEST_PG_URL"], url)
+            drop_scratch_databases()
 
 
 def _measure(url: str, tmp: Path, backend: str) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def test_response_times_follow_the_timeline(client: TestClient[Any], auth: Sessi
 
 def test_incident_counts_by_period_as_json_and_csv(client: TestClient[Any], auth: Sessions) -> None:
     d = auth("dispatcher")
-    client.post("/api/v1/incidents", headers=d, json=f.incident(type="landslide", level=4))
+    made = client.post("/api/v1/incidents", headers=d, json=f.incident(type="landslide", level=4))
+    assert made.status_code == 201, made.text
     today = datetime.now(UTC).date().isoformat()
     day = client.get("/api/v1/stats/incidents", headers=d, params={"period": "day"}).json()
     assert any(
@@ -74,6 +75,7 @@ def test_incident_counts_by_period_as_json_and_csv(client: TestClient[Any], auth
     )
     month = client.get("/api/v1/stats/incidents", headers=d, params={"period": "month"}).json()
     assert all(len(c["period_start"]) == 7 for c in month)
+    assert any(c["period_start"] == today[:7] and c["type"] == "landslide" for c in month), month
     future = client.get(
         "/api/v1/stats/incidents", headers=d, params={"since": "2099-01-01T00:00:00Z"}
     ).json()

@@ -324,12 +324,18 @@ async def seconds_to_pull_event(
             async for line in lines:
                 if line.startswith("event: ready"):
                     break
-            await asyncio.sleep(0.3)  # let a LISTEN connection (another process) settle
-            t0 = time.perf_counter()
-            r = await http.post("/api/v1/tasks", headers=d, json=f.task())
-            assert r.status_code == 201, r.text
-            async for line in lines:
-                if line.startswith("event: pull"):
+            # A first commit, untimed: it proves the path is live (for two servers, that the
+            # listener's LISTEN connection is up) before the measured one.
+            for timed in (False, True):
+                t0 = time.perf_counter()
+                r = await http.post("/api/v1/tasks", headers=d, json=f.task())
+                assert r.status_code == 201, r.text
+                async for line in lines:
+                    if line.startswith("event: pull"):
+                        break
+                else:
+                    raise AssertionError("the event stream ended without a pull event")
+                if timed:
                     return time.perf_counter() - t0
     raise AssertionError("no pull event")
 

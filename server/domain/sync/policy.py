@@ -233,16 +233,14 @@ class ServerPolicy:
             return bad
         match ctx.spec.name:
             case "task":
-                return self._authorize_task(p, ctx, key)
+                return self._authorize_task(p, ctx)
             case "hazard":
                 return self._authorize_hazard(p, ctx, key)
             case "check_submission":
                 return self._authorize_submission(p, ctx)
         return _refuse(Reason.RULE, f"{ctx.spec.name} is not written through sync yet")
 
-    def _authorize_task(
-        self, p: Principal, ctx: WriteContext, key: tuple[str, uuid.UUID]
-    ) -> Refusal | None:
+    def _authorize_task(self, p: Principal, ctx: WriteContext) -> Refusal | None:
         if ctx.current is None:
             return _refuse(Reason.RULE, "tasks are dispatched through the API")
         row = self._visible_row(p, Task, ctx.record_id)
