@@ -289,7 +289,8 @@ class FcmSender:
 
     One instance per process: it owns the SDK messaging service of `app` (one pooled session).
     `endpoint`, when given, replaces `https://fcm.googleapis.com` (tests: the loopback stand-in).
-    `max_concurrency` bounds both the sender threads and the HTTP connection pool; a handful is
+    `max_concurrency` (default 8, the best level in `make bench BENCH=push`) bounds both the
+    sender threads and the HTTP connection pool; a handful is
     enough, since the GIL serialises the SDK's CPU work and only the network wait overlaps.
     `trust_env=False` stops requests reading proxy settings and .netrc from the environment.
     """
@@ -301,7 +302,7 @@ class FcmSender:
         app: firebase_admin.App,
         *,
         endpoint: str | None = None,
-        max_concurrency: int = 64,
+        max_concurrency: int = 8,
         trust_env: bool = False,
     ) -> None:
         self._app = app

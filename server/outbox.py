@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -203,14 +203,16 @@ class SqlOutboxStore:
         """Which (event_id, device_id) already have a delivery record."""
         if not keys:
             return set()
-        wanted = set(keys)
+        pair = tuple_(PushDelivery.event_id, PushDelivery.device_id)
         async with self._sessions() as session:
+            # The pairs themselves (row values, both databases), not every record of the
+            # events: a broadcast to thousands of devices would re-read them all per batch.
             rows = await session.execute(
                 select(PushDelivery.event_id, PushDelivery.device_id).where(
-                    PushDelivery.event_id.in_({event for event, _ in wanted})
+                    pair.in_(sorted(set(keys)))
                 )
             )
-            return {(e, d) for e, d in rows.all() if (e, d) in wanted}
+            return {(e, d) for e, d in rows.all()}
 
     async def record_delivery(self, job: PushJob, *, at: datetime, provider_id: str | None) -> bool:
         """Insert the delivery record if absent; committed before returning."""

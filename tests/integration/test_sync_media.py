@@ -48,6 +48,19 @@ def test_a_photo_travels_with_its_hazard_and_its_status_follows_the_upload(
             assert now is not None and now["status"] == "stored", who
             assert now["width"] and now["height"], who
 
+        # The reporter's phone corrects the location into grid B: the photo follows the hazard.
+        moved = f.point(*f.IN_GRID_B)
+        phones["inspector1"].store.write("hazard", uuid.UUID(hazard["id"]), {"location": moved})
+        phones["inspector1"].sync()
+        assert not phones["inspector1"].store.log_entries("refused")
+        for p in phones.values():
+            p.sync()
+        there = phones["inspector2"].get("media", mid)
+        assert there is not None and there["status"] == "stored"
+        assert f"grid:{f.did('grid:B')}" in there["shared_with"]
+        assert f"grid:{hazard['grid_id']}" not in there["shared_with"]
+        assert phones["inspector1"].get("media", mid) is not None  # still the uploader's
+
         # Devices cannot write photo records (they upload through the API).
         h = int(time.time() * 1000) << 16
         refused = push(

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -37,11 +37,21 @@ from server.domain.sync.mapping import (
     task_event_item,
 )
 from server.domain.sync.storage import SKIP, TOUCHED, SqlStorage, SqlTx, drive
-from server.models import CheckItem, HazardEvent, HazardMedia, Record, SyncRecord, TaskEvent
+from server.models import (
+    CheckItem,
+    Hazard,
+    HazardEvent,
+    HazardMedia,
+    Record,
+    SyncRecord,
+    TaskEvent,
+)
 from sync.hlc import HLC, SystemClock
 from sync.server import SyncServer
 
 PENDING = "sync_pending"
+HAZARD_SCOPE_COLUMNS = ("grid_id", "enterprise_id", "reporter_id", "area_id")
+"""The hazard columns its sync scopes come from (`mapping.hazard_scopes`)."""
 RUNTIME = "sync"
 
 
@@ -94,6 +104,10 @@ def _after_flush(session: Session, _ctx: Any) -> None:
             entry = pending.setdefault((BY_MODEL[cls].entity, obj.id), {"items": []})
             entry["row"] = obj
             entry["gone"] = obj in session.deleted
+            if cls is Hazard and obj in session.dirty:
+                state = inspect(obj)
+                if any(state.attrs[c].history.has_changes() for c in HAZARD_SCOPE_COLUMNS):
+                    entry["rescope"] = True  # its photos must follow (see _follow_hazards)
         elif cls is TaskEvent and obj in session.new:
             entry = pending.setdefault(("task", obj.task_id), {"items": []})
             entry["items"].append(task_event_item(obj))
@@ -150,12 +164,20 @@ def _write_pending(session: Session, rt: SyncRuntime) -> None:
 
 
 def _follow_hazards(session: Session, pending: dict[tuple[str, uuid.UUID], dict[str, Any]]) -> None:
-    """A hazard that changed may have changed scopes: re-write its photos' records too (after
-    it: entities are written in name order), so each photo follows its hazard's scopes."""
-    hazards = [rid for entity, rid in pending if entity == "hazard"]
-    if not hazards:
+    """A hazard whose scope columns changed: re-write its photos' records too (after it:
+    entities are written in name order), so each photo follows its hazard's scopes. Other
+    hazard edits leave the photos' scopes as they are and cost nothing here."""
+    hazards = [rid for (kind, rid), e in pending.items() if kind == "hazard" and e.get("rescope")]
+    follow_photos(session, hazards)
+
+
+def follow_photos(session: Session, hazard_ids: list[uuid.UUID]) -> None:
+    """Queue the photo records of these hazards for re-writing at commit (their scopes follow
+    the hazards'); sync calls it when a device's write moved a hazard to other scopes."""
+    if not hazard_ids:
         return
-    stmt = select(HazardMedia.media_id).where(HazardMedia.hazard_id.in_(hazards))
+    pending: dict[tuple[str, uuid.UUID], dict[str, Any]] = session.info.setdefault(PENDING, {})
+    stmt = select(HazardMedia.media_id).where(HazardMedia.hazard_id.in_(hazard_ids))
     for media_id in session.execute(stmt).scalars():
         pending.setdefault(("media", media_id), {"items": []})
 

@@ -40,6 +40,7 @@ from server.auth.principal import Principal
 from server.crud import uid_or_none
 from server.db import dialect_of
 from server.domain.checks.services import ANSWER_EVERY_ITEM, answers_every_item, stored_results
+from server.domain.sync.bridge import follow_photos
 from server.domain.sync.mapping import (
     BY_ENTITY,
     apply_fields,
@@ -411,6 +412,9 @@ class ServerPolicy:
         if record.entity == "check_submission":
             self._insert_submission(ctx, record)
             return
+        if record.entity == "hazard" and ctx.current is not None:
+            if record.scopes != ctx.current.scopes:
+                follow_photos(self.s, [record.id])  # its photos move with it
         mapped = BY_ENTITY.get(record.entity)
         if mapped is None or record.entity not in ("task", "hazard", "incident"):
             return
