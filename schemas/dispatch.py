@@ -104,6 +104,7 @@ class TaskEvent(Output):
     location: Point | None
     accuracy_m: float | None
     note: str | None
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class Task(Output):
@@ -167,6 +168,19 @@ class TaskTransition(Input):
     note: Text | None = None
     at: AwareTime | None = None
     id: uuid.UUID | None = None
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+
+
+class TaskNote(Input):
+    """A progress note on a task without a status change, with the fix and photos."""
+
+    note: Text
+    device_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    location: Point | None = None
+    accuracy_m: AccuracyM | None = None
+    at: AwareTime | None = None
+    id: uuid.UUID | None = None
+    photo_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class PositionReport(Input):

@@ -116,11 +116,18 @@ class HazardCreate(Input):
 
 
 class HazardPatch(Input):
-    """Correct a hazard report's details; status moves through its own steps."""
+    """Correct a hazard report's details; status moves through its own steps.
+
+    A corrected `location` moves the hazard to the grid and area around it. `photo_ids` names
+    photos to add (declared media ids); photos are never removed, which is also how sync merges
+    the hazard's `photo_ids` (append-only)."""
 
     category: HazardCategory | msgspec.UnsetType = msgspec.UNSET
     severity: Severity | msgspec.UnsetType = msgspec.UNSET
     description: Text | msgspec.UnsetType = msgspec.UNSET
+    location: Point | msgspec.UnsetType = msgspec.UNSET
+    accuracy_m: AccuracyM | None | msgspec.UnsetType = msgspec.UNSET
+    photo_ids: list[uuid.UUID] | msgspec.UnsetType = msgspec.UNSET
 
 
 class HazardTransition(Input):

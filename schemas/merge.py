@@ -286,11 +286,15 @@ register(
             "status": status(TASK_MACHINE),
             "timeline": append_only(),
             "area_id": server_owned(K.UUID),
+            "plan_id": server_owned(K.UUID),
+            "dispatched_at": server_owned(K.DATETIME),
+            "accept_by": server_owned(K.DATETIME),
             "created_at": server_owned(K.DATETIME),
             "updated_at": server_owned(K.DATETIME),
         },
         client_deletable=True,
-        scope_doc="the assignee unit's and assignee user's scopes, and its area (dispatch)",
+        scope_doc="the assignee unit's and assignee user's scopes, and its area (dispatch); "
+        "devices move it with `task_step`",
     )
 )
 
@@ -318,24 +322,32 @@ register(
     EntitySpec(
         name="hazard",
         fields={
+            # The names and meanings of REST's `schemas.hazards.Hazard` (one definition).
             "category": lww(K.STR),
             "severity": lww(K.STR),
-            "title": lww(K.STR),
             "description": lww(K.STR),
             "location": lww(K.POINT),
             "accuracy_m": lww(K.NUMBER),
+            "reported_at": lww(K.DATETIME),
+            # Steps go through `hazard_step` (the closed loop's rules); a device never writes
+            # `status` or `timeline` directly. The machine orders the server's own writes.
             "status": status(HAZARD_MACHINE),
+            "status_reason": server_owned(K.STR),
             "reporter_id": server_owned(K.UUID),
             "grid_id": server_owned(K.UUID),
             "area_id": server_owned(K.UUID),
             "enterprise_id": lww(K.UUID),
-            "photos": append_only(),
+            "rectify_org_id": server_owned(K.UUID),
+            "rectify_enterprise_id": server_owned(K.UUID),
+            "rectify_deadline": server_owned(K.DATETIME),
+            "overdue": server_owned(K.BOOL),
+            "photo_ids": append_only(),
             "timeline": append_only(),
             "created_at": server_owned(K.DATETIME),
             "updated_at": server_owned(K.DATETIME),
         },
         client_deletable=True,
-        scope_doc="its grid's scope, its enterprise's scope, its reporter's own scope",
+        scope_doc="its grid's scope, its enterprise's scope, its reporter's own scope, its area",
     )
 )
 
@@ -424,9 +436,11 @@ register(
             "contact": lww(K.STR),
             "phone": lww(K.STR),
             "details": lww(K.DICT),
+            "area_id": server_owned(K.UUID),  # its deepest area: the `refarea:` scope
         },
         client_writable=False,
-        scope_doc="reference data for everyone",
+        scope_doc="reference data of its area (`refarea:A`; no area: `ref`), read by users of "
+        "that area, of its neighbours and of their tasks' areas",
     )
 )
 
@@ -436,7 +450,7 @@ register(
         fields={
             "identifier": lww(K.STR),
             "msg_type": lww(K.STR),
-            "colour": lww(K.STR),
+            "color": lww(K.STR),
             "headline": lww(K.STR),
             "description": lww(K.STR),
             "urgency": lww(K.STR),
@@ -448,5 +462,114 @@ register(
         },
         client_writable=False,
         scope_doc="reference data for everyone in its area",
+    )
+)
+
+
+# ------------------------------------------------------------------ steps: field actions offline
+# A step is a command a device creates once (op `c`) with its own id; the server applies it with
+# the same domain function the REST endpoint calls, and its effect syncs back in the task's or
+# hazard's record (status, timeline, ...). Steps themselves are in no scope: never pulled. Their
+# fields are the REST request's (`TaskTransition`/`TaskNote`, `HazardTransition`,
+# `PositionReport`) plus the id of the record they act on.
+
+register(
+    EntitySpec(
+        name="task_step",
+        fields={
+            "task_id": lww(K.UUID, nullable=False),
+            # None: a progress note without a status change (REST: POST /tasks/{id}/notes).
+            "to_status": lww(K.STR),
+            "note": lww(K.STR),
+            "at": lww(K.DATETIME),
+            "location": lww(K.POINT),
+            "accuracy_m": lww(K.NUMBER),
+            "device_id": lww(K.STR),
+            "photo_ids": lww(K.LIST),
+        },
+        scope_doc="none (a command; its effect syncs in the task)",
+    )
+)
+
+register(
+    EntitySpec(
+        name="hazard_step",
+        fields={
+            "hazard_id": lww(K.UUID, nullable=False),
+            "to_status": lww(K.STR, nullable=False),
+            "note": lww(K.STR),
+            "photo_ids": lww(K.LIST),
+            "photo_sha256": lww(K.LIST),
+            "assignee_enterprise_id": lww(K.UUID),
+            "assignee_org_id": lww(K.UUID),
+            "deadline": lww(K.DATETIME),
+            "at": lww(K.DATETIME),
+        },
+        scope_doc="none (a command; its effect syncs in the hazard)",
+    )
+)
+
+register(
+    EntitySpec(
+        name="position_fix",
+        fields={
+            "location": lww(K.POINT, nullable=False),
+            "accuracy_m": lww(K.NUMBER),
+            "at": lww(K.DATETIME),
+            "device_id": lww(K.STR),
+        },
+        scope_doc="none (the last fix per user shows on dispatch's map)",
+    )
+)
+
+STEP_ENTITIES = frozenset({"task_step", "hazard_step", "position_fix"})
+"""Entities that are commands: created once, applied by a domain action, never pulled."""
+
+
+# ------------------------------------------------------------- reference data scoped by area
+# Read-only to devices; scopes in server/domain/sync/reference_scopes.py.
+
+register(
+    EntitySpec(
+        name="contact",
+        fields={
+            "kind": lww(K.STR),
+            "name": lww(K.STR),
+            "name_en": lww(K.STR),
+            "phone": lww(K.STR),
+            "org_id": lww(K.UUID),
+            "user_id": lww(K.UUID),
+            "role_title": lww(K.STR),
+            "area_ids": lww(K.LIST),
+            "duty": lww(K.BOOL),
+            "notes": lww(K.STR),
+            "created_at": server_owned(K.DATETIME),
+            "updated_at": server_owned(K.DATETIME),
+        },
+        client_writable=False,
+        scope_doc="`refarea:A` for each area it serves (none: `ref`), like resources",
+    )
+)
+
+register(
+    EntitySpec(
+        name="plan",
+        fields={
+            "code": lww(K.STR),
+            "version": lww(K.INT),
+            "name": lww(K.STR),
+            "description": lww(K.STR),
+            "incident_type": lww(K.STR),
+            "min_level": lww(K.INT),
+            "active": lww(K.BOOL),
+            # The task templates as REST's `schemas.plans.TaskTemplate` dicts.
+            "templates": lww(K.LIST),
+            "unit_kinds": server_owned(K.LIST),
+            "created_at": server_owned(K.DATETIME),
+            "updated_at": server_owned(K.DATETIME),
+        },
+        client_writable=False,
+        scope_doc="`plans` (dispatch); while active, `plankind:K` for each unit kind its "
+        "templates dispatch (responders of units of that kind)",
     )
 )

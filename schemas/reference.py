@@ -1,4 +1,4 @@
-"""Reference data: administrative areas, organisations, grids, enterprises, resources."""
+"""Reference data: administrative areas, organisations, grids, enterprises, resources, contacts."""
 
 from __future__ import annotations
 
@@ -193,3 +193,70 @@ class ResourcePatch(Input):
     )
     phone: Annotated[str, msgspec.Meta(max_length=32)] | msgspec.UnsetType | None = msgspec.UNSET
     address: Text | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class ContactKind(enum.StrEnum):
+    """Whose number a contact is."""
+
+    UNIT_DUTY = "unit_duty"  # a linked unit's duty line (110, 119, 120, ...)
+    ORG_DUTY = "org_duty"  # another organisation's duty line (command centre, depot, ...)
+    PERSON = "person"
+
+
+Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^\+?[0-9][0-9 ()-]*$")]
+ContactName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+RoleTitle = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+AreaIds = Annotated[list[uuid.UUID], msgspec.Meta(max_length=200)]
+
+
+class Contact(Output):
+    """A phone number to call (通讯录): a duty line or a person, and the areas it serves.
+
+    `name_en` is the English name when an administrator entered one; `area_ids` empty means it
+    serves everywhere; `duty` marks the duty lines that warnings reach by SMS.
+    """
+
+    id: uuid.UUID
+    kind: ContactKind
+    name: str
+    name_en: str | None
+    phone: str
+    org_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    role_title: str | None
+    area_ids: list[uuid.UUID]
+    duty: bool
+    notes: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactCreate(Input):
+    """Create a contact; a retried create with the same `id` returns the first result."""
+
+    kind: ContactKind
+    name: ContactName
+    phone: Phone
+    name_en: ContactName | None = None
+    org_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    role_title: RoleTitle | None = None
+    area_ids: AreaIds = msgspec.field(default_factory=list)
+    duty: bool = False
+    notes: Text | None = None
+    id: uuid.UUID | None = None
+
+
+class ContactPatch(Input):
+    """Change a contact; absent fields stay as they are."""
+
+    kind: ContactKind | msgspec.UnsetType = msgspec.UNSET
+    name: ContactName | msgspec.UnsetType = msgspec.UNSET
+    phone: Phone | msgspec.UnsetType = msgspec.UNSET
+    name_en: ContactName | msgspec.UnsetType | None = msgspec.UNSET
+    org_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+    user_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+    role_title: RoleTitle | msgspec.UnsetType | None = msgspec.UNSET
+    area_ids: AreaIds | msgspec.UnsetType = msgspec.UNSET
+    duty: bool | msgspec.UnsetType = msgspec.UNSET
+    notes: Text | msgspec.UnsetType | None = msgspec.UNSET

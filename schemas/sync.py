@@ -22,8 +22,12 @@ from uuid import UUID
 
 import msgspec
 
-SCHEMA_VERSION = 1
-"""The protocol version this code speaks; clients send it in every request."""
+SCHEMA_VERSION = 2
+"""The protocol version this code speaks; clients send it in every request.
+
+2: field actions are step entities (`task_step`, `hazard_step`, `position_fix`) applied by the
+server's domain actions; hazard fields carry REST's names (`photo_ids`); `Refusal.rule`. A
+version-1 phone is answered 426 (`UpgradeRequired`)."""
 
 
 class Op(enum.StrEnum):
@@ -112,11 +116,16 @@ class Reason(enum.StrEnum):
 
 
 class Refusal(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
-    """A typed refusal: `code` is stable, `message` is for people, `field` names the culprit."""
+    """A typed refusal: `code` is stable, `message` is for people, `field` names the culprit.
+
+    `code` stays within the closed `Reason` set an old phone decodes; `rule` names the exact
+    business rule, the same string as the REST problem's code (`type` .../problems/<rule>),
+    and new rules appear only there (an open set: show `message`, switch on what you know)."""
 
     code: Reason = msgspec.field(name="c")
     message: str = msgspec.field(name="m", default="")
     field: str = msgspec.field(name="f", default="")
+    rule: str = msgspec.field(name="r", default="")
 
 
 class Ack(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -133,6 +142,8 @@ class Ack(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     version: int = msgspec.field(name="v", default=0)
     refusal: Refusal | None = msgspec.field(name="x", default=None)
     lost: list[str] = msgspec.field(name="l", default_factory=list)
+    # Fields this server does not know (a newer app's): not stored, the rest applied.
+    ignored: list[str] = msgspec.field(name="g", default_factory=list)
 
 
 class PushResponse(msgspec.Struct, kw_only=True, omit_defaults=True, tag="push", tag_field="t"):

@@ -39,6 +39,7 @@ from server.domain.media.controllers import MediaController, UploadController
 from server.domain.media.services import MediaRuntime
 from server.domain.reference.controllers import (
     AreaController,
+    ContactController,
     EnterpriseController,
     GridController,
     OrganisationController,
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GridController,
             EnterpriseController,
             ResourceController,
+            ContactController,
             IncidentController,
             TaskController,
             PlanController,

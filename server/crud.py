@@ -220,3 +220,15 @@ def respond(
         body = FeatureCollection(features=features, next_cursor=next_cursor)
         return Response(content=msgspec.json.encode(body), media_type=GEOJSON)  # type: ignore[arg-type]
     return Response(Page(items=items, next_cursor=next_cursor), media_type="application/json")
+
+
+REPLAYED = "Idempotent-Replayed"
+"""Header on the answer to a retried create or step: the first result, nothing new made."""
+
+
+def created(body: T, fresh: bool) -> Response[T]:
+    """The answer to a create or a step with a client id: 201 when this call made it, 200 and
+    `Idempotent-Replayed: true` when a retry found the first result (so a client can tell)."""
+    if fresh:
+        return Response(body, status_code=201)
+    return Response(body, status_code=200, headers={REPLAYED: "true"})

@@ -1,8 +1,9 @@
 """Demo data around Huangpu District, Shanghai (boundaries are simplified rectangles).
 
 A command centre, seven linked units (two fire, two EMS), two grids with an inspector each, an
-enterprise with its safety officer, shelters, a supply depot, a rescue team, a weekly check template, one user per
-role. Loading twice changes nothing.
+enterprise with its safety officer, shelters, a supply depot, a rescue team, contacts (the duty
+lines of the command centre and of police 110, fire 119 and EMS 120, and two people), a weekly
+check template, an emergency plan, one user per role. Loading twice changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from schemas.common import Point, Polygon, Role
 from schemas.reference import (
     AdminAreaCreate,
     AreaLevel,
+    ContactCreate,
+    ContactKind,
     GridCreate,
     OrganisationCreate,
     OrgKind,
@@ -24,7 +27,7 @@ from schemas.reference import (
     ResourceKind,
     UnitKind,
 )
-from server import geo
+from server import changes, geo
 from server.auth.passwords import hash_password
 from server.auth.principal import Principal
 from server.domain.reference import services as ref
@@ -329,6 +332,95 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
             ),
         )
 
+    huangpu = [district.id]
+    contacts = [
+        # key, kind, name, English name, phone, org, user, role title, areas, duty
+        (
+            "contact:command-duty",
+            ContactKind.ORG_DUTY,
+            "黄浦区应急联动指挥中心值班室",
+            "Command Centre duty desk",
+            "021-63210000",
+            "org:command",
+            None,
+            "值班室 Duty desk",
+            huangpu,
+        ),
+        (
+            "contact:police-duty",
+            ContactKind.UNIT_DUTY,
+            "黄浦公安分局指挥室",
+            "Huangpu Police 110 duty desk",
+            "021-63210110",
+            "org:police",
+            None,
+            "值班室 Duty desk",
+            huangpu,
+        ),
+        (
+            "contact:fire-duty",
+            ContactKind.UNIT_DUTY,
+            "黄浦消防救援支队值班室",
+            "Huangpu Fire 119 duty desk",
+            "021-63210119",
+            "org:fire",
+            None,
+            "值班室 Duty desk",
+            huangpu,
+        ),
+        (
+            "contact:ems-duty",
+            ContactKind.UNIT_DUTY,
+            "黄浦区急救站调度室",
+            "Huangpu EMS 120 dispatch desk",
+            "021-63210120",
+            "org:ems",
+            None,
+            "调度室 Dispatch desk",
+            huangpu,
+        ),
+        (
+            "contact:zhang-wei",
+            ContactKind.PERSON,
+            "张伟",
+            "Zhang Wei",
+            "13800000001",
+            "org:command",
+            "user:dispatcher",
+            "值班指挥长 Duty commander",
+            huangpu,
+        ),
+        (
+            "contact:li-na",
+            ContactKind.PERSON,
+            "李娜",
+            "Li Na",
+            "13800000002",
+            "org:grid_office",
+            "user:inspector1",
+            "网格员 Grid inspector",
+            [did("area:guizhoulu")],
+        ),
+    ]
+    for key, ckind, cname, name_en, phone, org, user, title, areas in contacts:
+        await ref.create_contact(
+            session,
+            root,
+            ContactCreate(
+                id=did(key),
+                kind=ckind,
+                name=cname,
+                name_en=name_en,
+                phone=phone,
+                org_id=did(org),
+                user_id=did(user) if user else None,
+                role_title=title,
+                area_ids=areas,
+                duty=ckind is not ContactKind.PERSON,
+                notes="演示数据 demo data",
+            ),
+        )
+
     template = CheckTemplate(
         id=did("check:weekly"),
         code="weekly-safety",
@@ -337,6 +429,7 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
     )
     session.add(template)
     await session.flush()
+    changes.record(session, template)
     items = [
         ("消防通道畅通 Fire exits clear", "fire"),
         ("灭火器在有效期内 Extinguishers in date", "fire"),
@@ -344,47 +437,46 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
         ("燃气管道无泄漏 No gas leaks", "gas"),
         ("应急照明正常 Emergency lighting works", "electrical"),
     ]
-    session.add(
-        EmergencyPlan(
-            id=did("plan:hazmat-leak-ii"),
-            code="hazmat-leak-ii",
-            version=1,
-            name="危险化学品泄漏应急预案 (II级及以上) Hazmat leak, level II and above",
-            incident_type="hazmat_leak",
-            min_level=2,
-            templates=[
-                {
-                    "key": "fire",
-                    "unit_kind": "fire",
-                    "title": "危化品泄漏处置 Contain the leak",
-                    "instructions": "堵漏、稀释、设置警戒区 Plug, dilute, set the hot zone",
-                    "priority": "urgent",
-                    "deadline_offset_s": 1800,
-                    "required_count": 1,
-                    "reassign_on_decline": True,
-                },
-                {
-                    "key": "ems",
-                    "unit_kind": "ems",
-                    "title": "现场医疗救护 Treat casualties",
-                    "priority": "urgent",
-                    "deadline_offset_s": 1800,
-                    "required_count": 1,
-                    "reassign_on_decline": True,
-                },
-                {
-                    "key": "police",
-                    "unit_kind": "police",
-                    "title": "警戒疏散 Cordon and evacuate",
-                    "priority": "high",
-                    "deadline_offset_s": 1800,
-                    "required_count": 1,
-                    "reassign_on_decline": True,
-                },
-            ],
-            created_by=root.user_id,
-        )
+    plan = EmergencyPlan(
+        id=did("plan:hazmat-leak-ii"),
+        code="hazmat-leak-ii",
+        version=1,
+        name="危险化学品泄漏应急预案 (II级及以上) Hazmat leak, level II and above",
+        incident_type="hazmat_leak",
+        min_level=2,
+        templates=[
+            {
+                "key": "fire",
+                "unit_kind": "fire",
+                "title": "危化品泄漏处置 Contain the leak",
+                "instructions": "堵漏、稀释、设置警戒区 Plug, dilute, set the hot zone",
+                "priority": "urgent",
+                "deadline_offset_s": 1800,
+                "required_count": 1,
+                "reassign_on_decline": True,
+            },
+            {
+                "key": "ems",
+                "unit_kind": "ems",
+                "title": "现场医疗救护 Treat casualties",
+                "priority": "urgent",
+                "deadline_offset_s": 1800,
+                "required_count": 1,
+                "reassign_on_decline": True,
+            },
+            {
+                "key": "police",
+                "unit_kind": "police",
+                "title": "警戒疏散 Cordon and evacuate",
+                "priority": "high",
+                "deadline_offset_s": 1800,
+                "required_count": 1,
+                "reassign_on_decline": True,
+            },
+        ],
+        created_by=root.user_id,
     )
+    session.add(plan)
     for pos, (text, category) in enumerate(items, start=1):
         session.add(
             CheckItem(
@@ -396,4 +488,5 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
             )
         )
     await session.flush()
+    changes.record(session, plan)
     return DemoSummary(created=True, users=users)

@@ -234,6 +234,8 @@ class TaskEvent(Record):
     location = point_col(nullable=True)
     accuracy_m: Mapped[float | None] = mapped_column(Float)
     note: Mapped[str | None] = mapped_column(Text)
+    # Photos (media ids) attached to this step; nullable so rows older than 0005 need no rewrite.
+    photo_ids: Mapped[list[str] | None] = mapped_column(JSON, default=list)
 
 
 class Hazard(Record):
@@ -397,6 +399,33 @@ class Resource(Record):
     phone: Mapped[str | None] = mapped_column(String(32))
     address: Mapped[str | None] = mapped_column(Text)
     area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
+
+
+class Contact(Record):
+    """A phone number to call (通讯录): a unit's or organisation's duty line, or a person.
+
+    The one place for phone numbers. `area_ids` are the ids (strings) of the areas it serves;
+    an empty list serves everywhere. `duty` marks the duty lines a warning reaches by SMS.
+    """
+
+    __tablename__ = "contacts"
+
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str | None] = mapped_column(String(200), default=None)
+    phone: Mapped[str] = mapped_column(String(32))
+    org_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organisations.id"), index=True, default=None
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id"), index=True, default=None
+    )
+    role_title: Mapped[str | None] = mapped_column(String(100), default=None)
+    area_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    duty: Mapped[bool] = mapped_column(Boolean, default=False)
+    notes: Mapped[str | None] = mapped_column(Text, default=None)
+    # Who created it: a create retried by the same user returns the first result.
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
 
 
 class Device(Record):

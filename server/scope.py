@@ -7,9 +7,24 @@ existence is not leaked.
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from schemas.common import Role
 from server.auth.principal import Principal
@@ -19,6 +34,7 @@ from server.models import (
     Alert,
     AuditLog,
     CheckSubmission,
+    Contact,
     Enterprise,
     Grid,
     Hazard,
@@ -120,3 +136,35 @@ def require(p: Principal, *roles: Role) -> None:
     """Raise Forbidden unless `p` has one of `roles`."""
     if p.role not in roles:
         raise Forbidden(f"this needs one of: {', '.join(r.value for r in roles)}")
+
+
+def serving_areas(dialect: str, areas: Collection[uuid.UUID]) -> ColumnElement[bool]:
+    """Contacts that serve everywhere (no `area_ids`) or one of `areas`."""
+    ids = sorted(str(a) for a in areas)
+    if dialect == "postgresql":
+        served = cast(Contact.area_ids, JSONB)
+        everywhere = func.jsonb_array_length(served) == 0
+        if not ids:
+            return everywhere
+        # One array parameter, however many areas (a province has thousands).
+        wanted = cast(bindparam(None, ids, type_=ARRAY(String)), ARRAY(Text))
+        return or_(everywhere, served.op("?|")(wanted))
+    everywhere = func.json_array_length(Contact.area_ids) == 0
+    if not ids:
+        return everywhere
+    mine = func.json_each(Contact.area_ids).table_valued("value").alias("served")
+    asked = func.json_each(bindparam(None, json.dumps(ids), type_=String)).table_valued("value")
+    wanted_ids = select(asked.alias("wanted").c.value)
+    return or_(everywhere, exists(select(mine.c.value).where(mine.c.value.in_(wanted_ids))))
+
+
+def visible_contacts(
+    p: Principal, dialect: str, areas: Collection[uuid.UUID] | None
+) -> ColumnElement[bool] | None:
+    """The contacts `p` may read (None: all): those serving everywhere or one of `areas`, the
+    areas whose reference data `p` reads, as their phone holds it
+    (`server.domain.sync.reference_scopes.reference_areas`; it needs the session and the areas'
+    geometry, so `visible(p, Contact)` refuses everyone but administrators)."""
+    if p.role is Role.ADMIN or areas is None:
+        return None
+    return serving_areas(dialect, areas)

@@ -92,7 +92,7 @@ def validate(
     for name, value in fields.items():
         fspec = spec.fields.get(name)
         if fspec is None:
-            return Refusal(code=Reason.UNKNOWN_FIELD, message="no such field", field=name)
+            continue  # a newer app's field: ignored, never a reason to lose the write
         if fspec.rule is FieldRule.SERVER_OWNED and not server:
             return Refusal(code=Reason.SERVER_OWNED, message="set by the server", field=name)
         problem = fspec.check(value)
@@ -257,6 +257,12 @@ class _Merger:
         return None
 
 
+def ignored_fields(spec: EntitySpec, fields: dict[str, Any]) -> list[str]:
+    """Names a mutation carries that `spec` does not declare: a newer app's fields, which this
+    server ignores (the rest of the mutation applies; the ack lists them)."""
+    return sorted(name for name in fields if name not in spec.fields)
+
+
 def merge(
     spec: EntitySpec,
     current: RecordState | None,
@@ -279,8 +285,11 @@ def merge(
     kept as a conflict, whichever arrives first. `server=True` is a write by the server's own
     services: it may touch server-owned fields and read-only entities, its status writes are
     trusted (the services checked them), and a server CREATE of a deleted record restores it.
-    A refusal refuses the whole mutation: a mutation is all or nothing.
+    A refusal refuses the whole mutation: a mutation is all or nothing. Fields the entity does
+    not declare (sent by a newer app) are ignored, not refused (`ignored_fields`).
     """
+    if any(name not in spec.fields for name in fields):
+        fields = {k: v for k, v in fields.items() if k in spec.fields}
     refusal = validate(spec, op, fields, server=server)
     if refusal is not None:
         return MergeOutcome(refusal=refusal)

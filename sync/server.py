@@ -40,7 +40,7 @@ from schemas.sync import (
 )
 from sync.checksum import record_hash
 from sync.hlc import HLC, Clock, SystemClock, unpack
-from sync.merge import DELETED_FIELD, SERVER_DEVICE, RecordState, merge
+from sync.merge import DELETED_FIELD, SERVER_DEVICE, RecordState, ignored_fields, merge
 from sync.storage import ScopeItem, SyncStorage, SyncTx
 
 DAY_MS = 86_400_000
@@ -395,7 +395,7 @@ class SyncServer:
                     ack = Ack(seq=m.seq, status=AckStatus.REFUSED, refusal=refusal)
                     key = None
                 else:
-                    ack = Ack(seq=m.seq, lost=lost)
+                    ack = Ack(seq=m.seq, lost=lost, ignored=ignored_fields(spec, m.fields))
             seen[m.seq] = ack  # a seq repeated inside one batch is a duplicate too
             acks.append(ack)
             new.append((ack, key))

@@ -426,7 +426,12 @@ class ClientStore:
                         seq=m.seq,
                         code=str(refusal.code),
                         message=refusal.message,
-                        detail={"op": m.op.value, "fields": m.fields, "field": refusal.field},
+                        detail={
+                            "op": m.op.value,
+                            "fields": m.fields,
+                            "field": refusal.field,
+                            "rule": refusal.rule,
+                        },
                     )
                     report.refused.append((m, refusal))
                     touched.add((m.entity, rid))

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from schemas.sync import (
+    SCHEMA_VERSION,
     Mutation,
     Op,
     PullReply,
@@ -70,7 +71,7 @@ SCOPE = "all"
 def hazard(i: int) -> dict[str, Any]:
     """One hazard of the benchmark workload (~190 bytes as JSON)."""
     return {
-        "title": f"Exit blocked #{i}",
+        "description": f"Exit blocked #{i}",
         "severity": "high",
         "status": "reported",
         "location": {"type": "Point", "coordinates": [116.30 + i * 1e-5, 39.90 + i * 1e-5]},
@@ -180,7 +181,7 @@ async def steady_state(n_mut: int, fields_per_mut: int) -> dict[str, float]:
         ta.body_bytes, ta.requests = 0, 0
         statuses = ["verified", "rectification_assigned"]
         for k in range(n_mut):
-            fields: dict[str, Any] = {"status": "verified", "title": f"Checked {k}"}
+            fields: dict[str, Any] = {"status": "verified", "description": f"Checked {k}"}
             if fields_per_mut == 1:
                 fields = {"status": statuses[0]}
             a.store.write("hazard", ids[k], fields)
@@ -207,7 +208,7 @@ async def client_apply_rate(server: SyncServer, db: Path) -> dict[str, float]:
     cursors: dict[str, int] = {}
     while True:
         resp = await server.pull(
-            "bench", PullRequest(schema_version=1, cursors=cursors, limit=2000)
+            "bench", PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors, limit=2000)
         )
         assert isinstance(resp, PullResponse)
         responses.append(resp)
@@ -237,7 +238,7 @@ async def server_apply_rate(server: SyncServer, ids: list[uuid.UUID]) -> float:
             hlc=hlc.now(),
             op=Op.UPDATE,
             base=0,
-            fields={"title": f"t{k}", "severity": "low"},
+            fields={"description": f"t{k}", "severity": "low"},
         )
         for k, rid in enumerate(ids)
     ]
@@ -245,7 +246,9 @@ async def server_apply_rate(server: SyncServer, ids: list[uuid.UUID]) -> float:
     for start in range(0, len(muts), 500):
         await server.push(
             "bench",
-            PushRequest(schema_version=1, device_id="d1", mutations=muts[start : start + 500]),
+            PushRequest(
+                schema_version=SCHEMA_VERSION, device_id="d1", mutations=muts[start : start + 500]
+            ),
         )
     return 2 * len(muts) / (time.perf_counter() - t0)
 
@@ -347,7 +350,10 @@ async def sql_server_apply_rate(url: str, n: int = 5000) -> float:
                     ]
                     drive(
                         server.push(
-                            "bench", PushRequest(schema_version=1, device_id="seed", mutations=muts)
+                            "bench",
+                            PushRequest(
+                                schema_version=SCHEMA_VERSION, device_id="seed", mutations=muts
+                            ),
                         )
                     )
 
@@ -358,7 +364,7 @@ async def sql_server_apply_rate(url: str, n: int = 5000) -> float:
                 entity="hazard",
                 id=rid,
                 hlc=hlc.now(),
-                fields={"title": f"t{k}", "severity": "low"},
+                fields={"description": f"t{k}", "severity": "low"},
             )
             for k, rid in enumerate(ids)
         ]
@@ -369,7 +375,8 @@ async def sql_server_apply_rate(url: str, n: int = 5000) -> float:
                 await session.run_sync(
                     lambda s, b=batch: drive(
                         SyncServer(SqlStorage(s), OpenPolicy(), hlc=hlc).push(
-                            "bench", PushRequest(schema_version=1, device_id="d1", mutations=b)
+                            "bench",
+                            PushRequest(schema_version=SCHEMA_VERSION, device_id="d1", mutations=b),
                         )
                     )
                 )
@@ -471,7 +478,9 @@ async def seed_sync_records(url: str, n: int, area_id: str) -> float:
                                 fields=values,
                             )
                         )
-                    req = PushRequest(schema_version=1, device_id="bench-seed", mutations=muts)
+                    req = PushRequest(
+                        schema_version=SCHEMA_VERSION, device_id="bench-seed", mutations=muts
+                    )
                     reply = drive(server.push(None, req))
                     assert isinstance(reply, PushResponse)
                     refused = [a.refusal for a in reply.acks if a.refusal is not None]

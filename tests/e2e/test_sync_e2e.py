@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from mobile.core.transport import HttpTransport
+from schemas.sync import Op
 from sync.client import SyncClient, TransportError
 from sync.store import ClientStore
 from tests.e2e.test_server_process import LIANDONG, _env, _wait_ready
@@ -81,9 +82,10 @@ def test_offline_edit_survives_server_restart_and_reassignment_evicts(tmp_path: 
         # Offline: the server dies; the phone accepts the task anyway and cannot sync.
         _stop(proc, signal.SIGKILL)
         store.write(
-            "task",
-            tid,
-            {"status": "accepted", "timeline": [{"id": str(uuid.uuid4()), "to": "accepted"}]},
+            "task_step",
+            uuid.uuid4(),
+            {"task_id": str(tid), "to_status": "accepted", "at": "2026-11-20T08:30:00Z"},
+            op=Op.CREATE,
         )
         with pytest.raises(TransportError):
             asyncio.run(sync())
@@ -93,6 +95,7 @@ def test_offline_edit_survives_server_restart_and_reassignment_evicts(tmp_path: 
         _wait_ready(base, proc)
         asyncio.run(sync())
         assert store.pending_count() == 0
+        assert store.log_entries("refused") == []
         got = httpx.get(f"{base}/api/v1/tasks/{tid}", headers=d).json()
         assert got["status"] == "accepted"
 

@@ -102,7 +102,8 @@ def test_retried_create_with_client_id_does_not_duplicate(
     body = f.incident(id="0190f7a2-1111-7abc-8def-0123456789ab")
     first = client.post("/api/v1/incidents", headers=d, json=body)
     again = client.post("/api/v1/incidents", headers=d, json=body)
-    assert first.status_code == 201 and again.status_code == 201
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert first.json() == again.json()
     listed = client.get("/api/v1/incidents", headers=d, params={"limit": 500}).json()["items"]
     assert sum(1 for i in listed if i["id"] == body["id"]) == 1

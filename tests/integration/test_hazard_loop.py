@@ -303,7 +303,9 @@ def test_assignment_to_a_unit_and_the_evidence_each_step_needs(
     body = {"photo_sha256": [sha(proof)], "id": step_id}
     first = step(client, fire, hazard_id, "rectified", **body)
     retry = step(client, fire, hazard_id, "rectified", **body)  # a phone's retry: a no-op
-    assert first.status_code == retry.status_code == 201
+    assert first.status_code == 201 and retry.status_code == 200
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
     assert first.json()["id"] == retry.json()["id"] == step_id
 
     rejected_id = report(client, auth)["id"]

@@ -13,6 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from schemas.sync import (
+    SCHEMA_VERSION,
     AckStatus,
     Mutation,
     Op,
@@ -37,8 +38,6 @@ def hlc() -> int:
 
 def new_hazard_fields(**kw: Any) -> dict[str, Any]:
     body = f.hazard()
-    body.update({"title": "Blocked exit", "status": "reported", "photos": [], "timeline": []})
-    body.pop("description")
     body["description"] = "Exit blocked by boxes"
     body.update(kw)
     return body
@@ -52,7 +51,11 @@ def push(
     **kw: Any,
 ) -> PushResponse:
     status, reply, _ = post(
-        client, "push", h, PushRequest(schema_version=1, device_id=device, mutations=muts), **kw
+        client,
+        "push",
+        h,
+        PushRequest(schema_version=SCHEMA_VERSION, device_id=device, mutations=muts),
+        **kw,
     )
     assert status == 200, reply
     assert isinstance(reply, PushResponse)
@@ -73,7 +76,8 @@ def test_push_pull_roundtrip_in_msgpack_json_and_gzip(
     for fmt, gz in (("msgpack", False), ("json", False), ("json", True), ("msgpack", True)):
         records, _ = pull_everything(client, d, fmt=fmt, gz=gz)
         got = records[("hazard", rid)]
-        assert got["title"] == "Blocked exit"
+        assert got["description"] == "Exit blocked by boxes"
+        assert got["status"] == "reported" and got["timeline"][0]["to"] == "reported"
         assert got["grid_id"] == str(f.did("grid:A"))  # server-owned, from the location
         assert got["reporter_id"] == str(f.did("user:inspector1"))
     # The pushed hazard is a real hazard for REST too.
@@ -82,7 +86,12 @@ def test_push_pull_roundtrip_in_msgpack_json_and_gzip(
     assert rest.json()["description"] == "Exit blocked by boxes"
     # A gzip answer is really compressed on the wire.
     status, _, headers = post(
-        client, "pull", d, PullRequest(schema_version=1, cursors={}), fmt="json", gz=True
+        client,
+        "pull",
+        d,
+        PullRequest(schema_version=SCHEMA_VERSION, cursors={}),
+        fmt="json",
+        gz=True,
     )
     assert status == 200 and headers.get("content-encoding") == "gzip"
 
@@ -94,7 +103,7 @@ def test_retried_push_changes_nothing(client: TestClient[Any], auth: Sessions) -
         Mutation(
             seq=1, entity="hazard", id=rid, hlc=hlc(), op=Op.CREATE, fields=new_hazard_fields()
         ),
-        Mutation(seq=2, entity="hazard", id=rid, hlc=hlc() + 5, fields={"photos": ["p1"]}),
+        Mutation(seq=2, entity="hazard", id=rid, hlc=hlc() + 5, fields={"severity": "low"}),
     ]
     first = push(client, insp, f"dev-{rid}", muts)
     records_before, _ = pull_everything(client, insp)
@@ -103,7 +112,7 @@ def test_retried_push_changes_nothing(client: TestClient[Any], auth: Sessions) -
     assert [a.version for a in again.acks] == [a.version for a in first.acks]
     records_after, _ = pull_everything(client, insp)
     assert records_after[("hazard", rid)] == records_before[("hazard", rid)]
-    assert records_after[("hazard", rid)]["photos"] == ["p1"]
+    assert records_after[("hazard", rid)]["severity"] == "low"
 
 
 def test_refused_mutations_get_typed_reasons_and_never_block(
@@ -116,40 +125,39 @@ def test_refused_mutations_get_typed_reasons_and_never_block(
     tid, pid = uuid.UUID(task["id"]), uuid.UUID(police["id"])
     dev = f"dev-{tid}"
     h = hlc()
+
+    def step(seq: int, task: uuid.UUID, **fields: Any) -> Mutation:
+        fields["task_id"] = str(task)
+        return Mutation(
+            seq=seq, entity="task_step", id=uuid.uuid4(), hlc=h, op=Op.CREATE, fields=fields
+        )
+
     muts = [
-        Mutation(seq=1, entity="task", id=tid, hlc=h, fields={"status": "completed"}),
+        step(1, tid, to_status="completed"),
         Mutation(seq=2, entity="incident", id=uuid.UUID(inc["id"]), hlc=h, fields={"title": "x"}),
         Mutation(seq=3, entity="task", id=tid, hlc=h, fields={"title": "mine now"}),
-        Mutation(seq=4, entity="task", id=pid, hlc=h, fields={"status": "accepted"}),
+        step(4, pid, to_status="accepted"),  # the police's task: not even visible to fire
         Mutation(
             seq=5, entity="hazard", id=uuid.uuid4(), hlc=h, op=Op.CREATE, fields={"severity": 3}
         ),
         Mutation(
             seq=6, entity="task", id=tid, hlc=h, fields={"created_at": "2024-01-01T00:00:00Z"}
         ),
-        Mutation(
-            seq=7,
-            entity="task",
-            id=tid,
-            hlc=h + 1,
-            fields={
-                "status": "accepted",
-                "timeline": [{"id": str(uuid.uuid4()), "to": "accepted", "note": "on my way"}],
-            },
-        ),
+        step(7, tid, to_status="accepted", note="on my way"),
     ]
     reply = push(client, fire, dev, muts)
     codes = [a.refusal.code if a.refusal else a.status for a in reply.acks]
     assert codes == [
         Reason.ILLEGAL_TRANSITION,
         Reason.READ_ONLY,
-        Reason.FORBIDDEN,
-        Reason.FORBIDDEN,
+        Reason.RULE,
+        Reason.NOT_FOUND,
         Reason.INVALID_VALUE,
         Reason.SERVER_OWNED,
         AckStatus.ACCEPTED,
     ]
-    assert reply.acks[2].refusal is not None and reply.acks[2].refusal.field == "title"
+    rules = [a.refusal.rule if a.refusal else "" for a in reply.acks]
+    assert rules[0] == "illegal_transition" and rules[2] == "use_task_step"
     # The accepted one went through the task's state machine into the domain and its timeline.
     assert client.get(f"/api/v1/tasks/{tid}", headers=d).json()["status"] == "accepted"
     timeline = client.get(f"/api/v1/tasks/{tid}/timeline", headers=d).json()
@@ -201,13 +209,13 @@ def test_rest_write_appears_in_next_pull_and_reassignment_evicts(
 def test_old_schema_version_gets_upgrade_answer(client: TestClient[Any], auth: Sessions) -> None:
     h = auth("fire1")
     for path, msg in (
-        ("push", PushRequest(schema_version=0, device_id="old", mutations=[])),
-        ("pull", PullRequest(schema_version=0, cursors={})),
+        ("push", PushRequest(schema_version=SCHEMA_VERSION - 1, device_id="old", mutations=[])),
+        ("pull", PullRequest(schema_version=SCHEMA_VERSION - 1, cursors={})),
     ):
         for fmt in ("msgpack", "json"):
             status, reply, _ = post(client, path, h, msg, fmt=fmt)
             assert status == 426
-            assert isinstance(reply, UpgradeRequired) and reply.min_version == 1
+            assert isinstance(reply, UpgradeRequired) and reply.min_version == SCHEMA_VERSION
 
 
 def test_sync_needs_auth_and_valid_bodies(client: TestClient[Any], auth: Sessions) -> None:
@@ -372,11 +380,20 @@ def test_sync_is_not_a_way_around_the_hazard_rules(client: TestClient[Any], auth
         ],
     )
     codes = [(a.refusal.code, a.refusal.field) if a.refusal else a.status for a in bad.acks]
+    # As over REST (PATCH): only the reporter (before verification) or dispatch corrects.
     assert codes == [
         (Reason.INVALID_VALUE, "severity"),
         (Reason.RULE, "status"),
-        AckStatus.ACCEPTED,
+        (Reason.FORBIDDEN, ""),
     ]
+    assert bad.acks[1].refusal is not None and bad.acks[1].refusal.rule == "use_hazard_step"
+    mine = push(
+        client,
+        auth("inspector1"),
+        "rules-1",
+        [Mutation(seq=2, entity="hazard", id=rid, hlc=h + 4, fields={"severity": "low"})],
+    )
+    assert mine.acks[0].status is AckStatus.ACCEPTED, mine.acks
     got = client.get(f"/api/v1/hazards/{rid}", headers=auth("dispatcher"))
     assert got.status_code == 200
     assert (got.json()["severity"], got.json()["status"]) == ("low", "reported")
@@ -394,3 +411,30 @@ def test_pull_now_reaches_clients_of_another_server_process(
     with serve_in_thread(create_app(settings)) as one, serve_in_thread(create_app(settings)) as two:
         latency = asyncio.run(asyncio.wait_for(seconds_to_pull_event(one, two, fire, d), 10))
     assert latency < 1.0, latency
+
+
+def test_a_newer_apps_unknown_field_is_ignored_not_refused(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    """A queued write carrying a field this server does not know yet (from a newer app) is
+    applied without it, and the ack says which fields were ignored: field data is never thrown
+    away for it."""
+    insp = auth("inspector1")
+    rid = uuid.uuid4()
+    h = hlc()
+    body = new_hazard_fields(smell_index=7)
+    reply = push(
+        client,
+        insp,
+        f"dev-{rid}",
+        [
+            Mutation(seq=1, entity="hazard", id=rid, hlc=h, op=Op.CREATE, fields=body),
+            Mutation(
+                seq=2, entity="hazard", id=rid, hlc=h + 1, fields={"severity": "low", "x_y": 1}
+            ),
+        ],
+    )
+    assert [a.status for a in reply.acks] == [AckStatus.ACCEPTED, AckStatus.ACCEPTED]
+    assert [a.ignored for a in reply.acks] == [["smell_index"], ["x_y"]]
+    got = client.get(f"/api/v1/hazards/{rid}", headers=auth("dispatcher")).json()
+    assert got["severity"] == "low" and got["description"] == body["description"]

@@ -88,7 +88,7 @@ def test_a_photo_attached_through_sync_is_linked_and_shared(
     phone, dispatch = Phone(client, insp), Phone(client, auth("dispatcher"))
     try:
         phone.sync()
-        phone.store.write("hazard", uuid.UUID(hazard["id"]), {"photos": [mid]})
+        phone.store.write("hazard", uuid.UUID(hazard["id"]), {"photo_ids": [mid]})
         phone.sync()
         assert phone.store.pending_count() == 0 and not phone.store.log_entries("refused")
         got = client.get(f"/api/v1/hazards/{hazard['id']}", headers=auth("dispatcher")).json()
@@ -110,7 +110,7 @@ def test_a_photo_attached_through_sync_is_linked_and_shared(
                     id=uuid.UUID(hazard["id"]),
                     hlc=int(time.time() * 1000) << 16,
                     op=Op.UPDATE,
-                    fields={"photos": [mid]},
+                    fields={"photo_ids": [mid]},
                 )
             ],
         )

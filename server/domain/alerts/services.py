@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import alerts as s
 from schemas.ids import uuid7
-from server import audit, geo
+from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.domain.reference.services import ensure_in_my_area, locate_area
 from server.models import Alert, utcnow
@@ -77,5 +77,6 @@ async def create_alert(session: AsyncSession, p: Principal, data: s.AlertCreate)
     )
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "publish", "alert", row.id, color=row.color, event=row.event)
     return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import checks as s
 from schemas.common import Role
 from server.auth.principal import Principal
-from server.crud import get_visible, live_visible
+from server.crud import created, get_visible, live_visible
 from server.domain.checks import services as svc
 from server.models import CheckSubmission, CheckTemplate
 from server.scope import require
@@ -101,6 +101,8 @@ class CheckSubmissionController(Controller):
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.CheckSubmissionCreate],
-    ) -> s.CheckSubmission:
-        """Submit this week's self-check."""
-        return svc.submission_out(await svc.submit(db, request.user, data))
+    ) -> Response[s.CheckSubmission]:
+        """Submit this week's self-check (201; a retry with the same id: 200,
+        `Idempotent-Replayed`)."""
+        row, fresh = await svc.submit(db, request.user, data)
+        return created(svc.submission_out(row), fresh)

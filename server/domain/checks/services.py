@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import checks as s
 from schemas.common import Role
-from server import audit
+from server import audit, changes
 from server.auth.principal import Principal
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.models import CheckItem, CheckSubmission, CheckTemplate, Enterprise, utcnow
@@ -66,14 +66,16 @@ async def create_template(
         await session.execute(select(CheckTemplate).where(CheckTemplate.code == data.code))
     ).scalars():
         old.active = False
+        changes.record(session, old)
     row = CheckTemplate(code=data.code, version=(latest or 0) + 1, name=data.name, active=True)
     session.add(row)
     await session.flush()
     for pos, item in enumerate(data.items, start=1):
-        session.add(
-            CheckItem(template_id=row.id, position=pos, text=item.text, category=item.category)
-        )
+        entry = CheckItem(template_id=row.id, position=pos, text=item.text, category=item.category)
+        session.add(entry)
+        changes.record(session, entry)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "create", "check_template", row.id, code=row.code, version=row.version)
     return row
 
@@ -100,7 +102,9 @@ def stored_results(results: list[s.ItemResult]) -> list[dict[str, Any]]:
 
 
 async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
-    found = await session.scalar(select(Enterprise.id).where(Enterprise.org_id == p.org_id))
+    found = await session.scalar(
+        select(Enterprise.id).where(Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None))
+    )
     if found is None:
         raise Forbidden("your account is not linked to an enterprise")
     return found
@@ -108,24 +112,29 @@ async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
 
 async def submit(
     session: AsyncSession, p: Principal, data: s.CheckSubmissionCreate
-) -> CheckSubmission:
-    """Record a week's self-check. One per enterprise, template and week; a retry is a no-op."""
+) -> tuple[CheckSubmission, bool]:
+    """Record a week's self-check (both doors: REST and a device's sync create). One per
+    enterprise, template and week. Returns the submission and whether this call made it: a
+    retry with the same id returns the first and changes nothing."""
     if data.id is not None:
         existing = await session.get(CheckSubmission, data.id)
         if existing is not None:
             if existing.submitted_by != p.user_id:
                 raise Conflict("a submission with this id already exists", field="id")
-            return existing
+            return existing, False
     if p.role is Role.ENTERPRISE_STAFF:
         enterprise_id = await _my_enterprise(session, p)
         if data.enterprise_id not in (None, enterprise_id):
             raise Forbidden("enterprise staff submit for their own enterprise only")
     elif p.role is Role.ADMIN and data.enterprise_id is not None:
-        enterprise_id = data.enterprise_id
+        enterprise = await session.get(Enterprise, data.enterprise_id)
+        if enterprise is None or enterprise.deleted_at is not None:
+            raise InvalidInput("no such enterprise", field="enterprise_id")
+        enterprise_id = enterprise.id
     else:
         raise Forbidden("self-checks are submitted by enterprise staff")
     template = await session.get(CheckTemplate, data.template_id)
-    if template is None or not template.active:
+    if template is None or not template.active or template.deleted_at is not None:
         raise InvalidInput("no such active template", field="template_id")
     item_ids = set(
         (await session.execute(select(CheckItem.id).where(CheckItem.template_id == template.id)))
@@ -133,7 +142,7 @@ async def submit(
         .all()
     )
     if not answers_every_item(item_ids, [r.item_id for r in data.results]):
-        raise InvalidInput(ANSWER_EVERY_ITEM, field="results")
+        raise InvalidInput(ANSWER_EVERY_ITEM, field="results", code="incomplete_checklist")
     duplicate = await session.scalar(
         select(func.count()).where(
             CheckSubmission.enterprise_id == enterprise_id,
@@ -142,7 +151,7 @@ async def submit(
         )
     )
     if duplicate:
-        raise Conflict(f"week {data.week} is already submitted", field="week")
+        raise Conflict(f"week {data.week} is already submitted", field="week", code="week_taken")
     row = CheckSubmission(
         template_id=template.id,
         enterprise_id=enterprise_id,
@@ -155,9 +164,10 @@ async def submit(
         row.id = data.id
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     failed = sum(1 for r in data.results if r.result is s.CheckResult.FAIL)
     audit.record(session, p, "submit", "check_submission", row.id, week=data.week, failed=failed)
-    return row
+    return row, True
 
 
 async def get_template(session: AsyncSession, template_id: uuid.UUID) -> CheckTemplate:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from push.base import PushMessage
 from schemas.common import Role
 from schemas.states import TaskStatus
-from server import geo
+from server import changes, geo
 from server.config import Settings
 from server.db import dialect_of
 from server.models import (
@@ -175,6 +175,7 @@ async def announce_assignment(
     )
     session.add(event)
     await session.flush()
+    changes.record(session, task, event)
     await notify_assignees(session, task, "task.assigned", f"task.assigned:{event.id}")
     return event
 

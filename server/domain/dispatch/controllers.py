@@ -72,11 +72,12 @@ class IncidentController(Controller):
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.IncidentCreate],
         settings: NamedDependency[Settings],
-    ) -> s.Incident:
-        """Open an incident."""
+    ) -> Response[s.Incident]:
+        """Open an incident (201; a retry with the same id: 200, `Idempotent-Replayed`)."""
         require(request.user, *DISPATCH)
         policy = DispatchPolicy.from_settings(settings)
-        return svc.incident_out(await svc.create_incident(db, request.user, data, policy))
+        row, fresh = await svc.create_incident(db, request.user, data, policy)
+        return crud.created(svc.incident_out(row), fresh)
 
     @patch("/{incident_id:uuid}", operation_id="UpdateIncident")
     async def patch_incident(
@@ -188,11 +189,13 @@ class TaskController(Controller):
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.TaskCreate],
         settings: NamedDependency[Settings],
-    ) -> s.Task:
-        """Dispatch a task to a person or a unit (pushed to their devices)."""
+    ) -> Response[s.Task]:
+        """Dispatch a task to a person or a unit (pushed to their devices). 201; a retry with
+        the same id: 200, `Idempotent-Replayed`."""
         require(request.user, *DISPATCH)
         policy = DispatchPolicy.from_settings(settings)
-        return svc.task_out(await svc.create_task(db, request.user, data, policy))
+        row, fresh = await svc.create_task(db, request.user, data, policy)
+        return crud.created(svc.task_out(row), fresh)
 
     @patch("/{task_id:uuid}", operation_id="UpdateTask")
     async def patch_task(
@@ -229,14 +232,28 @@ class TaskController(Controller):
         task_id: FromPath[uuid.UUID],
         data: JSONBody[s.TaskTransition],
         settings: NamedDependency[Settings],
-    ) -> s.TaskEvent:
+    ) -> Response[s.TaskEvent]:
         """Move a task along assigned → accepted → en_route → on_scene → completed.
 
-        A location updates the responder's last known position; a decline of a plan task
-        passes it to the next nearest unit when the plan says so."""
-        row = await crud.get_visible(db, request.user, Task, task_id)
+        A location updates the responder's last known position; a decline (with a reason) of a
+        plan task passes it to the next nearest unit when the plan says so. 201; a retry with
+        the same step id: 200, `Idempotent-Replayed`."""
         policy = DispatchPolicy.from_settings(settings)
-        return svc.task_event_out(await svc.transition_task(db, request.user, row, data, policy))
+        event, fresh = await svc.transition_task(db, request.user, task_id, data, policy)
+        return crud.created(svc.task_event_out(event), fresh)
+
+    @post("/{task_id:uuid}/notes", operation_id="AddTaskNote")
+    async def note(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        task_id: FromPath[uuid.UUID],
+        data: JSONBody[s.TaskNote],
+    ) -> Response[s.TaskEvent]:
+        """A progress note (with fix and photos) without a status change. 201; a retry with the
+        same id: 200, `Idempotent-Replayed`."""
+        event, fresh = await svc.note_task(db, request.user, task_id, data)
+        return crud.created(svc.task_event_out(event), fresh)
 
     @get("/{task_id:uuid}/timeline", operation_id="GetTaskTimeline")
     async def timeline(
@@ -329,8 +346,7 @@ class PositionController(Controller):
         data: JSONBody[s.PositionReport],
     ) -> None:
         """Record the caller's last known position (an older fix never replaces a newer one)."""
-        require(request.user, Role.RESPONDER, Role.INSPECTOR)
-        await svc.record_position(db, request.user, data)
+        await svc.report_position(db, request.user, data)
 
     @get("/units/positions", operation_id="ListUnitPositions")
     async def units(

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.states import TaskStatus
-from server import audit
+from server import audit, changes
 from server.domain.dispatch.assign import notify_dispatchers
 from server.models import Task
 
@@ -51,7 +51,8 @@ async def escalate_due(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
                 Task.accept_by <= now,
             )
             .values(escalated_at=now)
-            .execution_options(synchronize_session=False)
+            # The task is re-read below and recorded (server.changes) with it.
+            .execution_options(synchronize_session=False, recorded=True)
         )
         if getattr(result, "rowcount", 0) != 1:
             continue  # another process flagged it first, or it was accepted meanwhile
@@ -59,6 +60,7 @@ async def escalate_due(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
         if task is None:
             continue
         await session.refresh(task)
+        changes.record(session, task)
         dispatched = task.dispatched_at.isoformat() if task.dispatched_at else "-"
         await notify_dispatchers(
             session, task, "task.escalated", f"task.escalated:{task.id}:{dispatched}"

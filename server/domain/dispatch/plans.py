@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import plans as s
 from schemas.dispatch import IncidentType
 from schemas.states import TaskStatus
-from server import audit, geo
+from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.domain.dispatch.assign import (
     DispatchPolicy,
@@ -94,6 +94,7 @@ async def create_plan(session: AsyncSession, p: Principal, data: s.PlanCreate) -
     )
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "create", "plan", row.id, code=row.code, version=1)
     return row
 
@@ -152,6 +153,7 @@ async def update_plan(
     row.active = False
     session.add(new)
     await session.flush()
+    changes.record(session, row, new)
     audit.record(session, p, "update", "plan", new.id, code=new.code, version=new.version)
     return new
 
@@ -163,6 +165,7 @@ async def delete_plan(session: AsyncSession, p: Principal, row: EmergencyPlan) -
     for version in rows.scalars():
         version.active = False
         version.deleted_at = version.deleted_at or now
+        changes.record(session, version)
     await session.flush()
     audit.record(session, p, "delete", "plan", row.id, code=row.code)
 

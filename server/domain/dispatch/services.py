@@ -18,9 +18,9 @@ from schemas.states import (
     TaskStatus,
     can_transition,
 )
-from server import audit, geo
+from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, live_visible
+from server.crud import apply_patch, get_visible, live_visible
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -33,6 +33,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.models import (
     Hazard,
     Incident,
+    MediaObject,
     Organisation,
     ResponderPosition,
     Task,
@@ -104,6 +105,7 @@ def task_event_out(row: TaskEvent) -> s.TaskEvent:
         location=geo.point_from_db(row.location),
         accuracy_m=row.accuracy_m,
         note=row.note,
+        photo_ids=[uuid.UUID(str(x)) for x in row.photo_ids or []],
     )
 
 
@@ -124,17 +126,18 @@ async def create_incident(
     p: Principal,
     data: s.IncidentCreate,
     policy: DispatchPolicy = DEFAULT_POLICY,
-) -> Incident:
+) -> tuple[Incident, bool]:
     """Open an incident inside the dispatcher's area and run the matching emergency plans.
 
     The incident, the plan's tasks, their plan runs and their push jobs commit together.
-    A repeated id returns the existing one (and dispatches nothing new)."""
+    Returns the incident and whether this call opened it: a repeated id returns the existing
+    one (and dispatches nothing new)."""
     if data.id is not None:
         existing = await session.get(Incident, data.id)
         if existing is not None:
             if existing.created_by != p.user_id:
                 raise Conflict("an incident with this id already exists", field="id")
-            return existing
+            return existing, False
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
     await ensure_in_my_area(session, p, area_id, "incident location")
@@ -155,9 +158,10 @@ async def create_incident(
         row.id = data.id
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "create", "incident", row.id, type=row.type, level=row.level)
     await plans.run_plans(session, p, row, policy)
-    return row
+    return row, True
 
 
 async def patch_incident(
@@ -187,6 +191,7 @@ async def patch_incident(
         row.hazard_ids = await _hazard_ids(session, p, data.hazard_ids)
         changed["hazard_ids"] = row.hazard_ids
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "update", "incident", row.id, **changed)
     if row.level < old_level and row.status != IncidentStatus.CLOSED.value:
         await plans.run_plans(session, p, row, policy)
@@ -215,15 +220,15 @@ async def create_task(
     p: Principal,
     data: s.TaskCreate,
     policy: DispatchPolicy = DEFAULT_POLICY,
-) -> Task:
+) -> tuple[Task, bool]:
     """Dispatch a task; its first timeline entry is `assigned` and its push is queued with it.
-    A repeated id is a no-op."""
+    Returns the task and whether this call made it (a repeated id is a no-op)."""
     if data.id is not None:
         existing = await session.get(Task, data.id)
         if existing is not None:
             if existing.created_by != p.user_id:
                 raise Conflict("a task with this id already exists", field="id")
-            return existing
+            return existing, False
     if data.incident_id is not None:
         incident = await session.get(Incident, data.incident_id)
         if incident is None or incident.deleted_at is not None:
@@ -262,7 +267,7 @@ async def create_task(
         unit=data.assignee_unit_id,
         user=data.assignee_user_id,
     )
-    return row
+    return row, True
 
 
 async def patch_task(
@@ -293,6 +298,7 @@ async def patch_task(
             raise Conflict(f"a {row.status} task cannot be reassigned", field="assignee")
         await _check_assignees(session, row.assignee_user_id, row.assignee_unit_id)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "update", "task", row.id, **changed)
     if reassigned:
         await announce_assignment(
@@ -313,24 +319,92 @@ def _is_assignee(p: Principal, row: Task) -> bool:
     )
 
 
-async def transition_task(
+async def _task_photos(session: AsyncSession, ids: list[uuid.UUID]) -> list[str]:
+    """Photos named as a step's evidence: each a declared, live media object."""
+    if not ids:
+        return []
+    wanted = list(dict.fromkeys(ids))
+    stmt = select(MediaObject.id).where(
+        MediaObject.id.in_(wanted), MediaObject.deleted_at.is_(None)
+    )
+    found = set((await session.execute(stmt)).scalars())
+    missing = [str(i) for i in wanted if i not in found]
+    if missing:
+        raise InvalidInput(
+            f"no media object {', '.join(missing)}: declare it first (POST /api/v1/media)",
+            field="photo_ids",
+            code="unknown_photo",
+        )
+    return [str(i) for i in wanted]
+
+
+async def _seen_step(
+    session: AsyncSession, step_id: uuid.UUID | None, task_id: uuid.UUID
+) -> TaskEvent | None:
+    if step_id is None:
+        return None
+    seen = await session.get(TaskEvent, step_id)
+    if seen is not None and seen.task_id != task_id:
+        raise Conflict("a step with this id belongs to another task", field="id")
+    return seen
+
+
+async def _write_step(
     session: AsyncSession,
     p: Principal,
     row: Task,
+    to_status: str,
+    data: s.TaskTransition | s.TaskNote,
+    photos: list[str],
+) -> TaskEvent:
+    """The timeline entry of a step or note (the phone's id, time, fix and photos), recorded
+    with its task; a fix also moves the responder's last known position."""
+    at = data.at or utcnow()
+    event = TaskEvent(
+        task_id=row.id,
+        from_status=row.status,
+        to_status=to_status,
+        at=at,
+        actor_id=p.user_id,
+        device_id=data.device_id or p.device_id or None,
+        location=geo.point_to_db(data.location) if data.location else None,
+        accuracy_m=data.accuracy_m,
+        note=data.note,
+        photo_ids=photos,
+    )
+    if data.id is not None:
+        event.id = data.id
+    row.status = to_status
+    session.add(event)
+    await session.flush()
+    changes.record(session, row, event)
+    if data.location is not None:
+        fix = s.PositionReport(
+            location=data.location, accuracy_m=data.accuracy_m, at=at, device_id=data.device_id
+        )
+        await record_position(session, p, fix, task_id=row.id)
+    return event
+
+
+async def transition_task(
+    session: AsyncSession,
+    p: Principal,
+    task_id: uuid.UUID,
     data: s.TaskTransition,
     policy: DispatchPolicy = DEFAULT_POLICY,
-) -> TaskEvent:
-    """Move a task along its machine; stamped with time, actor, device and GPS fix.
+) -> tuple[TaskEvent, bool]:
+    """Move a task along its machine (both doors: REST and a device's `task_step`); stamped
+    with time, actor, device, GPS fix and evidence photos.
 
-    Assignees accept, decline, go en route, arrive and complete; dispatch cancels and re-assigns
-    a declined task. A repeated transition id returns the event already recorded.
+    Assignees accept, decline (with a reason; a plan task then passes to the next nearest
+    unit), go en route, arrive and complete; dispatch cancels and re-assigns a declined task.
+    Returns the step and whether this call took it: a repeated step id returns the event
+    already recorded.
     """
-    if data.id is not None:
-        seen = await session.get(TaskEvent, data.id)
-        if seen is not None:
-            if seen.task_id != row.id:
-                raise Conflict("a transition with this id belongs to another task", field="id")
-            return seen
+    row = await get_visible(session, p, Task, task_id)
+    seen = await _seen_step(session, data.id, row.id)
+    if seen is not None:
+        return seen, False
     old = TaskStatus(row.status)
     new = data.to_status
     if not can_transition(TASK_TRANSITIONS, old, new):
@@ -340,13 +414,13 @@ async def transition_task(
     dispatch_moves = {TaskStatus.CANCELLED, TaskStatus.ASSIGNED}
     if new in dispatch_moves:
         if not p.has(Role.ADMIN, Role.DISPATCHER):
-            raise Forbidden("only dispatch cancels or re-assigns a task")
+            raise Forbidden("only dispatch cancels or re-assigns a task", code="not_dispatch")
         await ensure_in_my_area(session, p, row.area_id, "task")
     elif not _is_assignee(p, row):
-        raise Forbidden("only the task's assignee moves it along")
-    if new is TaskStatus.DECLINED and not data.note:
-        raise InvalidInput("declining needs a reason in note", field="note")
-    at = data.at or utcnow()
+        raise Forbidden("only the task's assignee moves it along", code="not_assignee")
+    if new is TaskStatus.DECLINED and not (data.note or "").strip():
+        raise InvalidInput("declining needs a reason in note", field="note", code="reason_required")
+    photos = await _task_photos(session, data.photo_ids)
     if new is TaskStatus.ASSIGNED:
         # Dispatch sends a declined task out again (to the same assignee; PATCH assignee_* to
         # choose another): a fresh accept window and a new push.
@@ -361,40 +435,54 @@ async def transition_task(
         audit.record(
             session, p, "transition", "task", row.id, from_status=old.value, to_status=new.value
         )
-        return again
-    event = TaskEvent(
-        task_id=row.id,
+        return again, True
+    event = await _write_step(session, p, row, new.value, data, photos)
+    audit.record(
+        session,
+        p,
+        "transition",
+        "task",
+        row.id,
         from_status=old.value,
         to_status=new.value,
-        at=at,
-        actor_id=p.user_id,
-        device_id=data.device_id or p.device_id or None,
-        location=geo.point_to_db(data.location) if data.location else None,
-        accuracy_m=data.accuracy_m,
-        note=data.note,
+        photos=photos or None,
     )
-    if data.id is not None:
-        event.id = data.id
-    row.status = new.value
-    session.add(event)
-    await session.flush()
-    audit.record(
-        session, p, "transition", "task", row.id, from_status=old.value, to_status=new.value
-    )
-    if data.location is not None:
-        await record_position(
-            session,
-            p,
-            s.PositionReport(
-                location=data.location, accuracy_m=data.accuracy_m, at=at, device_id=data.device_id
-            ),
-            task_id=row.id,
-        )
     if new is TaskStatus.CANCELLED:
         await notify_assignees(session, row, "task.cancelled", f"task.cancelled:{row.id}")
     elif new is TaskStatus.DECLINED:
         await plans.pass_on_declined(session, p, row, policy)
-    return event
+    return event, True
+
+
+async def note_task(
+    session: AsyncSession, p: Principal, task_id: uuid.UUID, data: s.TaskNote
+) -> tuple[TaskEvent, bool]:
+    """A progress note on a task without a status change (both doors: REST and a device's
+    `task_step` with no `to_status`): by its assignee or dispatch, on a task still open, with
+    the fix (which also moves the responder's position) and evidence photos. Returns the
+    timeline entry and whether this call wrote it (a repeated id returns the first)."""
+    row = await get_visible(session, p, Task, task_id)
+    seen = await _seen_step(session, data.id, row.id)
+    if seen is not None:
+        return seen, False
+    if not (_is_assignee(p, row) or p.has(Role.ADMIN, Role.DISPATCHER)):
+        raise Forbidden("only the task's assignee or dispatch adds notes", code="not_assignee")
+    if row.status in (TaskStatus.COMPLETED.value, TaskStatus.CANCELLED.value):
+        raise Conflict(f"the task is {row.status}", field="task_id", code="task_closed")
+    photos = await _task_photos(session, data.photo_ids)
+    event = await _write_step(session, p, row, row.status, data, photos)
+    audit.record(session, p, "note", "task", row.id, photos=photos or None)
+    return event, True
+
+
+async def report_position(
+    session: AsyncSession, p: Principal, data: s.PositionReport
+) -> ResponderPosition:
+    """A position fix from a responder's or inspector's device (both doors: REST and a
+    device's `position_fix`)."""
+    if not p.has(Role.RESPONDER, Role.INSPECTOR):
+        raise Forbidden("only responders and inspectors report positions")
+    return await record_position(session, p, data)
 
 
 async def record_position(
@@ -455,4 +543,5 @@ async def soft_delete(session: AsyncSession, p: Principal, row: Incident | Task)
         raise NotFound("already deleted")
     row.deleted_at = utcnow()
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "delete", row.__tablename__[:-1], row.id)

@@ -142,10 +142,11 @@ class HazardController(Controller):
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
         data: JSONBody[s.HazardCreate],
-    ) -> s.Hazard:
-        """Report a hazard with its GPS point and photos (media ids or sha256 hashes)."""
-        row = await svc.create_hazard(db, request.user, data)
-        return await svc.one_out(db, row, _policy(request))
+    ) -> Response[s.Hazard]:
+        """Report a hazard with its GPS point and photos (media ids or sha256 hashes).
+        201 when created; a retry with the same id answers 200 with `Idempotent-Replayed`."""
+        row, fresh = await svc.create_hazard(db, request.user, data)
+        return crud.created(await svc.one_out(db, row, _policy(request)), fresh)
 
     @patch("/{hazard_id:uuid}", operation_id="UpdateHazard")
     async def patch_hazard(
@@ -155,9 +156,8 @@ class HazardController(Controller):
         hazard_id: FromPath[uuid.UUID],
         data: JSONBody[s.HazardPatch],
     ) -> s.Hazard:
-        """Correct a hazard's details."""
-        row = await crud.get_visible(db, request.user, Hazard, hazard_id)
-        row = await svc.patch_hazard(db, request.user, row, data)
+        """Correct a hazard's details, or add photos."""
+        row = await svc.patch_hazard(db, request.user, hazard_id, data)
         return await svc.one_out(db, row, _policy(request))
 
     @delete("/{hazard_id:uuid}", operation_id="DeleteHazard")
@@ -168,8 +168,7 @@ class HazardController(Controller):
         hazard_id: FromPath[uuid.UUID],
     ) -> None:
         """Withdraw a hazard report."""
-        row = await crud.get_visible(db, request.user, Hazard, hazard_id)
-        await svc.delete_hazard(db, request.user, row)
+        await svc.delete_hazard(db, request.user, hazard_id)
 
     @post("/{hazard_id:uuid}/transitions", operation_id="TransitionHazard")
     async def transition(
@@ -178,11 +177,12 @@ class HazardController(Controller):
         db: NamedDependency[AsyncSession],
         hazard_id: FromPath[uuid.UUID],
         data: JSONBody[s.HazardTransition],
-    ) -> s.HazardEvent:
+    ) -> Response[s.HazardEvent]:
         """One step of reported → verified → rectification_assigned → rectified → reinspected
-        → closed (or rejected / reopened), by the right role with its evidence."""
-        row = await crud.get_visible(db, request.user, Hazard, hazard_id)
-        return svc.event_out(await svc.transition_hazard(db, request.user, row, data))
+        → closed (or rejected / reopened), by the right role with its evidence. 201 when
+        taken; a retry with the same step id answers 200 with `Idempotent-Replayed`."""
+        event, fresh = await svc.transition_hazard(db, request.user, hazard_id, data)
+        return crud.created(svc.event_out(event), fresh)
 
     @get("/{hazard_id:uuid}/timeline", operation_id="GetHazardTimeline")
     async def get_timeline(

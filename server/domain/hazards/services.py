@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,9 +25,9 @@ from schemas import hazards as s
 from schemas.common import Role
 from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
-from server import audit, geo
+from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, live_visible, uid_or_none
+from server.crud import apply_patch, get_visible, live_visible, uid_or_none
 from server.domain.dispatch.assign import dispatchers_for
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
@@ -264,20 +265,24 @@ async def _attach(
     )
     for media in photos:
         if media.id not in already:
-            session.add(
-                HazardMedia(
-                    hazard_id=hazard.id,
-                    media_id=media.id,
-                    kind=kind.value,
-                    event_id=event_id,
-                    expected_at=expected_at,
-                    added_by=p.user_id,
-                )
+            link = HazardMedia(
+                hazard_id=hazard.id,
+                media_id=media.id,
+                kind=kind.value,
+                event_id=event_id,
+                expected_at=expected_at,
+                added_by=p.user_id,
             )
+            session.add(link)
+            changes.record(session, link)  # the photo now travels with the hazard
 
 
-async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreate) -> Hazard:
-    """Report a hazard. Enterprise staff report for their own enterprise. Retries are no-ops.
+async def create_hazard(
+    session: AsyncSession, p: Principal, data: s.HazardCreate
+) -> tuple[Hazard, bool]:
+    """Report a hazard (both doors: REST and a device's sync create). Enterprise staff report
+    for their own enterprise. Returns the hazard and whether this call created it: a retry
+    with the same id returns the first report and creates nothing.
 
     Photos are media ids (declared before) or SHA-256 hashes (declared here as `pending` when
     the bytes have not arrived yet).
@@ -287,7 +292,7 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
         if existing is not None:
             if existing.reporter_id != p.user_id:
                 raise Conflict("a hazard with this id already exists", field="id")
-            return existing
+            return existing, False
     reported_at = data.reported_at
     enterprise_id = data.enterprise_id
     if p.role is Role.ENTERPRISE_STAFF:
@@ -335,6 +340,7 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
     await _attach(
         session, p, row, photos, s.PhotoKind.REPORT, reported_at or row.created_at, event.id
     )
+    changes.record(session, row, event)
     audit.record(
         session,
         p,
@@ -344,30 +350,57 @@ async def create_hazard(session: AsyncSession, p: Principal, data: s.HazardCreat
         category=row.category,
         photos=[m.sha256 for m in photos],
     )
-    return row
+    return row, True
+
+
+def _may_correct(p: Principal, row: Hazard) -> bool:
+    return p.has(*DISPATCH) or (row.reporter_id == p.user_id and row.status == "reported")
 
 
 async def patch_hazard(
-    session: AsyncSession, p: Principal, row: Hazard, data: s.HazardPatch
+    session: AsyncSession, p: Principal, hazard_id: uuid.UUID, data: s.HazardPatch
 ) -> Hazard:
-    """Correct details: the reporter while still `reported`, or dispatch at any time."""
-    is_dispatch = p.has(Role.ADMIN, Role.DISPATCHER)
-    if not is_dispatch and not (row.reporter_id == p.user_id and row.status == "reported"):
-        raise Forbidden("only the reporter (before verification) or dispatch corrects a hazard")
-    changed = apply_patch(row, data, ("category", "severity", "description"))
+    """Correct details or add photos (both doors): the reporter while still `reported`, or
+    dispatch at any time. NotFound when `p` cannot see the hazard."""
+    row = await get_visible(session, p, Hazard, hazard_id)
+    if not _may_correct(p, row):
+        raise Forbidden(
+            "only the reporter (before verification) or dispatch corrects a hazard",
+            code="not_reporter",
+        )
+    changed = apply_patch(row, data, ("category", "severity", "description", "accuracy_m"))
+    if data.location is not msgspec.UNSET:
+        lon, lat = data.location.coordinates
+        row.location = geo.point_to_db(data.location)
+        row.grid_id = await locate_grid(session, lon, lat)
+        row.area_id = await locate_area(session, lon, lat)
+        changed["location"] = [lon, lat]
+    if data.photo_ids is not msgspec.UNSET and data.photo_ids:
+        photos = await _resolve_photos(session, p, data.photo_ids, [], "photo_ids")
+        known = list(row.photo_ids or [])
+        row.photo_ids = known + [str(m.id) for m in photos if str(m.id) not in known]
+        await session.flush()
+        await _attach(
+            session, p, row, photos, s.PhotoKind.REPORT, row.reported_at or row.created_at
+        )
+        changed["photo_ids"] = [str(m.id) for m in photos]
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "update", "hazard", row.id, **changed)
     return row
 
 
-async def delete_hazard(session: AsyncSession, p: Principal, row: Hazard) -> None:
-    """Withdraw a report (reporter before verification, or dispatch)."""
-    if not p.has(Role.ADMIN, Role.DISPATCHER) and not (
-        row.reporter_id == p.user_id and row.status == "reported"
-    ):
-        raise Forbidden("only the reporter (before verification) or dispatch deletes a hazard")
+async def delete_hazard(session: AsyncSession, p: Principal, hazard_id: uuid.UUID) -> None:
+    """Withdraw a report (both doors): the reporter before verification, or dispatch."""
+    row = await get_visible(session, p, Hazard, hazard_id)
+    if not _may_correct(p, row):
+        raise Forbidden(
+            "only the reporter (before verification) or dispatch deletes a hazard",
+            code="not_reporter",
+        )
     row.deleted_at = utcnow()
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "delete", "hazard", row.id)
 
 
@@ -453,16 +486,18 @@ async def _assignment(
 
 
 async def transition_hazard(
-    session: AsyncSession, p: Principal, row: Hazard, data: s.HazardTransition
-) -> HazardEvent:
-    """Move a hazard one step along its loop, enforcing role and evidence (see `_authorise`
-    and HazardTransition). A repeated step id returns the event already recorded."""
+    session: AsyncSession, p: Principal, hazard_id: uuid.UUID, data: s.HazardTransition
+) -> tuple[HazardEvent, bool]:
+    """Move a hazard one step along its loop (both doors: REST and a device's `hazard_step`),
+    enforcing role and evidence (see `_authorise` and HazardTransition). Returns the step and
+    whether this call took it: a repeated step id returns the event already recorded."""
+    row = await get_visible(session, p, Hazard, hazard_id)
     if data.id is not None:
         seen = await session.get(HazardEvent, data.id)
         if seen is not None:
             if seen.hazard_id != row.id:
                 raise Conflict("a step with this id belongs to another hazard", field="id")
-            return seen
+            return seen, False
     old, new = HazardStatus(row.status), data.to_status
     if not can_transition(HAZARD_TRANSITIONS, old, new):
         raise Conflict(
@@ -473,9 +508,13 @@ async def transition_hazard(
     at = data.at or now
     note = (data.note or "").strip() or None
     if new in (H.REJECTED, H.REOPENED) and not note:
-        raise InvalidInput(f"{new} needs a reason in note", field="note")
+        raise InvalidInput(f"{new} needs a reason in note", field="note", code="reason_required")
     if new is H.CLOSED and old is H.VERIFIED and not note:
-        raise InvalidInput("closing without rectification needs a reason in note", field="note")
+        raise InvalidInput(
+            "closing without rectification needs a reason in note",
+            field="note",
+            code="reason_required",
+        )
     photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     if new is H.RECTIFIED and not photos:
         raise InvalidInput(
@@ -506,6 +545,7 @@ async def transition_hazard(
     session.add(event)
     await session.flush()
     await _attach(session, p, row, photos, _PHOTO_KIND.get(new, s.PhotoKind.OTHER), at, event.id)
+    changes.record(session, row, event)
     audit.record(
         session,
         p,
@@ -518,7 +558,7 @@ async def transition_hazard(
         photos=[m.sha256 for m in photos],
         **{k: v for k, v in detail.items() if k != "photo_ids"},
     )
-    return event
+    return event, True
 
 
 def event_out(row: HazardEvent) -> s.HazardEvent:
@@ -574,7 +614,8 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
             update(Hazard)
             .where(Hazard.id == hazard_id, *due)
             .values(overdue=True, updated_at=now)
-            .execution_options(synchronize_session=False)
+            # The claimed row is re-read below and recorded with its escalation event.
+            .execution_options(synchronize_session=False, recorded=True)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another runner got there first
@@ -608,18 +649,18 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
             )
             session.add(escalation)
             await _push_escalation(session, row, escalation, now)
-        session.add(
-            HazardEvent(
-                hazard_id=hazard_id,
-                kind="escalation",
-                from_status=row.status,
-                to_status=row.status,
-                at=now,
-                actor_id=None,
-                note="rectification overdue",
-                detail=detail,
-            )
+        escalated_event = HazardEvent(
+            hazard_id=hazard_id,
+            kind="escalation",
+            from_status=row.status,
+            to_status=row.status,
+            at=now,
+            actor_id=None,
+            note="rectification overdue",
+            detail=detail,
         )
+        session.add(escalated_event)
+        changes.record(session, row, escalated_event)
         audit.record(session, None, "escalate", "hazard", hazard_id, kind="overdue", **detail)
         escalated.append(hazard_id)
     await session.flush()

@@ -25,7 +25,7 @@ from media.tus import UploadInfo, UploadManager
 from media.validate import Limits
 from schemas import media as s
 from schemas.common import Role
-from server import audit
+from server import audit, changes
 from server.auth.principal import Principal
 from server.errors import Conflict, DomainError, Forbidden
 from server.models import Hazard, HazardMedia, MediaObject, utcnow
@@ -115,6 +115,7 @@ async def declare(
         row.id = data.id
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "declare", "media", row.id, sha256=row.sha256)
     return row, True
 
@@ -189,6 +190,7 @@ async def finish_upload(
             if row.uploaded_by is None:
                 row.uploaded_by = actor_id
         await session.flush()
+        changes.record(session, row)
         audit.record(
             session,
             actor_id,

@@ -1,13 +1,13 @@
-"""HTTP for reference data: JSONBody[areas], organisations, grids, enterprises, resources."""
+"""HTTP for reference data: areas, organisations, grids, enterprises, resources, contacts."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import reference as s
@@ -233,3 +233,81 @@ class ResourceController(Controller):
         require(request.user, Role.ADMIN, Role.DISPATCHER)
         row = await crud.get_visible(db, request.user, Resource, resource_id)
         return svc.resource_out(await svc.patch_resource(db, request.user, row, data))
+
+
+class ContactController(Controller):
+    """The contact book (通讯录): duty lines and people, for the areas the user reads."""
+
+    path = "/api/v1/contacts"
+    tags = ["reference"]
+
+    @get("/", operation_id="ListContacts")
+    async def list_contacts(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        cursor: Annotated[
+            str | None, QueryParameter(description="opaque cursor from next_cursor")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="page size")] = 50,
+        kind: FromQuery[s.ContactKind | None] = None,
+        duty: FromQuery[bool | None] = None,
+        area_id: Annotated[
+            uuid.UUID | None,
+            QueryParameter(description="only contacts serving this area (or everywhere)"),
+        ] = None,
+    ) -> Page[s.Contact]:
+        """Contacts of the areas the user reads (their own, its neighbours, their tasks'),
+        newest first."""
+        rows, nxt = await svc.list_contacts(
+            db, request.user, cursor=cursor, limit=limit, kind=kind, duty=duty, area_id=area_id
+        )
+        return Page(items=[svc.contact_out(r) for r in rows], next_cursor=nxt)
+
+    @get("/{contact_id:uuid}", operation_id="GetContact")
+    async def get_contact(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        contact_id: FromPath[uuid.UUID],
+    ) -> s.Contact:
+        """One contact."""
+        return svc.contact_out(await svc.get_contact(db, request.user, contact_id))
+
+    @post("/", operation_id="CreateContact")
+    async def create_contact(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.ContactCreate],
+    ) -> Response[s.Contact]:
+        """Add a contact (administrators; dispatchers for areas inside their command area):
+        201; a retry with the same id: 200, `Idempotent-Replayed`, the first result."""
+        require(request.user, Role.ADMIN, Role.DISPATCHER)
+        row, fresh = await svc.create_contact(db, request.user, data)
+        return crud.created(svc.contact_out(row), fresh)
+
+    @patch("/{contact_id:uuid}", operation_id="UpdateContact")
+    async def patch_contact(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        contact_id: FromPath[uuid.UUID],
+        data: JSONBody[s.ContactPatch],
+    ) -> s.Contact:
+        """Change a contact (administrators; dispatchers inside their command area)."""
+        require(request.user, Role.ADMIN, Role.DISPATCHER)
+        row = await svc.get_contact(db, request.user, contact_id)
+        return svc.contact_out(await svc.patch_contact(db, request.user, row, data))
+
+    @delete("/{contact_id:uuid}", operation_id="DeleteContact")
+    async def delete_contact(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        contact_id: FromPath[uuid.UUID],
+    ) -> None:
+        """Delete a contact (administrators; dispatchers inside their command area)."""
+        require(request.user, Role.ADMIN, Role.DISPATCHER)
+        row = await svc.get_contact(db, request.user, contact_id)
+        await svc.delete_contact(db, request.user, row)

@@ -1,8 +1,16 @@
-"""Administrative areas, organisations, grids, enterprises and resources: reads and writes."""
+"""Administrative areas, organisations, grids, enterprises, resources and contacts: reads and
+writes.
+
+Writes of synced rows (grids, resources, contacts) are recorded in the change log
+(`server.changes.record`) in the same transaction.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -11,14 +19,25 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import reference as s
-from schemas.common import Point
-from server import audit, geo
+from schemas.common import Point, Role
+from schemas.ids import uuid7
+from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.crud import apply_patch, ensure_new_id
 from server.db import dialect_of
-from server.errors import Forbidden, InvalidInput
-from server.models import AdminArea, Enterprise, Grid, Organisation, Resource
-from server.scope import home_area_subtree
+from server.domain.reference.reach import reference_areas
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.models import (
+    AdminArea,
+    Contact,
+    Enterprise,
+    Grid,
+    Organisation,
+    Resource,
+    User,
+    utcnow,
+)
+from server.scope import home_area_subtree, serving_areas, visible_contacts
 
 
 async def locate_area(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
@@ -210,6 +229,7 @@ async def create_grid(session: AsyncSession, p: Principal, data: s.GridCreate) -
         row.id = data.id
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "create", "grid", row.id, code=data.code)
     return row
 
@@ -225,6 +245,7 @@ async def patch_grid(session: AsyncSession, p: Principal, row: Grid, data: s.Gri
     if data.inspector_id is not msgspec.UNSET:
         row.inspector_id = changed["inspector_id"] = data.inspector_id
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "update", "grid", row.id, **changed)
     return row
 
@@ -275,6 +296,7 @@ async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceC
         row.id = data.id
     session.add(row)
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "create", "resource", row.id, kind=data.kind.value)
     return row
 
@@ -289,5 +311,194 @@ async def patch_resource(
         await relocate(session, p, row, data.location, "resource")
         changed["location"] = data.location.coordinates
     await session.flush()
+    changes.record(session, row)
     audit.record(session, p, "update", "resource", row.id, **changed)
     return row
+
+
+# -- contacts (通讯录) -----------------------------------------------------------------------
+
+
+def contact_out(row: Contact) -> s.Contact:
+    """Wire form of a contact."""
+    return s.Contact(
+        id=row.id,
+        kind=s.ContactKind(row.kind),
+        name=row.name,
+        name_en=row.name_en,
+        phone=row.phone,
+        org_id=row.org_id,
+        user_id=row.user_id,
+        role_title=row.role_title,
+        area_ids=[uuid.UUID(a) for a in row.area_ids or []],
+        duty=row.duty,
+        notes=row.notes,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def _contacts_i_read(session: AsyncSession, p: Principal) -> Any:
+    """The SQL condition on the contacts `p` reads (None: all): what their phone holds."""
+    if p.role is Role.ADMIN:
+        return None
+    areas = await session.run_sync(lambda sync: reference_areas(sync, p))
+    return visible_contacts(p, dialect_of(session), areas)
+
+
+def _encode_cursor(ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(ident.bytes).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
+
+
+async def list_contacts(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    cursor: str | None,
+    limit: int,
+    kind: s.ContactKind | None = None,
+    duty: bool | None = None,
+    area_id: uuid.UUID | None = None,
+) -> tuple[list[Contact], str | None]:
+    """One page of the contacts `p` reads, newest first; optionally only one kind, only duty
+    lines (or only others), or only those serving `area_id` (or everywhere)."""
+    conds: list[Any] = [Contact.deleted_at.is_(None)]
+    mine = await _contacts_i_read(session, p)
+    if mine is not None:
+        conds.append(mine)
+    if kind is not None:
+        conds.append(Contact.kind == kind.value)
+    if duty is not None:
+        conds.append(Contact.duty.is_(duty))
+    if area_id is not None:
+        conds.append(serving_areas(dialect_of(session), [area_id]))
+    if cursor:
+        conds.append(Contact.id < _decode_cursor(cursor))
+    stmt = select(Contact).where(*conds).order_by(Contact.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(stmt)).scalars())
+    nxt = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], nxt
+
+
+async def get_contact(session: AsyncSession, p: Principal, ident: uuid.UUID) -> Contact:
+    """A live contact `p` reads; else NotFound (existence is not leaked)."""
+    conds: list[Any] = [Contact.id == ident, Contact.deleted_at.is_(None)]
+    mine = await _contacts_i_read(session, p)
+    if mine is not None:
+        conds.append(mine)
+    row = (await session.execute(select(Contact).where(*conds))).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no contact {ident}")
+    return row
+
+
+async def _check_areas(session: AsyncSession, p: Principal, area_ids: Sequence[uuid.UUID]) -> None:
+    """Every area exists; a dispatcher names at least one, all inside their command area."""
+    wanted = set(area_ids)
+    if wanted:
+        found = await session.execute(
+            select(AdminArea.id).where(AdminArea.id.in_(wanted), AdminArea.deleted_at.is_(None))
+        )
+        if set(found.scalars()) != wanted:
+            raise InvalidInput("area_ids names an area that does not exist", field="area_ids")
+    if p.role is Role.ADMIN:
+        return
+    if not wanted:
+        raise Forbidden("only administrators manage contacts that serve everywhere")
+    inside = await session.execute(
+        select(func.count(AdminArea.id)).where(
+            AdminArea.id.in_(wanted), AdminArea.id.in_(home_area_subtree(p))
+        )
+    )
+    if inside.scalar_one() != len(wanted):
+        raise Forbidden("the contact serves an area outside your command area")
+
+
+async def _check_links(
+    session: AsyncSession, org_id: uuid.UUID | None, user_id: uuid.UUID | None
+) -> None:
+    if org_id is not None and await session.get(Organisation, org_id) is None:
+        raise InvalidInput("no such organisation", field="org_id")
+    if user_id is not None and await session.get(User, user_id) is None:
+        raise InvalidInput("no such user", field="user_id")
+
+
+def _area_strs(area_ids: Sequence[uuid.UUID]) -> list[str]:
+    return sorted({str(a) for a in area_ids})
+
+
+def _stored_areas(row: Contact) -> list[uuid.UUID]:
+    return [uuid.UUID(a) for a in row.area_ids or []]
+
+
+async def create_contact(
+    session: AsyncSession, p: Principal, data: s.ContactCreate
+) -> tuple[Contact, bool]:
+    """Add a contact (administrators; dispatchers for areas inside their command area).
+
+    Returns the contact and whether this call made it: a create retried by the same user with
+    the same `id` returns the first result; an id taken otherwise is a conflict."""
+    if data.id is not None:
+        existing = await session.get(Contact, data.id)
+        if existing is not None:
+            if existing.created_by != p.user_id or existing.deleted_at is not None:
+                raise Conflict("a contact with this id already exists", field="id")
+            return existing, False
+    await _check_areas(session, p, data.area_ids)
+    await _check_links(session, data.org_id, data.user_id)
+    row = Contact(
+        id=data.id or uuid7(),
+        kind=data.kind.value,
+        name=data.name,
+        name_en=data.name_en,
+        phone=data.phone,
+        org_id=data.org_id,
+        user_id=data.user_id,
+        role_title=data.role_title,
+        area_ids=_area_strs(data.area_ids),
+        duty=data.duty,
+        notes=data.notes,
+        created_by=p.user_id,
+    )
+    session.add(row)
+    await session.flush()
+    changes.record(session, row)
+    audit.record(session, p, "create", "contact", row.id, kind=row.kind, area_ids=row.area_ids)
+    return row, True
+
+
+async def patch_contact(
+    session: AsyncSession, p: Principal, row: Contact, data: s.ContactPatch
+) -> Contact:
+    """Change a contact (a dispatcher: one serving only their area, before and after)."""
+    await _check_areas(session, p, _stored_areas(row))
+    if data.area_ids is not msgspec.UNSET:
+        await _check_areas(session, p, data.area_ids)
+    org_id = row.org_id if data.org_id is msgspec.UNSET else data.org_id
+    user_id = row.user_id if data.user_id is msgspec.UNSET else data.user_id
+    await _check_links(session, org_id, user_id)
+    names = ("kind", "name", "name_en", "phone", "org_id", "user_id", "role_title", "duty", "notes")
+    changed = {k: str(v) for k, v in apply_patch(row, data, names).items()}
+    if data.area_ids is not msgspec.UNSET:
+        row.area_ids = _area_strs(data.area_ids)
+        changed["area_ids"] = ",".join(row.area_ids)
+    await session.flush()
+    changes.record(session, row)
+    audit.record(session, p, "update", "contact", row.id, **changed)
+    return row
+
+
+async def delete_contact(session: AsyncSession, p: Principal, row: Contact) -> None:
+    """Soft-delete a contact (it stays as a sync tombstone)."""
+    await _check_areas(session, p, _stored_areas(row))
+    row.deleted_at = utcnow()
+    await session.flush()
+    changes.record(session, row)
+    audit.record(session, p, "delete", "contact", row.id)

@@ -31,7 +31,7 @@ from schemas.sync import (
 )
 from server.auth.principal import Principal
 from server.domain.sync import services as svc
-from server.domain.sync.bridge import SyncRuntime
+from server.domain.sync.changelog import SyncRuntime
 from server.errors import InvalidInput
 from server.scope import require
 
@@ -112,7 +112,7 @@ class SyncController(Controller):
         req: PushRequest = _decode(
             request, await request.body(), push_request_msgpack, push_request_json
         )
-        reply = await svc.push(db, _runtime(request), request.user, req)
+        reply = await svc.push(db, _runtime(request), request.user, req, request.app.state.settings)
         return _answer(request, reply)
 
     @post(
@@ -182,5 +182,11 @@ class SyncController(Controller):
         """Keep the winner, restore the loser or set a value; a change syncs out to devices."""
         require(request.user, Role.DISPATCHER, Role.ADMIN)
         return await svc.resolve_conflict(
-            db, _runtime(request), request.user, conflict_id, data.take, data.value
+            db,
+            _runtime(request),
+            request.user,
+            conflict_id,
+            data.take,
+            data.value,
+            request.app.state.settings,
         )

@@ -13,7 +13,7 @@ from litestar import Litestar
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.config import Settings
-from server.domain.sync.bridge import SyncRuntime, backfill, install
+from server.domain.sync.changelog import SyncRuntime, backfill, install
 from server.domain.sync.events import listen
 from server.domain.sync.services import purge
 

@@ -1,9 +1,10 @@
 """Domain rows <-> synced field values, per entity (one table each, declared once here).
 
-`fields_of(row)` is what a REST write of `row` turns into (the bridge); `apply_fields(row, ...)`
-writes merged sync values back into the row (a device's push). Values are the wire forms of
-docs/sync-protocol.md: UUIDs and RFC 3339 UTC times as strings, GeoJSON points and polygons.
-Fields a table has no column for (a hazard's `title`) live in the change log only.
+`fields_of(row)` is what a recorded write of `row` turns into (the change log's commit hook).
+Field names are REST's (`schemas/`): one definition per entity (docs/sync-protocol.md has the
+catalogue). Values are the wire forms of the protocol: UUIDs and RFC 3339 UTC times as strings,
+GeoJSON points and polygons. Devices never write domain rows through this module: their writes
+go through the domain actions (`policy.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from server.models import (
     CheckItem,
     CheckSubmission,
     CheckTemplate,
+    Contact,
+    EmergencyPlan,
     Enterprise,
     Grid,
     Hazard,
@@ -102,6 +105,7 @@ def task_event_item(ev: TaskEvent) -> dict[str, Any]:
             "location": point(ev.location),
             "accuracy_m": ev.accuracy_m,
             "note": ev.note,
+            "photo_ids": list(getattr(ev, "photo_ids", None) or []) or None,
         }
     )
 
@@ -117,6 +121,7 @@ def hazard_event_item(ev: HazardEvent) -> dict[str, Any]:
             "actor": sid(ev.actor_id),
             "note": ev.note,
             "kind": ev.kind,
+            "photo_ids": list((ev.detail or {}).get("photo_ids") or []) or None,
         }
     )
 
@@ -133,6 +138,9 @@ def _task(row: Task) -> dict[str, Any]:
         "assignee_unit_id": sid(row.assignee_unit_id),
         "status": row.status,
         "area_id": sid(row.area_id),
+        "plan_id": sid(row.plan_id),
+        "dispatched_at": iso(row.dispatched_at),
+        "accept_by": iso(row.accept_by),
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
@@ -160,12 +168,18 @@ def _hazard(row: Hazard) -> dict[str, Any]:
         "description": row.description,
         "location": point(row.location),
         "accuracy_m": row.accuracy_m,
+        "reported_at": iso(row.reported_at),
         "status": row.status,
+        "status_reason": row.status_reason,
         "reporter_id": sid(row.reporter_id),
         "grid_id": sid(row.grid_id),
         "area_id": sid(row.area_id),
         "enterprise_id": sid(row.enterprise_id),
-        "photos": [str(p) for p in row.photo_ids or []],
+        "rectify_org_id": sid(row.rectify_org_id),
+        "rectify_enterprise_id": sid(row.rectify_enterprise_id),
+        "rectify_deadline": iso(row.rectify_deadline),
+        "overdue": bool(row.overdue),
+        "photo_ids": [str(p) for p in row.photo_ids or []],
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
@@ -180,7 +194,14 @@ def _grid(row: Grid) -> dict[str, Any]:
     }
 
 
+def plan_unit_kinds(templates: Iterable[Any]) -> list[str]:
+    """The unit kinds a plan's templates dispatch to, sorted, once each."""
+    kinds = {t.get("unit_kind") for t in templates if isinstance(t, dict)}
+    return sorted(str(k) for k in kinds if k)
+
+
 def _resource(row: Resource) -> dict[str, Any]:
+    """A resource's synced values (wire forms)."""
     return {
         "kind": row.kind,
         "name": row.name,
@@ -189,6 +210,43 @@ def _resource(row: Resource) -> dict[str, Any]:
         "capacity": row.capacity,
         "contact": row.contact_name,
         "phone": row.phone,
+        "area_id": sid(row.area_id),
+    }
+
+
+def _contact(row: Contact) -> dict[str, Any]:
+    """A contact's synced values (wire forms)."""
+    return {
+        "kind": row.kind,
+        "name": row.name,
+        "name_en": row.name_en,
+        "phone": row.phone,
+        "org_id": sid(row.org_id),
+        "user_id": sid(row.user_id),
+        "role_title": row.role_title,
+        "area_ids": [str(a) for a in row.area_ids or []],
+        "duty": bool(row.duty),
+        "notes": row.notes,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def _plan(row: EmergencyPlan) -> dict[str, Any]:
+    """A plan version's synced values (wire forms)."""
+    templates = [dict(t) for t in row.templates or []]
+    return {
+        "code": row.code,
+        "version": row.version,
+        "name": row.name,
+        "description": row.description,
+        "incident_type": row.incident_type,
+        "min_level": row.min_level,
+        "active": bool(row.active),
+        "templates": templates,
+        "unit_kinds": plan_unit_kinds(templates),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
     }
 
 
@@ -196,7 +254,7 @@ def _alert(row: Alert) -> dict[str, Any]:
     return {
         "identifier": row.identifier,
         "msg_type": row.msg_type,
-        "colour": row.color,
+        "color": row.color,
         "headline": row.headline,
         "description": row.description,
         "urgency": row.urgency,
@@ -291,6 +349,8 @@ MAPPED: tuple[Mapped, ...] = (
     Mapped("hazard", Hazard, _hazard),
     Mapped("grid", Grid, _grid),
     Mapped("resource", Resource, _resource),
+    Mapped("contact", Contact, _contact),
+    Mapped("plan", EmergencyPlan, _plan),
     Mapped("alert", Alert, _alert),
     Mapped("check_template", CheckTemplate, _check_template),
     Mapped("check_submission", CheckSubmission, _check_submission),
@@ -303,46 +363,3 @@ BY_ENTITY: dict[str, Mapped] = {m.entity: m for m in MAPPED}
 def fields_of(row: Record) -> dict[str, Any]:
     """The synced values of a domain row."""
     return BY_MODEL[type(row)].fields(row)
-
-
-# Columns a device write may change, per entity: sync field -> (attribute, to-db converter).
-_SAME: Callable[[Any], Any] = lambda v: v  # noqa: E731
-WRITABLE: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
-    "task": {
-        "incident_id": ("incident_id", uid),
-        "title": ("title", _SAME),
-        "description": ("description", _SAME),
-        "location": ("location", point_db),
-        "priority": ("priority", _SAME),
-        "deadline": ("deadline", parse_time),
-        "assignee_user_id": ("assignee_user_id", uid),
-        "assignee_unit_id": ("assignee_unit_id", uid),
-        "status": ("status", _SAME),
-        "area_id": ("area_id", uid),
-    },
-    "hazard": {
-        "category": ("category", _SAME),
-        "severity": ("severity", _SAME),
-        "description": ("description", _SAME),
-        "location": ("location", point_db),
-        "accuracy_m": ("accuracy_m", _SAME),
-        "status": ("status", _SAME),
-        "reporter_id": ("reporter_id", uid),
-        "grid_id": ("grid_id", uid),
-        "area_id": ("area_id", uid),
-        "enterprise_id": ("enterprise_id", uid),
-        "photos": (
-            "photo_ids",
-            lambda v: [str(i["id"]) if isinstance(i, dict) else str(i) for i in v or []],
-        ),
-    },
-}
-
-
-def apply_fields(row: Record, entity: str, values: dict[str, Any], names: set[str]) -> None:
-    """Write the synced `values` of fields `names` into `row` (columns it has)."""
-    cols = WRITABLE.get(entity, {})
-    for name in names:
-        if name in cols and name in values:
-            attr, conv = cols[name]
-            setattr(row, attr, conv(values[name]))

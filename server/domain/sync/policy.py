@@ -1,61 +1,77 @@
-"""The server's `SyncPolicy`: the same roles, scopes and state machines as the REST API.
+"""The server's `SyncPolicy`: a device's write is applied by the domain action REST calls.
 
-- `authorize` refuses what REST would refuse: a row the user cannot see (`server.scope.visible`),
-  a field their role may not change, a status step that is not theirs (only dispatch cancels or
-  re-assigns a task, only its assignee moves it along), a value REST would not accept (enum
-  members, coordinates: `_FIELD_TYPES`), an incomplete new hazard, and any hazard status step:
-  those need evidence that only `POST /api/v1/hazards/{id}/transitions` checks. Illegal jumps
-  and stale statuses are the merge's job (`schemas.states` machines).
-- `server_fields` stamps what the server owns: reporter, grid and area (from the location),
-  creation time.
-- `record_scopes` puts a record in scopes from its own values (see `SCOPES` below);
-  `user_scopes` lists what a user reads, from role and area like `server.scope`.
-- `on_applied` writes the merged values into the domain row, with timeline rows and an audit
-  entry, in the same transaction; the bridge is told to skip those rows.
+One door: every field action has one function with all its rules (authorization, state machine,
+evidence, derived fields, timeline, audit, change record, push jobs), in its domain's
+`services.py`. The REST controller calls it; so does this policy, for each mutation a device
+pushes, after the merge has decided which of the device's values win:
 
-Scope keys: `ref` (resources, alerts: everyone); `unit:U`, `user:U` (tasks by assignee);
+| entity | op | domain action |
+|---|---|---|
+| `hazard` | c / u / d | `hazards.create_hazard` / `patch_hazard` / `delete_hazard` |
+| `hazard_step` | c | `hazards.transition_hazard` (every step of the closed loop) |
+| `task_step` | c | `dispatch.transition_task`, or `dispatch.note_task` without `to_status` |
+| `position_fix` | c | `dispatch.report_position` |
+| `check_submission` | c | `checks.submit` |
+
+Everything else a device may not write: tasks move only through `task_step` (their fields are
+dispatch's), a hazard's `status` and `timeline` only through `hazard_step`, steps and
+submissions are final, reference data is read-only (the entity specs say so).
+
+How the two worlds meet: the engine and its storage run synchronously inside
+`AsyncSession.run_sync` (one storage implementation serves pushes, pulls, the change log's
+commit hook, the CLI and the benchmarks), while the domain actions are `async` functions on the
+request's `AsyncSession`. The policy awaits an action through SQLAlchemy's greenlet bridge
+(`sqlalchemy.util.await_only`, the mechanism every `AsyncSession` statement already uses): the
+action runs on the same connection and transaction, inside a SAVEPOINT, so a refused action
+leaves nothing behind and the batch goes on. A `DomainError` becomes a `Refusal` whose `rule`
+is the REST problem's code (`type` .../problems/<rule>), so both doors name the same rule.
+
+A hazard or self-check the action wrote is stored by the engine in the same write as the
+device's values (`server_fields`), so a device's edit costs one version, not two; its row and
+timeline rows are then skipped by the commit hook (`storage.mark_skip`). A step's effect (the
+task's or hazard's new status and timeline) is recorded by the action and written by the
+commit hook like any REST write.
+
+Scope keys: `ref` (alerts, check templates: everyone); `unit:U`, `user:U` (tasks by assignee);
 `area:A` (tasks and incidents of area A: dispatch); `incident:I` (an incident, read by the
 holders of its tasks); `grid:G`, `enterprise:E`, `reporter:U`, `harea:A` (hazards by grid,
-enterprise, reporter, area); `gridref:G` (the grid record itself).
+enterprise, reporter, area); `gridref:G` (the grid record itself). Steps are in no scope.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 
 from schemas.checks import CheckSubmissionCreate
-from schemas.common import AccuracyM, Name, Point, Priority, Role, Text
-from schemas.hazards import HazardCategory, Severity
-from schemas.ids import uuid7
-from schemas.states import TaskStatus
+from schemas.common import Role
+from schemas.dispatch import PositionReport, TaskNote, TaskTransition
+from schemas.hazards import HazardCreate, HazardPatch, HazardTransition
+from schemas.merge import STEP_ENTITIES
 from schemas.sync import Op, Reason, Refusal
-from server import audit, geo
+from server import changes
 from server.auth.principal import Principal
-from server.crud import uid_or_none
+from server.config import Settings
 from server.db import dialect_of
-from server.domain.checks.services import ANSWER_EVERY_ITEM, answers_every_item, stored_results
-from server.domain.sync.bridge import follow_photos
-from server.domain.sync.mapping import (
-    BY_ENTITY,
-    apply_fields,
-    hazard_scopes,
-    iso,
-    parse_time,
-    point_db,
-)
-from server.domain.sync.storage import mark_skip
-from server.errors import Forbidden
+from server.domain.checks import services as checks
+from server.domain.dispatch import services as dispatch
+from server.domain.dispatch.assign import DispatchPolicy
+from server.domain.hazards import services as hazards
+from server.domain.sync.mapping import BY_ENTITY, fields_of, hazard_event_item, hazard_scopes
+from server.domain.sync.reference_scopes import reference_reads, reference_record_scopes
+from server.domain.sync.storage import SKIP, mark_skip
+from server.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from server.models import (
     AdminArea,
-    CheckItem,
     CheckSubmission,
-    CheckTemplate,
     Enterprise,
     Grid,
     Hazard,
@@ -63,8 +79,6 @@ from server.models import (
     HazardMedia,
     MediaObject,
     Task,
-    TaskEvent,
-    utcnow,
 )
 from server.scope import home_area_subtree, visible
 from sync.merge import RecordState
@@ -75,63 +89,85 @@ APPLY_DOMAIN = "sync_apply_domain"
 """`session.info` flag: server writes (conflict resolutions) also update the domain row."""
 
 _DISPATCH = (Role.ADMIN, Role.DISPATCHER)
-_TASK_DISPATCH_MOVES = {"cancelled", "assigned"}
-_TASK_ASSIGNEE_FIELDS = {"status", "timeline"}
-_HAZARD_REQUIRED = ("category", "severity", "location")
+# Hazard fields a correction may change after the report (REST's `HazardPatch`).
+_HAZARD_EDITABLE = ("category", "severity", "description", "location", "accuracy_m")
+_HAZARD_CREATE = (
+    "category",
+    "severity",
+    "description",
+    "location",
+    "accuracy_m",
+    "enterprise_id",
+    "photo_ids",
+    "photo_sha256",
+    "reported_at",
+)
 
 
-# The REST types of the fields a device may write into domain rows: a pushed value must be one
-# REST would accept, or the row would hold what REST cannot read back.
-_FIELD_TYPES: dict[str, dict[str, Any]] = {
-    "hazard": {
-        "category": HazardCategory,
-        "severity": Severity,
-        "description": Text,
-        "location": Point,
-        "accuracy_m": AccuracyM | None,
-        "enterprise_id": uuid.UUID | None,
-    },
-    "task": {"status": TaskStatus, "priority": Priority, "title": Name, "location": Point},
-}
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """What a device write needs to run the domain actions: the request's `AsyncSession`
+    (the same transaction the engine's sync `Session` is in) and the settings."""
+
+    db: AsyncSession
+    settings: Settings
 
 
-def _invalid_value(ctx: WriteContext) -> Refusal | None:
-    types = _FIELD_TYPES.get(ctx.spec.name, {})
-    values = ctx.proposed.values()
-    for name in ctx.fields:
-        if name in types:
-            try:
-                msgspec.convert(values.get(name), types[name], strict=False)
-            except msgspec.ValidationError as exc:
-                return _refuse(Reason.INVALID_VALUE, str(exc), name)
-    return None
+def _refuse(code: Reason, message: str, field: str = "", rule: str = "") -> Refusal:
+    return Refusal(code=code, message=message, field=field, rule=rule or str(code))
 
 
-def _refuse(code: Reason, message: str, field: str = "") -> Refusal:
-    return Refusal(code=code, message=message, field=field)
+def refusal_of(exc: DomainError) -> Refusal:
+    """A domain refusal as a sync refusal: `code` from the old closed set (old phones decode
+    it), `rule` the REST problem's code."""
+    if isinstance(exc, Forbidden):
+        code = Reason.FORBIDDEN
+    elif isinstance(exc, NotFound):
+        code = Reason.NOT_FOUND
+    elif isinstance(exc, InvalidInput):
+        code = Reason.INVALID_VALUE
+    elif isinstance(exc, Conflict) and exc.code == "illegal_transition":
+        code = Reason.ILLEGAL_TRANSITION
+    else:
+        code = Reason.RULE
+    return Refusal(code=code, message=exc.detail, field=exc.field or "", rule=exc.code)
 
 
-def _s(value: Any) -> str | None:
-    return str(value) if value else None
+def _field_of(exc: msgspec.ValidationError) -> str:
+    """The top-level field a msgspec error names (`... - at `$.results[0].result``)."""
+    found = re.search(r"\$\.(\w+)", str(exc))
+    return found.group(1) if found else ""
+
+
+T = TypeVar("T")
+
+
+def _convert(values: dict[str, Any], names: Any, kind: type[T], **extra: Any) -> T:
+    """The device's values as the REST request type (the same validation as REST's decode)."""
+    raw = {k: values[k] for k in names if values.get(k) is not None}
+    raw.update(extra)
+    return msgspec.convert(raw, kind, strict=False)
 
 
 class ServerPolicy:
-    """`sync.server.SyncPolicy` over one (synchronous) session; build one per transaction."""
+    """`sync.server.SyncPolicy` over one (synchronous) session; build one per transaction.
+    Without `actions` (pulls, the commit hook) every device write is refused."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, actions: Actions | None = None) -> None:
         self.s = session
+        self.actions = actions
         self.dialect = dialect_of(session)
-        self._created: set[tuple[str, uuid.UUID]] = set()
-        # Self-checks accepted in this transaction, by record id, and their weeks: a batch
-        # cannot submit one week twice (rows are inserted by on_applied, after every mutation
-        # of the batch is authorized).
-        self._submissions: dict[uuid.UUID, CheckSubmissionCreate] = {}
-        self._weeks: set[tuple[uuid.UUID, uuid.UUID, str]] = set()
+        # Server values of rows an action wrote for a device write, by record key: the engine
+        # stores them with the device's values (one version).
+        self._stash: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
 
     # -- scopes -------------------------------------------------------------------------
     def record_scopes(self, record: RecordState) -> frozenset[str]:
         """Scopes from the record's own values."""
         v = record.values()
+        scoped = reference_record_scopes(record.entity, v)
+        if scoped is not None:
+            return frozenset(scoped)  # resources, contacts, plans: by area and unit kind
         keys: list[str | None]
         match record.entity:
             case "task":
@@ -154,7 +190,7 @@ class ServerPolicy:
                 ]
             case "grid":
                 keys = [f"gridref:{record.id}"]
-            case "resource" | "alert" | "check_template":
+            case "alert" | "check_template":
                 keys = ["ref"]
             case "check_submission":
                 keys = [
@@ -163,7 +199,7 @@ class ServerPolicy:
                     f"area:{v['area_id']}" if v.get("area_id") else None,
                 ]
             case _:
-                keys = []
+                keys = []  # steps: commands, never pulled
         return frozenset(k for k in keys if k)
 
     async def user_scopes(self, tx: SyncTx, user: object) -> frozenset[str]:
@@ -171,6 +207,7 @@ class ServerPolicy:
         p = cast(Principal, user)
         out = {"ref", f"reporter:{p.user_id}"}
         s = self.s
+        out |= reference_reads(s, p)
         if p.role in _DISPATCH:
             every = select(AdminArea.id)
             ids = list(s.execute(every if p.role is Role.ADMIN else home_area_subtree(p)).scalars())
@@ -216,377 +253,182 @@ class ServerPolicy:
         return frozenset(out)
 
     # -- writes -------------------------------------------------------------------------
-    def _visible_row(self, p: Principal, model: type[Any], rid: uuid.UUID) -> Any:
-        try:
-            cond = visible(p, model)
-        except Forbidden:
-            return None
-        stmt = select(model).where(model.id == rid, model.deleted_at.is_(None))
-        if cond is not None:
-            stmt = stmt.where(cond)
-        return self.s.execute(stmt).scalar_one_or_none()
-
     async def authorize(self, tx: SyncTx, ctx: WriteContext) -> Refusal | None:
-        """REST's rules for a device write; None allows it."""
-        p = cast(Principal, ctx.user)
-        key = (ctx.spec.name, ctx.record_id)
-        if (bad := _invalid_value(ctx)) is not None:
-            return bad
-        match ctx.spec.name:
-            case "task":
-                return self._authorize_task(p, ctx)
-            case "hazard":
-                return self._authorize_hazard(p, ctx, key)
-            case "check_submission":
-                return self._authorize_submission(p, ctx)
-        return _refuse(Reason.RULE, f"{ctx.spec.name} is not written through sync yet")
-
-    def _authorize_task(self, p: Principal, ctx: WriteContext) -> Refusal | None:
-        if ctx.current is None:
-            return _refuse(Reason.RULE, "tasks are dispatched through the API")
-        row = self._visible_row(p, Task, ctx.record_id)
-        if row is None:
-            return _refuse(Reason.FORBIDDEN, "task not in your scope")
-        dispatch = p.has(*_DISPATCH)
-        if ctx.op is Op.DELETE:
-            return None if dispatch else _refuse(Reason.FORBIDDEN, "only dispatch deletes tasks")
-        if not dispatch:
-            for name in ctx.fields:
-                if name not in _TASK_ASSIGNEE_FIELDS:
-                    return _refuse(Reason.FORBIDDEN, "dispatch owns this field", name)
-        if "status" in ctx.changed:
-            new = ctx.proposed.fields["status"].value
-            if new in _TASK_DISPATCH_MOVES:
-                if not dispatch:
-                    return _refuse(
-                        Reason.FORBIDDEN, "only dispatch cancels or re-assigns", "status"
-                    )
-            elif not (
-                row.assignee_user_id == p.user_id
-                or (p.org_id is not None and row.assignee_unit_id == p.org_id)
-            ):
-                return _refuse(Reason.FORBIDDEN, "only the assignee moves a task along", "status")
-        return None
-
-    def _authorize_hazard(
-        self, p: Principal, ctx: WriteContext, key: tuple[str, uuid.UUID]
-    ) -> Refusal | None:
-        if ctx.current is None:
-            values = ctx.proposed.values()
-            for name in _HAZARD_REQUIRED:
-                if values.get(name) in (None, ""):
-                    return _refuse(Reason.INVALID_VALUE, "required for a new hazard", name)
-            if not (values.get("description") or values.get("title")):
-                return _refuse(Reason.INVALID_VALUE, "a description or title", "description")
-            if values.get("status", "reported") != "reported":
-                return _refuse(Reason.ILLEGAL_TRANSITION, "a hazard starts reported", "status")
-            self._created.add(key)
-            return None
-        if key not in self._created:
-            row = self._visible_row(p, Hazard, ctx.record_id)
-            if row is None:
-                return _refuse(Reason.FORBIDDEN, "hazard not in your scope")
-            if ctx.op is Op.DELETE and not (p.has(*_DISPATCH) or row.reporter_id == p.user_id):
-                return _refuse(Reason.FORBIDDEN, "only the reporter or dispatch deletes")
-        if "status" in ctx.changed:
-            # Each step needs its role and evidence (after-photos, an assignee and deadline, a
-            # reason): only POST /api/v1/hazards/{id}/transitions checks them all, and it is
-            # idempotent by step id with the phone's time, so a phone queues steps there.
+        """Apply a device write through its domain action; None when it was applied, else the
+        action's refusal (nothing of it stays)."""
+        name = ctx.spec.name
+        if name in STEP_ENTITIES:
+            if ctx.op is not Op.CREATE or (ctx.current is not None and ctx.changed):
+                return _refuse(Reason.RULE, "a step is final: send a new one", rule="step_final")
+            return self._run(ctx, self._step)
+        if name == "hazard":
+            return self._run(ctx, self._hazard)
+        if name == "check_submission":
+            if ctx.current is not None or ctx.op is not Op.CREATE:
+                return _refuse(
+                    Reason.RULE, "a submitted self-check is final", rule="submission_final"
+                )
+            return self._run(ctx, self._submission)
+        if name == "task":
             return _refuse(
                 Reason.RULE,
-                "hazard steps go through POST /api/v1/hazards/{id}/transitions",
-                "status",
+                "a task moves through task_step (dispatch edits tasks through the API)",
+                rule="use_task_step",
             )
-        return None
+        return _refuse(Reason.READ_ONLY, f"{name} is not written by devices")
 
-    def _my_enterprise(self, p: Principal) -> uuid.UUID | None:
-        if p.org_id is None:
-            return None
-        stmt = select(Enterprise.id).where(
-            Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None)
-        )
-        return self.s.execute(stmt.limit(1)).scalar_one_or_none()
-
-    def _authorize_submission(self, p: Principal, ctx: WriteContext) -> Refusal | None:
-        """REST's `checks.services.submit` rules: enterprise staff submit once per week for
-        their own enterprise, every item of an active template answered exactly once."""
-        if ctx.current is not None or ctx.op is Op.DELETE:
-            return _refuse(Reason.RULE, "a submitted self-check is final")
-        values = ctx.proposed.values()
-        raw = {k: values.get(k) for k in ("template_id", "week", "results", "enterprise_id")}
+    def _run(self, ctx: WriteContext, action: Any) -> Refusal | None:
+        """Run `action(ctx, actions)` in a SAVEPOINT; a refusal rolls it back (and forgets what
+        it recorded), so a refused mutation changes nothing."""
+        if self.actions is None:
+            return _refuse(Reason.RULE, "device writes are applied by a push only")
+        info = self.s.info
+        recorded = dict(info.get(changes.PENDING, {}))
+        flushed = set(info.get(changes.FLUSHED, set()))
+        skip = set(info.get(SKIP, set()))
+        savepoint = self.s.begin_nested()
         try:
-            data = msgspec.convert(
-                {k: v for k, v in raw.items() if v is not None}, CheckSubmissionCreate, strict=False
-            )
+            kept = await_only(action(ctx, self.actions))
+            if kept is not None:
+                self._keep(ctx, *kept)  # here, in the engine's greenlet: it reads rows
+        except DomainError as exc:
+            savepoint.rollback()
+            refusal = refusal_of(exc)
         except msgspec.ValidationError as exc:
-            return _refuse(Reason.INVALID_VALUE, str(exc), _field_of(exc))
-        if p.role is Role.ENTERPRISE_STAFF:
-            mine = self._my_enterprise(p)
-            if mine is None:
-                return _refuse(Reason.FORBIDDEN, "your account is not linked to an enterprise")
-            if data.enterprise_id not in (None, mine):
-                return _refuse(
-                    Reason.FORBIDDEN, "enterprise staff submit for their own enterprise only"
-                )
-            enterprise = mine
-        elif p.role is Role.ADMIN and data.enterprise_id is not None:
-            enterprise = data.enterprise_id
+            savepoint.rollback()
+            refusal = _refuse(Reason.INVALID_VALUE, str(exc), _field_of(exc))
         else:
-            return _refuse(Reason.FORBIDDEN, "self-checks are submitted by enterprise staff")
-        template = self.s.get(CheckTemplate, data.template_id)
-        if template is None or not template.active or template.deleted_at is not None:
-            return _refuse(Reason.INVALID_VALUE, "no such active template", "template_id")
-        items = set(
-            self.s.execute(select(CheckItem.id).where(CheckItem.template_id == template.id))
-            .scalars()
-            .all()
-        )
-        if not answers_every_item(items, [r.item_id for r in data.results]):
-            return _refuse(Reason.INVALID_VALUE, ANSWER_EVERY_ITEM, "results")
-        week = (enterprise, template.id, data.week)
-        taken = self.s.execute(
-            select(func.count()).where(
-                CheckSubmission.enterprise_id == enterprise,
-                CheckSubmission.template_id == template.id,
-                CheckSubmission.week == data.week,
-            )
-        ).scalar_one()
-        if taken or week in self._weeks:
-            return _refuse(Reason.RULE, f"week {data.week} is already submitted", "week")
-        self._weeks.add(week)
-        self._submissions[ctx.record_id] = msgspec.structs.replace(data, enterprise_id=enterprise)
-        return None
+            savepoint.commit()
+            return None
+        info[changes.PENDING] = recorded
+        info[changes.FLUSHED] = flushed
+        info[SKIP] = skip
+        return refusal
 
-    def _submission_fields(self, p: Principal, ctx: WriteContext) -> dict[str, Any]:
-        data = self._submissions[ctx.record_id]
-        ent = self.s.get(Enterprise, data.enterprise_id)
-        return {
-            "enterprise_id": str(data.enterprise_id),
-            "results": stored_results(data.results),
-            "submitted_by": str(p.user_id),
-            "submitted_at": _iso_now(),
-            "grid_id": _s(ent.grid_id) if ent is not None else None,
-            "area_id": _s(ent.area_id) if ent is not None else None,
-        }
+    async def _step(self, ctx: WriteContext, a: Actions) -> None:
+        """A step: its effect is recorded by the action and written by the commit hook."""
+        p = cast(Principal, ctx.user)
+        v = ctx.proposed.values()
+        match ctx.spec.name:
+            case "task_step":
+                task_id = msgspec.convert(v.get("task_id"), uuid.UUID, strict=False)
+                names = [n for n in ctx.spec.fields if n != "task_id"]
+                if v.get("to_status") in (None, ""):
+                    names.remove("to_status")
+                    note = _convert(v, names, TaskNote, id=ctx.record_id)
+                    await dispatch.note_task(a.db, p, task_id, note)
+                else:
+                    step = _convert(v, names, TaskTransition, id=ctx.record_id)
+                    policy = DispatchPolicy.from_settings(a.settings)
+                    await dispatch.transition_task(a.db, p, task_id, step, policy)
+            case "hazard_step":
+                hazard_id = msgspec.convert(v.get("hazard_id"), uuid.UUID, strict=False)
+                hnames = [n for n in ctx.spec.fields if n != "hazard_id"]
+                hstep = _convert(v, hnames, HazardTransition, id=ctx.record_id)
+                await hazards.transition_hazard(a.db, p, hazard_id, hstep)
+            case "position_fix":
+                fix = _convert(v, list(ctx.spec.fields), PositionReport)
+                await dispatch.report_position(a.db, p, fix)
+
+    async def _hazard(
+        self, ctx: WriteContext, a: Actions
+    ) -> tuple[Hazard, list[HazardEvent]] | None:
+        """Report, correct or withdraw; returns the row to store with the device's write."""
+        p = cast(Principal, ctx.user)
+        v = ctx.proposed.values()
+        if ctx.op is Op.DELETE:
+            await hazards.delete_hazard(a.db, p, ctx.record_id)
+            gone = await a.db.get(Hazard, ctx.record_id)
+            mark_skip(self.s, gone)  # the engine writes the tombstone
+            return None
+        if "timeline" in ctx.fields or (
+            "status" in ctx.fields
+            and (ctx.current is not None or ctx.fields["status"] != "reported")
+        ):
+            raise Conflict(
+                "hazard steps go through hazard_step",
+                field="status" if "status" in ctx.fields else "timeline",
+                code="use_hazard_step",
+            )
+        if ctx.current is None or ctx.current.deleted:
+            data = _convert(v, _HAZARD_CREATE, HazardCreate, id=ctx.record_id)
+            row, _ = await hazards.create_hazard(a.db, p, data)
+        else:
+            fixed = sorted(ctx.changed - {*_HAZARD_EDITABLE, "photo_ids"})
+            if fixed:
+                raise Forbidden(
+                    f"{fixed[0]} cannot change after the report",
+                    field=fixed[0],
+                    code="not_editable",
+                )
+            names = [n for n in _HAZARD_EDITABLE if n in ctx.changed]
+            patch = _convert(v, names, HazardPatch)
+            if "photo_ids" in ctx.changed:
+                patch = msgspec.structs.replace(
+                    patch,
+                    photo_ids=msgspec.convert(ctx.fields.get("photo_ids") or [], list[uuid.UUID]),
+                )
+            row = await hazards.patch_hazard(a.db, p, ctx.record_id, patch)
+        await a.db.flush()
+        events = [
+            e.row
+            for e in changes.recorded(a.db).values()
+            if isinstance(e.row, HazardEvent) and e.row.hazard_id == row.id
+        ]
+        return row, events
+
+    async def _submission(
+        self, ctx: WriteContext, a: Actions
+    ) -> tuple[CheckSubmission, list[HazardEvent]]:
+        p = cast(Principal, ctx.user)
+        names = ("template_id", "week", "results", "enterprise_id")
+        data = _convert(ctx.proposed.values(), names, CheckSubmissionCreate, id=ctx.record_id)
+        row, _ = await checks.submit(a.db, p, data)
+        await a.db.flush()
+        return row, []
+
+    def _keep(
+        self, ctx: WriteContext, row: Hazard | CheckSubmission, events: list[HazardEvent]
+    ) -> None:
+        """The engine stores `row`'s values (and its new timeline items) with the device's
+        write; the commit hook skips the row and those timeline rows."""
+        values = fields_of(row)
+        if events:
+            values["timeline"] = [hazard_event_item(e) for e in events]
+        self._stash[(ctx.spec.name, ctx.record_id)] = values
+        mark_skip(self.s, row)
+        if isinstance(row, Hazard) and ctx.current is not None:
+            if set(hazard_scopes(values)) != set(hazard_scopes(ctx.current.values())):
+                # Moved: its photos follow it to its new scopes (re-written at commit).
+                stmt = select(HazardMedia.media_id).where(HazardMedia.hazard_id == row.id)
+                for media_id in self.s.execute(stmt).scalars():
+                    changes.record_ref(self.s, MediaObject, media_id)
+        for e in events:
+            mark_skip(self.s, e)
 
     async def server_fields(self, tx: SyncTx, ctx: WriteContext) -> dict[str, Any]:
-        """Reporter, grid, area and creation time of device writes."""
+        """The values the domain action wrote for this device write (stored with it)."""
         if ctx.server:
             return {}
-        if ctx.spec.name == "check_submission":
-            return self._submission_fields(cast(Principal, ctx.user), ctx)
-        if ctx.spec.name != "hazard":
-            return {}
-        out: dict[str, Any] = {}
-        p = cast(Principal, ctx.user)
-        if ctx.current is None or ctx.current.deleted:
-            out["reporter_id"] = str(p.user_id)
-            out["created_at"] = _iso_now()
-        if "location" in ctx.changed or ctx.current is None:
-            loc = ctx.proposed.values().get("location")
-            if loc is not None:
-                lon, lat = loc["coordinates"][:2]
-                out["grid_id"] = _s(self._locate(Grid, Grid.boundary, lon, lat, Grid.code))
-                out["area_id"] = _s(
-                    self._locate(
-                        AdminArea, AdminArea.boundary, lon, lat, func.length(AdminArea.path).desc()
-                    )
-                )
-        return out
-
-    def _locate(self, model: Any, column: Any, lon: float, lat: float, order: Any) -> Any:
-        stmt = (
-            select(model.id)
-            .where(model.deleted_at.is_(None), geo.contains_point(self.dialect, column, lon, lat))
-            .order_by(order)
-            .limit(1)
-        )
-        return self.s.execute(stmt).scalar_one_or_none()
+        return self._stash.pop((ctx.spec.name, ctx.record_id), {})
 
     async def on_applied(
         self, tx: SyncTx, ctx: WriteContext, record: RecordState, changed: set[str]
     ) -> None:
-        """Write a device's merged values (or a conflict resolution) into the domain row."""
-        if ctx.server and not self.s.info.get(APPLY_DOMAIN):
-            return  # the bridge: the domain row is where the value came from
-        if record.entity == "check_submission":
-            self._insert_submission(ctx, record)
+        """A conflict resolution that restores a value: the dispatcher's correction of the
+        hazard, through the same action as a REST correction."""
+        if not (ctx.server and self.s.info.get(APPLY_DOMAIN)) or self.actions is None:
             return
-        if record.entity == "hazard" and ctx.current is not None:
-            if record.scopes != ctx.current.scopes:
-                follow_photos(self.s, [record.id])  # its photos move with it
-        mapped = BY_ENTITY.get(record.entity)
-        if mapped is None or record.entity not in ("task", "hazard", "incident"):
+        if record.entity != "hazard" or record.deleted:
             return
-        model = mapped.model
-        row: Any = self.s.get(model, record.id)
-        values = record.values()
-        user = ctx.user if isinstance(ctx.user, Principal) else None
-        if row is None:
-            if record.deleted or record.entity != "hazard":
-                return
-            row = Hazard(
-                id=record.id, description=values.get("description") or values.get("title") or ""
-            )
-            row.created_at = parse_time(values.get("created_at")) or utcnow()
-            self.s.add(row)
-            names = set(values)
-        else:
-            names = set(changed)
-        mark_skip(self.s, row)
-        if record.deleted:
-            if row.deleted_at is None:
-                row.deleted_at = utcnow()
-        else:
-            row.deleted_at = None
-            old_status = ctx.current.values().get("status") if ctx.current else None
-            apply_fields(row, record.entity, values, names)
-            if isinstance(row, Hazard) and not row.description and values.get("title"):
-                row.description = values["title"]
-            new_status = ctx.proposed.values().get("status")
-            if "status" in ctx.changed and new_status != old_status:
-                self._event(ctx, record, old_status, new_status, user)
-            if isinstance(row, Hazard) and "photos" in names:
-                self._link_photos(row, user)
-        if user is not None:
-            audit.record(
-                cast(Any, self.s),
-                user,
-                "sync." + ("delete" if record.deleted else "write"),
-                record.entity,
-                record.id,
-                device=ctx.device_id,
-                fields=sorted(n for n in ctx.changed if not n.startswith("_")),
-                version=record.version,
-            )
-
-    def _link_photos(self, row: Hazard, user: Principal | None) -> None:
-        """Attach the declared photos a device listed, as REST's report does (`hazard_media`):
-        the evidence checks see them and each photo's record follows the hazard's scopes."""
-        wanted = {i for i in (uid_or_none(x) for x in row.photo_ids or []) if i is not None}
-        if not wanted:
+        names = [n for n in _HAZARD_EDITABLE if n in changed]
+        if not names:
             return
-        known = set(
-            self.s.execute(
-                select(MediaObject.id).where(
-                    MediaObject.id.in_(wanted), MediaObject.deleted_at.is_(None)
-                )
-            ).scalars()
-        )
-        linked = set(
-            self.s.execute(
-                select(HazardMedia.media_id).where(HazardMedia.hazard_id == row.id)
-            ).scalars()
-        )
-        new = sorted(known - linked)
-        if not new:
-            return
-        self.s.flush()  # the hazard row first: the links refer to it
-        for media_id in new:
-            self.s.add(
-                HazardMedia(
-                    hazard_id=row.id,
-                    media_id=media_id,
-                    kind="report",
-                    expected_at=row.reported_at or row.created_at or utcnow(),
-                    added_by=user.user_id if user else None,
-                )
-            )
-
-    def _insert_submission(self, ctx: WriteContext, record: RecordState) -> None:
-        """A device's self-check becomes the row REST would have written (authorized above)."""
-        data = self._submissions.get(record.id)
-        if data is None or ctx.server or not isinstance(ctx.user, Principal):
-            return
-        values = record.values()
-        row = CheckSubmission(
-            template_id=data.template_id,
-            enterprise_id=data.enterprise_id,
-            week=data.week,
-            submitted_by=ctx.user.user_id,
-            submitted_at=parse_time(values.get("submitted_at")) or utcnow(),
-            results=values.get("results") or stored_results(data.results),
-        )
-        row.id = record.id
-        mark_skip(self.s, row)
-        self.s.add(row)
-        failed = sum(1 for r in data.results if r.result == "fail")
-        audit.record(
-            cast(Any, self.s),
-            ctx.user,
-            "submit",
-            "check_submission",
-            record.id,
-            week=data.week,
-            failed=failed,
-            device=ctx.device_id,
-            via="sync",
-        )
-
-    def _event(
-        self,
-        ctx: WriteContext,
-        record: RecordState,
-        old: Any,
-        new: Any,
-        user: Principal | None,
-    ) -> None:
-        """A timeline row for a status step; its id is the device's timeline item, if any."""
-        item = next(
-            (
-                i
-                for i in ctx.fields.get("timeline", []) or []
-                if isinstance(i, dict) and i.get("to") == new and uid_or_none(i.get("id"))
-            ),
-            None,
-        )
-        at = parse_time(item.get("at")) if item and item.get("at") else utcnow()
-        actor = user.user_id if user else None
-        ev: TaskEvent | HazardEvent
-        if record.entity == "task":
-            loc = item.get("location") if item else None
-            ev = TaskEvent(
-                task_id=record.id,
-                from_status=old,
-                to_status=new,
-                at=at,
-                actor_id=actor,
-                device_id=ctx.device_id,
-                location=_point_db(loc),
-                accuracy_m=item.get("accuracy_m") if item else None,
-                note=item.get("note") if item else None,
-            )
-        else:
-            ev = HazardEvent(
-                hazard_id=record.id,
-                from_status=old,
-                to_status=new,
-                at=at,
-                actor_id=actor,
-                note=item.get("note") if item else None,
-                detail={"device": ctx.device_id, "via": "sync"},
-            )
-        ev.id = uuid7()
-        if item is not None:
-            eid = uid_or_none(item["id"])
-            if eid is not None and self.s.get(type(ev), eid) is None:
-                ev.id = eid
-        mark_skip(self.s, ev)
-        self.s.add(ev)
-
-
-def _field_of(exc: msgspec.ValidationError) -> str:
-    """The top-level field a msgspec error names (`... - at `$.results[0].result``)."""
-    found = re.search(r"\$\.(\w+)", str(exc))
-    return found.group(1) if found else ""
-
-
-def _point_db(value: Any) -> Any:
-    return point_db(value) if isinstance(value, dict) else None
-
-
-def _iso_now() -> str:
-    return iso(utcnow()) or ""
+        patch = _convert(record.values(), names, HazardPatch)
+        p = cast(Principal, ctx.user)
+        await_only(hazards.patch_hazard(self.actions.db, p, record.id, patch))
+        row = await_only(self.actions.db.get(Hazard, record.id))
+        mark_skip(self.s, row)  # the resolution already wrote the record
 
 
 def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:
@@ -599,3 +441,6 @@ def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:
     if dialect_of(session) == "postgresql":
         stmt = stmt.with_for_update()
     session.execute(stmt).scalars().all()
+
+
+__all__ = ["APPLY_DOMAIN", "Actions", "ServerPolicy", "lock_domain_rows", "refusal_of"]

@@ -26,9 +26,10 @@ from schemas.sync import (
 )
 from server import audit
 from server.auth.principal import Principal
+from server.config import Settings
 from server.db import dialect_of
-from server.domain.sync.bridge import SyncRuntime
-from server.domain.sync.policy import APPLY_DOMAIN, ServerPolicy, lock_domain_rows
+from server.domain.sync.changelog import SyncRuntime
+from server.domain.sync.policy import APPLY_DOMAIN, Actions, ServerPolicy, lock_domain_rows
 from server.domain.sync.storage import SqlTx, drive
 from server.errors import InvalidInput, NotFound
 from sync.server import DAY_MS, ConflictNotFoundError
@@ -41,13 +42,15 @@ def device_key(p: Principal, device_id: str) -> str:
 
 
 async def push(
-    db: AsyncSession, rt: SyncRuntime, p: Principal, req: PushRequest
+    db: AsyncSession, rt: SyncRuntime, p: Principal, req: PushRequest, settings: Settings
 ) -> PushResponse | UpgradeRequired:
-    """Apply a device's batch in the request's transaction."""
+    """Apply a device's batch in the request's transaction, each write through its domain
+    action (`policy.py`)."""
     req = msgspec.structs.replace(req, device_id=device_key(p, req.device_id))
+    actions = Actions(db, settings)
 
     def run(s: Session) -> PushResponse | UpgradeRequired:
-        return drive(rt.server(s, lock=lock_domain_rows).push(p, req))
+        return drive(rt.server(s, lock=lock_domain_rows, actions=actions).push(p, req))
 
     return await db.run_sync(run)
 
@@ -113,6 +116,7 @@ async def resolve_conflict(
     conflict_id: uuid.UUID,
     take: Literal["winner", "loser", "value"],
     value: Any,
+    settings: Settings,
 ) -> Conflict:
     """Resolve; a restored value is a server write into the change log and the domain row."""
 
@@ -121,7 +125,7 @@ async def resolve_conflict(
             raise ConflictNotFoundError(conflict_id)  # absent, or not in the user's area
         s.info[APPLY_DOMAIN] = True
         try:
-            server = rt.server(s)
+            server = rt.server(s, actions=Actions(db, settings))
             return drive(
                 server.resolve_conflict(SqlTx(s), conflict_id, take=take, value=value, user=p)
             )

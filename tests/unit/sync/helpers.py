@@ -37,13 +37,12 @@ def hazard_fields(grid: str = "g1", **over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "category": "fire",
         "severity": "high",
-        "title": "Blocked exit",
-        "description": "Exit blocked by boxes",
+        "description": "Blocked exit",
         "location": point(),
         "accuracy_m": 5.0,
         "status": "reported",
         "enterprise_id": str(uuid.UUID(int=1)),
-        "photos": [],
+        "photo_ids": [],
         "timeline": [],
     }
     base.update(over)

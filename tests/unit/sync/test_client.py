@@ -178,7 +178,7 @@ def test_pages_fetched_ahead_are_the_pages_a_sequential_pull_asks_for(
                 assert reader.store.snapshot(scope) == await rig.server().scope_snapshot(scope)
             for k in edited:
                 if k < len(ids) and writer.store.get("hazard", ids[k]) is not None:
-                    writer.store.write("hazard", ids[k], {"title": f"edit {k}"})
+                    writer.store.write("hazard", ids[k], {"description": f"edit {k}"})
             for k in deleted:
                 if k < len(ids) and writer.store.get("hazard", ids[k]) is not None:
                     writer.store.write("hazard", ids[k], {}, op=Op.DELETE)

@@ -63,7 +63,7 @@ async def create(rig: Rig) -> None:
 
 
 async def lww_update(rig: Rig) -> None:
-    await _push(rig, A, {"title": "renamed", "severity": "low"})
+    await _push(rig, A, {"description": "renamed", "severity": "low"})
 
 
 async def status_step(rig: Rig) -> None:
@@ -71,7 +71,7 @@ async def status_step(rig: Rig) -> None:
 
 
 async def append_items(rig: Rig) -> None:
-    await _push(rig, A, {"photos": ["m1", "m2"], "timeline": [{"id": "e1", "note": "seen"}]})
+    await _push(rig, A, {"photo_ids": ["m1", "m2"], "timeline": [{"id": "e1", "note": "seen"}]})
 
 
 async def delete(rig: Rig) -> None:
@@ -91,7 +91,7 @@ async def enter_scope(rig: Rig) -> None:
 
 
 async def losing_edit(rig: Rig) -> None:
-    await _push(rig, A, {"title": "too old"}, hlc=1, base=0)
+    await _push(rig, A, {"description": "too old"}, hlc=1, base=0)
 
 
 async def refused_edit(rig: Rig) -> None:
@@ -100,7 +100,7 @@ async def refused_edit(rig: Rig) -> None:
 
 async def restore_deleted(rig: Rig) -> None:
     await _push(rig, A, {}, Op.DELETE)
-    await _push(rig, A, {"title": "edit on deleted"}, device="E")
+    await _push(rig, A, {"description": "edit on deleted"}, device="E")
     (c,) = rig.storage.conflicts()
     async with rig.storage.transaction() as tx:
         await rig.server().resolve_conflict(tx, c.id, take="loser")
@@ -118,7 +118,7 @@ async def coalesced_across_pages(rig: Rig) -> None:
     # page cut after D must not make the device miss C's older fields (PullRequest.bases).
     await _push(rig, uuid.UUID(int=0xC), hazard_fields(), Op.CREATE)
     await _push(rig, uuid.UUID(int=0xD), hazard_fields(), Op.CREATE)
-    await _push(rig, uuid.UUID(int=0xC), {"title": "again"})
+    await _push(rig, uuid.UUID(int=0xC), {"description": "again"})
 
 
 CHANGES: list[Change] = [

@@ -8,7 +8,7 @@ from typing import Any
 from schemas.merge import REGISTRY
 from schemas.sync import ConflictKind, Op, Reason
 from sync.hlc import HLC, ManualClock, pack, unpack
-from sync.merge import DELETED_FIELD, RecordState, apply_local, merge
+from sync.merge import DELETED_FIELD, RecordState, apply_local, ignored_fields, merge
 from tests.unit.sync.helpers import hazard_fields
 
 HAZARD = REGISTRY["hazard"]
@@ -73,30 +73,32 @@ def test_hlc_is_monotonic_and_follows_remote() -> None:
 
 def test_lww_newer_wins_without_conflict_when_causal() -> None:
     rec = created()
-    out = upd(rec, {"title": "B"}, pack(2000, 0), "B", base=1)
-    assert out.record.fields["title"].value == "B" and out.changed == {"title"}
+    out = upd(rec, {"description": "B"}, pack(2000, 0), "B", base=1)
+    assert out.record.fields["description"].value == "B" and out.changed == {"description"}
     assert out.conflicts == [] and out.lost == []
-    assert rec.fields["title"].value == "Blocked exit"  # input untouched
+    assert rec.fields["description"].value == "Blocked exit"  # input untouched
 
 
 def test_lww_older_loses_and_is_kept() -> None:
     rec = created()
-    rec.fields["title"].hlc = pack(3000, 0)
-    out = upd(rec, {"title": "old"}, pack(2000, 0), "B")
-    assert out.changed == set() and out.lost == ["title"]
+    rec.fields["description"].hlc = pack(3000, 0)
+    out = upd(rec, {"description": "old"}, pack(2000, 0), "B")
+    assert out.changed == set() and out.lost == ["description"]
     (c,) = out.conflicts
     assert (c.kind, c.loser_value, c.winner_value) == (ConflictKind.LWW, "old", "Blocked exit")
 
 
 def test_lww_tie_broken_by_device_id_both_orders() -> None:
     rec = created()
-    same = rec.fields["title"].hlc
-    out = upd(rec, {"title": "from Z"}, same, "Z", base=0)
-    assert out.record.fields["title"].value == "from Z"
+    same = rec.fields["description"].hlc
+    out = upd(rec, {"description": "from Z"}, same, "Z", base=0)
+    assert out.record.fields["description"].value == "from Z"
     (c,) = out.conflicts  # concurrent (stored version > base 0): the loser is kept
     assert c.loser_value == "Blocked exit" and c.loser_device == "A"
-    out2 = upd(rec, {"title": "from 0"}, same, "0", base=0)
-    assert out2.record.fields["title"].value == "Blocked exit" and out2.lost == ["title"]
+    out2 = upd(rec, {"description": "from 0"}, same, "0", base=0)
+    assert out2.record.fields["description"].value == "Blocked exit" and out2.lost == [
+        "description"
+    ]
 
 
 def test_state_machine_legal_step_applies() -> None:
@@ -125,28 +127,28 @@ def test_stale_status_never_reverts_and_is_kept() -> None:
 
 
 def test_illegal_forward_jump_is_refused() -> None:
-    out = upd(created(), {"status": "closed", "title": "x"}, pack(2000, 0), "B")
+    out = upd(created(), {"status": "closed", "description": "x"}, pack(2000, 0), "B")
     assert out.refusal is not None and out.refusal.code is Reason.ILLEGAL_TRANSITION
     assert out.record is None  # the whole mutation is refused
 
 
 def test_append_only_unions_by_item_id() -> None:
-    rec = created(hazard_fields(photos=["p1"], timeline=[{"id": "t1", "s": "reported"}]))
+    rec = created(hazard_fields(photo_ids=["p1"], timeline=[{"id": "t1", "s": "reported"}]))
     out = upd(
         rec,
         {
-            "photos": ["p2", "p1"],
+            "photo_ids": ["p2", "p1"],
             "timeline": [{"id": "t1", "s": "x"}, {"id": "t2", "s": "verified"}],
         },
         pack(500, 0),
         "B",
         base=0,
     )
-    assert out.record.fields["photos"].value == ["p1", "p2"]
+    assert out.record.fields["photo_ids"].value == ["p1", "p2"]
     assert [i["id"] for i in out.record.fields["timeline"].value] == ["t1", "t2"]
     assert out.record.fields["timeline"].value[0]["s"] == "reported"  # items are immutable
     assert out.conflicts == [] and out.lost == []
-    again = upd(out.record, {"photos": ["p2"]}, pack(600, 0), "C")
+    again = upd(out.record, {"photo_ids": ["p2"]}, pack(600, 0), "C")
     assert again.changed == set()
 
 
@@ -160,19 +162,25 @@ def test_server_owned_and_read_only_are_refused_for_devices() -> None:
         None,
         record_id=RID,
         op=Op.CREATE,
-        fields={"title": "x"},
+        fields={"description": "x"},
         hlc=1,
         device="B",
     )
     assert inc.refusal is not None and inc.refusal.code is Reason.READ_ONLY
 
 
+def test_unknown_fields_of_a_newer_app_are_ignored_not_refused() -> None:
+    out = upd(created(), {"nope": 1, "severity": "low"}, pack(5000, 0), "B")
+    assert out.refusal is None and out.changed == {"severity"}
+    assert "nope" not in out.record.fields
+    assert ignored_fields(HAZARD, {"nope": 1, "severity": "low"}) == ["nope"]
+
+
 def test_validation_refusals() -> None:
-    assert upd(created(), {"nope": 1}, 5, "B").refusal.code is Reason.UNKNOWN_FIELD
     bad = upd(created(), {"location": {"type": "Point", "coordinates": [200, 0]}}, 5, "B")
     assert bad.refusal.code is Reason.INVALID_VALUE and bad.refusal.field == "location"
     assert upd(created(), {"status": "flying"}, 5, "B").refusal.code is Reason.INVALID_VALUE
-    assert upd(None, {"title": "x"}, 5, "B").refusal.code is Reason.NOT_FOUND
+    assert upd(None, {"description": "x"}, 5, "B").refusal.code is Reason.NOT_FOUND
     checks = REGISTRY["check_submission"]  # writable, not deletable
     assert upd(None, {}, 5, "B", op=Op.DELETE, spec=checks).refusal.code is Reason.NOT_DELETABLE
     media = REGISTRY["media"]  # read-only for devices
@@ -181,15 +189,15 @@ def test_validation_refusals() -> None:
 
 def test_delete_wins_over_earlier_concurrent_edit_which_is_kept() -> None:
     rec = created()
-    edited = upd(rec, {"title": "edit"}, pack(5000, 0), "B").record
+    edited = upd(rec, {"description": "edit"}, pack(5000, 0), "B").record
     edited.version = 2
-    edited.fields["title"].version = 2
+    edited.fields["description"].version = 2
     out = upd(edited, {}, pack(4000, 0), "C", base=1, op=Op.DELETE)
     assert out.record.deleted and out.changed == {DELETED_FIELD}
     (c,) = out.conflicts
     assert (c.kind, c.field, c.loser_value, c.loser_device) == (
         ConflictKind.DELETED,
-        "title",
+        "description",
         "edit",
         "B",
     )
@@ -198,39 +206,39 @@ def test_delete_wins_over_earlier_concurrent_edit_which_is_kept() -> None:
 def test_edit_after_delete_is_kept_not_applied() -> None:
     rec = created()
     gone = upd(rec, {}, pack(2000, 0), "C", op=Op.DELETE).record
-    out = upd(gone, {"title": "late", "photos": ["p9"]}, pack(9000, 0), "B")
+    out = upd(gone, {"description": "late", "photo_ids": ["p9"]}, pack(9000, 0), "B")
     assert out.refusal is None and out.changed == set()
-    assert sorted(out.lost) == ["photos", "title"]
+    assert sorted(out.lost) == ["description", "photo_ids"]
     assert {c.kind for c in out.conflicts} == {ConflictKind.DELETED}
     assert upd(gone, {}, pack(9000, 0), "D", op=Op.DELETE).changed == set()
 
 
 def test_server_create_restores_a_deleted_record() -> None:
     gone = upd(created(), {}, pack(2000, 0), "C", op=Op.DELETE).record
-    out = upd(gone, {"title": "back"}, pack(3000, 0), "~server", op=Op.CREATE, server=True)
-    assert not out.record.deleted and out.record.fields["title"].value == "back"
+    out = upd(gone, {"description": "back"}, pack(3000, 0), "~server", op=Op.CREATE, server=True)
+    assert not out.record.deleted and out.record.fields["description"].value == "back"
 
 
 def test_merge_is_deterministic_for_the_same_inputs() -> None:
     rec = created()
-    a = upd(rec, {"title": "x", "photos": ["p"]}, pack(7, 1), "B", base=0)
-    b = upd(rec, {"title": "x", "photos": ["p"]}, pack(7, 1), "B", base=0)
+    a = upd(rec, {"description": "x", "photo_ids": ["p"]}, pack(7, 1), "B", base=0)
+    b = upd(rec, {"description": "x", "photo_ids": ["p"]}, pack(7, 1), "B", base=0)
     assert a.record == b.record and a.conflicts == b.conflicts
 
 
 def test_apply_local_is_idempotent() -> None:
-    view = {"title": "a", "photos": ["p1"]}
-    once = apply_local(HAZARD, view, Op.UPDATE, {"title": "b", "photos": ["p2"]})
-    twice = apply_local(HAZARD, once, Op.UPDATE, {"title": "b", "photos": ["p2"]})
-    assert once == twice == {"title": "b", "photos": ["p1", "p2"]}
+    view = {"description": "a", "photo_ids": ["p1"]}
+    once = apply_local(HAZARD, view, Op.UPDATE, {"description": "b", "photo_ids": ["p2"]})
+    twice = apply_local(HAZARD, once, Op.UPDATE, {"description": "b", "photo_ids": ["p2"]})
+    assert once == twice == {"description": "b", "photo_ids": ["p1", "p2"]}
     assert apply_local(HAZARD, view, Op.DELETE, {}) is None
-    assert apply_local(HAZARD, None, Op.UPDATE, {"title": "x"}) is None
+    assert apply_local(HAZARD, None, Op.UPDATE, {"description": "x"}) is None
 
 
 def test_server_write_over_a_device_value_is_not_a_conflict() -> None:
     # A REST edit or a conflict resolution is made against the current row: the value it
     # replaces was seen, so keeping it as a conflict would only be noise (it used to be kept).
     rec = created()
-    out = upd(rec, {"title": "by dispatch"}, pack(2000, 0), "~server", base=0, server=True)
-    assert out.record.fields["title"].value == "by dispatch"
+    out = upd(rec, {"description": "by dispatch"}, pack(2000, 0), "~server", base=0, server=True)
+    assert out.record.fields["description"].value == "by dispatch"
     assert out.conflicts == [] and out.lost == []

@@ -68,17 +68,17 @@ async def pull(
 async def test_push_is_exactly_once_and_retry_changes_nothing(rig: Rig) -> None:
     rid = uuid.uuid4()
     m = mut(1, rid, hazard_fields(), op=Op.CREATE)
-    first = await push(rig, "A", m, mut(2, rid, {"photos": ["p1"]}))
+    first = await push(rig, "A", m, mut(2, rid, {"photo_ids": ["p1"]}))
     assert [a.status for a in first.acks] == [AckStatus.ACCEPTED, AckStatus.ACCEPTED]
     before = rig.storage.record("hazard", rid)
-    again = await push(rig, "A", m, mut(2, rid, {"photos": ["p1"]}))
+    again = await push(rig, "A", m, mut(2, rid, {"photo_ids": ["p1"]}))
     assert [a.status for a in again.acks] == [AckStatus.DUPLICATE, AckStatus.DUPLICATE]
     assert again.acks[1].version == first.acks[1].version
     assert rig.storage.record("hazard", rid) == before
     # the same seq twice inside one batch is a duplicate as well
-    dup = await push(rig, "A", mut(3, rid, {"title": "t"}), mut(3, rid, {"title": "u"}))
+    dup = await push(rig, "A", mut(3, rid, {"description": "t"}), mut(3, rid, {"description": "u"}))
     assert [a.status for a in dup.acks] == [AckStatus.ACCEPTED, AckStatus.DUPLICATE]
-    assert rig.storage.record("hazard", rid).fields["title"].value == "t"
+    assert rig.storage.record("hazard", rid).fields["description"].value == "t"
 
 
 async def test_refusal_never_blocks_the_mutations_behind_it(rig: Rig) -> None:
@@ -90,8 +90,8 @@ async def test_refusal_never_blocks_the_mutations_behind_it(rig: Rig) -> None:
         mut(2, rid, {"status": "closed"}),  # illegal jump
         mut(3, rid, {"reporter_id": str(uuid.uuid4())}),  # server-owned
         mut(4, rid, {"status": "verified"}),
-        mut(5, uuid.uuid4(), {"title": "x"}),  # unknown record
-        mut(6, rid, {"title": "x"}, entity="spaceship"),
+        mut(5, uuid.uuid4(), {"description": "x"}),  # unknown record
+        mut(6, rid, {"description": "x"}, entity="spaceship"),
     )
     codes = [(a.status, a.refusal.code if a.refusal else None) for a in resp.acks]
     assert codes == [
@@ -133,11 +133,13 @@ async def test_policy_exception_rolls_back_the_whole_batch(rig: Rig) -> None:
 async def test_concurrent_lww_keeps_the_loser_as_conflict_and_resolution_syncs(rig: Rig) -> None:
     rid = uuid.uuid4()
     v1 = (await push(rig, "A", mut(1, rid, hazard_fields(), op=Op.CREATE))).acks[0].version
-    await push(rig, "B", mut(1, rid, {"title": "B's"}, hlc=pack(1_700_000_000_500, 0), base=v1))
-    resp = await push(
-        rig, "C", mut(1, rid, {"title": "C's"}, hlc=pack(1_700_000_000_400, 0), base=v1)
+    await push(
+        rig, "B", mut(1, rid, {"description": "B's"}, hlc=pack(1_700_000_000_500, 0), base=v1)
     )
-    assert resp.acks[0].lost == ["title"]
+    resp = await push(
+        rig, "C", mut(1, rid, {"description": "C's"}, hlc=pack(1_700_000_000_400, 0), base=v1)
+    )
+    assert resp.acks[0].lost == ["description"]
     (c,) = rig.storage.conflicts()
     assert (c.loser_value, c.winner_value, c.loser_device) == ("C's", "B's", "C")
     before = await pull(rig, {})
@@ -147,7 +149,7 @@ async def test_concurrent_lww_keeps_the_loser_as_conflict_and_resolution_syncs(r
     assert done.resolved
     after = await pull(rig, {"grid:g1": cursor})
     (page,) = after.scopes
-    assert page.changes[0].fields == {"title": "C's"}
+    assert page.changes[0].fields == {"description": "C's"}
 
 
 async def test_pull_pages_are_resumable_and_checksummed(rig: Rig) -> None:
@@ -185,7 +187,7 @@ async def test_record_leaving_scope_is_evicted(rig: Rig) -> None:
     bob = await pull(rig, {"grid:g1": page.cursor}, user="bob")
     assert bob.dropped == ["grid:g1"]
     assert [c.id for c in bob.scopes[0].changes] == [rid]
-    assert bob.scopes[0].changes[0].fields["title"] == "Blocked exit"  # full record
+    assert bob.scopes[0].changes[0].fields["description"] == "Blocked exit"  # full record
 
 
 async def test_old_cursor_gets_resync_with_snapshot(rig: Rig) -> None:
@@ -199,13 +201,13 @@ async def test_old_cursor_gets_resync_with_snapshot(rig: Rig) -> None:
     old = (await pull(rig, {})).scopes[0].cursor
     await push(rig, "A", mut(3, gone, {}, op=Op.DELETE))
     rig.clock.advance(31 * DAY_MS)
-    await push(rig, "A", mut(4, keep, {"title": "new"}))
+    await push(rig, "A", mut(4, keep, {"description": "new"}))
     horizon = await rig.server().purge_tombstones()
     assert horizon > old
     resp = await pull(rig, {"grid:g1": old})
     (page,) = resp.scopes
     assert page.resync and [c.id for c in page.changes] == [keep]
-    assert page.changes[0].fields["title"] == "new"
+    assert page.changes[0].fields["description"] == "new"
 
 
 async def test_tombstone_reaches_devices_within_horizon(rig: Rig) -> None:
@@ -232,13 +234,13 @@ async def test_device_clock_far_ahead_is_clamped(rig: Rig) -> None:
     rid = uuid.uuid4()
     future = pack(rig.clock.now_ms() + 365 * DAY_MS, 0)
     await push(rig, "A", mut(1, rid, hazard_fields(), op=Op.CREATE, hlc=future))
-    assert rig.storage.record("hazard", rid).fields["title"].hlc < future
+    assert rig.storage.record("hazard", rid).fields["description"].hlc < future
     await push(
         rig,
         "B",
-        mut(1, rid, {"title": "later edit"}, base=2, hlc=pack(rig.clock.now_ms() + 1000, 0)),
+        mut(1, rid, {"description": "later edit"}, base=2, hlc=pack(rig.clock.now_ms() + 1000, 0)),
     )
-    assert rig.storage.record("hazard", rid).fields["title"].value == "later edit"
+    assert rig.storage.record("hazard", rid).fields["description"].value == "later edit"
 
 
 async def test_server_owned_values_come_from_the_policy(rig: Rig) -> None:

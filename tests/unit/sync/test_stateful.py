@@ -88,7 +88,7 @@ class OfflineDevices(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, DEVICES - 1), i=st.integers(0, 5), title=st.sampled_from("abc"))
     def edit_title(self, n: int, i: int, title: str) -> None:
-        self._write(self.devices[n], self.records[i % len(self.records)], {"title": title})
+        self._write(self.devices[n], self.records[i % len(self.records)], {"description": title})
 
     @rule(n=st.integers(0, DEVICES - 1), i=st.integers(0, 5), s=st.sampled_from(STATUSES))
     def edit_status(self, n: int, i: int, s: str) -> None:
@@ -100,7 +100,7 @@ class OfflineDevices(RuleBasedStateMachine):
         self._write(
             d,
             self.records[i % len(self.records)],
-            {"photos": [p], "timeline": [{"id": f"{d.store.device_id}-{p}", "p": p}]},
+            {"photo_ids": [p], "timeline": [{"id": f"{d.store.device_id}-{p}", "p": p}]},
         )
 
     @rule(n=st.integers(0, DEVICES - 1))
@@ -165,7 +165,7 @@ class OfflineDevices(RuleBasedStateMachine):
                     continue
                 self._check_kept(d.store.device_id, m, ack.version, ack.lost, conflicts)
         for rec in self.rig.storage.records():
-            for name in ("photos", "timeline"):
+            for name in ("photo_ids", "timeline"):
                 items = rec.fields[name].value if name in rec.fields else []
                 keys = [i["id"] if isinstance(i, dict) else i for i in items]
                 assert len(keys) == len(set(keys)), "duplicated append-only items"
@@ -188,7 +188,7 @@ class OfflineDevices(RuleBasedStateMachine):
             fs = rec.fields[name]
             if fs.version >= version:
                 continue  # applied at `version` (or overwritten later by a newer write)
-            if name in ("photos", "timeline"):
+            if name in ("photo_ids", "timeline"):
                 have = {str(i) for i in fs.value}
                 assert {str(i) for i in value} <= have
             else:

@@ -42,7 +42,7 @@ def test_local_write_and_outbox_commit_together(tmp_path: Path) -> None:
     again = ClientStore(db)
     m = again.write("hazard", rid, hazard_fields(), op=Op.CREATE)
     assert m.seq == 1  # the crashed write did not consume a sequence number
-    assert again.get("hazard", rid)["title"] == "Blocked exit"
+    assert again.get("hazard", rid)["description"] == "Blocked exit"
     assert [p.seq for p in again.pending()] == [1]
 
 
@@ -52,7 +52,7 @@ def test_local_refusals_are_raised_before_queuing() -> None:
         store.write("hazard", uuid.uuid4(), {"reporter_id": str(uuid.uuid4())})
     assert err.value.refusal.code is Reason.SERVER_OWNED
     with pytest.raises(LocalRefusalError):
-        store.write("incident", uuid.uuid4(), {"title": "x"}, op=Op.CREATE)
+        store.write("incident", uuid.uuid4(), {"description": "x"}, op=Op.CREATE)
     assert store.pending_count() == 0
 
 
@@ -78,15 +78,15 @@ async def test_crash_while_settling_acks_then_retry_is_deduplicated(rig: Rig) ->
     client = SyncClient(store, LocalTransport(rig, "a"))
     rid = uuid.uuid4()
     store.write("hazard", rid, hazard_fields(), op=Op.CREATE)
-    store.write("hazard", rid, {"photos": ["p1"]})
+    store.write("hazard", rid, {"photo_ids": ["p1"]})
     with pytest.raises(Crash):
         await client.sync_once()  # the server applied it; the device did not record the acks
     assert store.pending_count() == 2
     store._fault = None
     result = await client.sync_once()
     assert result.duplicate == 2 and store.pending_count() == 0
-    assert rig.storage.record("hazard", rid).fields["photos"].value == ["p1"]
-    assert store.get("hazard", rid)["photos"] == ["p1"]
+    assert rig.storage.record("hazard", rid).fields["photo_ids"].value == ["p1"]
+    assert store.get("hazard", rid)["photo_ids"] == ["p1"]
 
 
 async def test_refused_mutation_is_reverted_and_logged(rig: Rig) -> None:
@@ -96,12 +96,12 @@ async def test_refused_mutation_is_reverted_and_logged(rig: Rig) -> None:
     store.write("hazard", rid, hazard_fields(), op=Op.CREATE)
     await client.sync_once()
     store.write("hazard", rid, {"status": "closed"})  # illegal jump, allowed locally
-    store.write("hazard", rid, {"title": "still fine"})
+    store.write("hazard", rid, {"description": "still fine"})
     assert store.get("hazard", rid)["status"] == "closed"
     result = await client.sync_once()
     assert result.refused == 1 and result.accepted == 1
     view = store.get("hazard", rid)
-    assert view["status"] == "reported" and view["title"] == "still fine"
+    assert view["status"] == "reported" and view["description"] == "still fine"
     (entry,) = store.log_entries("refused")
     assert entry.code == Reason.ILLEGAL_TRANSITION and entry.detail["fields"] == {
         "status": "closed"
@@ -159,13 +159,13 @@ async def test_resync_replaces_scope_and_replays_outbox(rig: Rig) -> None:
     await other.sync_once()
     rig.clock.advance(31 * 86_400_000)
     await rig.server().purge_tombstones()
-    store.write("hazard", keep, {"title": "offline edit"})
+    store.write("hazard", keep, {"description": "offline edit"})
     await client.pull()  # pull first: resync while the edit is still pending
     assert store.log_entries("resync")
     assert set(store.all("hazard")) == {keep}
-    assert store.get("hazard", keep)["title"] == "offline edit"
+    assert store.get("hazard", keep)["description"] == "offline edit"
     await client.sync_once()
-    assert rig.storage.record("hazard", keep).fields["title"].value == "offline edit"
+    assert rig.storage.record("hazard", keep).fields["description"].value == "offline edit"
 
 
 async def test_checksum_mismatch_refetches_the_scope(rig: Rig) -> None:

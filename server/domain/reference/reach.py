@@ -1,0 +1,110 @@
+"""Which areas a user's reference data comes from: their home area and their current tasks'
+areas, each with its *reach* (the area, every area below it, its ancestors, and its
+neighbours of the same level likewise). REST contacts and sync's reference scopes both use it
+(`server/domain/sync/reference_scopes.py` has the whole rule).
+
+Plain synchronous SQLAlchemy (REST reaches it through `AsyncSession.run_sync`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from geoalchemy2.shape import to_shape
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+
+from schemas.common import Role
+from schemas.states import TaskStatus
+from server import geo
+from server.auth.principal import Principal
+from server.db import dialect_of
+from server.models import AdminArea, Organisation, Task
+
+NEIGHBOUR_GAP_DEG = 1e-4
+"""How far apart (degrees, about 10 m) two boundaries may be and still be neighbours."""
+
+_DONE = (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.DECLINED)
+
+
+def _home_area(session: Session, p: Principal) -> uuid.UUID | None:
+    if p.area_id is not None:
+        return p.area_id
+    if p.org_id is None:
+        return None
+    return session.execute(
+        select(Organisation.area_id).where(Organisation.id == p.org_id)
+    ).scalar_one_or_none()
+
+
+def _task_areas(session: Session, p: Principal) -> set[uuid.UUID]:
+    mine: ColumnElement[bool] = Task.assignee_user_id == p.user_id
+    if p.org_id is not None:
+        mine = or_(mine, Task.assignee_unit_id == p.org_id)
+    stmt = select(Task.area_id).where(
+        mine,
+        Task.deleted_at.is_(None),
+        Task.area_id.is_not(None),
+        Task.status.not_in([s.value for s in _DONE]),
+    )
+    return {a for a in session.execute(stmt.distinct()).scalars() if a is not None}
+
+
+def _ancestors(path: str) -> set[uuid.UUID]:
+    """The ids on an area's materialized path (itself and every ancestor)."""
+    return {uuid.UUID(part) for part in path.split("/") if part}
+
+
+def _subtrees(session: Session, paths: Iterable[str]) -> set[uuid.UUID]:
+    prefixes = sorted(set(paths))
+    if not prefixes:
+        return set()
+    cond = or_(*(AdminArea.path.startswith(prefix, autoescape=False) for prefix in prefixes))
+    return set(session.execute(select(AdminArea.id).where(cond)).scalars())
+
+
+def _neighbours(session: Session, base: AdminArea) -> list[tuple[uuid.UUID, str]]:
+    """(id, path) of the live areas of `base`'s level whose boundaries meet `base`'s."""
+    if base.boundary is None:
+        return []
+    w, s, e, n = to_shape(base.boundary).bounds
+    gap = NEIGHBOUR_GAP_DEG
+    own = select(AdminArea.boundary).where(AdminArea.id == base.id).scalar_subquery()
+    stmt = select(AdminArea.id, AdminArea.path).where(
+        AdminArea.deleted_at.is_(None),
+        AdminArea.level == base.level,
+        AdminArea.id != base.id,
+        geo.in_box(dialect_of(session), AdminArea.boundary, (w - gap, s - gap, e + gap, n + gap)),
+        # Planar distance in degrees on both backends; 0 when the boundaries touch or overlap.
+        func.ST_Distance(AdminArea.boundary, own) <= gap,
+    )
+    return [(i, path) for i, path in session.execute(stmt)]
+
+
+def reach(session: Session, area_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The areas whose reference data serves people working in `area_ids` (see the module
+    docstring): each area with its subtree and ancestors, and its neighbours likewise."""
+    ids = set(area_ids)
+    if not ids:
+        return set()
+    bases = list(session.execute(select(AdminArea).where(AdminArea.id.in_(ids))).scalars())
+    lines: set[str] = set()
+    for base in bases:
+        lines.add(base.path)
+        lines.update(path for _, path in _neighbours(session, base))
+    out = _subtrees(session, lines)
+    for path in lines:
+        out |= _ancestors(path)
+    return out
+
+
+def reference_areas(session: Session, p: Principal) -> set[uuid.UUID] | None:
+    """The areas whose `refarea:` scopes `p` reads; None for administrators (every area)."""
+    if p.role is Role.ADMIN:
+        return None
+    bases = set(_task_areas(session, p)) if p.role is not Role.DISPATCHER else set()
+    home = _home_area(session, p)
+    if home is not None:
+        bases.add(home)
+    return reach(session, bases)
