@@ -342,6 +342,9 @@ register(
             "rectify_deadline": server_owned(K.DATETIME),
             "overdue": server_owned(K.BOOL),
             "photo_ids": append_only(),
+            # At the report only, as REST's `HazardCreate`: photos named by hash are declared
+            # (pending until their bytes arrive), so an offline phone need not declare first.
+            "photo_sha256": lww(K.LIST),
             "timeline": append_only(),
             "created_at": server_owned(K.DATETIME),
             "updated_at": server_owned(K.DATETIME),

@@ -219,6 +219,8 @@ def report(run: Run) -> Action:
         severity="medium",
         reported_at=AT,
         photo_ids=[_photo_id(run, "inspector1")],
+        # Named by hash only, as an offline phone can: declared (pending) by the report.
+        photo_sha256=[sha(photo(taken="2026:11:20 16:26:00", size=(200, 150)))],
     )
     return Action(
         "inspector1",
