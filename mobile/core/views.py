@@ -1,0 +1,423 @@
+"""Read models the screens need, each a query over the phone's store.
+
+The store shows `coalesce(local, data)`: the server's record with this phone's own queued
+writes on top. Steps (`task_step`, `hazard_step`) are records the phone created and the server
+never sends back: while they wait (or until the next complete pull after their ack), they are
+the "pending" entries of a timeline, and the newest one is the status the phone shows.
+
+Queries run on the core's own read connection with SQLite's JSON functions; `uuid_text` turns
+the store's 16-byte ids into the wire's text form.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from mobile.core import localdb
+from mobile.core.clock import Now, utcnow
+from mobile.core.geo import haversine_m
+from mobile.core.photos import PhotoState
+
+_dec = msgspec.json.Decoder()
+REC = "CAST(coalesce({a}.local, {a}.data) AS TEXT)"
+LOCAL_ZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _uuid_text(b: bytes | None) -> str | None:
+    return str(uuid.UUID(bytes=b)) if b is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    """Who the views are for."""
+
+    user_id: str
+    org_id: str | None = None
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A task in "my tasks": its record, the status the phone shows, its incident."""
+
+    id: uuid.UUID
+    record: dict[str, Any]
+    status: str
+    pending: bool  # the status comes from a step not yet confirmed by the server
+    incident: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One step of a task's or hazard's timeline; `pending` until the server confirmed it."""
+
+    id: str
+    to_status: str | None
+    at: str | None
+    note: str | None
+    pending: bool
+    photo_ids: list[str] = field(default_factory=list)
+    photos_done: int = 0
+    item: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    """A task with its incident and its timeline (confirmed, then pending)."""
+
+    task: TaskView
+    timeline: list[TimelineEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoView:
+    """A photo of a record: sent (stored on the server) or not yet."""
+
+    media_id: str
+    sent: bool
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class HazardView:
+    """A hazard as the list shows it."""
+
+    id: uuid.UUID
+    record: dict[str, Any]
+    status: str
+    overdue: bool
+    mine: bool
+    pending: bool  # this phone has writes of it not yet confirmed
+    photos: list[PhotoView]
+
+    @property
+    def photos_sent(self) -> tuple[int, int]:
+        """(sent, total)."""
+        return sum(p.sent for p in self.photos), len(self.photos)
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    """A reference record and its distance from the point asked about (None: no location)."""
+
+    entity: str
+    id: uuid.UUID
+    record: dict[str, Any]
+    distance_m: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksWeek:
+    """This week's self-checks of my enterprises: due (template per enterprise) and done."""
+
+    week: str
+    due: list[tuple[str, dict[str, Any]]]
+    done: list[dict[str, Any]]
+
+
+def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
+    """The ISO week (`2026-W47`) of `at` in the local zone (weeks turn at local midnight)."""
+    year, week, _ = at.astimezone(zone).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+class Views:
+    """Read models over the store file at `path` for user `me`."""
+
+    def __init__(self, path: Path, me: Me, *, now: Now = utcnow) -> None:
+        self.db: sqlite3.Connection = localdb.connect(path)
+        self.db.create_function("uuid_text", 1, _uuid_text, deterministic=True)
+        self.me = me
+        self._now = now
+
+    def close(self) -> None:
+        """Close the read connection."""
+        self.db.close()
+
+    # -- steps ------------------------------------------------------------------------------
+    def _steps(
+        self, entity: str, key: str, ids: Iterable[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Steps this phone made that the server has not confirmed in a pull, by target id,
+        in the order they were made (outbox order: two steps in one millisecond have uuid7
+        ids in random order)."""
+        rows = self.db.execute(
+            f"SELECT uuid_text(s.id), {REC.format(a='s')} FROM records s"  # noqa: S608
+            " WHERE s.entity=? ORDER BY (SELECT min(o.seq) FROM outbox o"
+            " WHERE o.entity=s.entity AND o.id=s.id), s.id",
+            (entity,),
+        )
+        wanted = set(ids) if ids is not None else None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for sid, blob in rows:
+            if blob is None:
+                continue
+            step = {**_dec.decode(blob), "id": sid}
+            target = str(step.get(key))
+            if wanted is None or target in wanted:
+                out.setdefault(target, []).append(step)
+        return out
+
+    # -- tasks ------------------------------------------------------------------------------
+    def my_tasks(self, status: str | Iterable[str] | None = None) -> list[TaskView]:
+        """Tasks assigned to me or my unit, newest dispatch first, each with its incident and
+        the status the phone shows (a queued step counts). `status` filters on that status."""
+        t, i = REC.format(a="t"), REC.format(a="i")
+        rows = self.db.execute(
+            f"SELECT t.id, {t}, {i} FROM records t LEFT JOIN records i"  # noqa: S608
+            " ON i.entity='incident'"
+            f" AND uuid_text(i.id) = json_extract({t}, '$.incident_id')"
+            f" WHERE t.entity='task' AND coalesce(t.local, t.data) IS NOT NULL"
+            f" AND (json_extract({t}, '$.assignee_user_id') = ?1"
+            f"  OR (?2 IS NOT NULL AND json_extract({t}, '$.assignee_unit_id') = ?2))"
+            f" ORDER BY json_extract({t}, '$.dispatched_at') DESC",
+            (self.me.user_id, self.me.org_id),
+        ).fetchall()
+        steps = self._steps("task_step", "task_id")
+        wanted = {status} if isinstance(status, str) else set(status) if status else None
+        out = []
+        for rid, blob, inc in rows:
+            view = self._task_view(uuid.UUID(bytes=rid), _dec.decode(blob), inc, steps)
+            if wanted is None or view.status in wanted:
+                out.append(view)
+        return out
+
+    @staticmethod
+    def _task_view(
+        rid: uuid.UUID,
+        record: dict[str, Any],
+        incident: str | None,
+        steps: dict[str, list[dict[str, Any]]],
+    ) -> TaskView:
+        moves = [s for s in steps.get(str(rid), []) if s.get("to_status")]
+        confirmed = {str(e.get("id")) for e in record.get("timeline") or []}
+        moves = [s for s in moves if s["id"] not in confirmed]
+        status = moves[-1]["to_status"] if moves else str(record.get("status"))
+        inc = _dec.decode(incident) if incident else None
+        return TaskView(rid, record, status, bool(moves), inc)
+
+    def task(self, task_id: uuid.UUID) -> TaskDetail | None:
+        """A task with its incident and timeline: the server's entries, then this phone's
+        steps it has not confirmed yet (pending), each with its photos sent so far."""
+        t, i = REC.format(a="t"), REC.format(a="i")
+        row = self.db.execute(
+            f"SELECT {t}, {i} FROM records t LEFT JOIN records i"  # noqa: S608
+            f" ON i.entity='incident' AND uuid_text(i.id) = json_extract({t}, '$.incident_id')"
+            " WHERE t.entity='task' AND t.id=?",
+            (task_id.bytes,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        steps = self._steps("task_step", "task_id", [str(task_id)])
+        view = self._task_view(task_id, _dec.decode(row[0]), row[1], steps)
+        stored = self._stored_media()
+        entries = [
+            _entry(e, pending=False, stored=stored)
+            for e in sorted(view.record.get("timeline") or [], key=lambda e: str(e.get("at")))
+        ]
+        seen = {e.id for e in entries}
+        for s in steps.get(str(task_id), []):
+            if s["id"] not in seen:
+                entries.append(_entry({**s, "to": s.get("to_status")}, pending=True, stored=stored))
+        return TaskDetail(view, entries)
+
+    def _stored_media(self) -> set[str]:
+        """Ids of photos the server has: stored per the phone's uploads or the media records."""
+        ids = {
+            str(m)
+            for (m,) in self.db.execute(
+                "SELECT media_id FROM mobile_photos WHERE state=?", (str(PhotoState.STORED),)
+            )
+        }
+        m = REC.format(a="m")
+        ids |= {
+            str(x)
+            for (x,) in self.db.execute(
+                f"SELECT uuid_text(m.id) FROM records m WHERE m.entity='media'"  # noqa: S608
+                f" AND json_extract({m}, '$.status')='stored'"
+            )
+        }
+        return ids
+
+    # -- hazards ----------------------------------------------------------------------------
+    def hazards(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        overdue: bool | None = None,
+        mine: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[HazardView]:
+        """Hazards the phone holds (the server sends an inspector the hazards of their grids,
+        an enterprise its own), overdue first, then newest reports; with their photos.
+
+        `mine`: reported by me (or queued here and not yet confirmed). A queued step's status
+        is shown (pending)."""
+        h = REC.format(a="h")
+        sql = (
+            f"SELECT h.id, {h}, h.data IS NULL OR h.local IS NOT NULL FROM records h"  # noqa: S608
+            " WHERE h.entity='hazard' AND coalesce(h.local, h.data) IS NOT NULL"
+        )
+        params: list[Any] = []
+        if overdue is not None:
+            sql += f" AND coalesce(json_extract({h}, '$.overdue'), 0) = ?"
+            params.append(1 if overdue else 0)
+        if mine is not None:
+            sql += (
+                f" AND (json_extract({h}, '$.reporter_id') = ? OR h.data IS NULL)"
+                if mine
+                else f" AND coalesce(json_extract({h}, '$.reporter_id'), '') != ?"
+                " AND h.data IS NOT NULL"
+            )
+            params.append(self.me.user_id)
+        sql += (
+            f" ORDER BY coalesce(json_extract({h}, '$.overdue'), 0) DESC,"
+            f" coalesce(json_extract({h}, '$.reported_at'), json_extract({h}, '$.created_at')) DESC"
+        )
+        rows = self.db.execute(sql, params).fetchall()
+        steps = self._steps("hazard_step", "hazard_id")
+        photos = self._photo_states()
+        wanted = {status} if isinstance(status, str) else set(status) if status else None
+        out: list[HazardView] = []
+        for rid, blob, local in rows:
+            record = _dec.decode(blob)
+            uid = uuid.UUID(bytes=rid)
+            confirmed = {str(e.get("id")) for e in record.get("timeline") or []}
+            moves = [s for s in steps.get(str(uid), []) if s["id"] not in confirmed]
+            shown = moves[-1]["to_status"] if moves else str(record.get("status") or "reported")
+            if wanted is not None and shown not in wanted:
+                continue
+            pics = [
+                PhotoView(str(p), *photos.get(str(p), (False, "unknown")))
+                for p in record.get("photo_ids") or []
+            ]
+            out.append(
+                HazardView(
+                    uid,
+                    record,
+                    shown,
+                    bool(record.get("overdue")),
+                    record.get("reporter_id") in (self.me.user_id, None),
+                    bool(local) or bool(moves),
+                    pics,
+                )
+            )
+        return out[offset : offset + limit]
+
+    def _photo_states(self) -> dict[str, tuple[bool, str]]:
+        """media id -> (sent, state): the phone's upload state, else the server's record."""
+        m = REC.format(a="m")
+        out = {
+            str(mid): (status == "stored", str(status))
+            for mid, status in self.db.execute(
+                f"SELECT uuid_text(m.id), json_extract({m}, '$.status') FROM records m"  # noqa: S608
+                " WHERE m.entity='media'"
+            )
+        }
+        for mid, state in self.db.execute("SELECT media_id, state FROM mobile_photos"):
+            out[str(mid)] = (state == PhotoState.STORED.value, str(state))
+        return out
+
+    # -- reference data ---------------------------------------------------------------------
+    def nearby(
+        self,
+        lon: float,
+        lat: float,
+        *,
+        kinds: Iterable[str] = ("shelter", "depot", "team"),
+        limit: int = 20,
+    ) -> list[Nearby]:
+        """Shelters, depots and teams (resources of the given kinds), nearest first."""
+        r = REC.format(a="r")
+        wanted = list(kinds)
+        rows = self.db.execute(
+            f"SELECT r.id, {r} FROM records r WHERE r.entity='resource'"  # noqa: S608
+            f" AND coalesce(r.local, r.data) IS NOT NULL"
+            f" AND json_extract({r}, '$.kind') IN ({','.join('?' * len(wanted))})",
+            wanted,
+        )
+        out = []
+        for rid, blob in rows:
+            rec = _dec.decode(blob)
+            out.append(Nearby("resource", uuid.UUID(bytes=rid), rec, _distance(rec, lon, lat)))
+        out.sort(key=lambda n: (n.distance_m is None, n.distance_m or 0.0))
+        return out[:limit]
+
+    def contacts(self, *, duty_first: bool = True) -> list[Nearby]:
+        """Contacts (no location of their own): duty lines first, then by name."""
+        c = REC.format(a="c")
+        rows = self.db.execute(
+            f"SELECT c.id, {c} FROM records c WHERE c.entity='contact'"  # noqa: S608
+            " AND coalesce(c.local, c.data) IS NOT NULL"
+        )
+        out = [Nearby("contact", uuid.UUID(bytes=i), _dec.decode(b), None) for i, b in rows]
+        out.sort(key=lambda n: (duty_first and not n.record.get("duty"), str(n.record.get("name"))))
+        return out
+
+    # -- self-checks ------------------------------------------------------------------------
+    def checks_this_week(self) -> ChecksWeek:
+        """This week's self-checks for my enterprises: each active template not yet submitted
+        for an enterprise is due; submissions of this week (queued ones too) are done."""
+        week = iso_week(self._now())
+        enterprises = [
+            s.removeprefix("enterprise:")
+            for (s,) in self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'enterprise:%'")
+        ]
+        x = REC.format(a="x")
+        templates = [
+            {**_dec.decode(b), "id": tid}
+            for tid, b in self.db.execute(
+                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
+                f" WHERE x.entity='check_template' AND json_extract({x}, '$.active')"
+            )
+        ]
+        done = [
+            {**_dec.decode(b), "id": sid}
+            for sid, b in self.db.execute(
+                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
+                f" WHERE x.entity='check_submission' AND json_extract({x}, '$.week') = ?",
+                (week,),
+            )
+        ]
+        taken = {(d.get("enterprise_id"), d.get("template_id")) for d in done}
+        # A queued submission may leave the enterprise to the server (None): it covers mine.
+        taken |= {
+            (e, d.get("template_id"))
+            for d in done
+            if not d.get("enterprise_id")
+            for e in enterprises
+        }
+        due = [(e, tpl) for e in enterprises for tpl in templates if (e, tpl["id"]) not in taken]
+        return ChecksWeek(week, due, done)
+
+
+def _distance(rec: dict[str, Any], lon: float, lat: float) -> float | None:
+    loc = rec.get("location") or {}
+    coords = loc.get("coordinates") if isinstance(loc, dict) else None
+    if not coords:
+        return None
+    return haversine_m(lon, lat, float(coords[0]), float(coords[1]))
+
+
+def _entry(e: dict[str, Any], *, pending: bool, stored: set[str]) -> TimelineEntry:
+    photos = [str(p) for p in e.get("photo_ids") or []]
+    return TimelineEntry(
+        id=str(e.get("id")),
+        to_status=e.get("to"),
+        at=e.get("at"),
+        note=e.get("note"),
+        pending=pending,
+        photo_ids=photos,
+        photos_done=sum(p in stored for p in photos),
+        item=e,
+    )

@@ -1,0 +1,37 @@
+"""Secrets on desktop are owner-only; the device id is made once per installation; every
+reason the core shows has Chinese and English."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from mobile.core import i18n
+from mobile.core.secret_store import FileSecretStore
+from mobile.core.session import device_id
+
+
+def test_file_secret_store_is_owner_only(tmp_path: Path) -> None:
+    store = FileSecretStore(tmp_path / "secrets" / "tokens.json")
+    store.put("tokens", "abc")
+    mode = stat.S_IMODE(store.path.stat().st_mode)
+    assert mode == 0o600
+    assert FileSecretStore(store.path).get("tokens") == "abc"
+    store.delete("tokens")
+    assert store.get("tokens") is None and not store.path.exists()
+
+
+def test_device_id_is_made_once(tmp_path: Path) -> None:
+    first = device_id(tmp_path)
+    assert first.startswith("app-") and device_id(tmp_path) == first
+    assert device_id(tmp_path / "reinstalled") != first  # a new installation, a new device
+
+
+def test_every_reason_and_state_has_chinese_and_english() -> None:
+    for key, (zh, en) in {**i18n.REASONS, **i18n.STATES}.items():
+        assert zh and en and zh != en, key
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh), key
+    assert i18n.reason("reason_required", "rule", lang="en") == "A reason is required"
+    newer = i18n.reason("a_rule_from_a_newer_server", "rule", "server words", lang="en")
+    assert newer == "Refused by a business rule: server words"
+    assert i18n.reason(None, "forbidden") == "您没有权限执行此操作"
