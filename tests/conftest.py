@@ -3,6 +3,11 @@
 PostGIS comes from LIANDONG_TEST_PG_URL (`make test` starts a local cluster when it can); each
 session works in databases of its own created beside that one. Outside CI a missing server skips
 the PostGIS half; in CI (CI=true) it fails, because there the PostGIS suites must run.
+
+The shared database of each backend is seeded once; every test that uses it (through
+`database_url`, `settings`, `client` or `auth`) starts from the same captured state, and the
+state is put back after the test (tests/snapshots.py), so no test depends on another's leftovers
+or on the order tests run in.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,9 @@ from sqlalchemy import make_url, text
 from server.app import create_app
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
-from server.demo import seed
+from server.demo import DEMO_USERS, seed
 from server.migrate import upgrade
+from tests.snapshots import DatabaseState
 
 PG_URL = os.environ.get("LIANDONG_TEST_PG_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -136,7 +143,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A migrated database with the demo data, one per backend per test session."""
+    """A migrated database with the demo data, one per backend per test session; every test
+    that uses it finds it as the shared app left it after start-up (see `shared_app`)."""
     url = fresh_database(backend, tmp_path_factory.mktemp(f"db-{backend}"))
     seed_demo(url)
     return url
@@ -148,15 +156,12 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return make_settings(database_url, tmp_path_factory.mktemp("var"))
 
 
-@pytest.fixture(scope="session")
-def client(settings: Settings) -> Iterator[TestClient[Any]]:
-    """The real app (real database) behind Litestar's test client."""
-    with TestClient(app=create_app(settings)) as c:
-        yield c
-
-
 class Sessions:
-    """Logs demo users in once and hands out their Authorization headers."""
+    """Logs users in once and hands out their Authorization headers.
+
+    The demo users log in before the shared database's state is captured, so their headers
+    stay valid all session; anyone else's are forgotten when the state is restored.
+    """
 
     def __init__(self, client: TestClient[Any]) -> None:
         self.client = client
@@ -172,8 +177,64 @@ class Sessions:
             self._headers[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
         return self._headers[username]
 
+    def cached(self) -> frozenset[str]:
+        return frozenset(self._headers)
+
+    def forget_all_but(self, keep: frozenset[str]) -> None:
+        for username in set(self._headers) - keep:
+            del self._headers[username]
+
+
+@dataclass(frozen=True)
+class SharedApp:
+    """The shared app on the session's database, its logged-in users and captured states."""
+
+    client: TestClient[Any]
+    sessions: Sessions
+    state: DatabaseState
+
 
 @pytest.fixture(scope="session")
-def auth(client: TestClient[Any]) -> Sessions:
-    """`auth("dispatcher")` -> headers for that demo user."""
-    return Sessions(client)
+def shared_app(settings: Settings) -> Iterator[SharedApp]:
+    """Start the app, log every demo user in, then capture the state each test restores."""
+    with TestClient(app=create_app(settings)) as c:
+        sessions = Sessions(c)
+        for username, *_ in DEMO_USERS:
+            sessions(username)
+        state = DatabaseState(settings.database_url, settings.var_dir, sessions)
+        try:
+            state.capture()
+            yield SharedApp(c, sessions, state)
+        finally:
+            state.close()
+
+
+@pytest.fixture(scope="session")
+def client(shared_app: SharedApp) -> TestClient[Any]:
+    """The real app (real database) behind Litestar's test client."""
+    return shared_app.client
+
+
+@pytest.fixture(scope="session")
+def auth(shared_app: SharedApp) -> Sessions:
+    """`auth("dispatcher")` -> headers for that user (demo users: logged in at start-up)."""
+    return shared_app.sessions
+
+
+@pytest.fixture(scope="session")
+def database_state(shared_app: SharedApp) -> DatabaseState:
+    """The shared database's captured states (`with database_state.kept():` in a module-scoped
+    fixture keeps the data it built for that module's tests)."""
+    return shared_app.state
+
+
+@pytest.fixture(autouse=True)
+def _restore_shared_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the shared database leaves it as it found it: after the test, every table
+    (and the app's var directory) goes back to the captured state."""
+    if "database_url" not in request.fixturenames:
+        yield
+        return
+    state: DatabaseState = request.getfixturevalue("database_state")
+    yield
+    state.restore()

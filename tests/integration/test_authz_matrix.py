@@ -8,6 +8,7 @@ the HTTP status and, for lists and reads, whether that record is visible.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from litestar.testing import TestClient
 from server.demo import did
 from tests import factories as f
 from tests.conftest import Sessions
+from tests.snapshots import DatabaseState
 
 ROLES = ["admin", "dispatcher", "fire1", "police1", "inspector1", "inspector2", "enterprise1"]
 ALL = set(ROLES)
@@ -23,7 +25,9 @@ DISPATCH = {"admin", "dispatcher"}
 
 
 @pytest.fixture(scope="module")
-def known(client: TestClient[Any], auth: Sessions) -> dict[str, str]:
+def known(
+    client: TestClient[Any], auth: Sessions, database_state: DatabaseState
+) -> Iterator[dict[str, str]]:
     d = auth("dispatcher")
     inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()["id"]
     task = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=inc)).json()["id"]
@@ -34,7 +38,7 @@ def known(client: TestClient[Any], auth: Sessions) -> dict[str, str]:
     )
     assert hz.status_code == 201, hz.text
     alert = client.post("/api/v1/alerts", headers=d, json=f.alert()).json()["id"]
-    return {
+    ids = {
         "incidents": inc,
         "tasks": task,
         "hazards": hz.json()["id"],
@@ -44,6 +48,8 @@ def known(client: TestClient[Any], auth: Sessions) -> dict[str, str]:
         "enterprises": str(did("enterprise:bund-mall")),
         "users": str(did("user:fire1")),
     }
+    with database_state.kept():  # each test restores to these records, not to the demo seed
+        yield ids
 
 
 # resource -> (roles that may list (others: 403), roles that see the known record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +22,7 @@ from server.db import make_engine, make_sessionmaker
 from server.domain.sync.reference_scopes import reference_reads
 from tests import factories as f
 from tests.conftest import Sessions
+from tests.snapshots import DatabaseState
 
 T = TypeVar("T")
 
@@ -48,8 +49,11 @@ AREAS = [
 
 
 @pytest.fixture(scope="module")
-def districts(client: TestClient[Any], auth: Sessions) -> dict[str, str]:
-    """The three extra districts, and a dispatcher for the far one (username -> password)."""
+def districts(
+    client: TestClient[Any], auth: Sessions, database_state: DatabaseState
+) -> Iterator[dict[str, str]]:
+    """The three extra districts, and a dispatcher for the far one (username -> password),
+    kept for this module's tests."""
     for ident, code, level, parent, box in AREAS:
         body = {
             "id": str(ident),
@@ -64,7 +68,8 @@ def districts(client: TestClient[Any], auth: Sessions) -> dict[str, str]:
     far = f.user("dispatcher", area_id=str(FAR))
     r = client.post("/api/v1/users", headers=auth("admin"), json=far)
     assert r.status_code == 201, r.text
-    return {"far_dispatcher": far["username"]}
+    with database_state.kept():
+        yield {"far_dispatcher": far["username"]}
 
 
 def contact(**kw: Any) -> dict[str, Any]:

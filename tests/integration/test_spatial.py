@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from litestar.testing import TestClient
 
 from tests import factories as f
 from tests.conftest import Sessions
+from tests.snapshots import DatabaseState
 
 CENTRE = (121.4300, 31.1500)  # a quiet corner of Shanghai, outside the demo district
 
@@ -25,8 +27,11 @@ def haversine_m(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def ring_of_resources(client: TestClient[Any], auth: Sessions) -> dict[str, tuple[float, float]]:
-    """Resources at known distances (50 m .. 3 km) and bearings around CENTRE."""
+def ring_of_resources(
+    client: TestClient[Any], auth: Sessions, database_state: DatabaseState
+) -> Iterator[dict[str, tuple[float, float]]]:
+    """Resources at known distances (50 m .. 3 km) and bearings around CENTRE, kept for this
+    module's tests."""
     placed: dict[str, tuple[float, float]] = {}
     for i, dist in enumerate([50, 150, 400, 900, 1600, 3000]):
         bearing = math.radians(i * 57)
@@ -38,7 +43,8 @@ def ring_of_resources(client: TestClient[Any], auth: Sessions) -> dict[str, tupl
         )
         assert r.status_code == 201, r.text
         placed[r.json()["id"]] = at
-    return placed
+    with database_state.kept():
+        yield placed
 
 
 @pytest.mark.parametrize("radius", [100, 500, 1000, 2000, 5000])

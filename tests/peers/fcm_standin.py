@@ -444,7 +444,9 @@ class FcmStandIn:
             return True
 
     def reset(self) -> None:
+        """Back to a fresh stand-in: no messages, scripts or counts; message ids from 0:1."""
         with self._lock:
+            self._ids = itertools.count(1)
             self._messages.clear()
             self._scripts.clear()
             self._always.clear()
