@@ -289,8 +289,9 @@ register(
             "plan_id": server_owned(K.UUID),
             "dispatched_at": server_owned(K.DATETIME),
             "accept_by": server_owned(K.DATETIME),
+            # No `updated_at` on the domain entities: every change would carry the server's row
+            # time to every phone; `version` orders changes and the timeline dates each step.
             "created_at": server_owned(K.DATETIME),
-            "updated_at": server_owned(K.DATETIME),
         },
         client_deletable=True,
         scope_doc="the assignee unit's and assignee user's scopes, and its area (dispatch); "
@@ -311,7 +312,6 @@ register(
             "status": status(INCIDENT_MACHINE),
             "source": lww(K.STR),
             "created_at": server_owned(K.DATETIME),
-            "updated_at": server_owned(K.DATETIME),
         },
         client_writable=False,
         scope_doc="scopes of units holding one of its tasks, and its area",
@@ -347,7 +347,6 @@ register(
             "photo_sha256": lww(K.LIST),
             "timeline": append_only(),
             "created_at": server_owned(K.DATETIME),
-            "updated_at": server_owned(K.DATETIME),
         },
         client_deletable=True,
         scope_doc="its grid's scope, its enterprise's scope, its reporter's own scope, its area",

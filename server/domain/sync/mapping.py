@@ -142,7 +142,6 @@ def _task(row: Task) -> dict[str, Any]:
         "dispatched_at": iso(row.dispatched_at),
         "accept_by": iso(row.accept_by),
         "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
     }
 
 
@@ -157,7 +156,6 @@ def _incident(row: Incident) -> dict[str, Any]:
         "status": row.status,
         "source": row.source,
         "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
     }
 
 
@@ -181,7 +179,6 @@ def _hazard(row: Hazard) -> dict[str, Any]:
         "overdue": bool(row.overdue),
         "photo_ids": [str(p) for p in row.photo_ids or []],
         "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
     }
 
 

@@ -79,7 +79,7 @@ async def delete(rig: Rig) -> None:
 
 
 async def server_owned(rig: Rig) -> None:
-    await rig.server().write("hazard", A, {"updated_at": "2024-05-02T00:00:00Z"})
+    await rig.server().write("hazard", A, {"status_reason": "checked by dispatch"})
 
 
 async def leave_scope(rig: Rig) -> None:

@@ -177,7 +177,7 @@ async def test_checksum_mismatch_refetches_the_scope(rig: Rig) -> None:
     # Corrupt the device copy behind the store's back (as a bad flash write would).
     store._db.execute("DELETE FROM members")
     store._db.execute("UPDATE scopes SET checksum=12345")
-    await rig.server().write("hazard", rid, {"updated_at": "2024-06-01T00:00:00Z"})
+    await rig.server().write("hazard", rid, {"status_reason": "checked by dispatch"})
     await client.sync_once()
     assert store.log_entries("checksum_mismatch")
     assert store.snapshot("grid:g1") == await rig.server().scope_snapshot("grid:g1")
