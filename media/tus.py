@@ -22,6 +22,11 @@ method, (4) answers with the status and headers named below, or, on a `TusError`
   bytes at `manager.completed_path(id)`, then `manager.discard(id)`.
 - DELETE: `manager.terminate(id, owner)` -> 204, `Tus-Resumable: 1.0.0`.
 
+Once the bytes are ingested, `manager.finish(id, media_id, sha256)` drops them but keeps the
+state until the upload's expiry: HEAD still answers the full offset (and the caller can add the
+media id from `info.media_id`), so a client that lost the last answer resumes to "done" without
+sending the bytes again. A PATCH to a finished upload is 409 with the full Upload-Offset.
+
 docs/media.md has the full table and the error statuses; tests/integration/media/tus_http.py
 is a working stdlib front that real `tuspy` clients are tested against.
 
@@ -142,6 +147,12 @@ class UnsupportedPatchType(TusError):
     """415: PATCH without `Content-Type: application/offset+octet-stream`."""
 
     status = 415
+
+
+class UploadFinished(TusError):
+    """409: the upload is complete and ingested; nothing more can be appended."""
+
+    status = 409
 
 
 class UploadLocked(TusError):
@@ -300,11 +311,19 @@ class UploadInfo(msgspec.Struct, frozen=True, kw_only=True):
     owner: str | None = None
     created_at: datetime
     expires_at: datetime
+    # Set by `finish`: the bytes were ingested as this media (then the `.bin` is gone).
+    media_id: str | None = None
+    media_sha256: str | None = None
 
     @property
     def is_complete(self) -> bool:
         """All `length` bytes have been received."""
         return self.offset == self.length
+
+    @property
+    def is_finished(self) -> bool:
+        """Complete and ingested: only the state is left, kept until `expires_at`."""
+        return self.media_id is not None
 
 
 def creation_headers(info: UploadInfo) -> dict[str, str]:
@@ -398,7 +417,9 @@ class UploadManager:
         info = self._load(upload_id)
         if owner is not None and info.owner != owner:
             raise UploadNotFound("no such upload")
-        if not info.is_complete and self.clock() >= info.expires_at:
+        # A complete upload awaiting ingest never expires; a finished one does (its state only
+        # serves a client that lost the last answer).
+        if (not info.is_complete or info.is_finished) and self.clock() >= info.expires_at:
             raise UploadGone("the upload expired")
         return info
 
@@ -476,7 +497,10 @@ class UploadManager:
         try:
             handle = open(data, "r+b")  # the PatchWriter closes it
         except FileNotFoundError:
-            raise UploadNotFound("no such upload") from None
+            info = self._visible(upload_id, owner)  # 404 unless finished (bytes dropped)
+            raise UploadFinished(
+                "the upload is complete", {"Upload-Offset": str(info.offset)}
+            ) from None
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -542,7 +566,11 @@ class UploadManager:
         try:
             handle = open(data, "rb")  # closed below
         except FileNotFoundError:
-            raise UploadNotFound("no such upload") from None
+            info = self._load(upload_id)  # 404 unless finished (bytes already dropped)
+            if owner is not None and info.owner != owner:
+                raise UploadNotFound("no such upload") from None
+            self._remove(upload_id)
+            return
         with handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -561,8 +589,22 @@ class UploadManager:
         return self._paths(upload_id)[0]
 
     def discard(self, upload_id: str) -> None:
-        """Remove an upload once its bytes are ingested (or refused). Idempotent."""
+        """Remove an upload and its state (refused bytes, or a client that never learnt the
+        URL). Idempotent."""
         self._remove(upload_id)
+
+    def finish(self, upload_id: str, media_id: str, sha256: str) -> UploadInfo:
+        """The complete upload was ingested as `media_id`: drop its bytes, keep its state until
+        now + `ttl` so HEAD still answers the full offset and the media. Idempotent."""
+        info = self._load(upload_id)
+        if not info.is_complete:
+            raise UploadIncomplete(f"{info.offset} of {info.length} bytes received")
+        info = msgspec.structs.replace(
+            info, media_id=media_id, media_sha256=sha256, expires_at=self.clock() + self.ttl
+        )
+        self._save(info)
+        self._paths(upload_id)[0].unlink(missing_ok=True)
+        return info
 
     def completed(self) -> list[UploadInfo]:
         """Complete uploads not yet discarded: what a crash between the last PATCH and ingest
@@ -571,7 +613,7 @@ class UploadManager:
         for meta in self.root.glob("*.json"):
             with contextlib.suppress(UploadNotFound, msgspec.DecodeError):
                 info = self._load(meta.stem)
-                if info.is_complete:
+                if info.is_complete and not info.is_finished:
                     found.append(info)
         return found
 
@@ -602,6 +644,15 @@ class UploadManager:
                     mtime = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
                     expired = mtime + self.ttl <= now
                 if expired:
+                    self._remove(upload_id)
+                    removed.append(upload_id)
+        for meta in self.root.glob("*.json"):
+            # Finished uploads: only their state is left.
+            upload_id = meta.stem
+            if not _ID_RE.match(upload_id) or meta.with_suffix(".bin").exists():
+                continue
+            with contextlib.suppress(UploadNotFound, msgspec.DecodeError):
+                if self._load(upload_id).expires_at <= now:
                     self._remove(upload_id)
                     removed.append(upload_id)
         return removed

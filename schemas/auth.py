@@ -21,6 +21,9 @@ class LoginRequest(Input):
     username: Username
     password: Password
     device_id: DeviceId
+    # The `device_secret` of this device's last sign-in (absent on a first sign-in or from an
+    # older app): proves the device signed in before; a `device_id` alone proves nothing.
+    device_secret: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 
 class RefreshRequest(Input):
@@ -43,6 +46,9 @@ class TokenPair(Output):
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"
+    # Issued at sign-in (not at refresh): keep it and send it with the next sign-in on this
+    # device. Each sign-in replaces it.
+    device_secret: str | None = None
 
 
 class User(Output):

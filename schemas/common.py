@@ -15,8 +15,10 @@ Ring = Annotated[list[Position], msgspec.Meta(min_length=4, max_length=10_000)]
 # Every time a client sends must carry its zone: stored times are UTC, and a naive time would be
 # guessed. msgspec refuses a naive value at decode, naming the field.
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with a zone")]
-Text = Annotated[str, msgspec.Meta(max_length=4000)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# PostgreSQL cannot store NUL in text; refuse it at decode, on every door (REST and sync).
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, msgspec.Meta(max_length=4000, pattern=NO_NUL)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 AccuracyM = Annotated[float, msgspec.Meta(ge=0.0, le=100_000.0)]
 
 

@@ -126,7 +126,7 @@ class HazardPatch(Input):
     severity: Severity | msgspec.UnsetType = msgspec.UNSET
     description: Text | msgspec.UnsetType = msgspec.UNSET
     location: Point | msgspec.UnsetType = msgspec.UNSET
-    accuracy_m: AccuracyM | None | msgspec.UnsetType = msgspec.UNSET
+    accuracy_m: AccuracyM | msgspec.UnsetType | None = msgspec.UNSET
     photo_ids: list[uuid.UUID] | msgspec.UnsetType = msgspec.UNSET
 
 

@@ -17,10 +17,20 @@ server's whole heap (measured: about 60% of the time spent building a page).
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
+
+from schemas.common import NO_NUL
+
+INT64_MAX = 2**63 - 1
+# Bounds that the wire always kept (a seq, an HLC, a version and a cursor are non-negative
+# signed 64-bit numbers in both databases); refused at decode instead of overflowing a column.
+# The types stay `int` and `str`, so the encoding and old phones' decoders are unchanged.
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+DeviceId = Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
 
 SCHEMA_VERSION = 2
 """The protocol version this code speaks; clients send it in every request.
@@ -48,12 +58,12 @@ class Mutation(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     items to add, not the whole list.
     """
 
-    seq: int = msgspec.field(name="s")
+    seq: Count = msgspec.field(name="s")
     entity: str = msgspec.field(name="e")
     id: UUID = msgspec.field(name="i")
-    hlc: int = msgspec.field(name="h")
+    hlc: Count = msgspec.field(name="h")
     op: Op = msgspec.field(name="o", default=Op.UPDATE)
-    base: int = msgspec.field(name="b", default=0)
+    base: Count = msgspec.field(name="b", default=0)
     fields: dict[str, Any] = msgspec.field(name="f", default_factory=dict)
 
     def changes(self, device_id: str) -> list[FieldChange]:
@@ -88,7 +98,7 @@ class PushRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`POST /api/v1/sync/push`: the device's pending mutations, in ascending `seq` order."""
 
     schema_version: int = msgspec.field(name="v")
-    device_id: str = msgspec.field(name="d")
+    device_id: DeviceId = msgspec.field(name="d")
     mutations: list[Mutation] = msgspec.field(name="m", default_factory=list)
 
 
@@ -113,6 +123,12 @@ class Reason(enum.StrEnum):
     NOT_FOUND = "not_found"
     NOT_DELETABLE = "not_deletable"
     RULE = "rule"  # a business rule of the server's services
+
+
+DEVICE_REUSED = "device_reused"
+"""`Refusal.rule` when a device id re-sends a sequence number with a different mutation (an app
+reinstalled with its old device id and a wiped store): keep the write, register a new device
+id, push again (docs/sync-protocol.md §4)."""
 
 
 class Refusal(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
@@ -164,10 +180,10 @@ class PullRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """
 
     schema_version: int = msgspec.field(name="v")
-    device_id: str = msgspec.field(name="d", default="")
-    cursors: dict[str, int] = msgspec.field(name="c", default_factory=dict)
-    limit: int = msgspec.field(name="n", default=2000)
-    bases: dict[str, int] = msgspec.field(name="b", default_factory=dict)
+    device_id: DeviceId = msgspec.field(name="d", default="")
+    cursors: dict[str, Count] = msgspec.field(name="c", default_factory=dict)
+    limit: Limit = msgspec.field(name="n", default=2000)
+    bases: dict[str, Count] = msgspec.field(name="b", default_factory=dict)
 
 
 class RecordChange(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -6,15 +6,17 @@ import gc
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, get
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,8 +53,33 @@ from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
 from server.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from server.jobs import hazard_jobs_lifespan
 from server.outbox import OUTBOX_FLAG
+from server.strict import strict_json_body
 
 log = logging.getLogger("liandong")
+
+# The API docs page works on a closed network: its script is served from server/static (pinned,
+# vendored from npm, see server/static/README.md), never from a CDN.
+STATIC_DIR = Path(__file__).parent / "static"
+SCHEMA_STATIC = "/schema/static"
+SCALAR_VERSION = "1.76.0"
+
+
+def docs_page() -> ScalarRenderPlugin:
+    """Scalar with local assets, no web fonts, no telemetry, no request proxy: nothing the page
+    loads or sends leaves this server."""
+    return ScalarRenderPlugin(
+        js_url=f"{SCHEMA_STATIC}/scalar-api-reference-{SCALAR_VERSION}.js",
+        css_url=f"{SCHEMA_STATIC}/scalar.css",
+        favicon="",
+        options={
+            "withDefaultFonts": False,
+            "telemetry": False,
+            # Unset, "try it" requests from a browser go through Scalar's public proxy.
+            "proxyUrl": "",
+            "hideClientButton": True,
+            "showDeveloperTools": "never",
+        },
+    )
 
 
 async def provide_db(state: State) -> AsyncGenerator[AsyncSession]:
@@ -163,6 +190,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AlertController,
             CheckTemplateController,
             CheckSubmissionController,
+            create_static_files_router(
+                SCHEMA_STATIC,
+                directories=[STATIC_DIR],
+                name="schema-static",
+                include_in_schema=False,
+                # Versioned file names: a new version is a new URL.
+                cache_control=CacheControlHeader(max_age=31_536_000, public=True),
+            ),
         ],
         state=State(
             {
@@ -183,6 +218,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         middleware=[DefineMiddleware(AuthMiddleware, exclude=EXCLUDE_REGEX)],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=strict_json_body,
         request_max_body_size=settings.max_body_bytes,
         on_shutdown=[_dispose],
         lifespan=[hazard_jobs_lifespan, _background_jobs, sync_lifespan, frozen_heap],
@@ -190,7 +226,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             title="Liandong API",
             version="1.0.0",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[docs_page()],
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")

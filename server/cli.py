@@ -48,6 +48,8 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     """Serve the API."""
     import uvicorn
 
+    from server.serving import uvicorn_options
+
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
@@ -57,11 +59,13 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     click.echo(f"  database   {settings.database_url}")
     uvicorn.run(
         "server.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=os.environ.get("LIANDONG_LOG_LEVEL", "info"),
+        **uvicorn_options(
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=os.environ.get("LIANDONG_LOG_LEVEL", "info"),
+        ),
     )
 
 

@@ -40,8 +40,18 @@ class Settings:
     access_ttl_s: int = 900
     refresh_ttl_s: int = 30 * 24 * 3600
     max_body_bytes: int = 2 * 1024 * 1024
+    # Login throttling (issue 13): per user and address, `login_max_failures` free failures,
+    # then a delay that doubles with each failure from `login_delay_s` up to `login_window_s`;
+    # failures older than the window are forgotten. An address is capped at
+    # `login_address_cap` failures per window over all users (default 10 x max failures).
+    # A sign-in proving its device (the secret of its last sign-in) skips both.
     login_max_failures: int = 5
     login_window_s: int = 900
+    login_delay_s: float = 1.0
+    login_address_cap: int | None = None
+    # Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is believed; empty:
+    # none, the peer address is the client's. One rule for the whole server (`liandong serve`).
+    trusted_proxies: tuple[str, ...] = ()
     storage: str = "disk"
     media_dir: Path = field(default_factory=lambda: _var_dir() / "media")
     s3_bucket: str | None = None
@@ -93,6 +103,11 @@ class Settings:
             max_body_bytes=int(env("LIANDONG_MAX_BODY_BYTES", str(2 * 1024 * 1024))),
             login_max_failures=int(env("LIANDONG_LOGIN_MAX_FAILURES", "5")),
             login_window_s=int(env("LIANDONG_LOGIN_WINDOW", "900")),
+            login_delay_s=float(env("LIANDONG_LOGIN_DELAY", "1")),
+            login_address_cap=int(cap) if (cap := env("LIANDONG_LOGIN_ADDRESS_CAP")) else None,
+            trusted_proxies=tuple(
+                p.strip() for p in env("LIANDONG_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
             storage=env("LIANDONG_STORAGE", "disk"),
             media_dir=Path(env("LIANDONG_MEDIA_DIR", str(var_dir / "media"))),
             s3_bucket=env("LIANDONG_S3_BUCKET"),

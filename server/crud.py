@@ -6,10 +6,10 @@ import base64
 import binascii
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, NoReturn, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -186,10 +186,37 @@ def apply_patch(row: Any, data: msgspec.Struct, names: Sequence[str]) -> dict[st
     return changed
 
 
-async def ensure_new_id(session: AsyncSession, model: type[Any], ident: uuid.UUID | None) -> None:
-    """Refuse a client-chosen id that is already taken (409), before anything is written."""
+Reader = Callable[[AsyncSession, Principal, uuid.UUID], Awaitable[Any]]
+
+
+async def refuse_taken_id(
+    session: AsyncSession,
+    principal: Principal,
+    model: type[Any],
+    ident: uuid.UUID,
+    read: Reader | None = None,
+) -> NoReturn:
+    """A create's client-chosen id is taken (and not by the caller's own retry): answer what a
+    read of that id would, so a create reveals nothing a read does not (docs/api.md, "Ids").
+
+    The caller cannot read the record (another's, out of area, deleted): the read's own answer,
+    404 `not_found` (or 403 for a role that reads none of these). The caller can read it: 409
+    `conflict`, "already exists", which the read would show anyway. `read` is the entity's
+    read when it is not `get_visible`."""
+    if read is not None:
+        await read(session, principal, ident)
+    else:
+        await get_visible(session, principal, model, ident)
+    raise Conflict(f"a {model.__tablename__[:-1]} with this id already exists", field="id")
+
+
+async def ensure_new_id(
+    session: AsyncSession, principal: Principal, model: type[Any], ident: uuid.UUID | None
+) -> None:
+    """Refuse a client-chosen id that is already taken, before anything is written: 409 if the
+    caller may read that record, else the read's 404 (`refuse_taken_id`)."""
     if ident is not None and await session.get(model, ident) is not None:
-        raise Conflict(f"a {model.__tablename__[:-1]} with this id already exists", field="id")
+        await refuse_taken_id(session, principal, model, ident)
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):

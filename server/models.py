@@ -440,6 +440,9 @@ class Device(Record):
     channel: Mapped[str | None] = mapped_column(String(16))
     token: Mapped[str | None] = mapped_column(Text)
     last_seen_at: Mapped[datetime | None] = mapped_column()
+    # SHA-256 (hex) of the secret issued at this device's last sign-in: presenting the secret
+    # proves "this device signed in before" and exempts the sign-in from address throttling.
+    login_secret_hash: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class MediaObject(Record):
@@ -643,6 +646,10 @@ class SyncMutation(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     ack: Mapped[bytes] = mapped_column(LargeBinary)
     at_ms: Mapped[int] = mapped_column(BigInteger)
+    # What the mutation said (`sync.server.fingerprint`): the same (device, seq) with other
+    # content is a reinstalled device reusing its numbers, refused instead of answered `dup`.
+    # NULL for outcomes stored before migration 0006 (no check for those).
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(16), default=None)
 
 
 class SyncConflict(Base):

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from schemas.sync import Ack, Conflict
 from sync.merge import RecordState
-from sync.storage import ScopeItem
+from sync.storage import Outcome, ScopeItem
 
 Key = tuple[str, UUID]
 
@@ -34,7 +34,7 @@ class _State:
     def __init__(self) -> None:
         self.records: dict[Key, RecordState] = {}
         self.deleted_ms: dict[Key, int] = {}
-        self.outcomes: dict[tuple[str, int], Ack] = {}
+        self.outcomes: dict[tuple[str, int], Outcome] = {}
         self.members: dict[str, dict[Key, _Membership]] = {}
         # Per scope, (seq, key) in ascending seq; an entry is current only while the record's
         # version (or its eviction marker) still equals seq. Stale entries are skipped on read.
@@ -59,22 +59,22 @@ class MemoryTx:
         for write in self._writes:
             write()
 
-    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Ack]:
-        """Stored acks for already-processed (device, seq)."""
+    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Outcome]:
+        """Stored outcomes for already-processed (device, seq)."""
         out = {}
         for seq in seqs:
-            ack = self._s.outcomes.get((device_id, seq))
-            if ack is not None:
-                out[seq] = ack
+            outcome = self._s.outcomes.get((device_id, seq))
+            if outcome is not None:
+                out[seq] = outcome
         return out
 
-    async def save_mutation_outcomes(self, device_id: str, acks: Sequence[Ack]) -> None:
+    async def save_mutation_outcomes(self, device_id: str, outcomes: Sequence[Outcome]) -> None:
         """Remember outcomes at commit."""
-        acks = list(acks)
+        outcomes = list(outcomes)
 
         def write() -> None:
-            for ack in acks:
-                self._s.outcomes[(device_id, ack.seq)] = ack
+            for outcome in outcomes:
+                self._s.outcomes[(device_id, outcome.ack.seq)] = outcome
 
         self._writes.append(write)
 
@@ -289,5 +289,5 @@ class MemoryStorage:
         return list(self._state.conflicts.values())
 
     def outcomes(self) -> dict[tuple[str, int], Ack]:
-        """All stored mutation outcomes."""
-        return dict(self._state.outcomes)
+        """All stored mutation outcomes (their acks)."""
+        return {k: o.ack for k, o in self._state.outcomes.items()}

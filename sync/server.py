@@ -11,6 +11,7 @@ the policy is bound to a request's database session. Share the `HLC` between ins
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -20,6 +21,7 @@ import msgspec
 
 from schemas.merge import REGISTRY, EntitySpec, Registry
 from schemas.sync import (
+    DEVICE_REUSED,
     SCHEMA_VERSION,
     Ack,
     AckStatus,
@@ -41,7 +43,7 @@ from schemas.sync import (
 from sync.checksum import record_hash
 from sync.hlc import HLC, Clock, SystemClock, unpack
 from sync.merge import DELETED_FIELD, SERVER_DEVICE, RecordState, ignored_fields, merge
-from sync.storage import ScopeItem, SyncStorage, SyncTx
+from sync.storage import Outcome, ScopeItem, SyncStorage, SyncTx
 
 DAY_MS = 86_400_000
 DEFAULT_TOMBSTONE_HORIZON_MS = 30 * DAY_MS
@@ -284,6 +286,22 @@ def _checksum_delta(deltas: dict[str, int], old: RecordState | None, new: Record
 
 _NO_RECORD = RecordState(entity="", id=UUID(int=0))
 _NO_CHANGE = Refusal(code=Reason.RULE, message="merge produced no record")
+_DEVICE_REUSED = Refusal(
+    code=Reason.RULE,
+    rule=DEVICE_REUSED,
+    message="this device id already sent a different mutation with this number (an app "
+    "reinstalled with a wiped store?): register a new device id and push again",
+)
+# Sorted keys: the same mutation fingerprints the same however its fields dict was built.
+_fp_enc = msgspec.msgpack.Encoder(order="sorted")
+
+
+def fingerprint(m: Mutation) -> bytes:
+    """16 bytes that differ, but for a hash collision, between two mutations that differ in
+    anything a retry keeps (entity, id, op, HLC, base, fields): a device re-sends a stored
+    outbox row unchanged, so a retry matches and a reused (device, seq) does not."""
+    body = _fp_enc.encode((m.entity, m.id.bytes, m.op.value, m.hlc, m.base, m.fields))
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 class SyncServer:
@@ -292,7 +310,9 @@ class SyncServer:
     Promises:
     - A push batch is applied in one storage transaction; each mutation is processed exactly
       once per (device_id, seq): a retry gets the stored outcome (DUPLICATE, or the same
-      refusal) and changes nothing.
+      refusal) and changes nothing. A different mutation under a (device_id, seq) already
+      processed is refused (`Reason.RULE`, rule `device_reused`), changes nothing and leaves
+      the stored outcome as it was: the device must take a new id, not lose the write.
     - A refused mutation changes nothing and never stops the mutations after it.
     - Every value that loses a merge is saved as a `Conflict`.
     - A device clock more than `max_skew_ms` ahead is clamped to the server's HLC, so a phone
@@ -354,11 +374,15 @@ class SyncServer:
             (m.entity, m.id) for m in mutations if m.seq not in seen and m.entity in self.registry
         )
         acks: list[Ack] = []
-        new: list[tuple[Ack, tuple[str, UUID] | None]] = []
+        new: list[tuple[Outcome, tuple[str, UUID] | None]] = []
         for m in mutations:
-            prior = seen.get(m.seq)
-            if prior is not None:
-                if prior.status is AckStatus.REFUSED:
+            fp = fingerprint(m)
+            outcome = seen.get(m.seq)
+            if outcome is not None:
+                prior = outcome.ack
+                if outcome.fingerprint is not None and outcome.fingerprint != fp:
+                    acks.append(Ack(seq=m.seq, status=AckStatus.REFUSED, refusal=_DEVICE_REUSED))
+                elif prior.status is AckStatus.REFUSED:
                     acks.append(prior)
                 else:
                     acks.append(
@@ -396,15 +420,15 @@ class SyncServer:
                     key = None
                 else:
                     ack = Ack(seq=m.seq, lost=lost, ignored=ignored_fields(spec, m.fields))
-            seen[m.seq] = ack  # a seq repeated inside one batch is a duplicate too
+            seen[m.seq] = Outcome(ack, fp)  # a seq repeated inside one batch is seen too
             acks.append(ack)
-            new.append((ack, key))
+            new.append((Outcome(ack, fp), key))
         versions = await batch.flush(self.clock.now_ms())
-        for ack, key in new:
+        for outcome, key in new:
             if key is not None:
                 current = batch.loaded.get(key)
-                ack.version = versions.get(key) or (current.version if current else 0)
-        await tx.save_mutation_outcomes(device, [a for a, _ in new])
+                outcome.ack.version = versions.get(key) or (current.version if current else 0)
+        await tx.save_mutation_outcomes(device, [o for o, _ in new])
         return acks
 
     async def server_write(

@@ -26,6 +26,15 @@ from sync.merge import RecordState
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """The stored answer to one (device_id, seq) and the fingerprint of the mutation it
+    answered (`sync.server.fingerprint`; None for outcomes stored before fingerprints)."""
+
+    ack: Ack
+    fingerprint: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeItem:
     """One entry of a scope's change feed, in `seq` order.
 
@@ -48,16 +57,17 @@ class SyncTx(Protocol):
     back what it wrote in the same transaction, and it writes only after its reads.
     """
 
-    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Ack]:
-        """The stored ack of each (device_id, seq) already processed; absent seqs are new.
+    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Outcome]:
+        """The stored outcome of each (device_id, seq) already processed; absent seqs are new.
 
         Outcomes are kept for as long as a device may retry (the implementation may compact
         accepted ones to a per-device high-water mark, but must keep refusals).
         """
         ...
 
-    async def save_mutation_outcomes(self, device_id: str, acks: Sequence[Ack]) -> None:
-        """Remember the outcome of each mutation, keyed by (device_id, ack.seq)."""
+    async def save_mutation_outcomes(self, device_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Remember the outcome of each mutation and its fingerprint, keyed by
+        (device_id, outcome.ack.seq)."""
         ...
 
     async def get_records(self, entity: str, ids: Sequence[UUID]) -> dict[UUID, RecordState]:

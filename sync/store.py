@@ -32,6 +32,7 @@ import msgspec
 
 from schemas.merge import REGISTRY, Registry
 from schemas.sync import (
+    DEVICE_REUSED,
     Ack,
     AckStatus,
     Mutation,
@@ -108,6 +109,8 @@ class AckReport:
     duplicate: int = 0
     refused: list[tuple[Mutation, Refusal]] = field(default_factory=list)
     lost: list[tuple[Mutation, list[str]]] = field(default_factory=list)
+    # The device id the store took because the server saw the old one reuse a seq (or None).
+    new_device_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -405,7 +408,10 @@ class ClientStore:
 
         Accepted and duplicate ones are marked acked (they leave the outbox after the next
         complete pull); refused ones leave the outbox at once, the record is shown as the
-        server has it again, and the refusal is logged.
+        server has it again, and the refusal is logged. A refusal with rule `device_reused`
+        (the server holds another mutation under this device id and seq: a reinstalled app)
+        keeps the mutation pending and gives the store a new device id, so the next push
+        lands it; nothing is dropped.
         """
         by_seq = {m.seq: m for m in mutations}
         report = AckReport()
@@ -416,7 +422,13 @@ class ClientStore:
                 if m is None:
                     continue
                 rid = m.id.bytes
-                if ack.status is AckStatus.REFUSED:
+                refusal_rule = ack.refusal.rule if ack.refusal is not None else ""
+                if ack.status is AckStatus.REFUSED and refusal_rule == DEVICE_REUSED:
+                    if report.new_device_id is None:
+                        report.new_device_id = str(uuid.uuid4())
+                        self._set_meta("device_id", report.new_device_id)
+                        self._log("device_renewed", message=report.new_device_id, detail=None)
+                elif ack.status is AckStatus.REFUSED:
                     refusal = ack.refusal or Refusal(code=Reason.RULE)
                     self._db.execute("DELETE FROM outbox WHERE seq=?", (m.seq,))
                     self._log(
@@ -458,6 +470,8 @@ class ClientStore:
                 self._recompute(entity, rid)
             self.hlc.update(hlc)
             self._set_meta("hlc", self.hlc.last)
+        if report.new_device_id is not None:
+            self.device_id = report.new_device_id
         return report
 
     def apply_pull(self, resp: PullResponse) -> PullReport:

@@ -141,7 +141,9 @@ def test_tampered_or_expired_tokens_are_refused(client: TestClient[Any], auth: S
 
 @pytest.fixture
 def throttled_client(database_url: str, tmp_path: Path) -> Iterator[TestClient[Any]]:
-    settings = make_settings(database_url, tmp_path, login_max_failures=3, login_window_s=600)
+    settings = make_settings(
+        database_url, tmp_path, login_max_failures=3, login_window_s=600, login_delay_s=60
+    )
     with TestClient(app=create_app(settings)) as c:
         yield c
 

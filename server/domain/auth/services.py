@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
+import secrets
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,21 +38,84 @@ def user_out(row: User) -> s.User:
     )
 
 
-async def _throttle(session: AsyncSession, settings: Settings, username: str, ip: str) -> None:
-    since = utcnow() - timedelta(seconds=settings.login_window_s)
-    by_user = await session.scalar(
-        select(func.count()).where(LoginFailure.username == username, LoginFailure.at > since)
-    )
-    by_ip = await session.scalar(
-        select(func.count()).where(LoginFailure.ip == ip, LoginFailure.at > since)
-    )
-    if (by_user or 0) >= settings.login_max_failures or (by_ip or 0) >= (
-        settings.login_max_failures * 4
-    ):
-        raise TooManyRequests(
-            "too many failed logins; wait before trying again",
-            retry_after=settings.login_window_s,
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def device_key(device_id: str) -> str:
+    """Where a proven device's failures are counted (in place of an address)."""
+    return "device:" + hashlib.sha256(device_id.encode()).hexdigest()[:32]
+
+
+async def _proven_device(
+    session: AsyncSession, user: User | None, data: s.LoginRequest
+) -> Device | None:
+    """The user's device row if the request carries the secret of its last sign-in."""
+    if user is None or data.device_secret is None:
+        return None
+    row = (
+        await session.execute(
+            select(Device).where(Device.user_id == user.id, Device.device_id == data.device_id)
         )
+    ).scalar_one_or_none()
+    if row is None or row.login_secret_hash is None:
+        return None
+    if not hmac.compare_digest(row.login_secret_hash, _secret_hash(data.device_secret)):
+        return None
+    return row
+
+
+def _seconds_until(moment: datetime) -> int:
+    return max(1, math.ceil((moment - utcnow()).total_seconds()))
+
+
+async def _throttle(
+    session: AsyncSession, settings: Settings, username: str, key: str, address: str | None
+) -> None:
+    """429 while this user's sign-ins from `key` (an address, or a proven device) must wait,
+    or while `address` (None for a proven device) is over its cap for all users.
+
+    Growing delays, not a lock: after `login_max_failures` failures in the window, each
+    further attempt waits `login_delay_s * 2^(n - max)` (at most the window) after the last
+    failure. Failures from one address never hold back another address or a proven device.
+    """
+    now = utcnow()
+    since = now - timedelta(seconds=settings.login_window_s)
+    n, last = (
+        await session.execute(
+            select(func.count(), func.max(LoginFailure.at)).where(
+                LoginFailure.username == username, LoginFailure.ip == key, LoginFailure.at > since
+            )
+        )
+    ).one()
+    if n >= settings.login_max_failures and last is not None:
+        doublings = min(n - settings.login_max_failures, 30)
+        wait = min(settings.login_delay_s * 2**doublings, float(settings.login_window_s))
+        until = _aware(last) + timedelta(seconds=wait)
+        if until > now:
+            raise TooManyRequests(
+                "too many failed sign-ins for this user from here; wait before trying again",
+                retry_after=_seconds_until(until),
+            )
+    if address is None:
+        return
+    cap = settings.login_address_cap or settings.login_max_failures * 10
+    count, first = (
+        await session.execute(
+            select(func.count(), func.min(LoginFailure.at)).where(
+                LoginFailure.ip == address, LoginFailure.at > since
+            )
+        )
+    ).one()
+    if count >= cap and first is not None:
+        raise TooManyRequests(
+            "too many failed sign-ins from this address; wait before trying again",
+            retry_after=_seconds_until(_aware(first) + timedelta(seconds=settings.login_window_s)),
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def issue_pair(
@@ -71,23 +138,36 @@ class LoginRefused(Exception):
 async def login(
     session: AsyncSession, settings: Settings, data: s.LoginRequest, ip: str
 ) -> s.TokenPair:
-    """Check credentials (throttled per user and per address) and open a device session.
+    """Check credentials (throttled per user and address, and per address) and open a device
+    session; the answer carries a new `device_secret` for this device's next sign-in.
 
-    Raises LoginRefused after recording the failure in `session` (the caller commits it).
+    A request with the secret of this device's last sign-in is counted per user and device
+    instead, and not held back by failures from any address. Raises LoginRefused after
+    recording the failure in `session` (the caller commits it).
     """
-    await _throttle(session, settings, data.username, ip)
     user = (
         await session.execute(select(User).where(User.username == data.username))
     ).scalar_one_or_none()
+    proven = await _proven_device(session, user, data)
+    key = device_key(data.device_id) if proven is not None else ip
+    await _throttle(session, settings, data.username, key, None if proven is not None else ip)
     ok = verify_password(user.password_hash if user else None, data.password)
     if user is None or not ok or user.disabled or user.deleted_at is not None:
-        session.add(LoginFailure(username=data.username, ip=ip))
+        session.add(LoginFailure(username=data.username, ip=key))
         audit.record(session, user.id if user else None, "login_failed", "user", data.username)
         raise LoginRefused
-    await session.execute(delete(LoginFailure).where(LoginFailure.username == data.username))
-    await _touch_device(session, user.id, data.device_id)
+    # Only this address's (or device's) count: a success here must not give a guesser
+    # elsewhere fresh attempts.
+    await session.execute(
+        delete(LoginFailure).where(LoginFailure.username == data.username, LoginFailure.ip == key)
+    )
+    device = await _touch_device(session, user.id, data.device_id)
+    secret = secrets.token_urlsafe(32)
+    device.login_secret_hash = _secret_hash(secret)
     audit.record(session, user.id, "login", "user", user.id, device_id=data.device_id)
-    return await issue_pair(session, settings, user, data.device_id)
+    pair = await issue_pair(session, settings, user, data.device_id)
+    pair.device_secret = secret
+    return pair
 
 
 async def refresh(session: AsyncSession, settings: Settings, data: s.RefreshRequest) -> s.TokenPair:

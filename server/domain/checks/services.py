@@ -12,6 +12,7 @@ from schemas import checks as s
 from schemas.common import Role
 from server import audit, changes
 from server.auth.principal import Principal
+from server.crud import refuse_taken_id
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.models import CheckItem, CheckSubmission, CheckTemplate, Enterprise, utcnow
 
@@ -120,7 +121,7 @@ async def submit(
         existing = await session.get(CheckSubmission, data.id)
         if existing is not None:
             if existing.submitted_by != p.user_id:
-                raise Conflict("a submission with this id already exists", field="id")
+                await refuse_taken_id(session, p, CheckSubmission, data.id)
             return existing, False
     if p.role is Role.ENTERPRISE_STAFF:
         enterprise_id = await _my_enterprise(session, p)

@@ -20,7 +20,7 @@ from schemas.states import (
 )
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, get_visible, live_visible
+from server.crud import apply_patch, get_visible, live_visible, refuse_taken_id
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -136,7 +136,7 @@ async def create_incident(
         existing = await session.get(Incident, data.id)
         if existing is not None:
             if existing.created_by != p.user_id:
-                raise Conflict("an incident with this id already exists", field="id")
+                await refuse_taken_id(session, p, Incident, data.id)
             return existing, False
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
@@ -227,7 +227,7 @@ async def create_task(
         existing = await session.get(Task, data.id)
         if existing is not None:
             if existing.created_by != p.user_id:
-                raise Conflict("a task with this id already exists", field="id")
+                await refuse_taken_id(session, p, Task, data.id)
             return existing, False
     if data.incident_id is not None:
         incident = await session.get(Incident, data.incident_id)

@@ -27,7 +27,7 @@ from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, get_visible, live_visible, uid_or_none
+from server.crud import apply_patch, get_visible, live_visible, refuse_taken_id, uid_or_none
 from server.domain.dispatch.assign import dispatchers_for
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
@@ -291,7 +291,7 @@ async def create_hazard(
         existing = await session.get(Hazard, data.id)
         if existing is not None:
             if existing.reporter_id != p.user_id:
-                raise Conflict("a hazard with this id already exists", field="id")
+                await refuse_taken_id(session, p, Hazard, data.id)
             return existing, False
     reported_at = data.reported_at
     enterprise_id = data.enterprise_id

@@ -195,18 +195,30 @@ class UploadController(Controller):
 
     @head("/{upload_id:str}", operation_id="GetUploadOffset")
     async def head_upload(
-        self, request: Request[Principal, Any, Any], upload_id: FromPath[str]
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        upload_id: FromPath[str],
     ) -> Response[None]:
-        """The upload's offset (how much to resume from), length and metadata."""
+        """The upload's offset (how much to resume from), length and metadata; once complete
+        and stored, for the upload's lifetime, also Media-Id and Media-Sha256 (a client that
+        lost the last PATCH's answer finishes here without sending the bytes again)."""
+        rt = _runtime(request)
         try:
             tus.check_version(request.headers.get("tus-resumable"))
-            info = await anyio.to_thread.run_sync(
-                _runtime(request).manager.head, upload_id, _owner(request)
-            )
+            info = await anyio.to_thread.run_sync(rt.manager.head, upload_id, _owner(request))
         except tus.TusError as exc:
             # HEAD answers carry no body, so no problem details here: status and headers only.
             return Response(None, status_code=exc.status, headers=dict(exc.headers))
-        return Response(None, status_code=200, headers=tus.head_headers(info))
+        headers = tus.head_headers(info)
+        if info.is_finished:
+            media = await svc.finished_media(db, info)
+            if media is None:
+                # Finished in a request that did not commit: the bytes are gone, start over.
+                await anyio.to_thread.run_sync(rt.manager.discard, upload_id)
+                return Response(None, status_code=404, headers=dict(_TUS))
+            headers.update(_completion_headers(media))
+        return Response(None, status_code=200, headers=headers)
 
     @patch("/{upload_id:str}", operation_id="PatchUpload", status_code=204)
     async def patch_upload(

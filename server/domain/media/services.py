@@ -161,7 +161,8 @@ async def finish_upload(
 
     The media row (declared earlier, or new) becomes `stored` with type, size, dimensions and
     EXIF in the caller's transaction. The same photo twice keeps one row and one blob.
-    `actor_id` is the uploader (the upload's owner).
+    `actor_id` is the uploader (the upload's owner). The upload's bytes are dropped either
+    way; on success its state stays (`UploadManager.finish`) so a HEAD still answers it.
     """
     result = await anyio.to_thread.run_sync(_verify_ingest_store, rt, info)
     try:
@@ -201,8 +202,25 @@ async def finish_upload(
             size=result.size,
             deduplicated=not fresh,
         )
-    finally:
+    except BaseException:
         await anyio.to_thread.run_sync(rt.manager.discard, info.id)
+        raise
+    await anyio.to_thread.run_sync(rt.manager.finish, info.id, str(row.id), row.sha256)
+    return row
+
+
+async def finished_media(session: AsyncSession, info: UploadInfo) -> MediaObject | None:
+    """The stored media a finished upload became, or None if it is not stored (the request
+    that finished it failed to commit: the client must upload again)."""
+    if info.media_id is None:
+        return None
+    try:
+        ident = uuid.UUID(info.media_id)
+    except ValueError:
+        return None
+    row = await session.get(MediaObject, ident)
+    if row is None or row.status != s.MediaStatus.STORED.value:
+        return None
     return row
 
 

@@ -23,10 +23,10 @@ from schemas.common import Point, Role
 from schemas.ids import uuid7
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, ensure_new_id
+from server.crud import apply_patch, ensure_new_id, refuse_taken_id
 from server.db import dialect_of
 from server.domain.reference.reach import reference_areas
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Forbidden, InvalidInput, NotFound
 from server.models import (
     AdminArea,
     Contact,
@@ -167,7 +167,7 @@ def resource_out(row: Resource, distance_m: float | None = None) -> s.Resource:
 
 async def create_area(session: AsyncSession, p: Principal, data: s.AdminAreaCreate) -> AdminArea:
     """Add an area under its parent; its path extends the parent's."""
-    await ensure_new_id(session, AdminArea, data.id)
+    await ensure_new_id(session, p, AdminArea, data.id)
     parent_path = "/"
     if data.parent_id is not None:
         parent = await session.get(AdminArea, data.parent_id)
@@ -194,7 +194,7 @@ async def create_org(
     session: AsyncSession, p: Principal, data: s.OrganisationCreate
 ) -> Organisation:
     """Add an organisation."""
-    await ensure_new_id(session, Organisation, data.id)
+    await ensure_new_id(session, p, Organisation, data.id)
     if data.kind is s.OrgKind.LINKED_UNIT and data.unit_kind is None:
         raise InvalidInput("a linked unit needs unit_kind", field="unit_kind")
     row = Organisation(
@@ -215,7 +215,7 @@ async def create_org(
 
 async def create_grid(session: AsyncSession, p: Principal, data: s.GridCreate) -> Grid:
     """Add a grid; its area is the one containing the polygon's centre."""
-    await ensure_new_id(session, Grid, data.id)
+    await ensure_new_id(session, p, Grid, data.id)
     boundary = geo.polygon_to_db(data.boundary, "boundary")
     c = to_shape(boundary).representative_point()
     row = Grid(
@@ -254,7 +254,7 @@ async def create_enterprise(
     session: AsyncSession, p: Principal, data: s.EnterpriseCreate
 ) -> Enterprise:
     """Register an enterprise; staff of `org_id` (an enterprise organisation) act for it."""
-    await ensure_new_id(session, Enterprise, data.id)
+    await ensure_new_id(session, p, Enterprise, data.id)
     if data.org_id is not None:
         org = await session.get(Organisation, data.org_id)
         if org is None or org.kind != s.OrgKind.ENTERPRISE:
@@ -278,7 +278,7 @@ async def create_enterprise(
 
 async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceCreate) -> Resource:
     """Add a resource at a point."""
-    await ensure_new_id(session, Resource, data.id)
+    await ensure_new_id(session, p, Resource, data.id)
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
     await ensure_in_my_area(session, p, area_id, "resource")
@@ -449,7 +449,7 @@ async def create_contact(
         existing = await session.get(Contact, data.id)
         if existing is not None:
             if existing.created_by != p.user_id or existing.deleted_at is not None:
-                raise Conflict("a contact with this id already exists", field="id")
+                await refuse_taken_id(session, p, Contact, data.id, get_contact)
             return existing, False
     await _check_areas(session, p, data.area_ids)
     await _check_links(session, data.org_id, data.user_id)

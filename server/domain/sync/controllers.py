@@ -34,6 +34,7 @@ from server.domain.sync import services as svc
 from server.domain.sync.changelog import SyncRuntime
 from server.errors import InvalidInput
 from server.scope import require
+from server.strict import decode_failure
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -70,8 +71,11 @@ def _decode(request: Request[Any, Any, Any], raw: bytes, mp: Any, js: Any) -> An
     body = _body(raw, request)
     try:
         return (mp if _is_msgpack(request) else js).decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
         raise InvalidInput(f"bad sync message: {exc}", field="body") from exc
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        # Not a message at all: bad bytes, invalid UTF-8, nesting deeper than a decoder goes.
+        raise decode_failure(exc) from exc
 
 
 def _answer(request: Request[Any, Any, Any], reply: Any) -> Response[bytes]:

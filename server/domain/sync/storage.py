@@ -41,7 +41,7 @@ from server.models import (
     SyncRecord,
 )
 from sync.merge import RecordState
-from sync.storage import ScopeItem
+from sync.storage import Outcome, ScopeItem
 
 T = TypeVar("T")
 
@@ -113,34 +113,40 @@ class SqlTx:
     def _touch(self, scopes: set[str]) -> None:
         self.s.info.setdefault(TOUCHED, set()).update(scopes)
 
-    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Ack]:
+    async def mutation_outcomes(self, device_id: str, seqs: Sequence[int]) -> dict[int, Outcome]:
         """Stored acks; on PostgreSQL the device is locked first so a concurrent retry of the
         same batch waits and then sees these outcomes instead of applying twice."""
         if self.pg:
             self.s.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:d))"), {"d": f"sync:{device_id}"}
             )
-        out: dict[int, Ack] = {}
+        out: dict[int, Outcome] = {}
         for part in _chunks(list(seqs)):
             rows = self.s.execute(
-                select(SyncMutation.seq, SyncMutation.ack).where(
+                select(SyncMutation.seq, SyncMutation.ack, SyncMutation.fingerprint).where(
                     SyncMutation.device_id == device_id, SyncMutation.seq.in_(part)
                 )
             )
-            for seq, blob in rows:
-                out[seq] = _ack_dec.decode(blob)
+            for seq, blob, fp in rows:
+                out[seq] = Outcome(_ack_dec.decode(blob), fp)
         return out
 
-    async def save_mutation_outcomes(self, device_id: str, acks: Sequence[Ack]) -> None:
+    async def save_mutation_outcomes(self, device_id: str, outcomes: Sequence[Outcome]) -> None:
         """Insert outcomes (a retried batch never reaches here for known seqs)."""
-        if not acks:
+        if not outcomes:
             return
         now = _now_ms()
         self.s.execute(
             _insert(self.s, SyncMutation).on_conflict_do_nothing(),
             [
-                {"device_id": device_id, "seq": a.seq, "ack": _state_enc.encode(a), "at_ms": now}
-                for a in acks
+                {
+                    "device_id": device_id,
+                    "seq": o.ack.seq,
+                    "ack": _state_enc.encode(o.ack),
+                    "fingerprint": o.fingerprint,
+                    "at_ms": now,
+                }
+                for o in outcomes
             ],
         )
 

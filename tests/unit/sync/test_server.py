@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.sync import (
+    DEVICE_REUSED,
     AckStatus,
     Mutation,
     Op,
@@ -76,8 +77,36 @@ async def test_push_is_exactly_once_and_retry_changes_nothing(rig: Rig) -> None:
     assert again.acks[1].version == first.acks[1].version
     assert rig.storage.record("hazard", rid) == before
     # the same seq twice inside one batch is a duplicate as well
-    dup = await push(rig, "A", mut(3, rid, {"description": "t"}), mut(3, rid, {"description": "u"}))
+    dup = await push(rig, "A", mut(3, rid, {"description": "t"}), mut(3, rid, {"description": "t"}))
     assert [a.status for a in dup.acks] == [AckStatus.ACCEPTED, AckStatus.DUPLICATE]
+    assert rig.storage.record("hazard", rid).fields["description"].value == "t"
+
+
+async def test_a_reused_seq_with_other_content_is_refused_not_dup(rig: Rig) -> None:
+    """A device that restarted its numbering (reinstalled, wiped store, same id) must not have
+    its new writes acknowledged and dropped."""
+    rid = uuid.uuid4()
+    first = mut(1, rid, hazard_fields(), op=Op.CREATE)
+    await push(rig, "A", first)
+    before = rig.storage.record("hazard", rid)
+    outcomes = rig.storage.outcomes()
+    for other in (
+        mut(1, rid, {"description": "new"}),  # other fields
+        mut(1, rid, hazard_fields(), op=Op.CREATE, hlc=pack(1_700_000_000_001, 0)),  # other HLC
+        mut(1, uuid.uuid4(), hazard_fields(), op=Op.CREATE),  # another record
+    ):
+        (ack,) = (await push(rig, "A", other)).acks
+        assert ack.status is AckStatus.REFUSED
+        assert ack.refusal is not None and ack.refusal.code is Reason.RULE
+        assert ack.refusal.rule == DEVICE_REUSED
+        # nothing changed, and the stored outcome still answers a true retry
+        assert rig.storage.record("hazard", rid) == before
+        assert rig.storage.outcomes() == outcomes
+    (retry,) = (await push(rig, "A", first)).acks
+    assert retry.status is AckStatus.DUPLICATE
+    # inside one batch too
+    two = await push(rig, "A", mut(9, rid, {"description": "t"}), mut(9, rid, {"description": "u"}))
+    assert [a.status for a in two.acks] == [AckStatus.ACCEPTED, AckStatus.REFUSED]
     assert rig.storage.record("hazard", rid).fields["description"].value == "t"
 
 
