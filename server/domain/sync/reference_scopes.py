@@ -38,13 +38,16 @@ from schemas.common import Role
 from server.auth.principal import Principal
 from server.domain.reference.reach import reference_areas
 from server.domain.sync.mapping import plan_unit_kinds
-from server.models import AdminArea, Organisation
+from server.models import Organisation
 
 REF = "ref"
 """Everyone's scope (also alerts and check templates)."""
 PLANS = "plans"
 """Every plan: dispatchers and administrators."""
 REFAREA = "refarea:"
+REFALL = "refall"
+"""Every placed resource and contact: what administrators read (one cursor instead of one per
+area in the country: every pull request carries a cursor per scope)."""
 PLANKIND = "plankind:"
 
 _REFERENCE_ENTITIES = frozenset({"resource", "contact", "plan"})
@@ -60,9 +63,11 @@ def reference_record_scopes(entity: str, values: dict[str, Any]) -> list[str] | 
     if entity not in _REFERENCE_ENTITIES:
         return None
     if entity == "resource":
-        return _area_keys([values.get("area_id")]) or [REF]
+        placed = _area_keys([values.get("area_id")])
+        return [*placed, REFALL] if placed else [REF]
     if entity == "contact":
-        return _area_keys(values.get("area_ids") or []) or [REF]
+        placed = _area_keys(values.get("area_ids") or [])
+        return [*placed, REFALL] if placed else [REF]
     keys = [PLANS]
     if values.get("active"):
         keys += [f"{PLANKIND}{k}" for k in plan_unit_kinds(values.get("templates") or [])]
@@ -86,8 +91,9 @@ def reference_reads(session: Session, p: Principal) -> set[str]:
     out = {REF}
     areas = reference_areas(session, p)
     if areas is None:
-        areas = set(session.execute(select(AdminArea.id)).scalars())
-    out.update(_area_keys(areas))
+        out.add(REFALL)  # administrators: one scope, not one cursor per area of the country
+    else:
+        out.update(_area_keys(areas))
     if p.role in (Role.ADMIN, Role.DISPATCHER):
         out.add(PLANS)
     elif p.role is Role.RESPONDER:

@@ -18,10 +18,10 @@ AT = datetime(2026, 11, 24, 8, 30, tzinfo=UTC)
 
 
 def test_resources_and_contacts_go_to_their_areas() -> None:
-    assert reference_record_scopes("resource", {"area_id": str(A)}) == [f"refarea:{A}"]
+    assert reference_record_scopes("resource", {"area_id": str(A)}) == [f"refarea:{A}", "refall"]
     assert reference_record_scopes("resource", {"area_id": None}) == ["ref"]
     both = reference_record_scopes("contact", {"area_ids": [str(B), str(A), str(A)]})
-    assert both == sorted({f"refarea:{A}", f"refarea:{B}"})
+    assert both == [*sorted({f"refarea:{A}", f"refarea:{B}"}), "refall"]
     assert reference_record_scopes("contact", {"area_ids": []}) == ["ref"]
     assert reference_record_scopes("contact", {}) == ["ref"]
 
@@ -63,7 +63,7 @@ def test_synced_values_are_wire_forms_the_specs_accept() -> None:
     assert values["area_id"] == str(B) and values["contact"] == "管理处"
     assert values["location"] == {"type": "Point", "coordinates": [121.4737, 31.2304]}
     _fits("resource", values)
-    assert reference_record_scopes("resource", values) == [f"refarea:{B}"]
+    assert reference_record_scopes("resource", values) == [f"refarea:{B}", "refall"]
 
     con = Contact(
         id=B,
