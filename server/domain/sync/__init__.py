@@ -1,1 +1,2 @@
-"""Delta sync on the server: storage, policy, the REST bridge, endpoints and events."""
+"""Delta sync on the server: storage, the policy that applies device writes through
+the domain actions, the change log's commit hook, endpoints and events."""

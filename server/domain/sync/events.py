@@ -6,7 +6,7 @@ size one).
 
 Across processes (several `liandong serve` workers, `liandong worker`, the CLI) on PostgreSQL:
 the committing transaction also sends `NOTIFY liandong_sync` (`notify_payloads`, sent by the
-bridge before commit, so PostgreSQL delivers it exactly when the commit succeeds), and every
+commit hook before commit, so PostgreSQL delivers it exactly when the commit succeeds), and every
 process keeps one LISTEN connection (`listen`) that publishes what other processes committed
 into its own broker. SQLite deployments are one process.
 """

@@ -19,7 +19,6 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from schemas.common import Point
 from server import geo
 from server.models import (
     Alert,
@@ -49,21 +48,9 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_time(value: Any) -> datetime | None:
-    """Inverse of `iso` (values were checked by the merge's value kinds)."""
-    if value is None:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
-
-
 def sid(value: uuid.UUID | None) -> str | None:
     """A UUID as its canonical string."""
     return str(value) if value is not None else None
-
-
-def uid(value: Any) -> uuid.UUID | None:
-    """A UUID string back to a UUID."""
-    return uuid.UUID(str(value)) if value else None
 
 
 def point(value: Any) -> dict[str, Any] | None:
@@ -72,14 +59,6 @@ def point(value: Any) -> dict[str, Any] | None:
     if p is None:
         return None
     return {"type": "Point", "coordinates": [p.coordinates[0], p.coordinates[1]]}
-
-
-def point_db(value: Any) -> Any:
-    """A GeoJSON point dict as a database value."""
-    if value is None:
-        return None
-    lon, lat = value["coordinates"][:2]
-    return geo.point_to_db(Point(coordinates=(float(lon), float(lat))))
 
 
 def area(value: Any) -> dict[str, Any] | None:

@@ -1,10 +1,10 @@
 """`sync.storage.SyncStorage` on SQLAlchemy, for SpatiaLite and PostGIS.
 
-The engine's storage Protocol is async; SQLAlchemy's ORM events (the REST bridge) are not. So
+The engine's storage Protocol is async; SQLAlchemy's ORM events (the commit hook) are not. So
 the methods here are `async def` but never suspend: they run plain (synchronous) `Session`
 calls, which work inside SQLAlchemy's greenlet (`AsyncSession.run_sync`, or any session event
 fired under an `AsyncSession`). `drive()` runs such a coroutine to completion on the spot. One
-implementation therefore serves the HTTP endpoints, the bridge that turns REST writes into
+implementation therefore serves the HTTP endpoints, the commit hook that turns recorded writes into
 changes, the CLI and the benchmarks.
 
 Ordering promise (`next_seqs`): the writer takes the lock on the single `sync_counter` row
@@ -49,11 +49,11 @@ TOUCHED = "sync_touched"
 """`session.info` key: scopes changed in this transaction (published after commit)."""
 
 SKIP = "sync_skip"
-"""`session.info` key: (model, id) of domain rows that sync itself wrote (the bridge skips them)."""
+"""`session.info` key: (model, id) of domain rows the engine stored itself (the hook skips them)."""
 
 
 def mark_skip(session: Session, row: Any) -> None:
-    """Tell the bridge that `row` was written by sync (not a REST write to turn into a change)."""
+    """Tell the commit hook that the engine already stored `row`'s values with a device write."""
     session.info.setdefault(SKIP, set()).add((type(row), row.id))
 
 
