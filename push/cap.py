@@ -370,9 +370,28 @@ def _alert_element(alert: Alert) -> ET.Element:
     return root
 
 
+# What XML 1.0 cannot carry at all (its Char production): C0 controls but tab, newline and
+# carriage return, surrogates, and U+FFFE/U+FFFF. ElementTree writes them anyway, and every
+# reader of the feed would then refuse the whole document.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _check_chars(root: ET.Element) -> None:
+    for element in root.iter():
+        for value in (element.text, *element.attrib.values()):
+            if value and (bad := _NOT_XML.search(value)):
+                raise CapError(
+                    f"{element.tag.rsplit('}', 1)[-1]}: character U+{ord(bad.group()):04X} "
+                    "cannot be written in XML"
+                )
+
+
 def to_xml(alert: Alert) -> bytes:
-    """The alert as a CAP 1.2 XML document (UTF-8, with declaration, default namespace)."""
+    """The alert as a CAP 1.2 XML document (UTF-8, with declaration, default namespace).
+    Raises `CapError` for text XML cannot carry, instead of writing a document no reader
+    accepts."""
     root = _alert_element(alert)
+    _check_chars(root)
     document: bytes = ET.tostring(
         root, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS
     )

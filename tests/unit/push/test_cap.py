@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
@@ -66,14 +67,19 @@ def make_alert(**over: object) -> Alert:
 
 tokens = st.text(
     alphabet=st.characters(
-        codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), exclude_characters=",<&"
+        codec="utf-8",
+        exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp"),
+        exclude_characters=",<&\ufffe\uffff",  # U+FFFE/U+FFFF: not XML characters
     ),
     min_size=1,
     max_size=20,
 )
 # XML 1.0 cannot carry most control characters, and CAP text is trimmed on the way in.
 texts = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40
+    alphabet=st.characters(
+        codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="\ufffe\uffff"
+    ),
+    max_size=40,
 ).map(str.strip)
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))])
 times = st.builds(
@@ -329,3 +335,12 @@ def test_select_recipients_by_polygon_and_circle() -> None:
         ("beyond-circle", 30.06, 120.0),  # ~6.7 km
     ]
     assert select_recipients(alert, positions) == ["inside-square", "in-circle"]
+
+
+def test_text_xml_cannot_carry_is_refused_not_written() -> None:
+    """U+FFFF (or a C0 control) in a headline would make the whole feed unreadable."""
+    alert = make_alert()
+    bad = make_alert(infos=(msgspec.structs.replace(alert.infos[0], headline="暴雨\uffff预警"),))
+    with pytest.raises(CapError, match=r"U\+FFFF"):
+        to_xml(bad)
+    to_xml(alert)  # the same alert without it is written
