@@ -345,6 +345,13 @@ def task_view(run: Run) -> dict[str, Any]:
     }
 
 
+def fix_view(run: Run) -> dict[str, Any]:
+    """After a position fix: the responder is on dispatch's map where the phone said."""
+    seen = position_view(run)
+    assert [p["location"]["coordinates"] for p in seen["position"]] == [[121.4861, 31.2381]]
+    return seen
+
+
 def position_view(run: Run) -> dict[str, Any]:
     units = _ok_list(run.client.get("/api/v1/units/positions", headers=run.auth("dispatcher")))
     me = str(f.did("user:fire1"))
@@ -467,7 +474,7 @@ CASES = [
         task_view,
     ),
     Case("self-check with a failed item", nothing, self_check, submission_view),
-    Case("position fix", nothing, position, position_view),
+    Case("position fix", nothing, position, fix_view),
 ]
 
 
