@@ -21,7 +21,13 @@ $(VENV)/.synced: uv.lock pyproject.toml infra/bootstrap.sh
 	@bash infra/bootstrap.sh
 	@touch $@
 
-setup: $(VENV)/.synced
+# gettext catalogues (i18n/locale/*/LC_MESSAGES/liandong.po) compile to .mo with Babel.
+PO := $(wildcard i18n/locale/*/LC_MESSAGES/liandong.po)
+MO := $(PO:.po=.mo)
+%.mo: %.po $(VENV)/.synced
+	@$(BIN)/pybabel --quiet compile -D liandong -i $< -o $@
+
+setup: $(VENV)/.synced $(MO)
 
 run: setup
 	@mkdir -p var
