@@ -449,21 +449,40 @@ register(
 register(
     EntitySpec(
         name="alert",
+        # A public warning (CAP 1.2), one record per warning (id = its first message's id),
+        # holding its current message: an Update replaces the values, a Cancel deletes the
+        # record. Every field is the server's; docs/sync-protocol.md lists what each means.
         fields={
+            "message_id": lww(K.UUID),
             "identifier": lww(K.STR),
+            "sender": lww(K.STR),
+            "sent": lww(K.DATETIME),
+            "status": lww(K.STR),
             "msg_type": lww(K.STR),
+            "references": lww(K.LIST),
             "color": lww(K.STR),
-            "headline": lww(K.STR),
-            "description": lww(K.STR),
+            "level": lww(K.STR),
+            "category": lww(K.LIST),
+            "response_type": lww(K.LIST),
             "urgency": lww(K.STR),
             "severity": lww(K.STR),
             "certainty": lww(K.STR),
-            "area": lww(K.DICT),
-            "sent": lww(K.DATETIME),
+            "effective": lww(K.DATETIME),
+            "onset": lww(K.DATETIME),
             "expires": lww(K.DATETIME),
+            "web": lww(K.STR),
+            "contact": lww(K.STR),
+            "texts": lww(K.DICT),
+            "area": lww(K.DICT),
+            "circles": lww(K.LIST),
+            "geocodes": lww(K.LIST),
+            "area_ids": lww(K.LIST),
+            "imported": lww(K.BOOL),
+            "cap_url": lww(K.STR),
         },
         client_writable=False,
-        scope_doc="reference data for everyone in its area",
+        scope_doc="the deepest areas it covers (`refarea:A`), read by users of those areas, of "
+        "their neighbours and above them; administrators all (`refall`)",
     )
 )
 

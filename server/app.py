@@ -27,7 +27,13 @@ from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
 from server.domain.admin.controllers import AuditController, UserController
-from server.domain.alerts.controllers import AlertController
+from server.domain.alerts.controllers import (
+    AlertAuthorityController,
+    AlertController,
+    AlertFeedController,
+)
+from server.domain.alerts.feeds import alert_feeds_lifespan
+from server.domain.alerts.public import PublicAlertController
 from server.domain.auth.controllers import AuthController, DeviceController
 from server.domain.checks.controllers import CheckSubmissionController, CheckTemplateController
 from server.domain.dispatch.controllers import (
@@ -188,6 +194,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UploadController,
             MediaController,
             AlertController,
+            AlertAuthorityController,
+            AlertFeedController,
+            PublicAlertController,
             CheckTemplateController,
             CheckSubmissionController,
             create_static_files_router(
@@ -221,7 +230,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=strict_json_body,
         request_max_body_size=settings.max_body_bytes,
         on_shutdown=[_dispose],
-        lifespan=[hazard_jobs_lifespan, _background_jobs, sync_lifespan, frozen_heap],
+        lifespan=[
+            hazard_jobs_lifespan,
+            _background_jobs,
+            sync_lifespan,
+            alert_feeds_lifespan,
+            frozen_heap,
+        ],
         openapi_config=OpenAPIConfig(
             title="Liandong API",
             version="1.0.0",

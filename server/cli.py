@@ -86,7 +86,7 @@ def seed_demo(settings: Settings) -> None:
     """Load the demo district, units, grids and one user per role (idempotent)."""
     from server.demo import seed
 
-    summary = _in_transaction(settings, lambda s: seed(s, settings.demo_password))
+    summary = _in_transaction(settings, lambda s: seed(s, settings.demo_password, settings))
     click.echo("demo data loaded" if summary.created else "demo data already present")
     click.echo(f"  demo logins ({', '.join(summary.users)}), password: {settings.demo_password}")
 

@@ -84,6 +84,16 @@ class Settings:
     # with background_jobs, or `liandong sync purge`); older device cursors get a resync.
     sync_tombstone_days: float = 30.0
     sync_purge_interval_s: float = 24 * 3600.0
+    # Public warnings (issue 11, docs/alerts.md). CAP documents are signed (enveloped XML
+    # signature, RSA-SHA256) when both a PEM private key and its PEM certificate are given.
+    cap_signing_key: Path | None = None
+    cap_signing_cert: Path | None = None
+    cap_import_max_bytes: int = 512 * 1024  # another authority's CAP document, at most
+    cap_feed_retention_h: float = 48.0  # cancelled/expired warnings stay in the Atom feed
+    alert_feed_poll_s: float = 300.0  # polling other authorities' feeds, with background_jobs
+    public_rate_per_min: int = 120  # requests per client address to /api/v1/public/, per process
+    public_max_age_s: int = 30  # Cache-Control max-age of the public lists and feed
+    public_url: str | None = None  # absolute base of links in the Atom feed (else the request's)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -135,4 +145,12 @@ class Settings:
             escalation_window_low_s=int(env("LIANDONG_ESCALATION_WINDOW_LOW", "600")),
             sync_tombstone_days=float(env("LIANDONG_SYNC_TOMBSTONE_DAYS", "30")),
             sync_purge_interval_s=float(env("LIANDONG_SYNC_PURGE_INTERVAL", str(24 * 3600))),
+            cap_signing_key=Path(k) if (k := env("LIANDONG_CAP_SIGNING_KEY")) else None,
+            cap_signing_cert=Path(c) if (c := env("LIANDONG_CAP_SIGNING_CERT")) else None,
+            cap_import_max_bytes=int(env("LIANDONG_CAP_IMPORT_MAX_BYTES", str(512 * 1024))),
+            cap_feed_retention_h=float(env("LIANDONG_CAP_FEED_RETENTION_H", "48")),
+            alert_feed_poll_s=float(env("LIANDONG_ALERT_FEED_POLL", "300")),
+            public_rate_per_min=int(env("LIANDONG_PUBLIC_RATE_PER_MIN", "120")),
+            public_max_age_s=int(env("LIANDONG_PUBLIC_MAX_AGE", "30")),
+            public_url=env("LIANDONG_PUBLIC_URL"),
         )

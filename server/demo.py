@@ -1,6 +1,7 @@
 """Demo data around Huangpu District, Shanghai (boundaries are simplified rectangles).
 
-A command centre, seven linked units (two fire, two EMS), two grids with an inspector each, an
+A command centre (the warning authority; its duty chief approves orange and red warnings),
+seven linked units (two fire, two EMS), two grids with an inspector each, an
 enterprise with its safety officer, shelters, a supply depot, a rescue team, contacts (the duty
 lines of the command centre and of police 110, fire 119 and EMS 120, and two people), a weekly
 check template, an emergency plan, one user per role. Loading twice changes nothing.
@@ -10,10 +11,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.alerts import (
+    AlertColor,
+    AlertDraft,
+    Category,
+    EnglishText,
+    MsgType,
+    ResponseType,
+)
 from schemas.common import Point, Polygon, Role
 from schemas.reference import (
     AdminAreaCreate,
@@ -30,8 +40,18 @@ from schemas.reference import (
 from server import changes, geo
 from server.auth.passwords import hash_password
 from server.auth.principal import Principal
+from server.config import Settings
+from server.domain.alerts import services as alerts
 from server.domain.reference import services as ref
-from server.models import CheckItem, CheckTemplate, EmergencyPlan, Enterprise, User
+from server.models import (
+    AlertAuthority,
+    CheckItem,
+    CheckTemplate,
+    EmergencyPlan,
+    Enterprise,
+    User,
+    utcnow,
+)
 
 NS = uuid.UUID("6f1d3c1e-1c8b-4d7e-9a55-2a2f4b0c9e01")
 
@@ -49,6 +69,7 @@ def rect(w: float, s: float, e: float, n: float) -> Polygon:
 DEMO_USERS = (
     ("admin", "系统管理员 Admin", Role.ADMIN, None),
     ("dispatcher", "指挥员 Dispatcher", Role.DISPATCHER, "org:command"),
+    ("chief", "值班领导 Duty chief (approves warnings)", Role.DISPATCHER, "org:command"),
     ("police1", "民警 Police 1", Role.RESPONDER, "org:police"),
     ("fire1", "消防员 Firefighter 1", Role.RESPONDER, "org:fire"),
     ("ems1", "急救员 EMS 1", Role.RESPONDER, "org:ems"),
@@ -62,6 +83,9 @@ DEMO_USERS = (
 )
 
 
+DEMO_CAP_SENDER = "huangpu.emergency@liandong.invalid"
+
+
 @dataclass(frozen=True)
 class DemoSummary:
     """What seed-demo did."""
@@ -70,8 +94,10 @@ class DemoSummary:
     users: tuple[str, ...]
 
 
-async def seed(session: AsyncSession, password: str) -> DemoSummary:
-    """Load the demo data unless it is already there."""
+async def seed(
+    session: AsyncSession, password: str, settings: Settings | None = None
+) -> DemoSummary:
+    """Load the demo data unless it is already there (`settings`: how warnings are signed)."""
     users = tuple(u[0] for u in DEMO_USERS)
     if (await session.execute(select(User.id).where(User.username == "admin"))).first():
         return DemoSummary(created=False, users=users)
@@ -243,6 +269,20 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
                 area_id=district.id if role is Role.DISPATCHER else None,
             )
         )
+    await session.flush()
+    # The command centre sends public warnings; the duty chief approves orange and red ones.
+    session.add(
+        AlertAuthority(
+            org_id=did("org:command"),
+            sender=DEMO_CAP_SENDER,
+            name="黄浦区应急管理局 (演示)",
+            name_en="Huangpu District Emergency Management Bureau (demo)",
+            web="https://liandong.invalid/warnings",
+            contact="12345",
+            approval_colors=[],
+            approver_ids=[str(did("user:chief"))],
+        )
+    )
     await session.flush()
 
     grids = {
@@ -489,4 +529,102 @@ async def seed(session: AsyncSession, password: str) -> DemoSummary:
         )
     await session.flush()
     changes.record(session, plan)
+    await _warnings(session, settings)
     return DemoSummary(created=True, users=users)
+
+
+def _as(username: str, role: Role) -> Principal:
+    return Principal(
+        user_id=did(f"user:{username}"),
+        username=username,
+        role=role,
+        org_id=did("org:command"),
+        area_id=did("area:huangpu"),
+        session_id=uuid.UUID(int=0),
+        device_id="seed-demo",
+    )
+
+
+async def _warnings(session: AsyncSession, settings: Settings | None) -> None:
+    """A current bilingual warning for part of the district, and an earlier warning that was
+    updated and then cancelled (so `make run` shows the public feed at work)."""
+    dispatcher, chief = _as("dispatcher", Role.DISPATCHER), _as("chief", Role.DISPATCHER)
+    soon = utcnow() + timedelta(days=7)
+    gale, _, _ = await alerts.create_draft(
+        session,
+        dispatcher,
+        AlertDraft(
+            id=did("alert:gale"),
+            color=AlertColor.YELLOW,
+            category=[Category.MET],
+            response_type=[ResponseType.PREPARE],
+            event="大风",
+            headline="大风黄色预警",
+            description="受冷空气影响，预计未来24小时内黄浦江沿岸将出现8级以上阵风。",  # noqa: RUF001
+            instruction="加固户外广告牌和临时搭建物，滨江步道暂停开放，注意高空坠物。",  # noqa: RUF001
+            area_desc="黄浦区外滩沿线",
+            expires=soon,
+            area=rect(121.484, 31.228, 121.498, 31.246),
+            en=EnglishText(
+                event="Gale",
+                headline="Yellow gale warning",
+                description="Gusts of force 8 or more expected along the Huangpu River "
+                "within 24 hours.",
+                instruction="Secure outdoor signs and temporary structures; the riverside "
+                "walk is closed; beware of falling objects.",
+                area_desc="The Bund, Huangpu District",
+            ),
+        ),
+    )
+    await alerts.publish(session, dispatcher, settings, gale)
+    storm, _, _ = await alerts.create_draft(
+        session,
+        dispatcher,
+        AlertDraft(
+            id=did("alert:rainstorm"),
+            color=AlertColor.ORANGE,
+            category=[Category.MET],
+            response_type=[ResponseType.AVOID],
+            event="暴雨",
+            headline="暴雨橙色预警",
+            description="预计未来3小时内豫园地区降雨量将达50毫米以上。",
+            instruction="避免前往地下空间和低洼地带。",
+            area_desc="黄浦区豫园街道",
+            expires=soon,
+            area=rect(121.482, 31.216, 121.500, 31.227),
+            en=EnglishText(
+                event="Rainstorm",
+                headline="Orange rainstorm warning",
+                description="More than 50 mm of rain expected around Yuyuan within 3 hours.",
+                instruction="Keep out of underground spaces and low-lying streets.",
+            ),
+        ),
+    )
+    await alerts.publish(session, chief, settings, storm)
+    weaker, _, _ = await alerts.create_draft(
+        session,
+        dispatcher,
+        AlertDraft(
+            id=did("alert:rainstorm:update"),
+            msg_type=MsgType.UPDATE,
+            references=[storm.id],
+            color=AlertColor.YELLOW,
+            headline="暴雨黄色预警 (降级)",
+            en=EnglishText(
+                event="Rainstorm",
+                headline="Rainstorm warning lowered to yellow",
+                description="The rain weakens; 20 mm more expected within 3 hours.",
+            ),
+        ),
+    )
+    await alerts.publish(session, dispatcher, settings, weaker)
+    ended, _, _ = await alerts.create_draft(
+        session,
+        dispatcher,
+        AlertDraft(
+            id=did("alert:rainstorm:cancel"),
+            msg_type=MsgType.CANCEL,
+            references=[weaker.id],
+        ),
+    )
+    await alerts.publish(session, dispatcher, settings, ended)

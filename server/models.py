@@ -362,28 +362,102 @@ class CheckSubmission(Record):
 
 
 class Alert(Record):
-    """A public warning with CAP 1.2 fields."""
+    """One CAP 1.2 message of a public warning (docs/alerts.md).
+
+    A draft (`state` draft) is edited until it is published; then it never changes again:
+    `cap_xml` holds the exact document served at `/api/v1/public/cap/{id}` (signed when a key
+    is configured), and only the bookkeeping columns `superseded_by` and `updated_at` move
+    when a later message of its chain supersedes it. `texts` holds one entry per language
+    (zh-CN always): {language, event, headline, description, instruction, sender_name,
+    area_desc}. `area` is the polygons with the circles approximated, for spatial queries;
+    `polygons` are exactly what the CAP document carries. `area_ids` are the deepest
+    administrative areas it touches (phones of those areas hold it).
+    """
 
     __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("sender", "identifier"),)
 
-    identifier: Mapped[str] = mapped_column(String(200), unique=True)
+    chain_id: Mapped[uuid.UUID] = mapped_column(Uuid(), index=True)
+    identifier: Mapped[str] = mapped_column(String(200))
+    sender: Mapped[str] = mapped_column(String(200))
+    sent: Mapped[datetime | None] = mapped_column(default=None)
+    status: Mapped[str] = mapped_column(String(16))
     msg_type: Mapped[str] = mapped_column(String(16))
-    references: Mapped[str | None] = mapped_column(String(400))
-    event: Mapped[str] = mapped_column(String(200))
-    color: Mapped[str] = mapped_column(String(8))
+    scope: Mapped[str] = mapped_column(String(16), default="Public")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    references: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    color: Mapped[str | None] = mapped_column(String(8), default=None)
+    category: Mapped[list[str]] = mapped_column(JSON, default=list)
+    response_type: Mapped[list[str]] = mapped_column(JSON, default=list)
     urgency: Mapped[str] = mapped_column(String(16))
     severity: Mapped[str] = mapped_column(String(16))
     certainty: Mapped[str] = mapped_column(String(16))
-    headline: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str | None] = mapped_column(Text)
-    instruction: Mapped[str | None] = mapped_column(Text)
-    language: Mapped[str] = mapped_column(String(16), default="zh-CN")
-    area_desc: Mapped[str] = mapped_column(String(200))
+    effective: Mapped[datetime | None] = mapped_column(default=None)
+    onset: Mapped[datetime | None] = mapped_column(default=None)
+    expires: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    web: Mapped[str | None] = mapped_column(String(500), default=None)
+    contact: Mapped[str | None] = mapped_column(String(200), default=None)
+    texts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     area = polygon_col(kind="MULTIPOLYGON")
-    sent: Mapped[datetime] = mapped_column(default=utcnow)
-    expires: Mapped[datetime | None] = mapped_column()
-    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
-    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    polygons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    circles: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    geocodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    area_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), default=None)
+    authority_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organisations.id"), default=None
+    )
+    drafted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
+    approved_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
+    published_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
+    published_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid(), default=None)
+    imported: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    cap_xml: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+class AlertChain(Record):
+    """A warning as phones hold it: the chain of its messages, `id` = the first message's id.
+
+    Synced as entity `alert` (mapping.py): its values are those of the chain's current message
+    (`current_id`). Created when the first message is published; a Cancel deletes it (phones
+    drop it); an Update points it at the new message (phones replace it).
+    """
+
+    __tablename__ = "alert_chains"
+
+    current_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts.id"))
+    sender: Mapped[str] = mapped_column(String(200))
+
+
+class AlertAuthority(Record):
+    """An organisation that sends warnings: CAP sender id, names, who approves what."""
+
+    __tablename__ = "alert_authorities"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"), unique=True)
+    sender: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str | None] = mapped_column(String(200), default=None)
+    web: Mapped[str | None] = mapped_column(String(500), default=None)
+    contact: Mapped[str | None] = mapped_column(String(200), default=None)
+    approval_colors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    approver_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class AlertFeed(Record):
+    """Another authority's CAP feed an administrator asked this server to poll."""
+
+    __tablename__ = "alert_feeds"
+
+    url: Mapped[str] = mapped_column(String(500), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_polled_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
 
 
 class Resource(Record):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.demo import did
@@ -60,16 +61,30 @@ def hazard(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
     return body
 
 
+def in_hours(hours: float) -> str:
+    """An RFC 3339 UTC time `hours` from now."""
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
+
+
 def alert(at: tuple[float, float] = IN_GRID_A, **kw: Any) -> dict[str, Any]:
-    """An alert body."""
+    """A draft warning body (yellow: its drafter may publish it alone)."""
+    n = next(_seq)
     body = {
-        "event": "暴雨 Rainstorm",
-        "color": "orange",
-        "urgency": "Expected",
-        "certainty": "Likely",
-        "headline": f"Rainstorm warning {next(_seq)}",
-        "area_desc": "黄浦区",
+        "color": "yellow",
+        "category": ["Met"],
+        "event": "暴雨",
+        "headline": f"暴雨黄色预警 {n}",
+        "description": "预计未来6小时内降雨量将达50毫米以上。",
+        "instruction": "注意防范城市内涝，避免前往低洼地带。",  # noqa: RUF001
+        "area_desc": "黄浦区南京东路街道",
+        "response_type": ["Prepare"],
+        "expires": in_hours(6),
         "area": square(*at),
+        "en": {
+            "event": "Rainstorm",
+            "headline": f"Yellow rainstorm warning {n}",
+            "description": "More than 50 mm of rain expected within 6 hours.",
+        },
     }
     body.update(kw)
     return body

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas import auth as s
 from schemas.devices import Device, DeviceRegister, PushChannel
+from server.auth.address import client_address
 from server.auth.principal import Principal
 from server.auth.tokens import RefreshReused
 from server.config import Settings
@@ -32,7 +33,7 @@ class AuthController(Controller):
         settings: NamedDependency[Settings],
     ) -> s.TokenPair:
         """Sign in on a device: a short-lived access token and a device-bound refresh token."""
-        ip = request.client.host if request.client else "unknown"
+        ip = client_address(request)
         maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
         # Its own transaction: a failed attempt must be recorded even though we answer 401.
         async with maker() as session:

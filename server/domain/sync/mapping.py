@@ -22,6 +22,7 @@ from sqlalchemy.orm import object_session
 from server import geo
 from server.models import (
     Alert,
+    AlertChain,
     CheckItem,
     CheckSubmission,
     CheckTemplate,
@@ -226,20 +227,49 @@ def _plan(row: EmergencyPlan) -> dict[str, Any]:
     }
 
 
-def _alert(row: Alert) -> dict[str, Any]:
+_COLOR_LEVEL = {"blue": "IV", "yellow": "III", "orange": "II", "red": "I"}
+
+
+def alert_values(msg: Alert) -> dict[str, Any]:
+    """A warning's synced values: those of its chain's current message (docs/sync-protocol.md,
+    entity `alert`). `texts` maps each language (zh-CN always, en-US when given) to its texts."""
     return {
-        "identifier": row.identifier,
-        "msg_type": row.msg_type,
-        "color": row.color,
-        "headline": row.headline,
-        "description": row.description,
-        "urgency": row.urgency,
-        "severity": row.severity,
-        "certainty": row.certainty,
-        "area": area(row.area),
-        "sent": iso(row.sent),
-        "expires": iso(row.expires),
+        "message_id": sid(msg.id),
+        "identifier": msg.identifier,
+        "sender": msg.sender,
+        "sent": iso(msg.sent),
+        "status": msg.status,
+        "msg_type": msg.msg_type,
+        "references": [dict(r) for r in msg.references or []],
+        "color": msg.color,
+        "level": _COLOR_LEVEL.get(msg.color or ""),
+        "category": list(msg.category or []),
+        "response_type": list(msg.response_type or []),
+        "urgency": msg.urgency,
+        "severity": msg.severity,
+        "certainty": msg.certainty,
+        "effective": iso(msg.effective),
+        "onset": iso(msg.onset),
+        "expires": iso(msg.expires),
+        "web": msg.web,
+        "contact": msg.contact,
+        "texts": {
+            t["language"]: {k: v for k, v in t.items() if k != "language" and v is not None}
+            for t in msg.texts or []
+        },
+        "area": area(msg.area),
+        "circles": [dict(c) for c in msg.circles or []],
+        "geocodes": [dict(g) for g in msg.geocodes or []],
+        "area_ids": list(msg.area_ids or []),
+        "imported": bool(msg.imported),
+        "cap_url": f"/api/v1/public/cap/{msg.id}",
     }
+
+
+def _alert(row: AlertChain) -> dict[str, Any]:
+    session = object_session(row)
+    msg = session.get(Alert, row.current_id) if session is not None else None
+    return alert_values(msg) if msg is not None else {}
 
 
 def _check_template(row: CheckTemplate) -> dict[str, Any]:
@@ -327,7 +357,7 @@ MAPPED: tuple[Mapped, ...] = (
     Mapped("resource", Resource, _resource),
     Mapped("contact", Contact, _contact),
     Mapped("plan", EmergencyPlan, _plan),
-    Mapped("alert", Alert, _alert),
+    Mapped("alert", AlertChain, _alert),
     Mapped("check_template", CheckTemplate, _check_template),
     Mapped("check_submission", CheckSubmission, _check_submission),
     Mapped("media", MediaObject, _media),

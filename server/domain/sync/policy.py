@@ -32,7 +32,8 @@ timeline rows are then skipped by the commit hook (`storage.mark_skip`). A step'
 task's or hazard's new status and timeline) is recorded by the action and written by the
 commit hook like any REST write.
 
-Scope keys: `ref` (alerts, check templates: everyone); `unit:U`, `user:U` (tasks by assignee);
+Scope keys: `ref` (check templates: everyone; alerts go by area, `reference_scopes.py`);
+`unit:U`, `user:U` (tasks by assignee);
 `area:A` (tasks and incidents of area A: dispatch); `incident:I` (an incident, read by the
 holders of its tasks); `grid:G`, `enterprise:E`, `reporter:U`, `harea:A` (hazards by grid,
 enterprise, reporter, area); `gridref:G` (the grid record itself). Steps are in no scope.
@@ -190,7 +191,7 @@ class ServerPolicy:
                 ]
             case "grid":
                 keys = [f"gridref:{record.id}"]
-            case "alert" | "check_template":
+            case "check_template":
                 keys = ["ref"]
             case "check_submission":
                 keys = [

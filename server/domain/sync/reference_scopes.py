@@ -41,7 +41,7 @@ from server.domain.sync.mapping import plan_unit_kinds
 from server.models import Organisation
 
 REF = "ref"
-"""Everyone's scope (also alerts and check templates)."""
+"""Everyone's scope (also check templates)."""
 PLANS = "plans"
 """Every plan: dispatchers and administrators."""
 REFAREA = "refarea:"
@@ -50,7 +50,7 @@ REFALL = "refall"
 area in the country: every pull request carries a cursor per scope)."""
 PLANKIND = "plankind:"
 
-_REFERENCE_ENTITIES = frozenset({"resource", "contact", "plan"})
+_REFERENCE_ENTITIES = frozenset({"resource", "contact", "plan", "alert"})
 
 
 def _area_keys(area_ids: Iterable[Any]) -> list[str]:
@@ -58,8 +58,8 @@ def _area_keys(area_ids: Iterable[Any]) -> list[str]:
 
 
 def reference_record_scopes(entity: str, values: dict[str, Any]) -> list[str] | None:
-    """The scope keys of a `resource`, `contact` or `plan` record from its synced values;
-    None for any other entity (not reference data scoped here)."""
+    """The scope keys of a `resource`, `contact`, `plan` or `alert` record from its synced
+    values; None for any other entity (not reference data scoped here)."""
     if entity not in _REFERENCE_ENTITIES:
         return None
     if entity == "resource":
@@ -68,6 +68,10 @@ def reference_record_scopes(entity: str, values: dict[str, Any]) -> list[str] | 
     if entity == "contact":
         placed = _area_keys(values.get("area_ids") or [])
         return [*placed, REFALL] if placed else [REF]
+    if entity == "alert":
+        # A warning reaches the phones of the deepest areas it covers (and so of their
+        # neighbours and of the areas above them, by each user's reach); administrators all.
+        return [*_area_keys(values.get("area_ids") or []), REFALL]
     keys = [PLANS]
     if values.get("active"):
         keys += [f"{PLANKIND}{k}" for k in plan_unit_kinds(values.get("templates") or [])]

@@ -35,8 +35,19 @@ def test_plans_go_to_dispatch_and_to_the_unit_kinds_they_dispatch() -> None:
     assert reference_record_scopes("plan", {**active, "active": False}) == ["plans"]
 
 
+def test_alerts_go_to_the_areas_they_cover_and_to_administrators() -> None:
+    b = "0190f0e0-0000-7000-8000-000000000002"
+    assert reference_record_scopes("alert", {"area_ids": [b, str(A)]}) == [
+        f"refarea:{A}",
+        f"refarea:{b}",
+        "refall",
+    ]
+    # A warning nobody can place reaches administrators only, not every phone.
+    assert reference_record_scopes("alert", {"area_ids": []}) == ["refall"]
+
+
 def test_other_entities_are_not_scoped_here() -> None:
-    for entity in ("task", "hazard", "alert", "grid", "nonsense"):
+    for entity in ("task", "hazard", "grid", "nonsense"):
         assert reference_record_scopes(entity, {"area_id": str(A)}) is None
 
 
