@@ -4,7 +4,9 @@
   claim is `UPDATE ... WHERE NOT overdue`, so several processes never escalate twice);
 - uploads: expired tus uploads are deleted; a complete upload left by a crash between its last
   PATCH and its ingest (idle for `STALE_COMPLETE`) is ingested now, or discarded if refused;
-- blobs: temp files of crashed disk writes are swept.
+- blobs: temp files of crashed disk writes are swept;
+- warnings: an expired warning leaves the phones a day after it expired
+  (`alerts.retire_expired`).
 
 `run_once` is what `liandong jobs run-once` calls; `hazard_jobs_lifespan` runs it every
 `hazard_jobs_interval_s` inside the server when `background_jobs` is on.
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from media.errors import MediaError
 from media.store import DiskBlobStore
+from server.domain.alerts.services import retire_expired
 from server.domain.hazards.services import mark_overdue
 from server.domain.media.services import MediaRuntime, finish_upload
 from server.errors import DomainError
@@ -45,6 +48,7 @@ class JobReport:
     recovered_uploads: int = 0
     discarded_uploads: int = 0
     swept_temp: int = 0
+    retired_alerts: int = 0
 
 
 def _owner(owner: str | None) -> uuid.UUID | None:
@@ -85,6 +89,8 @@ async def run_once(
     report = JobReport()
     async with sessionmaker() as session, session.begin():
         report.escalated = await mark_overdue(session, now)
+    async with sessionmaker() as session, session.begin():
+        report.retired_alerts = await retire_expired(session, now)
     if rt is not None:
         report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, now))
         await _recover_uploads(sessionmaker, rt, now, report)

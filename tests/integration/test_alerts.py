@@ -363,3 +363,39 @@ def test_the_demo_holds_a_current_warning_and_a_cancelled_chain(
     ids = {e.id.rsplit("/", 1)[-1] for e in feed.entries}
     assert gale in ids and str(f.did("alert:rainstorm:cancel")) in ids
     assert str(f.did("alert:rainstorm")) not in ids
+
+
+def test_an_expired_warning_leaves_the_phones_a_day_later(
+    client: TestClient[Any], auth: Sessions, database_url: str
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from server.db import make_engine, make_sessionmaker
+    from server.domain.sync.lifespan import synced_sessionmaker
+    from server.jobs import run_once
+    from tests.integration.sync_helpers import Phone
+
+    d = auth("dispatcher")
+    a = publish(client, d, draft(client, d)["id"])  # expires in 6 hours
+    phone = Phone(client, auth("inspector1"))
+    try:
+        phone.sync()
+        assert phone.get("alert", a["chain_id"]) is not None
+
+        async def jobs(at: datetime) -> int:
+            engine = make_engine(database_url)
+            try:
+                maker = synced_sessionmaker(make_sessionmaker(engine))["sessionmaker"]
+                return (await run_once(maker, None, at)).retired_alerts
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(jobs(datetime.now(UTC) + timedelta(hours=12))) == 0
+        assert asyncio.run(jobs(datetime.now(UTC) + timedelta(hours=31))) >= 1
+        phone.sync()
+        assert phone.get("alert", a["chain_id"]) is None
+        # Its document stays, forever.
+        assert client.get(f"{PUBLIC}/cap/{a['id']}").status_code == 200
+    finally:
+        phone.close()

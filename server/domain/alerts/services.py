@@ -888,6 +888,25 @@ async def _advance_chain(session: AsyncSession, row: Alert, superseded: Sequence
     changes.record(session, chain)
 
 
+RETIRE_AFTER = timedelta(hours=24)
+"""An expired warning leaves phones this long after it expired (they hide it at `expires`)."""
+
+
+async def retire_expired(session: AsyncSession, now: datetime) -> int:
+    """Take warnings whose current message expired more than `RETIRE_AFTER` ago off the phones
+    (their chain record is deleted; the messages and documents stay). Returns how many."""
+    stmt = (
+        select(AlertChain)
+        .join(Alert, Alert.id == AlertChain.current_id)
+        .where(AlertChain.deleted_at.is_(None), Alert.expires <= now - RETIRE_AFTER)
+    )
+    chains = list((await session.execute(stmt)).scalars())
+    for chain in chains:
+        chain.deleted_at = now
+        changes.record(session, chain)
+    return len(chains)
+
+
 # ---- the public's view ------------------------------------------------------------------------
 
 
