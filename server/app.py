@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.common import Output
+from server.admission import AdmissionMiddleware, admission_from
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
+    admission = admission_from(settings)
 
     async def _dispose() -> None:
         await engine.dispose()
@@ -212,6 +214,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "engine": engine,
+                "admission": admission,
                 # Synced sessions: a REST write enters the sync change log in its transaction.
                 **synced_sessionmaker(make_sessionmaker(engine)),
                 "media": MediaRuntime(
@@ -225,7 +228,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "db": Provide(provide_db),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=EXCLUDE_REGEX)],
+        # Admission first: a request shed under overload costs no database round trip.
+        middleware=[
+            AdmissionMiddleware(admission),
+            DefineMiddleware(AuthMiddleware, exclude=EXCLUDE_REGEX),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=strict_json_body,
         request_max_body_size=settings.max_body_bytes,

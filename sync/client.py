@@ -41,7 +41,13 @@ class Transport(Protocol):
 
 
 class TransportError(Exception):
-    """The request or its answer was lost; the client retries later."""
+    """The request or its answer was lost; the client retries later.
+
+    `retry_after_s` is set when the server answered but shed the request (503 or 429 with
+    `Retry-After`): the client waits at least that long, whatever its backoff says.
+    """
+
+    retry_after_s: float | None = None
 
 
 class UpgradeRequiredError(Exception):
@@ -287,6 +293,9 @@ class SyncClient:
             except (TransportError, OSError) as exc:
                 self.failures += 1
                 delay = self.backoff_delay()
+                told = exc.retry_after_s if isinstance(exc, TransportError) else None
+                if told is not None:  # a shedding server said when: not sooner
+                    delay = max(delay, told)
                 self._emit(EventKind.ERROR, {"failures": self.failures}, detail=repr(exc))
                 await self._sleep(delay)
                 continue

@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.sync import Op, PullReply, PullRequest, PullResponse
-from sync.client import EventKind, SyncClient, SyncEvent, UpgradeRequiredError
+from sync.client import (
+    EventKind,
+    SyncClient,
+    SyncEvent,
+    TransportError,
+    UpgradeRequiredError,
+)
 from sync.server import SyncServer
 from sync.store import ClientStore, PullReport
 from tests.unit.sync.helpers import LocalTransport, Rig, grid_id, hazard_fields
@@ -69,6 +75,33 @@ async def test_run_backs_off_then_syncs_and_reports_progress(rig: Rig) -> None:
     pulled = [e for e in events if e.kind is EventKind.PULLED][-1]
     assert pulled.counts == {"grid:g1": 3}
     assert store.pending_count() == 0 and rig.restarts == 3
+
+
+async def test_run_waits_at_least_as_long_as_a_shedding_server_says(rig: Rig) -> None:
+    class Shed(LocalTransport):
+        async def pull(self, req: PullRequest) -> PullReply:
+            if not slept:  # the first round is shed (503 + Retry-After: 45)
+                busy = TransportError("pull: HTTP 503")
+                busy.retry_after_s = 45.0
+                raise busy
+            return await super().pull(req)
+
+    slept: list[float] = []
+    stop = asyncio.Event()
+
+    async def fake_sleep(s: float) -> None:
+        slept.append(s)
+
+    def on_event(e: SyncEvent) -> None:
+        if e.kind is EventKind.DONE:
+            stop.set()
+
+    client = SyncClient(
+        ClientStore(), Shed(rig, "a"), on_event=on_event, sleep=fake_sleep, rng=random.Random(0)
+    )
+    await asyncio.wait_for(client.run(stop, interval_s=0.01), timeout=5)
+    # Backoff alone would have waited 1-2 s after one failure.
+    assert slept == [45.0]
 
 
 async def test_notify_wakes_the_loop(rig: Rig) -> None:

@@ -1,0 +1,241 @@
+"""Load shedding: a bounded admission per process, so a surge gets a quick 503 instead of a
+queue that grows for minutes (issue 13).
+
+Each serving process lets at most `limit` requests work at once; a few more wait, FIFO, for at
+most `max_wait_s`; anything beyond is answered at once with 503 `overloaded` (problem+json) and
+a `Retry-After` the phone honours (`mobile/core/transport.py`, `sync/client.py`). Without this,
+every request was taken: they queued for a database connection, the event loop fell behind,
+and at twice the capacity p99 reached 82 s with read errors (issue 13's probe).
+
+What waits and what is refused first:
+
+- Writes (any POST/PUT/PATCH/DELETE except a sync pull and a login) and token refreshes are
+  `urgent`: a field report or a status step must get through a surge, and a phone whose access
+  token expired can do nothing else. They may fill the whole queue and are served first.
+- Reads (GETs, sync pulls, which a phone repeats on its own every interval anyway) and logins
+  (argon2 costs tens of milliseconds of CPU; a phone that signed in before keeps its session)
+  may take only half the queue: under overload they are shed before any write is.
+- `/healthz` and `/readyz` are never shed (they are excluded from the middleware): a load
+  balancer that took a busy process for a dead one would restart it or move its load onto the
+  others, turning a surge into an outage. Overload shows in the 503s and their rate, not in
+  the probes.
+- The "pull now" stream (`text/event-stream`) holds its slot only until its answer starts: the
+  set-up (authentication, the user's scopes) is admitted like a read, so ten thousand phones
+  reconnecting after a restart arrive in bounded steps; the open stream then costs no slot.
+
+A request body is read before the request queues for a slot (up to `prefetch_bytes`), so a
+phone trickling its upload over 2G does not hold a slot while it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+
+from schemas.common import Problem
+from server.config import Settings
+
+PROBLEM_JSON = b"application/problem+json"
+EXEMPT_PATHS = (r"^/healthz$", r"^/readyz$")
+_READS_BY_POST = frozenset({"/api/v1/sync/pull", "/api/v1/auth/login"})
+_URGENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_urgent(method: str, path: str) -> bool:
+    """Whether a request may use the whole queue (writes, token refreshes) rather than half."""
+    return method in _URGENT_METHODS and path not in _READS_BY_POST
+
+
+@dataclass
+class Admission:
+    """One process's admission: `limit` at work, up to `queue` waiting for `max_wait_s`.
+
+    `limit` 0 turns shedding off (every request is admitted at once).
+    """
+
+    limit: int = 16
+    queue: int = 64
+    max_wait_s: float = 1.0
+    retry_after_s: int = 10
+    prefetch_bytes: int = 1024 * 1024
+    active: int = 0
+    admitted: int = 0
+    shed: int = 0
+    _urgent: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    _normal: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot now."""
+        return len(self._urgent) + len(self._normal)
+
+    async def acquire(self, urgent: bool) -> bool:
+        """Take a slot, waiting at most `max_wait_s` in the queue; False: shed the request."""
+        if self.limit <= 0 or (self.active < self.limit and not self.waiting):
+            self.active += 1
+            self.admitted += 1
+            return True
+        room = self.queue if urgent else self.queue // 2
+        if self.waiting >= room:
+            self.shed += 1
+            return False
+        line = self._urgent if urgent else self._normal
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line.append(fut)
+        try:
+            async with asyncio.timeout(self.max_wait_s):
+                await fut
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():  # granted as the wait ran out: keep it
+                self.admitted += 1
+                return True
+            _forget(line, fut)
+            self.shed += 1
+            return False
+        except asyncio.CancelledError:  # the client went away while queued
+            if fut.done() and not fut.cancelled():
+                self.release()
+            else:
+                _forget(line, fut)
+            raise
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        """Give a slot back: to the oldest urgent waiter, else the oldest other, else free it."""
+        for line in (self._urgent, self._normal):
+            while line:
+                fut = line.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the slot passes on; `active` is unchanged
+                    return
+        self.active -= 1
+
+    def retry_after(self) -> int:
+        """Seconds a shed client should wait: the base plus up to as much again, so the phones
+        refused together do not come back together."""
+        return self.retry_after_s + random.randint(0, self.retry_after_s)  # noqa: S311 - jitter
+
+
+def _forget(line: collections.deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    fut.cancel()
+    try:
+        line.remove(fut)
+    except ValueError:  # already popped by release() (it skips cancelled waiters)
+        pass
+
+
+def overloaded_answer(path: str, retry_after: int) -> tuple[Message, Message]:
+    """The 503 `overloaded` problem details, as ASGI messages."""
+    body = msgspec.json.encode(
+        Problem(
+            type="https://liandong.invalid/problems/overloaded",
+            title="Service unavailable",
+            status=503,
+            detail=f"the server is at capacity; try again in {retry_after} s",
+            instance=path,
+            code="overloaded",
+        )
+    )
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", PROBLEM_JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode()),
+            (b"cache-control", b"no-store"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+async def _prefetch(receive: Receive, limit: int) -> tuple[list[ReceiveMessage], bool]:
+    """Read request body messages until the body ends or `limit` bytes; (messages, complete).
+    A disconnect is kept as the last message for the app to see."""
+    messages: list[ReceiveMessage] = []
+    size = 0
+    while size < limit:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, True
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return messages, True
+    return messages, False
+
+
+def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
+    pending = collections.deque(messages)
+
+    async def replay() -> ReceiveMessage:
+        return pending.popleft() if pending else await receive()
+
+    return replay
+
+
+class AdmissionMiddleware(ASGIMiddleware):
+    """Admit each HTTP request through the process's `Admission`, or answer 503 at once."""
+
+    scopes = (ScopeType.HTTP,)
+    exclude_path_pattern = EXEMPT_PATHS
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Queue for a slot (after reading the body), run the request, give the slot back."""
+        adm = self.admission
+        if adm.limit <= 0:
+            await next_app(scope, receive, send)
+            return
+        method = str(scope.get("method", "GET"))
+        messages, _complete = await _prefetch(receive, adm.prefetch_bytes)
+        if not await adm.acquire(is_urgent(method, scope["path"])):
+            start, body = overloaded_answer(scope["path"], adm.retry_after())
+            await send(start)
+            await send(body)
+            return
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                adm.release()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and _is_stream(message):
+                give_back()  # a long-lived stream costs no slot once it has started
+            await send(message)
+
+        try:
+            await next_app(scope, _replaying(messages, receive), sending)
+        finally:
+            give_back()
+
+
+def _is_stream(start: Message) -> bool:
+    headers: Iterable[tuple[bytes, bytes]] = start.get("headers", ())  # type: ignore[assignment]
+    return any(
+        k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+    )
+
+
+def admission_from(settings: Settings) -> Admission:
+    """The process's admission from `Settings` (`admission_*`)."""
+    return Admission(
+        limit=settings.admission_limit,
+        queue=settings.admission_queue,
+        max_wait_s=settings.admission_wait_s,
+        retry_after_s=settings.admission_retry_after_s,
+    )

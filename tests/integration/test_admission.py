@@ -1,0 +1,125 @@
+"""Load shedding in the real app (issue 13): a process with a tiny admission limit answers what
+it cannot take with 503 `overloaded` + Retry-After at once, serves what fits, and never sheds
+its health probes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from schemas.sync import SCHEMA_VERSION
+from server.app import create_app
+from server.config import Settings
+from tests.conftest import Sessions
+
+pytestmark = pytest.mark.anyio
+PULL = json.dumps({"v": SCHEMA_VERSION, "d": "shed-test"})
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _tiny(settings: Settings, **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "admission_limit": 1,
+        "admission_queue": 2,
+        "admission_wait_s": 0.3,
+        "admission_retry_after_s": 2,
+    }
+    return replace(settings, **{**base, **kw})
+
+
+@asynccontextmanager
+async def _client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    # The app in this test's own event loop (Litestar's AsyncTestClient runs it in another
+    # thread), so the test can hold a slot of the same admission the requests queue for.
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+def _assert_overloaded(r: httpx.Response) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert 2 <= int(r.headers["retry-after"]) <= 4
+    assert r.json()["code"] == "overloaded"
+
+
+async def _pull(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    h = {**headers, "Content-Type": "application/json", "Accept": "application/json"}
+    return await client.post("/api/v1/sync/pull", content=PULL, headers=h)
+
+
+async def test_a_full_process_sheds_reads_fast_but_keeps_probes_and_serves_what_fits(
+    settings: Settings, auth: Sessions
+) -> None:
+    app = create_app(_tiny(settings))
+    headers = auth("inspector1")
+    async with _client(app) as client:
+        assert (await _pull(client, headers)).status_code == 200  # within the limit: served
+        adm = app.state.admission
+        assert adm.active == 0
+        assert await adm.acquire(True)  # a request at work holds the only slot
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        started = time.monotonic()
+        _assert_overloaded(await _pull(client, headers))
+        assert time.monotonic() - started < 2  # waited admission_wait_s, not minutes
+        # Queued behind the slot, a read is served as soon as the slot is given back.
+        queued = asyncio.create_task(_pull(client, headers))
+        await asyncio.sleep(0.05)
+        assert adm.waiting == 1
+        adm.release()
+        assert (await queued).status_code == 200
+        assert adm.active == 0 and adm.waiting == 0
+
+
+async def test_a_flood_is_answered_quickly_some_served_the_rest_told_when_to_return(
+    settings: Settings, auth: Sessions
+) -> None:
+    app = create_app(_tiny(settings, admission_limit=2))
+    headers = auth("inspector1")
+    async with _client(app) as client:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(_pull(client, headers) for _ in range(40)))
+        elapsed = time.monotonic() - started
+    served = [r for r in answers if r.status_code == 200]
+    shed = [r for r in answers if r.status_code != 200]
+    assert len(served) >= 2 and shed, [r.status_code for r in answers]
+    for r in shed:
+        _assert_overloaded(r)
+    assert elapsed < 20
+    assert app.state.admission.active == 0
+
+
+async def test_writes_are_queued_when_reads_are_already_refused(
+    settings: Settings, auth: Sessions
+) -> None:
+    app = create_app(_tiny(settings, admission_wait_s=5))
+    headers = auth("inspector1")
+    async with _client(app) as client:
+        adm = app.state.admission
+        assert await adm.acquire(True)
+        read = asyncio.create_task(_pull(client, headers))  # takes the readers' half
+        await asyncio.sleep(0.05)
+        _assert_overloaded(await _pull(client, headers))  # no room left for reads
+        write = asyncio.create_task(
+            client.post("/api/v1/auth/refresh", json={"refresh_token": "x" * 43, "device_id": "d"})
+        )
+        await asyncio.sleep(0.05)
+        assert adm.waiting == 2
+        adm.release()
+        # The write goes first: answered (401, the token is made up), not shed.
+        assert (await write).status_code == 401
+        assert (await read).status_code == 200

@@ -1,0 +1,203 @@
+"""Load shedding (server/admission.py): a bounded queue per process, writes before reads, a
+quick 503 + Retry-After for the rest, and no slot lost to a client that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from server.admission import Admission, AdmissionMiddleware, is_urgent
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_writes_and_refreshes_are_urgent_reads_and_logins_are_not() -> None:
+    assert is_urgent("POST", "/api/v1/sync/push")
+    assert is_urgent("POST", "/api/v1/hazards")
+    assert is_urgent("PATCH", "/api/v1/uploads/abc")
+    assert is_urgent("POST", "/api/v1/auth/refresh")
+    assert not is_urgent("POST", "/api/v1/sync/pull")
+    assert not is_urgent("POST", "/api/v1/auth/login")
+    assert not is_urgent("GET", "/api/v1/tasks")
+
+
+async def test_within_the_limit_everyone_is_admitted_at_once() -> None:
+    adm = Admission(limit=3, queue=0)
+    assert [await adm.acquire(False) for _ in range(3)] == [True, True, True]
+    assert adm.active == 3
+    assert not await adm.acquire(True)  # no queue: refused at once
+    assert adm.shed == 1
+
+
+async def test_a_queued_request_gets_the_next_free_slot() -> None:
+    adm = Admission(limit=1, queue=4, max_wait_s=5)
+    assert await adm.acquire(False)
+    waiter = asyncio.create_task(adm.acquire(False))
+    await asyncio.sleep(0)
+    assert adm.waiting == 1
+    adm.release()
+    assert await waiter
+    assert adm.active == 1 and adm.waiting == 0
+    adm.release()
+    assert adm.active == 0
+
+
+async def test_reads_get_half_the_queue_writes_all_of_it_and_go_first() -> None:
+    adm = Admission(limit=1, queue=4, max_wait_s=5)
+    assert await adm.acquire(False)
+    reads = [asyncio.create_task(adm.acquire(False)) for _ in range(3)]
+    await asyncio.sleep(0)
+    # Two reads fit in half the queue; the third is refused at once.
+    assert [r.done() for r in reads] == [False, False, True]
+    assert reads[2].result() is False
+    writes = [asyncio.create_task(adm.acquire(True)) for _ in range(3)]
+    await asyncio.sleep(0)
+    # Two writes fill the rest of the queue; the third is refused too.
+    assert [w.done() for w in writes] == [False, False, True]
+    order: list[str] = []
+    for name, task in (("r0", reads[0]), ("r1", reads[1]), ("w0", writes[0]), ("w1", writes[1])):
+        task.add_done_callback(lambda _t, n=name: order.append(n))
+    for _ in range(4):
+        adm.release()
+        await asyncio.sleep(0)
+    assert all(await asyncio.gather(*reads[:2], *writes[:2]))
+    assert order == ["w0", "w1", "r0", "r1"]
+
+
+async def test_a_request_that_waits_too_long_is_shed_quickly() -> None:
+    adm = Admission(limit=1, queue=4, max_wait_s=0.05)
+    assert await adm.acquire(True)
+    started = time.monotonic()
+    assert not await adm.acquire(True)
+    assert 0.04 <= time.monotonic() - started < 1
+    assert adm.waiting == 0 and adm.shed == 1
+    adm.release()
+    assert adm.active == 0
+
+
+async def test_a_client_that_leaves_the_queue_costs_no_slot() -> None:
+    adm = Admission(limit=1, queue=4, max_wait_s=5)
+    assert await adm.acquire(True)
+    gone = asyncio.create_task(adm.acquire(True))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert adm.waiting == 0
+    adm.release()
+    assert adm.active == 0
+    assert await adm.acquire(False)  # the slot is free again
+
+
+def test_retry_after_is_spread_between_the_base_and_twice_it() -> None:
+    adm = Admission(retry_after_s=10)
+    seen = {adm.retry_after() for _ in range(200)}
+    assert min(seen) >= 10 and max(seen) <= 20 and len(seen) > 3
+
+
+class _Slow:
+    """An ASGI app whose answer waits for `gate`; text/event-stream for /events."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        stream = scope["path"] == "/events"
+        ctype = b"text/event-stream" if stream else b"text/plain"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]}
+        )
+        if stream:
+            await send(
+                {"type": "http.response.body", "body": b"event: ready\n\n", "more_body": True}
+            )
+        await self.gate.wait()
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+
+def _wrapped(adm: Admission, inner: Any) -> Any:
+    # The middleware's own handler, without Litestar's route lookup around it.
+    mw = AdmissionMiddleware(adm)
+    return lambda scope, receive, send: mw.handle(scope, receive, send, inner)
+
+
+async def _call(
+    app: Any, path: str, method: str = "GET", chunks: tuple[bytes, ...] = (b"",)
+) -> list[dict[str, Any]]:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [],
+        "raw_path": path.encode(),
+    }
+    pending = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_the_middleware_answers_503_problem_with_retry_after_when_full() -> None:
+    adm = Admission(limit=1, queue=0, retry_after_s=3)
+    inner = _Slow()
+    app = _wrapped(adm, inner)
+    first = asyncio.create_task(_call(app, "/api/v1/tasks"))
+    await asyncio.sleep(0.01)
+    refused = await asyncio.wait_for(_call(app, "/api/v1/tasks"), 1)
+    start, body = refused
+    assert start["status"] == 503
+    headers = dict(start["headers"])
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert 3 <= int(headers[b"retry-after"]) <= 6
+    problem = json.loads(body["body"])
+    assert problem["code"] == "overloaded" and problem["status"] == 503
+    inner.gate.set()
+    assert (await first)[0]["status"] == 200
+    assert adm.active == 0
+
+
+async def test_an_open_stream_gives_its_slot_back_and_the_body_is_passed_on_whole() -> None:
+    adm = Admission(limit=1, queue=0)
+    inner = _Slow()
+    app = _wrapped(adm, inner)
+    stream = asyncio.create_task(_call(app, "/events"))
+    await asyncio.sleep(0.01)
+    assert adm.active == 0  # the stream has started: it holds no slot
+    write = asyncio.create_task(_call(app, "/api/v1/sync/push", "POST", (b"ab", b"cd", b"")))
+    await asyncio.sleep(0.01)
+    assert adm.active == 1
+    inner.gate.set()
+    assert (await write)[0]["status"] == 200
+    await stream
+    assert inner.bodies[-1] == b"abcd"
+    assert adm.active == 0
