@@ -42,6 +42,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from schemas.common import Problem
 from server.config import Settings
+from server.db import is_sqlite
 
 PROBLEM_JSON = b"application/problem+json"
 EXEMPT_PATHS = (r"^/healthz$", r"^/readyz$")
@@ -231,10 +232,23 @@ def _is_stream(start: Message) -> bool:
     )
 
 
+SQLITE_LIMIT = 2
+"""SQLite takes its one write lock at BEGIN (server/db.py), so transactions run one at a time
+whatever the concurrency: more at work only queue on the lock, where a request holding it
+waits its turn on the event loop among all the others, and waiters past SQLite's busy timeout
+fail. Two at work keep one request's Python work beside the other's SQL."""
+POSTGRES_LIMIT = 16
+"""Within the database pool (10 + 10 overflow): no request waits for a connection."""
+
+
 def admission_from(settings: Settings) -> Admission:
-    """The process's admission from `Settings` (`admission_*`)."""
+    """The process's admission from `Settings` (`admission_*`; the limit by backend unless
+    set)."""
+    limit = settings.admission_limit
+    if limit is None:
+        limit = SQLITE_LIMIT if is_sqlite(settings.database_url) else POSTGRES_LIMIT
     return Admission(
-        limit=settings.admission_limit,
+        limit=limit,
         queue=settings.admission_queue,
         max_wait_s=settings.admission_wait_s,
         retry_after_s=settings.admission_retry_after_s,

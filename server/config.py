@@ -95,9 +95,10 @@ class Settings:
     public_max_age_s: int = 30  # Cache-Control max-age of the public lists and feed
     public_url: str | None = None  # absolute base of links in the Atom feed (else the request's)
     # Load shedding (issue 13, server/admission.py): per process, `admission_limit` requests
-    # at work (0: no limit), up to `admission_queue` waiting at most `admission_wait_s`; the
-    # rest get 503 + Retry-After of `admission_retry_after_s` plus up to as much jitter.
-    admission_limit: int = 16
+    # at work (0: no limit; None: 16 on PostgreSQL, 2 on SQLite), up to `admission_queue`
+    # waiting at most `admission_wait_s`; the rest get 503 + Retry-After of
+    # `admission_retry_after_s` plus up to as much jitter.
+    admission_limit: int | None = None
     admission_queue: int = 64
     admission_wait_s: float = 1.0
     admission_retry_after_s: int = 10
@@ -160,7 +161,7 @@ class Settings:
             public_rate_per_min=int(env("LIANDONG_PUBLIC_RATE_PER_MIN", "120")),
             public_max_age_s=int(env("LIANDONG_PUBLIC_MAX_AGE", "30")),
             public_url=env("LIANDONG_PUBLIC_URL"),
-            admission_limit=int(env("LIANDONG_ADMISSION_LIMIT", "16")),
+            admission_limit=int(limit) if (limit := env("LIANDONG_ADMISSION_LIMIT")) else None,
             admission_queue=int(env("LIANDONG_ADMISSION_QUEUE", "64")),
             admission_wait_s=float(env("LIANDONG_ADMISSION_WAIT", "1.0")),
             admission_retry_after_s=int(env("LIANDONG_ADMISSION_RETRY_AFTER", "10")),

@@ -15,7 +15,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from schemas.common import Problem, ProblemField
 
@@ -205,6 +205,27 @@ def integrity_error_handler(
     )
 
 
+def operational_error_handler(
+    request: Request[Any, Any, Any], exc: OperationalError
+) -> Response[bytes]:
+    """SQLite's write lock stayed taken past its busy timeout: the server is overloaded, not
+    broken. Answer 503 `overloaded` with Retry-After, as load shedding does (nothing was
+    applied: the transaction never began). Any other operational error is a server error."""
+    if "database is locked" not in str(exc.orig):
+        return internal_error_handler(request, exc)
+    admission = request.app.state.get("admission")
+    retry = admission.retry_after() if admission is not None else 10
+    log.warning("SQLite busy past its timeout on %s; answered 503", request.url.path)
+    return problem_response(
+        request,
+        status=503,
+        title="Service unavailable",
+        detail=f"the server is at capacity; try again in {retry} s",
+        code="overloaded",
+        headers={"Retry-After": str(retry)},
+    )
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Anything unexpected: log it whole, answer without internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -221,6 +242,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     DomainError: domain_error_handler,
     HTTPException: http_error_handler,
     IntegrityError: integrity_error_handler,
+    OperationalError: operational_error_handler,
     Exception: internal_error_handler,
 }
 

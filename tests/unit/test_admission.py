@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.admission import Admission, AdmissionMiddleware, is_urgent
+from server.admission import Admission, AdmissionMiddleware, admission_from, is_urgent
+from server.config import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +30,15 @@ def test_writes_and_refreshes_are_urgent_reads_and_logins_are_not() -> None:
     assert not is_urgent("POST", "/api/v1/sync/pull")
     assert not is_urgent("POST", "/api/v1/auth/login")
     assert not is_urgent("GET", "/api/v1/tasks")
+
+
+def test_the_default_limit_follows_the_backend(tmp_path: Path) -> None:
+    def settings(url: str, **kw: Any) -> Settings:
+        return Settings(database_url=url, secret_key="k", var_dir=tmp_path, **kw)
+
+    assert admission_from(settings("sqlite+aiosqlite:///x.db")).limit == 2
+    assert admission_from(settings("postgresql+asyncpg://h/db")).limit == 16
+    assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_limit=0)).limit == 0
 
 
 async def test_within_the_limit_everyone_is_admitted_at_once() -> None:
