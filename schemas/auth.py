@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import Input, Name, Output, Role
+from schemas.common import Input, Language, Name, Output, Role
 
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -62,6 +62,7 @@ class User(Output):
     area_id: uuid.UUID | None
     disabled: bool
     created_at: datetime
+    language: Language = Language.ZH_CN
 
 
 class UserCreate(Input):
@@ -73,3 +74,16 @@ class UserCreate(Input):
     role: Role
     org_id: uuid.UUID | None = None
     area_id: uuid.UUID | None = None
+    language: Language = Language.ZH_CN
+
+
+class MePatch(Input):
+    """What a signed-in user changes about themself: their saved language (pushes, exports)."""
+
+    language: Language | msgspec.UnsetType = msgspec.UNSET
+
+
+class UserPatch(Input):
+    """What an administrator changes about a user (the language of their pushes and exports)."""
+
+    language: Language | msgspec.UnsetType = msgspec.UNSET

@@ -87,6 +87,13 @@ class Problem(Output):
     errors: list[ProblemField] | None = None
 
 
+class Language(enum.StrEnum):
+    """A person's saved language for pushes and exports (the catalogues of `i18n.LANGS`)."""
+
+    ZH_CN = "zh_CN"
+    EN = "en"
+
+
 class Role(enum.StrEnum):
     """What a user does; decides which routes and records they reach."""
 

@@ -137,6 +137,8 @@ class User(Record):
     org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The person's saved language (i18n.LANGS) for pushes and exports; Chinese by default.
+    language: Mapped[str] = mapped_column(String(16), default="zh_CN", server_default="zh_CN")
 
 
 class Membership(Record):
@@ -173,6 +175,9 @@ class Enterprise(Record):
     area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), index=True)
     location = point_col()
     address: Mapped[str | None] = mapped_column(String(400))
+    # What kind of enterprise (e.g. `hazardous_chemicals`, `mall`): self-check templates can be
+    # assigned by kind (`CheckAssignment.enterprise_kind`).
+    kind: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
 
 
 class Incident(Record):
@@ -265,6 +270,17 @@ class Hazard(Record):
     rectify_enterprise_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0", index=True)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Issue 12: where the hazard came from (`schemas.hazards.HazardSource`, docs/hazards.md),
+    # and for one a failed self-check item opened, that submission and item (unique together:
+    # one hazard per failed item, however often the submission arrives).
+    source: Mapped[str] = mapped_column(
+        String(32), default="grid_inspection", server_default="grid_inspection", index=True
+    )
+    check_submission_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    check_item_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+
+
+Index("uq_hazards_check_item", Hazard.check_submission_id, Hazard.check_item_id, unique=True)
 
 
 class HazardEvent(Record):
@@ -359,6 +375,64 @@ class CheckSubmission(Record):
     submitted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     submitted_at: Mapped[datetime | None] = mapped_column()
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class CheckAssignment(Record):
+    """Which enterprises must run a template's self-check, and on which weekday it is due.
+
+    It names the template by `template_code`, so a new version carries the assignment over; it
+    selects enterprises by hand (`enterprise_id`), by `enterprise_kind` and/or by area (the
+    area's subtree); every given selector must match. Weekly; due on ISO weekday `due_weekday`
+    (1 = Monday .. 7 = Sunday) of each ISO week, in the deployment's zone. Not synced: the
+    phone sees the resulting `CheckDue` rows.
+    """
+
+    __tablename__ = "check_assignments"
+
+    template_code: Mapped[str] = mapped_column(String(64), index=True)
+    enterprise_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enterprises.id"), index=True, default=None
+    )
+    enterprise_kind: Mapped[str | None] = mapped_column(String(32), default=None)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("admin_areas.id"), default=None)
+    due_weekday: Mapped[int] = mapped_column(Integer, default=5)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), default=None)
+
+
+class CheckDue(Record):
+    """One enterprise's self-check of one template for one ISO week: `due`, `done` or `missed`.
+
+    Written by the self-check job (the week opens, the reminder, the missed flag) and by
+    `checks.submit` (done); synced read-only to the enterprise (docs/sync-protocol.md).
+    `reminded_at` and `missed_at` are claimed by conditional UPDATEs, so each push goes out
+    once however many job runners race.
+    """
+
+    __tablename__ = "check_dues"
+    __table_args__ = (UniqueConstraint("enterprise_id", "template_code", "week"),)
+
+    enterprise_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enterprises.id"), index=True)
+    template_code: Mapped[str] = mapped_column(String(64))
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("check_templates.id"))
+    week: Mapped[str] = mapped_column(String(8), index=True)
+    due_at: Mapped[datetime] = mapped_column()  # the end of the due day, local zone, as UTC
+    status: Mapped[str] = mapped_column(String(16), default="due", index=True)
+    submission_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    reminded_at: Mapped[datetime | None] = mapped_column(default=None)
+    missed_at: Mapped[datetime | None] = mapped_column(default=None)
+    grid_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+
+
+class NoticeClaim(Base):
+    """A scheduled notification that was sent: the job that inserts the key first sends it
+    (e.g. a rectification deadline's reminder), every other runner finds the key and does not."""
+
+    __tablename__ = "notice_claims"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column()
 
 
 class Alert(Record):

@@ -1,6 +1,7 @@
 """The transactional outbox in SQL: `SqlOutboxStore` (push.outbox's `OutboxStore`) and `enqueue`.
 
-The server side writes jobs with `enqueue_*` inside the request's transaction, next to the task
+The server side writes jobs with `enqueue_for_users` (called by `server.notify`, which decides
+who receives what in which language) inside the request's transaction, next to the task
 they announce; the worker side (`SqlOutboxStore`) runs each method as its own short committed
 transaction, as the Protocol requires. The hot one is `commit_deliveries`: a group of accepted
 sends costs one transaction of two statements (a multi-row insert of the delivery records and a
@@ -27,13 +28,12 @@ from push.base import Channel, PushMessage
 from push.outbox import DedupKey, Delivery, JobState, PushJob
 from server import audit
 from server.db import dialect_of
-from server.models import Device, Membership, PushDelivery, PushJobRow, User, utcnow
+from server.models import Device, PushDelivery, PushJobRow, User, utcnow
 
 __all__ = [
     "OUTBOX_FLAG",
     "SqlOutboxStore",
     "dialect_insert",
-    "enqueue_for_units",
     "enqueue_for_users",
 ]
 
@@ -107,37 +107,6 @@ async def enqueue_for_users(
     result = await session.execute(stmt)
     session.info[OUTBOX_FLAG] = True
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def unit_member_ids(session: AsyncSession, unit_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Active users whose home organisation is one of these units, or who are members of one."""
-    units = list(set(unit_ids))
-    if not units:
-        return set()
-    members = select(Membership.user_id).where(
-        Membership.org_id.in_(units), Membership.deleted_at.is_(None)
-    )
-    rows = await session.execute(
-        select(User.id).where(
-            or_(User.org_id.in_(units), User.id.in_(members)),
-            User.disabled.is_(False),
-            User.deleted_at.is_(None),
-        )
-    )
-    return set(rows.scalars())
-
-
-async def enqueue_for_units(
-    session: AsyncSession,
-    unit_ids: Iterable[uuid.UUID],
-    user_ids: Iterable[uuid.UUID] = (),
-    *,
-    event_id: str,
-    message: PushMessage,
-) -> int:
-    """Queue `message` for the devices of every active member of the units and of the users."""
-    recipients = await unit_member_ids(session, unit_ids) | set(user_ids)
-    return await enqueue_for_users(session, recipients, event_id=event_id, message=message)
 
 
 # ---- the worker's side: every method its own committed transaction ---------------------------

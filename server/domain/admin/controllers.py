@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+import msgspec
+from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
@@ -48,6 +49,21 @@ class UserController(Controller):
         """Add a user."""
         require(request.user, Role.ADMIN)
         return auth_svc.user_out(await auth_svc.create_user(db, request.user, data))
+
+    @patch("/{user_id:uuid}", operation_id="UpdateUser")
+    async def update_user(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[s.UserPatch],
+    ) -> s.User:
+        """Change a user's saved language (of their pushes and exports)."""
+        require(request.user, Role.ADMIN)
+        user = await auth_svc.get_user(db, user_id)
+        if data.language is not msgspec.UNSET:
+            await auth_svc.set_language(db, request.user, user, data.language)
+        return auth_svc.user_out(user)
 
     @post("/{user_id:uuid}/disable", operation_id="DisableUser", status_code=200)
     async def disable_user(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -77,6 +78,20 @@ class AuthController(Controller):
     ) -> s.User:
         """The signed-in user."""
         return svc.user_out(await svc.get_user(db, request.user.user_id))
+
+    @patch("/me", operation_id="UpdateMe")
+    async def update_me(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        data: JSONBody[s.MePatch],
+    ) -> s.User:
+        """Change what the signed-in user may change about themself: the language their pushes
+        (and exports) are written in."""
+        user = await svc.get_user(db, request.user.user_id)
+        if data.language is not msgspec.UNSET:
+            await svc.set_language(db, request.user, user, data.language)
+        return svc.user_out(user)
 
 
 class DeviceController(Controller):

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import i18n
 from schemas import auth as s
-from schemas.common import Role
+from schemas.common import Language, Role
 from schemas.devices import DeviceRegister
 from server import audit
 from server.auth import tokens
@@ -35,6 +36,7 @@ def user_out(row: User) -> s.User:
         area_id=row.area_id,
         disabled=row.disabled,
         created_at=row.created_at,
+        language=Language(i18n.normalize(row.language)),
     )
 
 
@@ -248,11 +250,26 @@ async def create_user(session: AsyncSession, p: Principal | None, data: s.UserCr
         role=data.role.value,
         org_id=data.org_id,
         area_id=data.area_id,
+        language=data.language.value,
     )
     session.add(row)
     await session.flush()
     audit.record(session, p, "create", "user", row.id, username=row.username, role=row.role)
     return row
+
+
+async def set_language(
+    session: AsyncSession, p: Principal | None, user: User, language: Language
+) -> User:
+    """Save the language `user` reads pushes and exports in (themself, or an administrator)."""
+    if user.language != language.value:
+        before = user.language
+        user.language = language.value
+        await session.flush()
+        audit.record(
+            session, p, "set_language", "user", user.id, language=language.value, before=before
+        )
+    return user
 
 
 async def disable_user(session: AsyncSession, p: Principal | None, user: User) -> None:

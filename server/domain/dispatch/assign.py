@@ -9,28 +9,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import exists, literal, or_, select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from push.base import PushMessage
-from schemas.common import Role
+from push.notices import Notice
 from schemas.states import TaskStatus
 from server import changes, geo
 from server.config import Settings
 from server.db import dialect_of
-from server.models import (
-    AdminArea,
-    Incident,
-    Membership,
-    Organisation,
-    Task,
-    TaskEvent,
-    User,
-    utcnow,
-)
-from server.outbox import enqueue_for_units, enqueue_for_users
+from server.models import Incident, Organisation, Task, TaskEvent, utcnow
+from server.notify import AreaDispatchers, TaskAssignees, active_members, notify
 
 OPEN_STATUSES = (
     TaskStatus.ASSIGNED.value,
@@ -72,19 +61,6 @@ class UnitChoice:
     distance_m: float
 
 
-def _has_active_member() -> Any:
-    members = select(Membership.user_id).where(
-        Membership.org_id == Organisation.id, Membership.deleted_at.is_(None)
-    )
-    return exists(
-        select(User.id).where(
-            or_(User.org_id == Organisation.id, User.id.in_(members)),
-            User.disabled.is_(False),
-            User.deleted_at.is_(None),
-        )
-    )
-
-
 async def nearest_units(
     session: AsyncSession,
     unit_kind: str,
@@ -108,7 +84,7 @@ async def nearest_units(
             Organisation.unit_kind == unit_kind,
             Organisation.deleted_at.is_(None),
             Organisation.location.is_not(None),
-            _has_active_member(),
+            exists(active_members(lambda c: c == Organisation.id)),
         )
         .order_by(dist, Organisation.id)
         .limit(limit)
@@ -119,11 +95,9 @@ async def nearest_units(
     return [UnitChoice(unit, float(d)) for unit, d in rows.all()]
 
 
-def task_message(task: Task, event_id: str, kind: str) -> PushMessage:
-    """The data-only FCM message for a task event (the phone fetches details by task_id)."""
+def task_notice(task: Task, event_id: str, kind: str) -> Notice:
+    """A task event as a data-only notice (the app rings; it fetches details by task_id)."""
     data = {
-        "event_id": event_id,
-        "kind": kind,
         "task_id": str(task.id),
         "title": task.title[:120],
         "priority": task.priority,
@@ -131,7 +105,16 @@ def task_message(task: Task, event_id: str, kind: str) -> PushMessage:
     }
     if task.incident_id is not None:
         data["incident_id"] = str(task.incident_id)
-    return PushMessage(data=data, collapse_key=event_id[:64], ttl_seconds=3600, priority="high")
+    return Notice(
+        kind=kind,
+        event_id=event_id,
+        record="task",
+        record_id=str(task.id),
+        params={"title": task.title[:120], "priority": task.priority},
+        data=data,
+        visible=False,
+        ttl_seconds=3600,
+    )
 
 
 async def incident_level(session: AsyncSession, task: Task) -> int | None:
@@ -182,33 +165,9 @@ async def announce_assignment(
 
 async def notify_assignees(session: AsyncSession, task: Task, kind: str, event_id: str) -> int:
     """Tell the task's assignees about a change (e.g. `task.cancelled`)."""
-    return await enqueue_for_units(
-        session,
-        [task.assignee_unit_id] if task.assignee_unit_id else [],
-        [task.assignee_user_id] if task.assignee_user_id else [],
-        event_id=event_id,
-        message=task_message(task, event_id, kind),
-    )
-
-
-async def dispatchers_for(session: AsyncSession, area_id: uuid.UUID | None) -> list[uuid.UUID]:
-    """Active dispatchers whose command area contains `area_id` (all of them when it is None)."""
-    stmt = select(User.id).where(
-        User.role == Role.DISPATCHER.value, User.disabled.is_(False), User.deleted_at.is_(None)
-    )
-    if area_id is not None:
-        path = (
-            await session.execute(select(AdminArea.path).where(AdminArea.id == area_id))
-        ).scalar()
-        if path is not None:
-            home = select(AdminArea.path).where(AdminArea.id == User.area_id).scalar_subquery()
-            stmt = stmt.where(or_(User.area_id.is_(None), literal(path).startswith(home)))
-    return list((await session.execute(stmt)).scalars())
+    return await notify(session, task_notice(task, event_id, kind), TaskAssignees(task))
 
 
 async def notify_dispatchers(session: AsyncSession, task: Task, kind: str, event_id: str) -> int:
     """Queue a push about `task` to every dispatcher responsible for its area."""
-    users = await dispatchers_for(session, task.area_id)
-    return await enqueue_for_users(
-        session, users, event_id=event_id, message=task_message(task, event_id, kind)
-    )
+    return await notify(session, task_notice(task, event_id, kind), AreaDispatchers(task.area_id))

@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from push.base import PushMessage
+from push.notices import Notice
 from schemas import hazards as s
 from schemas.common import Role
 from schemas.media import MediaStatus
@@ -28,14 +28,12 @@ from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.crud import apply_patch, get_visible, live_visible, refuse_taken_id, uid_or_none
-from server.domain.dispatch.assign import dispatchers_for
 from server.domain.media.services import declare_many
 from server.domain.reference.services import locate_area, locate_grid
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.models import (
     Enterprise,
     Escalation,
-    Grid,
     Hazard,
     HazardEvent,
     HazardMedia,
@@ -43,7 +41,18 @@ from server.models import (
     Organisation,
     utcnow,
 )
-from server.outbox import enqueue_for_units
+from server.notify import (
+    AnyOf,
+    AreaDispatchers,
+    Audience,
+    GridInspector,
+    OrgMembers,
+    Users,
+    Without,
+    display_time,
+    grid_inspector,
+    notify,
+)
 
 DISPATCH = (Role.ADMIN, Role.DISPATCHER)
 EARTH_RADIUS_M = 6_371_008.8
@@ -322,6 +331,7 @@ async def create_hazard(
         photo_ids=[str(m.id) for m in photos],
         reported_at=reported_at,
         overdue=False,
+        source="self_reported" if p.role is Role.ENTERPRISE_STAFF else "grid_inspection",
     )
     if data.id is not None:
         row.id = data.id
@@ -350,7 +360,69 @@ async def create_hazard(
         category=row.category,
         photos=[m.sha256 for m in photos],
     )
+    await notify_reported(session, row, p.user_id)
     return row, True
+
+
+# ------------------------------------------------------------------------------ notifications
+
+#: Severities whose new reports also go to the area's dispatchers.
+URGENT = frozenset({s.Severity.HIGH.value, s.Severity.CRITICAL.value})
+
+
+def hazard_notice(row: Hazard, kind: str, event_id: str, **params: str) -> Notice:
+    """A notice about `row` that opens the hazard on the phone."""
+    if row.rectify_deadline is not None:
+        params.setdefault("deadline", display_time(row.rectify_deadline))
+    return Notice(
+        kind=kind,
+        event_id=event_id,
+        record="hazard",
+        record_id=str(row.id),
+        params={
+            "category": row.category,
+            "severity": row.severity,
+            "description": row.description[:200],
+            **params,
+        },
+        data={
+            "hazard_id": str(row.id),
+            "status": row.status,
+            "severity": row.severity,
+            "title": row.description[:120],
+        },
+    )
+
+
+async def notify_reported(session: AsyncSession, row: Hazard, actor: uuid.UUID | None) -> int:
+    """A new hazard: its grid's inspector, and for high and critical ones the area's dispatchers
+    (not whoever reported it)."""
+    audience: Audience = GridInspector(row.grid_id)
+    if row.severity in URGENT:
+        audience = AnyOf(audience, AreaDispatchers(row.area_id))
+    notice = hazard_notice(row, "hazard.reported", f"hazard.reported:{row.id}")
+    return await notify(session, notice, Without(audience, actor))
+
+
+async def _notify_step(
+    session: AsyncSession, row: Hazard, event: HazardEvent, new: HazardStatus
+) -> None:
+    """Who hears of a step: the rectifier of an assignment or a reopening (with the reason),
+    the inspector who must re-inspect a rectification (dispatch where no inspector is)."""
+    audience: Audience
+    params: dict[str, str] = {}
+    if new in (H.RECTIFICATION_ASSIGNED, H.REOPENED):
+        audience = OrgMembers.of(row.rectify_org_id)
+        if new is H.REOPENED:
+            params["reason"] = (event.note or "")[:300]
+    elif new is H.RECTIFIED:
+        inspector = await _grid_inspector(session, row)
+        audience = Users.of(inspector) if inspector else AreaDispatchers(row.area_id)
+    else:
+        return
+    kind = f"hazard.{new.value}"
+    notice = hazard_notice(row, kind, f"{kind}:{event.id}", **params)
+    await notify(session, notice, Without(audience, event.actor_id))
 
 
 def _may_correct(p: Principal, row: Hazard) -> bool:
@@ -416,10 +488,7 @@ _PHOTO_KIND = {
 
 
 async def _grid_inspector(session: AsyncSession, row: Hazard) -> uuid.UUID | None:
-    if row.grid_id is None:
-        return None
-    grid = await session.get(Grid, row.grid_id)
-    return grid.inspector_id if grid is not None and grid.deleted_at is None else None
+    return await grid_inspector(session, row.grid_id)
 
 
 async def _authorise(session: AsyncSession, p: Principal, row: Hazard, new: HazardStatus) -> None:
@@ -558,6 +627,7 @@ async def transition_hazard(
         photos=[m.sha256 for m in photos],
         **{k: v for k, v in detail.items() if k != "photo_ids"},
     )
+    await _notify_step(session, row, event, new)
     return event, True
 
 
@@ -674,23 +744,12 @@ async def _push_escalation(
     dispatchers of the hazard's area, the grid's inspector and the unit that was to rectify
     it. `delivered_at` says it was handed to the outbox."""
     event_id = f"hazard:{hazard.id}:overdue:{escalation.deadline.isoformat()}"
-    data = {
-        "event_id": event_id,
-        "kind": "hazard.overdue",
-        "hazard_id": str(hazard.id),
-        "severity": hazard.severity,
-        "status": hazard.status,
-        "title": hazard.description[:120],
-    }
-    message = PushMessage(
-        data=data, collapse_key=event_id[:64], ttl_seconds=86_400, priority="high"
+    audience = AnyOf(
+        AreaDispatchers(hazard.area_id),
+        GridInspector(hazard.grid_id),
+        OrgMembers.of(hazard.rectify_org_id),
     )
-    users = set(await dispatchers_for(session, hazard.area_id))
-    inspector = await _grid_inspector(session, hazard)
-    if inspector is not None:
-        users.add(inspector)
-    units = [hazard.rectify_org_id] if hazard.rectify_org_id is not None else []
-    await enqueue_for_units(session, units, users, event_id=event_id, message=message)
+    await notify(session, hazard_notice(hazard, "hazard.overdue", event_id), audience, now=now)
     escalation.delivered_at = now
 
 
