@@ -97,3 +97,65 @@ class CheckSubmissionCreate(Input):
     results: Annotated[list[ItemResult], msgspec.Meta(min_length=1, max_length=200)]
     enterprise_id: uuid.UUID | None = None
     id: uuid.UUID | None = None
+
+
+class DueStatus(enum.StrEnum):
+    """Where one week's self-check of one enterprise stands."""
+
+    DUE = "due"
+    DONE = "done"
+    MISSED = "missed"
+
+
+class CheckDue(Output):
+    """One enterprise's self-check of one template for one ISO week (read-only; the phone
+    syncs it as `check_due`). `due_at` is the end of the due day; a late submission (within
+    the grace) is `done` with `missed_at` kept."""
+
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    template_id: uuid.UUID
+    template_code: str
+    week: str
+    due_at: datetime
+    status: DueStatus
+    submission_id: uuid.UUID | None = None
+    submitted_at: datetime | None = None
+    reminded_at: datetime | None = None
+    missed_at: datetime | None = None
+
+
+class CheckAssignmentCreate(Input):
+    """Assign a template (by code, so new versions carry over) to enterprises: one by hand,
+    all of a kind, all in an area (its subtree); every selector given must match, at least one
+    is needed. Weekly, due on ISO weekday `due_weekday` (1 Monday .. 7 Sunday)."""
+
+    template_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    enterprise_id: uuid.UUID | None = None
+    enterprise_kind: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    area_id: uuid.UUID | None = None
+    due_weekday: Annotated[int, msgspec.Meta(ge=1, le=7)] = 5
+
+
+class CheckAssignment(Output):
+    """A template assigned to enterprises with its weekly due day."""
+
+    id: uuid.UUID
+    template_code: str
+    enterprise_id: uuid.UUID | None
+    enterprise_kind: str | None
+    area_id: uuid.UUID | None
+    due_weekday: int
+    created_at: datetime
+
+
+class CheckCompletionRow(Output):
+    """Self-check completion of one enterprise in one week: checks due (every row), done
+    (of which `late`: submitted after the week, within the grace) and missed."""
+
+    enterprise_id: uuid.UUID
+    week: str
+    due: int
+    done: int
+    late: int
+    missed: int

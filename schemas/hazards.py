@@ -64,6 +64,9 @@ class Hazard(Output):
     photos: list[HazardPhoto] = msgspec.field(default_factory=list)
     missing_photos: list[str] = msgspec.field(default_factory=list)
     evidence_flags: list[str] = msgspec.field(default_factory=list)
+    source: HazardSource = msgspec.field(default_factory=lambda: HazardSource.GRID_INSPECTION)
+    check_submission_id: uuid.UUID | None = None
+    check_item_id: uuid.UUID | None = None
 
 
 class PhotoKind(enum.StrEnum):
@@ -113,6 +116,9 @@ class HazardCreate(Input):
     id: uuid.UUID | None = None
     photo_sha256: list[Sha256] = msgspec.field(default_factory=list)
     reported_at: AwareTime | None = None
+    # Dispatch may record a third-party inspection's (or another) finding; everyone else's
+    # reports take their source from who they are (docs/hazards.md).
+    source: HazardSource | None = None
 
 
 class HazardPatch(Input):
@@ -188,3 +194,18 @@ class OverdueGroup(Output):
     rectify_org_id: uuid.UUID | None
     count: int
     hazard_ids: list[uuid.UUID]
+
+
+class HazardSource(enum.StrEnum):
+    """Where a hazard came from (the four sources county platforms track; docs/hazards.md):
+
+    - `self_reported`: an enterprise reported its own hazard (enterprise staff, by hand);
+    - `enterprise_inspection`: a failed item of the enterprise's weekly self-check opened it;
+    - `grid_inspection`: found in the field by a grid inspector or a responder;
+    - `third_party_inspection`: recorded by dispatch from a third-party inspection's findings.
+    """
+
+    SELF_REPORTED = "self_reported"
+    ENTERPRISE_INSPECTION = "enterprise_inspection"
+    GRID_INSPECTION = "grid_inspection"
+    THIRD_PARTY_INSPECTION = "third_party_inspection"

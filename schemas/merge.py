@@ -342,6 +342,11 @@ register(
             "rectify_deadline": server_owned(K.DATETIME),
             "overdue": server_owned(K.BOOL),
             "photo_ids": append_only(),
+            # Where it came from (set by the server from who reports and how, or by dispatch):
+            # `schemas.hazards.HazardSource`; a self-check's hazard names its submission/item.
+            "source": server_owned(K.STR),
+            "check_submission_id": server_owned(K.UUID),
+            "check_item_id": server_owned(K.UUID),
             # At the report only, as REST's `HazardCreate`: photos named by hash are declared
             # (pending until their bytes arrive), so an offline phone need not declare first.
             "photo_sha256": lww(K.LIST),
@@ -408,6 +413,30 @@ register(
             "grid_id": server_owned(K.UUID),  # the enterprise's, for the inspector's scope
             "area_id": server_owned(K.UUID),  # the enterprise's, for dispatch's scope
         },
+        scope_doc="its enterprise's scope, its enterprise's grid and area scopes",
+    )
+)
+
+register(
+    EntitySpec(
+        name="check_due",
+        fields={
+            # One enterprise's check of one template for one ISO week, written by the server
+            # (the week opens, the reminder, the missed flag, the submission): read-only.
+            "enterprise_id": server_owned(K.UUID),
+            "template_id": server_owned(K.UUID),
+            "template_code": server_owned(K.STR),
+            "week": server_owned(K.STR),
+            "due_at": server_owned(K.DATETIME),  # the end of the due day
+            "status": server_owned(K.STR),  # due | done | missed
+            "submission_id": server_owned(K.UUID),
+            "submitted_at": server_owned(K.DATETIME),
+            "reminded_at": server_owned(K.DATETIME),
+            "missed_at": server_owned(K.DATETIME),
+            "grid_id": server_owned(K.UUID),
+            "area_id": server_owned(K.UUID),
+        },
+        client_writable=False,
         scope_doc="its enterprise's scope, its enterprise's grid and area scopes",
     )
 )

@@ -130,16 +130,24 @@ class Enterprise(Output):
     area_id: uuid.UUID | None
     location: Point
     address: str | None
+    kind: str | None = None
+
+
+EnterpriseKind = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$", examples=["mall"])
+]
 
 
 class EnterpriseCreate(Input):
-    """Register an enterprise; its grid and area follow from its location."""
+    """Register an enterprise; its grid and area follow from its location. `kind` (e.g.
+    `hazardous_chemicals`, `mall`) lets self-check templates be assigned by kind."""
 
     name: Name
     location: Point
     org_id: uuid.UUID | None = None
     address: Text | None = None
     id: uuid.UUID | None = None
+    kind: EnterpriseKind | None = None
 
 
 class ResourceKind(enum.StrEnum):

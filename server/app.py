@@ -36,7 +36,12 @@ from server.domain.alerts.controllers import (
 from server.domain.alerts.feeds import alert_feeds_lifespan
 from server.domain.alerts.public import PublicAlertController
 from server.domain.auth.controllers import AuthController, DeviceController
-from server.domain.checks.controllers import CheckSubmissionController, CheckTemplateController
+from server.domain.checks.controllers import (
+    CheckAssignmentController,
+    CheckDueController,
+    CheckSubmissionController,
+    CheckTemplateController,
+)
 from server.domain.dispatch.controllers import (
     IncidentController,
     PlanController,
@@ -201,6 +206,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PublicAlertController,
             CheckTemplateController,
             CheckSubmissionController,
+            CheckAssignmentController,
+            CheckDueController,
             create_static_files_router(
                 SCHEMA_STATIC,
                 directories=[STATIC_DIR],

@@ -243,12 +243,16 @@ def jobs() -> None:
 )
 @click.pass_obj
 def jobs_run_once(settings: Settings, now: str | None) -> None:
-    """Mark overdue rectifications (one escalation each), expire stale uploads, recover
-    uploads a crash left complete, sweep temp blobs. Safe beside running servers."""
+    """Mark overdue rectifications (one escalation each), remind rectifiers of deadlines within
+    a day, run the self-check schedule (open weeks, reminders, missed checks), expire stale
+    uploads, recover uploads a crash left complete, sweep temp blobs. Safe beside running
+    servers."""
     from datetime import datetime
 
     from server.blobs import build_blob_store, build_upload_manager, media_limits
+    from server.domain.checks.schedule import CheckPolicy
     from server.domain.media.services import MediaRuntime
+    from server.domain.sync.lifespan import synced_sessionmaker
     from server.jobs import run_once
 
     moment = datetime.fromisoformat(now) if now else None
@@ -263,12 +267,20 @@ def jobs_run_once(settings: Settings, now: str | None) -> None:
     async def run() -> None:
         engine = make_engine(settings.database_url)
         try:
-            report = await run_once(make_sessionmaker(engine), runtime, moment)
+            # Synced sessions: what the jobs write (overdue hazards, the weeks' checks) reaches
+            # the phones' change log as a server's own writes do.
+            sessions = synced_sessionmaker(make_sessionmaker(engine))["sessionmaker"]
+            report = await run_once(sessions, runtime, moment, CheckPolicy.from_settings(settings))
         finally:
             await engine.dispose()
         click.echo(f"escalated {len(report.escalated)} overdue hazard(s)")
         for hazard_id in report.escalated:
             click.echo(f"  {hazard_id}")
+        checks = report.checks
+        click.echo(
+            f"deadline reminders: {len(report.deadline_reminders)}; self-checks: "
+            f"{checks.opened} opened, {len(checks.reminded)} reminded, {len(checks.missed)} missed"
+        )
         click.echo(
             f"uploads: {report.expired_uploads} expired, {report.recovered_uploads} recovered, "
             f"{report.discarded_uploads} discarded; temp blobs swept: {report.swept_temp}"

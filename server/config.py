@@ -68,6 +68,10 @@ class Settings:
     evidence_max_time_s: int = 24 * 3600  # photo capture time vs the report (or step) time
     local_tz: str = "Asia/Shanghai"  # zone of EXIF wall-clock times without an offset
     hazard_jobs_interval_s: float = 60.0  # overdue marking + upload expiry, with background_jobs
+    # Self-checks (issue 12): how many weeks back a submission may still name, and how many
+    # days before the due day the reminder goes out.
+    check_grace_weeks: int = 1
+    check_remind_days: int = 1
     # Push and background jobs (issue 5). The dataclass defaults keep background work off so a
     # test app never races another test's worker; `from_env` turns it on for real servers.
     fcm_project_id: str | None = None
@@ -141,6 +145,8 @@ class Settings:
             evidence_max_time_s=int(env("LIANDONG_EVIDENCE_MAX_TIME", str(24 * 3600))),
             local_tz=env("LIANDONG_LOCAL_TZ", "Asia/Shanghai"),
             hazard_jobs_interval_s=float(env("LIANDONG_HAZARD_JOBS_INTERVAL", "60")),
+            check_grace_weeks=int(env("LIANDONG_CHECK_GRACE_WEEKS", "1")),
+            check_remind_days=int(env("LIANDONG_CHECK_REMIND_DAYS", "1")),
             fcm_project_id=env("LIANDONG_FCM_PROJECT_ID"),
             fcm_endpoint=env("LIANDONG_FCM_ENDPOINT"),
             fcm_credentials=Path(cred) if (cred := env("LIANDONG_FCM_CREDENTIALS")) else None,

@@ -1,7 +1,10 @@
 """Periodic jobs of the hazard loop and the media pipeline, run by every server process.
 
 - overdue: rectifications past their deadline become overdue, with one escalation each (the
-  claim is `UPDATE ... WHERE NOT overdue`, so several processes never escalate twice);
+  claim is `UPDATE ... WHERE NOT overdue`, so several processes never escalate twice); a
+  rectification due within a day reminds its rectifier once (`notice_claims`);
+- self-checks: this week's checks open, the reminder before the due day, last week's unsubmitted
+  checks flagged missed (`server/domain/checks/schedule.py`, each claimed once);
 - uploads: expired tus uploads are deleted; a complete upload left by a crash between its last
   PATCH and its ingest (idle for `STALE_COMPLETE`) is ingested now, or discarded if refused;
 - blobs: temp files of crashed disk writes are swept;
@@ -29,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from media.errors import MediaError
 from media.store import DiskBlobStore
+from push.outbox import Clock, utc_now
 from server.domain.alerts.services import retire_expired
-from server.domain.hazards.services import mark_overdue
+from server.domain.checks.schedule import DEFAULT_POLICY, CheckPolicy, ScheduleReport, run_schedule
+from server.domain.hazards.services import mark_overdue, remind_deadlines
 from server.domain.media.services import MediaRuntime, finish_upload
 from server.errors import DomainError
 from server.models import utcnow
@@ -44,6 +49,8 @@ class JobReport:
     """What one run did."""
 
     escalated: list[uuid.UUID] = field(default_factory=list)
+    deadline_reminders: list[uuid.UUID] = field(default_factory=list)
+    checks: ScheduleReport = field(default_factory=ScheduleReport)
     expired_uploads: int = 0
     recovered_uploads: int = 0
     discarded_uploads: int = 0
@@ -83,14 +90,19 @@ async def run_once(
     sessionmaker: async_sessionmaker[AsyncSession],
     rt: MediaRuntime | None = None,
     now: datetime | None = None,
+    checks: CheckPolicy = DEFAULT_POLICY,
 ) -> JobReport:
-    """Run every job once, each in its own transaction."""
+    """Run every job once, each in its own transaction, at `now` (the clock's reading)."""
     now = now or utcnow()
     report = JobReport()
     async with sessionmaker() as session, session.begin():
         report.escalated = await mark_overdue(session, now)
     async with sessionmaker() as session, session.begin():
         report.retired_alerts = await retire_expired(session, now)
+    async with sessionmaker() as session, session.begin():
+        report.deadline_reminders = await remind_deadlines(session, now)
+    async with sessionmaker() as session, session.begin():
+        report.checks = await run_schedule(session, now, checks)
     if rt is not None:
         report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, now))
         await _recover_uploads(sessionmaker, rt, now, report)
@@ -100,9 +112,15 @@ async def run_once(
 
 
 async def _loop(app: Litestar, interval: float) -> None:
+    clock: Clock = getattr(app.state, "clock", None) or utc_now
     while True:
         try:
-            report = await run_once(app.state.sessionmaker, app.state.media)
+            report = await run_once(
+                app.state.sessionmaker,
+                app.state.media,
+                clock(),
+                CheckPolicy.from_settings(app.state.settings),
+            )
             if report.escalated:
                 log.info("escalated %d overdue hazard(s)", len(report.escalated))
         except (SQLAlchemyError, OSError, MediaError) as exc:

@@ -33,6 +33,7 @@ from server.models import (
     AdminArea,
     Alert,
     AuditLog,
+    CheckDue,
     CheckSubmission,
     Contact,
     Enterprise,
@@ -129,6 +130,10 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
             )
         case Role.ENTERPRISE_STAFF, m if m is CheckSubmission:
             return CheckSubmission.enterprise_id.in_(_my_enterprises(p))
+        case Role.INSPECTOR, m if m is CheckDue:
+            return CheckDue.grid_id.in_(_my_grids(p))
+        case Role.ENTERPRISE_STAFF, m if m is CheckDue:
+            return CheckDue.enterprise_id.in_(_my_enterprises(p))
     raise Forbidden(f"role {p.role} has no access to {model.__tablename__}")
 
 

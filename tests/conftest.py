@@ -110,6 +110,9 @@ def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
         "var_dir": tmp,
         "media_dir": tmp / "media",
         "demo_password": DEMO_PASSWORD,
+        # The shared app's users sign in once per session: their tokens must outlive a whole
+        # run on a loaded machine (a 15-minute token expired mid-run and failed later tests).
+        "access_ttl_s": 6 * 3600,
     }
     base.update(overrides)
     return Settings(**base)

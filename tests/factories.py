@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.demo import did
+from server.domain.checks.schedule import week_of, week_offset
+from server.models import utcnow
 
 __all__ = ["did"]
 
@@ -17,6 +19,12 @@ _seq = itertools.count(1)
 IN_GRID_A = (121.4855, 31.2375)
 IN_GRID_B = (121.4900, 31.2200)
 OUTSIDE_DISTRICT = (121.60, 31.30)  # in Shanghai, outside Huangpu
+
+
+def week(offset: int = 0) -> str:
+    """The ISO week `offset` weeks from this one (Shanghai): self-checks accept this week and
+    the one before (the default grace)."""
+    return week_offset(week_of(utcnow()), offset)
 
 
 def point(lon: float, lat: float) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def test_login_contract_and_me(client: TestClient[Any], auth: Sessions) -> None:
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {"access_token", "refresh_token", "expires_in"}
-    assert body["expires_in"] == 900
+    assert body["expires_in"] == 6 * 3600  # the test settings' (tests/conftest.py)
     me = client.get("/api/v1/auth/me", headers=_bearer(body["access_token"]))
     assert me.json()["username"] == name and me.json()["role"] == "responder"
 

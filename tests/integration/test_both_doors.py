@@ -32,7 +32,7 @@ from tests.integration.sync_helpers import Phone
 from tests.integration.test_media_api import photo, sha, upload
 
 AT = "2026-11-20T08:30:00Z"  # the phone's clock at the step: kept on both doors
-WEEKS = {"rest": "2026-W46", "sync": "2026-W47"}  # one submission per week: one each
+WEEKS = {"rest": f.week(-1), "sync": f.week()}  # one submission per week: one each
 # Server clock times (the phone's `at` is compared; see `_norm`).
 VOLATILE = {
     "created_at",

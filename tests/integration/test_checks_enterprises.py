@@ -22,7 +22,7 @@ def test_enterprise_staff_submit_their_week_once(client: TestClient[Any], auth: 
     assert [i["position"] for i in tpl["items"]] == [1, 2, 3, 4, 5]
     results = [{"item_id": i["id"], "result": "pass"} for i in tpl["items"]]
     results[2] = {"item_id": tpl["items"][2]["id"], "result": "fail", "note": "私拉电线"}
-    body = {"template_id": tpl["id"], "week": "2026-W47", "results": results}
+    body = {"template_id": tpl["id"], "week": f.week(), "results": results}
     r = client.post("/api/v1/check-submissions", headers=auth("enterprise1"), json=body)
     assert r.status_code == 201, r.text
     assert r.json()["enterprise_id"] == str(did("enterprise:bund-mall"))
@@ -45,7 +45,7 @@ def test_enterprise_staff_submit_their_week_once(client: TestClient[Any], auth: 
 def test_submission_must_answer_every_item_once(client: TestClient[Any], auth: Sessions) -> None:
     tpl = _weekly(client, auth)
     partial = [{"item_id": i["id"], "result": "pass"} for i in tpl["items"][:-1]]
-    body = {"template_id": tpl["id"], "week": "2026-W46", "results": partial}
+    body = {"template_id": tpl["id"], "week": f.week(-1), "results": partial}
     r = client.post("/api/v1/check-submissions", headers=auth("enterprise1"), json=body)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "results"
     bad_week = {**body, "week": "2026-47"}
@@ -56,7 +56,7 @@ def test_submission_must_answer_every_item_once(client: TestClient[Any], auth: S
         == 400
     )
     full = [{"item_id": i["id"], "result": "na"} for i in tpl["items"]]
-    as_inspector = {"template_id": tpl["id"], "week": "2026-W45", "results": full}
+    as_inspector = {"template_id": tpl["id"], "week": f.week(), "results": full}
     assert (
         client.post(
             "/api/v1/check-submissions", headers=auth("inspector1"), json=as_inspector

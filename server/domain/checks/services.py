@@ -1,8 +1,16 @@
-"""Check templates (authority) and weekly submissions (enterprise staff)."""
+"""Check templates (authority) and weekly submissions (enterprise staff).
+
+A submission is one transaction however it arrives (REST or a phone's sync): the week must be
+the current one or a recent past one (`CheckPolicy.grace_weeks`), photos named must exist and
+belong to the enterprise, each failed item opens its hazard (`hazards.open_from_check`) and the
+week's `check_due` row becomes `done` (`schedule.mark_done`). A retry with the same id returns
+the first submission and opens nothing again.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,8 +21,18 @@ from schemas.common import Role
 from server import audit, changes
 from server.auth.principal import Principal
 from server.crud import refuse_taken_id
+from server.domain.checks import schedule
+from server.domain.hazards.services import open_from_check
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.models import CheckItem, CheckSubmission, CheckTemplate, Enterprise, utcnow
+from server.models import (
+    CheckItem,
+    CheckSubmission,
+    CheckTemplate,
+    Enterprise,
+    MediaObject,
+    User,
+    utcnow,
+)
 
 
 async def template_out(session: AsyncSession, row: CheckTemplate) -> s.CheckTemplate:
@@ -111,12 +129,91 @@ async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
     return found
 
 
+async def _photos(
+    session: AsyncSession, p: Principal, enterprise: Enterprise, results: list[s.ItemResult]
+) -> dict[uuid.UUID, MediaObject]:
+    """The photos the results name, by id: each must exist (declared, even if its bytes are
+    still on the way) and have been declared by someone of the enterprise (or by the submitter
+    themself, e.g. an administrator submitting for it)."""
+    wanted = list(dict.fromkeys(x for r in results for x in r.photo_ids))
+    if not wanted:
+        return {}
+    rows = (
+        await session.execute(
+            select(MediaObject, User.org_id)
+            .outerjoin(User, User.id == MediaObject.uploaded_by)
+            .where(MediaObject.id.in_(wanted), MediaObject.deleted_at.is_(None))
+        )
+    ).all()
+    found = {m.id: (m, org) for m, org in rows}
+    for ident in wanted:
+        if ident not in found:
+            raise InvalidInput(
+                f"no photo {ident}: declare it first (POST /api/v1/media)",
+                field="results",
+                code="unknown_photo",
+            )
+        media, org = found[ident]
+        ours = enterprise.org_id is not None and org == enterprise.org_id
+        if not ours and media.uploaded_by != p.user_id:
+            raise InvalidInput(
+                f"photo {ident} does not belong to this enterprise",
+                field="results",
+                code="foreign_photo",
+            )
+    return {ident: media for ident, (media, _) in found.items()}
+
+
+async def _open_hazards(
+    session: AsyncSession,
+    p: Principal,
+    enterprise: Enterprise,
+    row: CheckSubmission,
+    data: s.CheckSubmissionCreate,
+    photos: dict[uuid.UUID, MediaObject],
+) -> list[uuid.UUID]:
+    failed = [r for r in data.results if r.result is s.CheckResult.FAIL]
+    if not failed:
+        return []
+    items = {
+        i.id: i
+        for i in (
+            await session.execute(select(CheckItem).where(CheckItem.template_id == row.template_id))
+        ).scalars()
+    }
+    opened: list[uuid.UUID] = []
+    at = row.submitted_at or utcnow()
+    for result in failed:
+        item = items[result.item_id]
+        hazard = await open_from_check(
+            session,
+            p,
+            enterprise=enterprise,
+            submission_id=row.id,
+            item_id=item.id,
+            item_text=item.text,
+            item_category=item.category,
+            note=result.note,
+            photos=[photos[x] for x in dict.fromkeys(result.photo_ids)],
+            at=at,
+        )
+        if hazard is not None:
+            opened.append(hazard.id)
+    return opened
+
+
 async def submit(
-    session: AsyncSession, p: Principal, data: s.CheckSubmissionCreate
+    session: AsyncSession,
+    p: Principal,
+    data: s.CheckSubmissionCreate,
+    *,
+    policy: schedule.CheckPolicy = schedule.DEFAULT_POLICY,
+    now: datetime | None = None,
 ) -> tuple[CheckSubmission, bool]:
     """Record a week's self-check (both doors: REST and a device's sync create). One per
     enterprise, template and week. Returns the submission and whether this call made it: a
-    retry with the same id returns the first and changes nothing."""
+    retry with the same id returns the first and changes nothing. A failed item opens its
+    hazard in this transaction."""
     if data.id is not None:
         existing = await session.get(CheckSubmission, data.id)
         if existing is not None:
@@ -128,12 +225,23 @@ async def submit(
         if data.enterprise_id not in (None, enterprise_id):
             raise Forbidden("enterprise staff submit for their own enterprise only")
     elif p.role is Role.ADMIN and data.enterprise_id is not None:
-        enterprise = await session.get(Enterprise, data.enterprise_id)
-        if enterprise is None or enterprise.deleted_at is not None:
+        found = await session.get(Enterprise, data.enterprise_id)
+        if found is None or found.deleted_at is not None:
             raise InvalidInput("no such enterprise", field="enterprise_id")
-        enterprise_id = enterprise.id
+        enterprise_id = found.id
     else:
         raise Forbidden("self-checks are submitted by enterprise staff")
+    enterprise = await session.get(Enterprise, enterprise_id)
+    if enterprise is None:  # pragma: no cover - found above
+        raise InvalidInput("no such enterprise", field="enterprise_id")
+    at = now or utcnow()
+    if not schedule.accepts_week(data.week, at, policy):
+        raise InvalidInput(
+            f"week {data.week} is not open: submit the current week "
+            f"({schedule.week_of(at, policy)}) or one of the {policy.grace_weeks} before it",
+            field="week",
+            code="week_not_open",
+        )
     template = await session.get(CheckTemplate, data.template_id)
     if template is None or not template.active or template.deleted_at is not None:
         raise InvalidInput("no such active template", field="template_id")
@@ -144,6 +252,7 @@ async def submit(
     )
     if not answers_every_item(item_ids, [r.item_id for r in data.results]):
         raise InvalidInput(ANSWER_EVERY_ITEM, field="results", code="incomplete_checklist")
+    photos = await _photos(session, p, enterprise, data.results)
     duplicate = await session.scalar(
         select(func.count()).where(
             CheckSubmission.enterprise_id == enterprise_id,
@@ -158,7 +267,7 @@ async def submit(
         enterprise_id=enterprise_id,
         week=data.week,
         submitted_by=p.user_id,
-        submitted_at=utcnow(),
+        submitted_at=at,
         results=stored_results(data.results),
     )
     if data.id is not None:
@@ -166,9 +275,37 @@ async def submit(
     session.add(row)
     await session.flush()
     changes.record(session, row)
-    failed = sum(1 for r in data.results if r.result is s.CheckResult.FAIL)
-    audit.record(session, p, "submit", "check_submission", row.id, week=data.week, failed=failed)
+    hazards = await _open_hazards(session, p, enterprise, row, data, photos)
+    await schedule.mark_done(session, template, enterprise, data.week, row.id, at)
+    audit.record(
+        session,
+        p,
+        "submit",
+        "check_submission",
+        row.id,
+        week=data.week,
+        failed=sum(1 for r in data.results if r.result is s.CheckResult.FAIL),
+        hazards=[str(h) for h in hazards],
+    )
     return row, True
+
+
+async def retire_template(
+    session: AsyncSession, p: Principal, template_id: uuid.UUID
+) -> CheckTemplate:
+    """Retire a template (every version of its code): it is no longer offered, submitted or
+    due; this week's open checks of it are withdrawn. Submissions already made stay."""
+    row = await get_template(session, template_id)
+    for version in (
+        await session.execute(select(CheckTemplate).where(CheckTemplate.code == row.code))
+    ).scalars():
+        if version.active:
+            version.active = False
+            changes.record(session, version)
+    await session.flush()
+    withdrawn = await schedule.retire_code(session, row.code)
+    audit.record(session, p, "retire", "check_template", row.id, code=row.code, withdrawn=withdrawn)
+    return row
 
 
 async def get_template(session: AsyncSession, template_id: uuid.UUID) -> CheckTemplate:

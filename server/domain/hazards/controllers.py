@@ -39,6 +39,7 @@ def _filters(
     created_to: datetime | None = None,
     rectify_org_id: uuid.UUID | None = None,
     overdue: bool | None = None,
+    source: s.HazardSource | None = None,
 ) -> list[Any]:
     require_aware(created_from=created_from, created_to=created_to)
     filters: list[Any] = []
@@ -58,6 +59,8 @@ def _filters(
         filters.append(Hazard.rectify_org_id == rectify_org_id)
     if overdue is not None:
         filters.append(Hazard.overdue.is_(overdue))
+    if source:
+        filters.append(Hazard.source == source.value)
     return filters
 
 
@@ -82,8 +85,10 @@ class HazardController(Controller):
         created_to: FromQuery[datetime | None] = None,
         rectify_org_id: FromQuery[uuid.UUID | None] = None,
         overdue: FromQuery[bool | None] = None,
+        source: FromQuery[s.HazardSource | None] = None,
     ) -> Response[Page[s.Hazard]]:
-        """Hazards the user may see, with filters (time range on created_at, [from, to))."""
+        """Hazards the user may see, with filters (time range on created_at, [from, to);
+        `source`: where they came from)."""
         filters = _filters(
             status,
             category,
@@ -93,6 +98,7 @@ class HazardController(Controller):
             created_to,
             rectify_org_id,
             overdue,
+            source,
         )
         rows, nxt = await crud.list_page(db, request.user, Hazard, q, "location", filters)
         items = await svc.hazards_out(db, rows, _policy(request))

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,7 @@ from server.models import (
     HazardEvent,
     HazardMedia,
     MediaObject,
+    NoticeClaim,
     Organisation,
     utcnow,
 )
@@ -53,6 +54,7 @@ from server.notify import (
     grid_inspector,
     notify,
 )
+from server.outbox import dialect_insert
 
 DISPATCH = (Role.ADMIN, Role.DISPATCHER)
 EARTH_RADIUS_M = 6_371_008.8
@@ -166,6 +168,9 @@ def hazard_out(
         photos=photos,
         missing_photos=[p.sha256 for p in photos if p.status is MediaStatus.PENDING],
         evidence_flags=flags,
+        source=s.HazardSource(row.source),
+        check_submission_id=row.check_submission_id,
+        check_item_id=row.check_item_id,
     )
 
 
@@ -286,6 +291,27 @@ async def _attach(
             changes.record(session, link)  # the photo now travels with the hazard
 
 
+def _source(p: Principal, named: s.HazardSource | None) -> s.HazardSource:
+    """Where a report comes from: enterprise staff report their own (`self_reported`),
+    inspectors and responders find hazards in the field (`grid_inspection`); dispatch may name
+    another source (a third-party inspection's finding), never `enterprise_inspection`, which
+    only a failed self-check item opens."""
+    if p.role is Role.ENTERPRISE_STAFF:
+        own = s.HazardSource.SELF_REPORTED
+    else:
+        own = s.HazardSource.GRID_INSPECTION
+    if named is None or named is own:
+        return own
+    if not p.has(*DISPATCH):
+        raise Forbidden("only dispatch names a hazard's source", field="source")
+    if named is s.HazardSource.ENTERPRISE_INSPECTION:
+        raise InvalidInput(
+            "enterprise_inspection hazards are opened by failed self-check items",
+            field="source",
+        )
+    return named
+
+
 async def create_hazard(
     session: AsyncSession, p: Principal, data: s.HazardCreate
 ) -> tuple[Hazard, bool]:
@@ -331,25 +357,39 @@ async def create_hazard(
         photo_ids=[str(m.id) for m in photos],
         reported_at=reported_at,
         overdue=False,
-        source="self_reported" if p.role is Role.ENTERPRISE_STAFF else "grid_inspection",
+        source=_source(p, data.source).value,
     )
     if data.id is not None:
         row.id = data.id
+    await _reported(session, p, row, photos, reported_at, reported_at)
+    return row, True
+
+
+async def _reported(
+    session: AsyncSession,
+    p: Principal,
+    row: Hazard,
+    photos: Sequence[MediaObject],
+    at: datetime | None,
+    photos_expected_at: datetime | None,
+    **detail: str,
+) -> None:
+    """Add a new report: its `reported` timeline entry, its photos, the change, the audit entry
+    and the push to whoever must hear of it (both `create_hazard` and `open_from_check`)."""
     session.add(row)
     await session.flush()
     event = HazardEvent(
         hazard_id=row.id,
         from_status=None,
-        to_status="reported",
+        to_status=HazardStatus.REPORTED.value,
         actor_id=p.user_id,
-        at=reported_at or utcnow(),
-        detail={"photo_ids": [str(m.id) for m in photos]},
+        at=at or utcnow(),
+        detail={"photo_ids": [str(m.id) for m in photos], **detail},
     )
     session.add(event)
     await session.flush()
-    await _attach(
-        session, p, row, photos, s.PhotoKind.REPORT, reported_at or row.created_at, event.id
-    )
+    expected = photos_expected_at or row.created_at
+    await _attach(session, p, row, photos, s.PhotoKind.REPORT, expected, event.id)
     changes.record(session, row, event)
     audit.record(
         session,
@@ -358,10 +398,11 @@ async def create_hazard(
         "hazard",
         row.id,
         category=row.category,
+        source=row.source,
         photos=[m.sha256 for m in photos],
+        **detail,
     )
     await notify_reported(session, row, p.user_id)
-    return row, True
 
 
 # ------------------------------------------------------------------------------ notifications
@@ -423,6 +464,70 @@ async def _notify_step(
     kind = f"hazard.{new.value}"
     notice = hazard_notice(row, kind, f"{kind}:{event.id}", **params)
     await notify(session, notice, Without(audience, event.actor_id))
+
+
+#: The hazard category a self-check item's category becomes (unknown ones: `other`).
+_CATEGORIES = frozenset(c.value for c in s.HazardCategory)
+
+
+async def open_from_check(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    enterprise: Enterprise,
+    submission_id: uuid.UUID,
+    item_id: uuid.UUID,
+    item_text: str,
+    item_category: str,
+    note: str | None,
+    photos: Sequence[MediaObject],
+    at: datetime,
+) -> Hazard | None:
+    """Open the hazard a failed self-check item reports (source `enterprise_inspection`): the
+    item's category, the enterprise's location, grid and area, the item's note and photos, a
+    link back to the submission and item. Runs in the submission's transaction; one hazard per
+    (submission, item): a second call returns the first. None when the enterprise has no
+    location to put the hazard at."""
+    found = (
+        await session.execute(
+            select(Hazard).where(
+                Hazard.check_submission_id == submission_id, Hazard.check_item_id == item_id
+            )
+        )
+    ).scalar_one_or_none()
+    if found is not None:
+        return found
+    if enterprise.location is None:
+        return None
+    description = f"{item_text}: {note}" if note else item_text
+    row = Hazard(
+        category=item_category if item_category in _CATEGORIES else s.HazardCategory.OTHER.value,
+        severity=s.Severity.MEDIUM.value,
+        description=description[:4000],
+        location=enterprise.location,
+        status=HazardStatus.REPORTED.value,
+        reporter_id=p.user_id,
+        grid_id=enterprise.grid_id,
+        area_id=enterprise.area_id,
+        enterprise_id=enterprise.id,
+        photo_ids=[str(m.id) for m in photos],
+        reported_at=at,
+        overdue=False,
+        source=s.HazardSource.ENTERPRISE_INSPECTION.value,
+        check_submission_id=submission_id,
+        check_item_id=item_id,
+    )
+    await _reported(
+        session,
+        p,
+        row,
+        photos,
+        at,
+        at,
+        check_submission_id=str(submission_id),
+        check_item_id=str(item_id),
+    )
+    return row
 
 
 def _may_correct(p: Principal, row: Hazard) -> bool:
@@ -751,6 +856,42 @@ async def _push_escalation(
     )
     await notify(session, hazard_notice(hazard, "hazard.overdue", event_id), audience, now=now)
     escalation.delivered_at = now
+
+
+async def remind_deadlines(
+    session: AsyncSession, now: datetime, ahead: timedelta = timedelta(days=1)
+) -> list[uuid.UUID]:
+    """Remind the rectifier of each rectification due within `ahead` (a day by default), once
+    per deadline: the reminder's key is claimed in `notice_claims` (INSERT ... ON CONFLICT DO
+    NOTHING), so only one of several racing runners sends it. Returns the hazards reminded."""
+    due = (
+        await session.execute(
+            select(Hazard).where(
+                Hazard.status == H.RECTIFICATION_ASSIGNED.value,
+                Hazard.rectify_deadline.is_not(None),
+                Hazard.rectify_deadline > now,
+                Hazard.rectify_deadline <= now + ahead,
+                Hazard.overdue.is_(False),
+                Hazard.deleted_at.is_(None),
+            )
+        )
+    ).scalars()
+    reminded: list[uuid.UUID] = []
+    for row in list(due):
+        deadline = row.rectify_deadline or now  # never None: the WHERE requires one
+        key = f"hazard.deadline_soon:{row.id}:{deadline.isoformat()}"
+        claim = dialect_insert(session, NoticeClaim.__table__).values(key=key, at=now)
+        claimed = await session.execute(
+            claim.on_conflict_do_nothing(index_elements=["key"]).returning(
+                NoticeClaim.__table__.c.key
+            )
+        )
+        if claimed.first() is None:
+            continue  # reminded already (or by a racing runner)
+        notice = hazard_notice(row, "hazard.deadline_soon", key[:128])
+        await notify(session, notice, OrgMembers.of(row.rectify_org_id), now=now)
+        reminded.append(row.id)
+    return reminded
 
 
 def _scoped(p: Principal, filters: Sequence[Any]) -> list[Any]:

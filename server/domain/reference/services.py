@@ -143,6 +143,7 @@ def enterprise_out(row: Enterprise) -> s.Enterprise:
         area_id=row.area_id,
         location=loc,
         address=row.address,
+        kind=row.kind,
     )
 
 
@@ -267,6 +268,7 @@ async def create_enterprise(
         area_id=await locate_area(session, lon, lat),
         location=geo.point_to_db(data.location),
         address=data.address,
+        kind=data.kind,
     )
     if data.id:
         row.id = data.id

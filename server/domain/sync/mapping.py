@@ -23,6 +23,7 @@ from server import geo
 from server.models import (
     Alert,
     AlertChain,
+    CheckDue,
     CheckItem,
     CheckSubmission,
     CheckTemplate,
@@ -158,6 +159,9 @@ def _hazard(row: Hazard) -> dict[str, Any]:
         "rectify_deadline": iso(row.rectify_deadline),
         "overdue": bool(row.overdue),
         "photo_ids": [str(p) for p in row.photo_ids or []],
+        "source": row.source,
+        "check_submission_id": sid(row.check_submission_id),
+        "check_item_id": sid(row.check_item_id),
         "created_at": iso(row.created_at),
     }
 
@@ -305,6 +309,23 @@ def _check_submission(row: CheckSubmission) -> dict[str, Any]:
     }
 
 
+def _check_due(row: CheckDue) -> dict[str, Any]:
+    return {
+        "enterprise_id": sid(row.enterprise_id),
+        "template_id": sid(row.template_id),
+        "template_code": row.template_code,
+        "week": row.week,
+        "due_at": iso(row.due_at),
+        "status": row.status,
+        "submission_id": sid(row.submission_id),
+        "submitted_at": iso(row.submitted_at),
+        "reminded_at": iso(row.reminded_at),
+        "missed_at": iso(row.missed_at),
+        "grid_id": sid(row.grid_id),
+        "area_id": sid(row.area_id),
+    }
+
+
 def hazard_scopes(values: dict[str, Any]) -> list[str]:
     """The scopes of a hazard with these synced values (grid, enterprise, reporter, area)."""
     keys = (
@@ -360,6 +381,7 @@ MAPPED: tuple[Mapped, ...] = (
     Mapped("alert", AlertChain, _alert),
     Mapped("check_template", CheckTemplate, _check_template),
     Mapped("check_submission", CheckSubmission, _check_submission),
+    Mapped("check_due", CheckDue, _check_due),
     Mapped("media", MediaObject, _media),
 )
 BY_MODEL: dict[type[Any], Mapped] = {m.model: m for m in MAPPED}

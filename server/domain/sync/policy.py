@@ -63,6 +63,7 @@ from server.auth.principal import Principal
 from server.config import Settings
 from server.db import dialect_of
 from server.domain.checks import services as checks
+from server.domain.checks.schedule import CheckPolicy
 from server.domain.dispatch import services as dispatch
 from server.domain.dispatch.assign import DispatchPolicy
 from server.domain.hazards import services as hazards
@@ -193,7 +194,7 @@ class ServerPolicy:
                 keys = [f"gridref:{record.id}"]
             case "check_template":
                 keys = ["ref"]
-            case "check_submission":
+            case "check_submission" | "check_due":
                 keys = [
                     f"enterprise:{v['enterprise_id']}" if v.get("enterprise_id") else None,
                     f"grid:{v['grid_id']}" if v.get("grid_id") else None,
@@ -384,7 +385,7 @@ class ServerPolicy:
         p = cast(Principal, ctx.user)
         names = ("template_id", "week", "results", "enterprise_id")
         data = _convert(ctx.proposed.values(), names, CheckSubmissionCreate, id=ctx.record_id)
-        row, _ = await checks.submit(a.db, p, data)
+        row, _ = await checks.submit(a.db, p, data, policy=CheckPolicy.from_settings(a.settings))
         await a.db.flush()
         return row, []
 

@@ -1,7 +1,7 @@
 """users' language, hazard sources, the self-check schedule, notice claims (issue 12)
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-28
 
 - `users.language`: the saved language of pushes and exports (`zh_CN` by default).
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
