@@ -75,8 +75,8 @@ class ProblemField(Output):
     message: str
 
 
-class Problem(Output):
-    """RFC 9457 problem details."""
+class ProblemDetails(Output):
+    """RFC 9457 problem details (`application/problem+json`), the body of every error answer."""
 
     title: str
     status: int
@@ -92,6 +92,7 @@ class Language(enum.StrEnum):
 
     ZH_CN = "zh_CN"
     EN = "en"
+Problem = ProblemDetails
 
 
 class Role(enum.StrEnum):

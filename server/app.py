@@ -64,6 +64,7 @@ from server.domain.sync.controllers import SyncController
 from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
 from server.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from server.jobs import hazard_jobs_lifespan
+from server.openapi import document_app
 from server.outbox import OUTBOX_FLAG
 from server.strict import strict_json_body
 
@@ -90,6 +91,17 @@ def docs_page() -> ScalarRenderPlugin:
             "proxyUrl": "",
             "hideClientButton": True,
             "showDeveloperTools": "never",
+            # "Ask AI" talks to Scalar's cloud, and turns itself on for hosts such as
+            # localhost or *.local; the MCP button likewise. Neither works on a closed network.
+            "agent": {"disabled": True},
+            "mcp": {"disabled": True},
+            # Scalar's own services (dashboard, registry, request proxy, API): none is reached.
+            "externalUrls": {
+                "dashboardUrl": "",
+                "registryUrl": "",
+                "proxyUrl": "",
+                "apiBaseUrl": "",
+            },
         },
     )
 
@@ -177,7 +189,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         async with background.running():
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -264,3 +276,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"BearerToken": []}],
         ),
     )
+    # Every operation's real answers (401, 403, 404, 409, 415, 422, ... as problem+json).
+    document_app(app, public_paths=EXCLUDE_REGEX)
+    return app

@@ -491,6 +491,9 @@ def test_docs_page_loads_nothing_from_outside(client: TestClient[Any]) -> None:
     assert all(ref.startswith("/") and not ref.startswith("//") for ref in refs), refs
     assert "://" not in html.replace("about:blank", "")
     assert '"proxyUrl":""' in html and '"withDefaultFonts":false' in html
+    # No "Ask AI" (Scalar's cloud agent) and no MCP button; Scalar's services all unset.
+    assert '"agent":{"disabled":true}' in html and '"mcp":{"disabled":true}' in html
+    assert '"apiBaseUrl":""' in html and '"registryUrl":""' in html
     script = next(ref for ref in refs if ref.endswith(".js"))
     assert SCALAR_VERSION in script
     js = client.get(script)

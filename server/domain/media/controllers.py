@@ -35,10 +35,35 @@ from server.errors import (
     problem_response,
 )
 from server.models import MediaObject
+from server.openapi import Doc, HeaderDoc
 
 UPLOADS = "/api/v1/uploads"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _TUS = {"Tus-Resumable": tus.TUS_VERSION}
+
+# What the OpenAPI document says about tus headers (server/openapi.py builds the rest).
+_INT = {"type": "integer", "minimum": 0}
+TUS_RESUMABLE = HeaderDoc(
+    "Tus-Resumable",
+    "the tus version: 1.0.0 (412 for any other)",
+    required=True,
+    schema={"type": "string", "enum": [tus.TUS_VERSION]},
+)
+UPLOAD_OFFSET = HeaderDoc("Upload-Offset", "bytes received so far", schema=_INT)
+UPLOAD_LENGTH = HeaderDoc("Upload-Length", "the upload's total size in bytes", schema=_INT)
+UPLOAD_METADATA = HeaderDoc(
+    "Upload-Metadata",
+    "comma-separated `key base64(value)` pairs: sha256 (hex of the whole file), filename, filetype",
+)
+UPLOAD_CHECKSUM = HeaderDoc(
+    "Upload-Checksum", "`sha1|sha256 base64(digest)` of this request's body (checksum)"
+)
+UPLOAD_EXPIRES = HeaderDoc("Upload-Expires", "when an unfinished upload is dropped (HTTP date)")
+MEDIA_ID = HeaderDoc("Media-Id", "the stored photo's id, once the upload is complete")
+MEDIA_SHA256 = HeaderDoc("Media-Sha256", "the stored photo's SHA-256, once complete")
+LOCATION = HeaderDoc("Location", "the new upload's URL, for HEAD, PATCH and DELETE")
+_TUS_ERRORS = (tus.TusError, MediaRejected)
+_TUS_EVERY = (TUS_RESUMABLE,)
 
 
 class ClientDisconnected(DomainError):
@@ -164,7 +189,27 @@ class UploadController(Controller):
         probe): version, extensions, max size, checksum algorithms."""
         return Response(None, status_code=204, headers=_runtime(request).manager.options_headers())
 
-    @post("/", operation_id="CreateUpload", status_code=201)
+    @post(
+        "/",
+        operation_id="CreateUpload",
+        status_code=201,
+        opt={
+            "doc": Doc(
+                body=bytes,  # creation-with-upload: the first bytes, optional
+                body_media_types=(tus.PATCH_CONTENT_TYPE,),
+                body_required=False,
+                raises=_TUS_ERRORS,
+                every_answer_headers=_TUS_EVERY,
+                request_headers=(
+                    TUS_RESUMABLE,
+                    HeaderDoc(UPLOAD_LENGTH.name, UPLOAD_LENGTH.description, True, _INT),
+                    UPLOAD_METADATA,
+                    UPLOAD_CHECKSUM,
+                ),
+                answer_headers=(LOCATION, UPLOAD_OFFSET, UPLOAD_EXPIRES, MEDIA_ID, MEDIA_SHA256),
+            )
+        },
+    )
     async def create(
         self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
     ) -> Response[None]:
@@ -193,7 +238,25 @@ class UploadController(Controller):
         headers["Location"] = f"{UPLOADS}/{info.id}"
         return Response(None, status_code=201, headers=headers)
 
-    @head("/{upload_id:str}", operation_id="GetUploadOffset")
+    @head(
+        "/{upload_id:str}",
+        operation_id="GetUploadOffset",
+        opt={
+            "doc": Doc(
+                raises=(tus.TusError,),
+                every_answer_headers=_TUS_EVERY,
+                request_headers=(TUS_RESUMABLE,),
+                answer_headers=(
+                    UPLOAD_OFFSET,
+                    UPLOAD_LENGTH,
+                    UPLOAD_METADATA,
+                    UPLOAD_EXPIRES,
+                    MEDIA_ID,
+                    MEDIA_SHA256,
+                ),
+            )
+        },
+    )
     async def head_upload(
         self,
         request: Request[Principal, Any, Any],
@@ -220,7 +283,25 @@ class UploadController(Controller):
             headers.update(_completion_headers(media))
         return Response(None, status_code=200, headers=headers)
 
-    @patch("/{upload_id:str}", operation_id="PatchUpload", status_code=204)
+    @patch(
+        "/{upload_id:str}",
+        operation_id="PatchUpload",
+        status_code=204,
+        opt={
+            "doc": Doc(
+                body=bytes,
+                body_media_types=(tus.PATCH_CONTENT_TYPE,),
+                raises=_TUS_ERRORS,
+                every_answer_headers=_TUS_EVERY,
+                request_headers=(
+                    TUS_RESUMABLE,
+                    HeaderDoc(UPLOAD_OFFSET.name, "where this body starts", True, _INT),
+                    UPLOAD_CHECKSUM,
+                ),
+                answer_headers=(UPLOAD_OFFSET, UPLOAD_EXPIRES, MEDIA_ID, MEDIA_SHA256),
+            )
+        },
+    )
     async def patch_upload(
         self,
         request: Request[Principal, Any, Any],
@@ -243,6 +324,13 @@ class UploadController(Controller):
         http_method=[HttpMethod.DELETE],
         operation_id="TerminateUpload",
         status_code=204,
+        opt={
+            "doc": Doc(
+                raises=(tus.TusError,),
+                every_answer_headers=_TUS_EVERY,
+                request_headers=(TUS_RESUMABLE,),
+            )
+        },
     )
     async def terminate(
         self, request: Request[Principal, Any, Any], upload_id: FromPath[str]
@@ -331,7 +419,11 @@ class MediaController(Controller):
             raise NotFound("the bytes are not stored yet")
         return Stream(store.iter_chunks(key), media_type=content_type, headers=headers)
 
-    @get("/{sha256:str}/display", operation_id="GetMediaDisplay")
+    @get(
+        "/{sha256:str}/display",
+        operation_id="GetMediaDisplay",
+        opt={"doc": Doc(content=("image/jpeg",))},
+    )
     async def display(
         self,
         request: Request[Principal, Any, Any],
@@ -342,7 +434,11 @@ class MediaController(Controller):
         row = await self._visible(db, request.user, sha256)
         return await self._blob(request, display_key(row.sha256), "image/jpeg", True)
 
-    @get("/{sha256:str}/thumbnail", operation_id="GetMediaThumbnail")
+    @get(
+        "/{sha256:str}/thumbnail",
+        operation_id="GetMediaThumbnail",
+        opt={"doc": Doc(content=("image/jpeg",))},
+    )
     async def thumbnail(
         self,
         request: Request[Principal, Any, Any],
@@ -353,7 +449,11 @@ class MediaController(Controller):
         row = await self._visible(db, request.user, sha256)
         return await self._blob(request, thumbnail_key(row.sha256), "image/jpeg", True)
 
-    @get("/{sha256:str}/original", operation_id="GetMediaOriginal")
+    @get(
+        "/{sha256:str}/original",
+        operation_id="GetMediaOriginal",
+        opt={"doc": Doc(content=("image/*", "application/octet-stream"))},
+    )
     async def original(
         self,
         request: Request[Principal, Any, Any],

@@ -53,7 +53,7 @@ def _answer(
     if _wants_csv(request, fmt):
         return Response(
             svc.to_csv(rows, row_type.__struct_fields__),
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",  # Litestar adds `; charset=utf-8` to text/* itself
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
     return Response(msgspec.to_builtins(list(rows)))

@@ -20,7 +20,9 @@ from schemas.common import Input, Role
 from schemas.sync import (
     Conflict,
     PullRequest,
+    PullResponse,
     PushRequest,
+    PushResponse,
     UpgradeRequired,
     json_encoder,
     msgpack_encoder,
@@ -33,6 +35,7 @@ from server.auth.principal import Principal
 from server.domain.sync import services as svc
 from server.domain.sync.changelog import SyncRuntime
 from server.errors import InvalidInput
+from server.openapi import Doc, HeaderDoc
 from server.scope import require
 from server.strict import decode_failure
 
@@ -48,6 +51,21 @@ class ConflictResolve(Input):
 
     take: Literal["winner", "loser", "value"]
     value: Any = None
+
+
+_GZIP_BODY = HeaderDoc(
+    "Content-Encoding", "`gzip` when the body is compressed", schema={"enum": ["gzip", "identity"]}
+)
+
+
+def _doc(request: type, reply: type) -> Doc:
+    """The OpenAPI description of a sync exchange: decoded here by hand, in JSON or msgpack."""
+    return Doc(
+        body=request,
+        body_media_types=(JSON, MSGPACK),
+        answers={200: reply, 426: UpgradeRequired},
+        request_headers=(_GZIP_BODY,),
+    )
 
 
 def _body(raw: bytes, request: Request[Any, Any, Any]) -> bytes:
@@ -108,6 +126,7 @@ class SyncController(Controller):
         operation_id="SyncPush",
         request_max_body_size=MAX_SYNC_BODY,
         status_code=200,
+        opt={"doc": _doc(PushRequest, PushResponse)},
     )
     async def push(
         self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
@@ -124,6 +143,7 @@ class SyncController(Controller):
         operation_id="SyncPull",
         request_max_body_size=MAX_SYNC_BODY,
         status_code=200,
+        opt={"doc": _doc(PullRequest, PullResponse)},
     )
     async def pull(
         self, request: Request[Principal, Any, Any], db: NamedDependency[AsyncSession]
@@ -135,7 +155,11 @@ class SyncController(Controller):
         reply = await svc.pull(db, _runtime(request), request.user, req)
         return _answer(request, reply)
 
-    @get("/events", operation_id="SyncEvents")
+    @get(
+        "/events",
+        operation_id="SyncEvents",
+        opt={"doc": Doc(content=("text/event-stream",))},
+    )
     async def events(self, request: Request[Principal, Any, Any]) -> ServerSentEvent:
         """Server-Sent Events: `ready` once subscribed, then `pull` (data: changed scopes)
         whenever a commit touches one of the user's scopes; a comment every 15 s."""
