@@ -48,11 +48,12 @@ def test_docs_page_renders_offline_without_ask_ai(base_url: str) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            page.set_default_timeout(120_000)  # a busy CI machine renders slowly
             page.route("**/*", closed_network)
             page.goto(f"{base_url}/schema", wait_until="networkidle")
             # The document rendered: an operation's summary from /schema/openapi.json shows.
-            page.get_by_text("Liandong API").first.wait_for(timeout=30_000)
-            page.get_by_text("/api/v1/sync/push").first.wait_for(timeout=30_000)
+            page.get_by_text("Liandong API").first.wait_for()
+            page.get_by_text("/api/v1/sync/push").first.wait_for()
             text = page.inner_text("body")
         finally:
             browser.close()
