@@ -92,6 +92,8 @@ class Language(enum.StrEnum):
 
     ZH_CN = "zh_CN"
     EN = "en"
+
+
 Problem = ProblemDetails
 
 
