@@ -81,8 +81,10 @@ class FieldActions:
         now: Now = utcnow,
         in_flight: InFlight | None = None,
         fix_max_age_s: float = 120.0,
+        on_write: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_write = on_write  # told the entity after each write (wakes the sender)
         self.photos = photos
         self.geolocator = geolocator
         self._now = now
@@ -105,6 +107,8 @@ class FieldActions:
         self, entity: str, rid: uuid.UUID, fields: dict[str, Any], op: Op = Op.CREATE
     ) -> uuid.UUID:
         self.store.write(entity, rid, {k: v for k, v in fields.items() if v is not None}, op=op)
+        if self.on_write is not None:
+            self.on_write(entity)
         return rid
 
     def _editable(self, entity: str, rid: uuid.UUID) -> None:

@@ -1,7 +1,8 @@
 """The phone's SQLite file as the core's own modules see it (beside `sync.store.ClientStore`).
 
 `ClientStore` owns the sync tables (records, members, scopes, outbox, log, aside, meta). The
-core keeps its own tables in the same file (`mobile_*`: photos, sent history) through its own
+core keeps its own tables in the same file (`mobile_*`: photos, sent history, drafts, data
+used per day) through its own
 connection, so `sync/` stays untouched. WAL lets the connections read while another writes;
 writes from the core are short and wait for the lock (`busy_timeout`).
 """
@@ -24,6 +25,12 @@ CREATE INDEX IF NOT EXISTS mobile_photo_links_by_sha ON mobile_photo_links(sha25
 CREATE TABLE IF NOT EXISTS mobile_sent(
     seq INTEGER PRIMARY KEY, entity TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL,
     fields BLOB NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mobile_drafts(
+    form TEXT NOT NULL, key TEXT NOT NULL, fields BLOB NOT NULL, photos BLOB NOT NULL,
+    saved_at TEXT NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY(form, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mobile_usage(
+    day TEXT PRIMARY KEY, sent INTEGER NOT NULL DEFAULT 0, received INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 """
 
 
@@ -66,7 +73,8 @@ def wipe_except_unsent(path: Path) -> tuple[int, int]:
     seq, HLC: a later sign-in must never reuse a mutation number the server already saw, or
     it would answer `dup` for a new write). Everything else goes: records, memberships,
     cursors (the next sign-in pulls a fresh snapshot), the log, the sent history, stored
-    photos. The store must be closed. Returns what `unsent` returns afterwards.
+    photos. Drafts stay (unfinished work of this user, offered back at the next sign-in) and
+    so do the photos they hold. The store must be closed. Returns what `unsent` returns afterwards.
     """
     if not path.exists():
         return 0, 0
@@ -89,8 +97,13 @@ def wipe_except_unsent(path: Path) -> tuple[int, int]:
             )
             for table in ("members", "scopes", "log"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
-        removed = [p for (p,) in db.execute("SELECT path FROM mobile_photos WHERE state='stored'")]
-        db.execute("DELETE FROM mobile_photos WHERE state='stored'")
+        held = (
+            " AND sha256 NOT IN (SELECT json_extract(j.value, '$.sha256')"
+            " FROM mobile_drafts d, json_each(d.photos) j)"
+        )
+        stored = "FROM mobile_photos WHERE state='stored'" + held
+        removed = [p for (p,) in db.execute("SELECT path " + stored)]
+        db.execute("DELETE " + stored)
         db.execute(
             "DELETE FROM mobile_photo_links WHERE sha256 NOT IN (SELECT sha256 FROM mobile_photos)"
         )

@@ -180,6 +180,7 @@ class SendReport:
     sync: SyncResult | None = None
     uploads: list[UploadResult] = field(default_factory=list)
     error: str | None = None  # the network failed somewhere; the rest waits for the next round
+    retry_after_s: float | None = None  # the server shed a request and said when to come back
 
     @property
     def ok(self) -> bool:
@@ -218,8 +219,9 @@ class Sender:
             report.declared = await asyncio.to_thread(
                 self.outbox.photos.declare, self.http, self.base_url, self.token()
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TransportError) as exc:
             report.error = f"declare: {exc!r}"
+            report.retry_after_s = getattr(exc, "retry_after_s", None)
             return report
         batch = store.pending()
         self.outbox.mark_sending({m.seq: (m.entity, m.id) for m in batch})
@@ -227,6 +229,7 @@ class Sender:
             report.sync = await self.client.sync_once()
         except (TransportError, OSError) as exc:
             report.error = f"sync: {exc!r}"
+            report.retry_after_s = getattr(exc, "retry_after_s", None)
         finally:
             self.outbox.clear_sending()
         left = {m.seq for m in store.pending()}
@@ -245,4 +248,5 @@ class Sender:
             report.uploads = await asyncio.to_thread(self.uploader.upload_all)
         except UploadInterruptedError as exc:
             report.error = f"upload: {exc}"
+            report.retry_after_s = exc.retry_after_s
         return report

@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 
 from mobile.core.actions import FieldActions
+from mobile.core.background import BackgroundSync, Connectivity, Usage
 from mobile.core.camera import Camera
 from mobile.core.clock import Now, utcnow
+from mobile.core.drafts import Drafts
 from mobile.core.geo import Geolocator
 from mobile.core.outbox import Outbox, Sender, SendReport
 from mobile.core.photos import (
@@ -47,8 +49,12 @@ class PhoneCore:
         photo_quality: int = DEFAULT_QUALITY,
         chunk_size: int = DEFAULT_CHUNK,
         upload_fault: FaultHook | None = None,
+        connectivity: Connectivity | None = None,
+        interval_s: float = 300.0,
     ) -> None:
         self.http = http or httpx.Client(timeout=30.0)
+        self.connectivity = connectivity
+        self.interval_s = interval_s
         self.session = Session(data_dir, secrets, http=self.http, now=now)
         self.geolocator = geolocator
         self.camera = camera
@@ -82,12 +88,16 @@ class PhoneCore:
         me = Me(account.user_id, account.org_id, account.role)
         self._views = Views(path, me, now=self._now)
         self.outbox = Outbox(self._store, self._photos)
+        self.drafts = Drafts(self._photos.db, now=self._now)
+        self.usage = Usage(self._photos.db, now=self._now)
+        self.usage.attach(self.http)
         self.actions = FieldActions(
             self._store,
             photos=self._photos,
             geolocator=self.geolocator,
             now=self._now,
             in_flight=self.outbox.is_sending,
+            on_write=lambda _entity: self.background.wake("write"),
         )
         self.transport = HttpTransport(
             account.server_url, self.session.access_token, client=self.http
@@ -108,6 +118,15 @@ class PhoneCore:
             self.http,
             account.server_url,
             self.session.access_token,
+            now=self._now,
+        )
+        self.background = BackgroundSync(
+            self.sender,
+            connectivity=self.connectivity,
+            events=self.transport.events,
+            usage=self.usage,
+            needs_login=lambda: self.session.needs_login,
+            interval_s=self.interval_s,
             now=self._now,
         )
         self.account = account
@@ -166,5 +185,29 @@ class PhoneCore:
         return self.photos.add(prepared)
 
     async def send_now(self) -> SendReport:
-        """One round: declare photos, push and pull, upload photos."""
-        return await self.sender.send_now()
+        """One round now: declare photos, push and pull, upload photos (the background loop
+        does the same by itself; `background.send_now()` asks it for a round instead)."""
+        report = await self.sender.send_now()
+        self.usage.flush()
+        return report
+
+    def register_push(self, channel: str, token: str, platform: str = "android") -> bool:
+        """Tell the server where this device receives pushes: `fcm` with an FCM token, or
+        `webpush` with a UnifiedPush distributor's endpoint as a Web Push subscription JSON
+        (`{"endpoint", "keys": {"p256dh", "auth"}}`). False when the server was not reached
+        (call again at the next start)."""
+        account = self.open()
+        try:
+            r = self.http.post(
+                account.server_url + "/api/v1/devices",
+                json={
+                    "device_id": self.session.device_id,
+                    "channel": channel,
+                    "token": token,
+                    "platform": platform,
+                },
+                headers={"Authorization": f"Bearer {self.session.access_token()}"},
+            )
+        except httpx.HTTPError:
+            return False
+        return r.status_code in (200, 201)

@@ -26,6 +26,7 @@ from PIL import Image, ImageFile
 
 from mobile.core import localdb
 from mobile.core.clock import Now, rfc3339, utcnow
+from mobile.core.transport import check_busy
 from schemas.ids import uuid7
 
 DEFAULT_LONGEST_EDGE = 2048
@@ -232,8 +233,8 @@ class PhotoStore:
         """Make every `local` photo known to the server by hash and id (POST /api/v1/media),
         so records naming them are accepted before the bytes arrive. Returns how many.
 
-        Raises httpx.HTTPError when the server cannot be reached (nothing is lost: the photos
-        stay `local`).
+        Raises httpx.HTTPError when the server cannot be reached, `ServerBusyError` when it
+        sheds the request (nothing is lost: the photos stay `local`).
         """
         done = 0
         for p in self.all(PhotoState.LOCAL):
@@ -242,6 +243,7 @@ class PhotoStore:
                 json={"sha256": p.sha256, "content_type": p.content_type, "id": p.media_id},
                 headers={"Authorization": f"Bearer {token}"},
             )
+            check_busy(r, "declare")  # shed: stop here, the round waits (records too)
             if r.status_code not in (200, 201):
                 self.update(p.sha256, error=f"declare: HTTP {r.status_code}")
                 continue

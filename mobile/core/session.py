@@ -5,7 +5,9 @@
   mutation numbers (the server deduplicates by device and number).
 - Each account (server + user id) has its own store file, kept across sign-outs: its `meta`
   holds the next mutation number, so numbers are never reused for the same user and device.
-- Tokens live in a `SecretStore`; the access token is refreshed shortly before it expires.
+- Tokens live in a `SecretStore`, with the `device_secret` each sign-in issues (sent with
+  the next sign-in: it proves this device signed in before); the access token is refreshed
+  shortly before it expires.
   Offline, the last user's data opens without the server (`open_offline`), for days.
 - Sign-out wipes the user's local data except what the server has not received; those items
   stay and are sent at the same user's next sign-in, and both moments say how many.
@@ -29,6 +31,14 @@ from mobile.core.clock import Now, utcnow
 from mobile.core.secret_store import SecretStore
 
 TOKENS_KEY = "tokens"
+
+
+def device_secret_key(server_url: str, username: str) -> str:
+    """Where the `device_secret` of this device's last sign-in as `username` is kept: it
+    proves the device at the next sign-in (login throttling counts a proven device apart from
+    a guesser's address) and survives sign-out, unlike the tokens."""
+    server = hashlib.sha256(server_url.rstrip("/").encode()).hexdigest()[:12]
+    return f"device_secret:{server}:{username}"
 
 
 class AuthError(Exception):
@@ -214,10 +224,17 @@ class Session:
     def login(self, server_url: str, username: str, password: str) -> SignIn:
         """Sign in (online only). Opens this user's store, with whatever they left unsent."""
         base = server_url.rstrip("/")
-        pair = self._post(
-            base + "/api/v1/auth/login",
-            {"username": username, "password": password, "device_id": self.device_id},
-        )
+        body: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "device_id": self.device_id,
+        }
+        secret_key = device_secret_key(base, username)
+        if kept := self.secrets.get(secret_key):
+            body["device_secret"] = kept
+        pair = self._post(base + "/api/v1/auth/login", body)
+        if pair.get("device_secret"):  # each sign-in issues a new one
+            self.secrets.put(secret_key, str(pair["device_secret"]))
         try:
             r = self.http.get(
                 base + "/api/v1/auth/me",

@@ -2,8 +2,9 @@
 
 `HttpTransport` implements `sync.client.Transport`. Any failure to get an answer (connection
 refused, timeout, a 5xx, a cut stream) becomes `TransportError`, so the client backs off and
-re-sends the same batch later; the server deduplicates. HTTP 426 carries the `UpgradeRequired`
-answer, which the client turns into `UpgradeRequiredError`.
+re-sends the same batch later; the server deduplicates. 429/503 (the server shedding load)
+become `ServerBusyError` with the answer's `Retry-After`, which the sender honours. HTTP 426
+carries the `UpgradeRequired` answer, which the client turns into `UpgradeRequiredError`.
 
 It also counts what crosses the socket (request line, headers and body as sent; status line,
 headers and the body as received, compressed) for the benchmarks and the app's data usage.
@@ -20,6 +21,8 @@ import asyncio
 import gzip
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -43,6 +46,39 @@ MSGPACK = "application/msgpack"
 JSON = "application/json"
 
 TokenSource = str | Callable[[], str]
+#: statuses a server answers when it sheds load or throttles (with `Retry-After`)
+BUSY = frozenset({429, 503})
+
+
+class ServerBusyError(TransportError):
+    """The server shed the request (429/503); `retry_after_s` is its `Retry-After`, if any.
+    The sender waits at least that long before the next round (also after "send now")."""
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after(r: httpx.Response, now: datetime | None = None) -> float | None:
+    """`Retry-After` in seconds (delta-seconds or an HTTP date, RFC 9110 §10.2.3), or None."""
+    value = r.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def check_busy(r: httpx.Response, what: str) -> None:
+    """Raise `ServerBusyError` when `r` says the server is shedding load."""
+    if r.status_code in BUSY:
+        raise ServerBusyError(f"{what}: HTTP {r.status_code}", retry_after(r))
 
 
 class HttpTransport:
@@ -109,6 +145,7 @@ class HttpTransport:
         except httpx.HTTPError as exc:
             raise TransportError(f"{path}: {exc!r}") from exc
         self._count(r)
+        check_busy(r, path)
         if r.status_code not in (200, 426):
             raise TransportError(f"{path}: HTTP {r.status_code}")
         try:
@@ -154,6 +191,7 @@ class HttpTransport:
             async with self._events.stream(
                 "GET", self.base_url + "/api/v1/sync/events", headers=headers, timeout=None
             ) as r:
+                check_busy(r, "events")
                 if r.status_code != 200:
                     raise TransportError(f"events: HTTP {r.status_code}")
                 name, data = "message", list[str]()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from mobile.core.photos import Photo, PhotoState, PhotoStore
+from mobile.core.transport import BUSY, retry_after
 
 TUS_VERSION = "1.0.0"
 DEFAULT_CHUNK = 256 * 1024
@@ -29,7 +30,12 @@ FaultHook = Callable[[str], None]
 
 
 class UploadInterruptedError(Exception):
-    """The network went away mid-upload; what the server has is kept, resume later."""
+    """The network went away mid-upload (or the server shed it: `retry_after_s` is its
+    `Retry-After`); what the server has is kept, resume later."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +92,12 @@ class TusUploader:
 
     def _call(self, method: str, url: str, **kw: object) -> httpx.Response:
         try:
-            return self.http.request(method, url, **kw)  # type: ignore[arg-type]
+            r = self.http.request(method, url, **kw)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
             raise UploadInterruptedError(f"{method} {url}: {exc!r}") from exc
+        if r.status_code in BUSY:
+            raise UploadInterruptedError(f"{method}: HTTP {r.status_code}", retry_after(r))
+        return r
 
     def _step(self, name: str) -> None:
         if self.fault is not None:

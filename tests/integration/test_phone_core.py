@@ -9,6 +9,7 @@ Each test ends with the server and the phone agreeing, and nothing sent twice.""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ from mobile.core.outbox import ItemState
 from mobile.core.phone import PhoneCore
 from mobile.core.photos import PhotoState
 from mobile.core.secret_store import MemorySecretStore
+from mobile.core.session import device_secret_key
 from tests import factories as f
 from tests.conftest import DEMO_PASSWORD, Sessions
 from tests.integration.test_media_api import SHANGHAI_A, photo, sha
@@ -40,6 +42,8 @@ class Switch(httpx.BaseTransport):
         self.online = True
         self.fail_after: int | None = None
         self.requests: list[str] = []
+        self.bodies: dict[str, list[Any]] = {}  # JSON bodies sent, by path
+        self.busy: dict[str, int] = {}  # path prefix -> Retry-After: answered 503 (shedding)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.fail_after is not None:
@@ -52,6 +56,11 @@ class Switch(httpx.BaseTransport):
             raise httpx.ConnectError("offline", request=request)
         offset = request.headers.get("Upload-Offset", "")
         self.requests.append(f"{request.method} {request.url.path} {offset}".strip())
+        for prefix, seconds in self.busy.items():
+            if request.url.path.startswith(prefix):
+                return httpx.Response(503, headers={"Retry-After": str(seconds)})
+        if request.headers.get("content-type") == "application/json":
+            self.bodies.setdefault(request.url.path, []).append(json.loads(request.read()))
         r = self.client.send(
             self.client.build_request(
                 request.method, str(request.url), headers=request.headers, content=request.read()
@@ -285,7 +294,13 @@ def test_session_refresh_and_logout_keep_unsent_items(
     core = _core(tmp_path, net, now=clock, geolocator=geo)
     signed = core.sign_in(server, "fire1", DEMO_PASSWORD)
     assert (signed.unsent, signed.photos) == (0, 0)
+    assert "device_secret" not in net.bodies["/api/v1/auth/login"][0]  # a first sign-in
+    secret_key = device_secret_key(server, "fire1")
+    issued = core.session.secrets.get(secret_key)
+    assert issued
     assert _send(core).ok
+    used = core.usage.total()
+    assert used.requests >= 1 and used.sent > 300 and used.received > 1000
     assert core.store.get("task", tid) is not None
     first = core.session.tokens
     assert first is not None
@@ -321,12 +336,44 @@ def test_session_refresh_and_logout_keep_unsent_items(
     assert _send(core).ok
     core.sign_out()
 
-    # fire1 again: told about the two items, which go out now, once.
+    # fire1 again: proves the device with the kept secret (it survived sign-out), gets a new
+    # one; told about the two items, which go out now, once.
     again = core.sign_in(server, "fire1", DEMO_PASSWORD)
+    assert net.bodies["/api/v1/auth/login"][-1]["device_secret"] == issued
+    assert core.session.secrets.get(secret_key) not in (None, issued)
     assert (again.unsent, again.photos) == (2, 0)
     report = _send(core)
     assert report.ok and report.sync is not None and report.sync.accepted == 2
     timeline = _ok(client.get(f"/api/v1/tasks/{tid}/timeline", headers=auth("dispatcher")))
     assert [e["id"] for e in timeline].count(str(note)) == 1
     assert core.store.get("task", tid) is not None  # a fresh snapshot came back
+    core.close()
+
+
+def test_a_shedding_server_holds_the_round_and_nothing_is_refused(
+    client: TestClient[Any], auth: Sessions, net: Switch, server: str, tmp_path: Path
+) -> None:
+    """503 + Retry-After on declaring a photo stops the round before the push (a record naming
+    an undeclared photo would be refused `unknown_photo`); the loop waits the server's time."""
+    core = _core(tmp_path, net)
+    core.sign_in(server, "inspector1", DEMO_PASSWORD)
+    pic = core.add_photo(_jpeg(tmp_path, "busy"))
+    assert pic is not None
+    hid = core.actions.report_hazard(
+        category="fire", severity="low", description="shed while declaring", photos=[pic]
+    )
+    net.busy["/api/v1/media"] = 45
+    before = len(net.requests)
+    report = asyncio.run(core.background.round())
+    assert report is not None and not report.ok and report.retry_after_s == 45
+    assert not any("/sync/push" in r for r in net.requests[before:])
+    status = core.background.status
+    assert status.state.value == "backing_off" and status.retry_at is not None
+    assert (status.retry_at - utcnow()).total_seconds() >= 44
+    net.busy.clear()
+    report = asyncio.run(core.background.round())
+    assert report is not None and report.ok and report.sync is not None
+    assert report.sync.refused == 0 and [u.state for u in report.uploads] == [PhotoState.STORED]
+    row = _ok(client.get(f"/api/v1/hazards/{hid}", headers=auth("dispatcher")))
+    assert [p["status"] for p in row["photos"]] == ["stored"]
     core.close()
