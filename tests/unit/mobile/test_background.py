@@ -129,9 +129,11 @@ def test_offline_tries_nothing_and_the_network_coming_back_sends() -> None:
             await asyncio.sleep(0)
         assert sender.at == [] and loop.status.state is LinkState.OFFLINE
         net.is_online = True
+        back = (clock() - sender.start).total_seconds()
         loop.network_changed(True)
-        while not sender.at:
+        for _ in range(5):
             await asyncio.sleep(0)
+        assert sender.at[0] == back  # at once, not at the next interval
         stop.set()
         await task
 
