@@ -408,9 +408,19 @@ def _need_reason(reason: str | None) -> None:
 
 
 def _last_pending(store: ClientStore, entity: str, key: str, value: str) -> str | None:
-    """`to_status` of the newest queued (not yet confirmed) step of a record."""
+    """`to_status` of the newest step of a record the server has not confirmed in a pull:
+    the last queued one, else the last one sent and acknowledged whose effect the next pull
+    brings (between the push's answer and that pull the record still shows the old status;
+    a step written then must build on the acknowledged one)."""
     last: str | None = None
     for m in store.pending():
         if m.entity == entity and m.fields.get(key) == value and m.fields.get("to_status"):
             last = str(m.fields["to_status"])
-    return last
+    if last is not None:
+        return last
+    acked = [
+        (str(step.get("at") or ""), rid.bytes, str(step["to_status"]))
+        for rid, step in store.all(entity).items()
+        if step.get(key) == value and step.get("to_status")
+    ]
+    return max(acked)[2] if acked else None

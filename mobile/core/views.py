@@ -29,11 +29,30 @@ from mobile.core.photos import PhotoState
 
 _dec = msgspec.json.Decoder()
 REC = "CAST(coalesce({a}.local, {a}.data) AS TEXT)"
+_HREC = "CAST(coalesce(local, data) AS TEXT)"
+# The hazard list's order (overdue first, newest report first) as an index on the store's
+# records: the first page of 10,000 hazards reads 50 index entries instead of sorting them all
+# (one JSON parse per hazard when it is written, instead of one per hazard per screen opening).
+HAZARD_ORDER = (
+    f"coalesce(json_extract({_HREC}, '$.overdue'), 0) DESC,"
+    f" coalesce(json_extract({_HREC}, '$.reported_at'), json_extract({_HREC}, '$.created_at'))"
+    " DESC"
+)
 LOCAL_ZONE = ZoneInfo("Asia/Shanghai")
 
 
 def _uuid_text(b: bytes | None) -> str | None:
     return str(uuid.UUID(bytes=b)) if b is not None else None
+
+
+def _uuid_blob(text: str | None) -> bytes | None:
+    """The store's 16-byte id of a wire id (a join on it uses the records' primary key)."""
+    if not text:
+        return None
+    try:
+        return uuid.UUID(str(text)).bytes
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,21 @@ class ChecksWeek:
     done: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    """An active emergency plan my unit takes part in, with the task templates that dispatch
+    to my unit's kind (`mine`; every template for dispatch, who reads all plans)."""
+
+    id: uuid.UUID
+    record: dict[str, Any]
+    mine: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        """The plan's name."""
+        return str(self.record.get("name") or "")
+
+
 def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
     """The ISO week (`2026-W47`) of `at` in the local zone (weeks turn at local midnight)."""
     year, week, _ = at.astimezone(zone).isocalendar()
@@ -136,6 +170,15 @@ class Views:
     def __init__(self, path: Path, me: Me, *, now: Now = utcnow) -> None:
         self.db: sqlite3.Connection = localdb.connect(path)
         self.db.create_function("uuid_text", 1, _uuid_text, deterministic=True)
+        self.db.create_function("uuid_blob", 1, _uuid_blob, deterministic=True)
+        self._hazard_index = bool(
+            self.db.execute("SELECT 1 FROM sqlite_master WHERE name='records'").fetchone()
+        )
+        if self._hazard_index:
+            self.db.execute(
+                "CREATE INDEX IF NOT EXISTS mobile_hazards_order"
+                f" ON records({HAZARD_ORDER}) WHERE entity='hazard'"
+            )
         self.me = me
         self._now = now
 
@@ -175,7 +218,7 @@ class Views:
         rows = self.db.execute(
             f"SELECT t.id, {t}, {i} FROM records t LEFT JOIN records i"  # noqa: S608
             " ON i.entity='incident'"
-            f" AND uuid_text(i.id) = json_extract({t}, '$.incident_id')"
+            f" AND i.id = uuid_blob(json_extract({t}, '$.incident_id'))"
             f" WHERE t.entity='task' AND coalesce(t.local, t.data) IS NOT NULL"
             f" AND (json_extract({t}, '$.assignee_user_id') = ?1"
             f"  OR (?2 IS NOT NULL AND json_extract({t}, '$.assignee_unit_id') = ?2))"
@@ -211,7 +254,7 @@ class Views:
         t, i = REC.format(a="t"), REC.format(a="i")
         row = self.db.execute(
             f"SELECT {t}, {i} FROM records t LEFT JOIN records i"  # noqa: S608
-            f" ON i.entity='incident' AND uuid_text(i.id) = json_extract({t}, '$.incident_id')"
+            f" ON i.entity='incident' AND i.id = uuid_blob(json_extract({t}, '$.incident_id'))"
             " WHERE t.entity='task' AND t.id=?",
             (task_id.bytes,),
         ).fetchone()
@@ -266,9 +309,21 @@ class Views:
         h = REC.format(a="h")
         sql = (
             f"SELECT h.id, {h}, h.data IS NULL OR h.local IS NOT NULL FROM records h"  # noqa: S608
-            " WHERE h.entity='hazard' AND coalesce(h.local, h.data) IS NOT NULL"
+            + (" INDEXED BY mobile_hazards_order" if self._hazard_index else "")
+            + " WHERE h.entity='hazard' AND coalesce(h.local, h.data) IS NOT NULL"
         )
         params: list[Any] = []
+        steps = self._steps("hazard_step", "hazard_id")
+        wanted = {status} if isinstance(status, str) else set(status) if status else None
+        if wanted is not None:
+            # The record's status, or a step of this phone that may have moved it (checked
+            # below): only candidate rows are decoded.
+            moved = [uuid.UUID(k).bytes for k in steps]
+            sql += (
+                f" AND (json_extract({h}, '$.status') IN ({','.join('?' * len(wanted))})"
+                f" OR h.id IN ({','.join('?' * len(moved))}))"
+            )
+            params += sorted(wanted) + moved
         if overdue is not None:
             sql += f" AND coalesce(json_extract({h}, '$.overdue'), 0) = ?"
             params.append(1 if overdue else 0)
@@ -280,16 +335,10 @@ class Views:
                 " AND h.data IS NOT NULL"
             )
             params.append(self.me.user_id)
-        sql += (
-            f" ORDER BY coalesce(json_extract({h}, '$.overdue'), 0) DESC,"
-            f" coalesce(json_extract({h}, '$.reported_at'), json_extract({h}, '$.created_at')) DESC"
-        )
-        rows = self.db.execute(sql, params).fetchall()
-        steps = self._steps("hazard_step", "hazard_id")
-        photos = self._photo_states()
-        wanted = {status} if isinstance(status, str) else set(status) if status else None
-        out: list[HazardView] = []
-        for rid, blob, local in rows:
+        sql += f" ORDER BY {HAZARD_ORDER}"
+        page: list[tuple[uuid.UUID, dict[str, Any], str, bool, bool]] = []
+        skipped = 0
+        for rid, blob, local in self.db.execute(sql, params):  # decoded one by one, lazily
             record = _dec.decode(blob)
             uid = uuid.UUID(bytes=rid)
             confirmed = {str(e.get("id")) for e in record.get("timeline") or []}
@@ -297,34 +346,53 @@ class Views:
             shown = moves[-1]["to_status"] if moves else str(record.get("status") or "reported")
             if wanted is not None and shown not in wanted:
                 continue
-            pics = [
-                PhotoView(str(p), *photos.get(str(p), (False, "unknown")))
-                for p in record.get("photo_ids") or []
-            ]
-            out.append(
-                HazardView(
-                    uid,
-                    record,
-                    shown,
-                    bool(record.get("overdue")),
-                    record.get("reporter_id") in (self.me.user_id, None),
-                    bool(local) or bool(moves),
-                    pics,
-                )
+            if skipped < offset:
+                skipped += 1
+                continue
+            page.append((uid, record, shown, bool(local), bool(moves)))
+            if len(page) >= limit:
+                break
+        photos = self._photo_states(
+            {str(p) for _, rec, *_ in page for p in rec.get("photo_ids") or []}
+        )
+        return [
+            HazardView(
+                uid,
+                record,
+                shown,
+                bool(record.get("overdue")),
+                record.get("reporter_id") in (self.me.user_id, None),
+                local or moved_,
+                [
+                    PhotoView(str(p), *photos.get(str(p), (False, "unknown")))
+                    for p in record.get("photo_ids") or []
+                ],
             )
-        return out[offset : offset + limit]
+            for uid, record, shown, local, moved_ in page
+        ]
 
-    def _photo_states(self) -> dict[str, tuple[bool, str]]:
-        """media id -> (sent, state): the phone's upload state, else the server's record."""
+    def _photo_states(self, ids: set[str]) -> dict[str, tuple[bool, str]]:
+        """media id -> (sent, state) for `ids`: the phone's upload state, else the server's
+        media record."""
+        blobs = [b for b in (_uuid_blob(i) for i in ids) if b is not None]
+        if not blobs:
+            return {}
         m = REC.format(a="m")
+        marks = ",".join("?" * len(blobs))
         out = {
             str(mid): (status == "stored", str(status))
             for mid, status in self.db.execute(
                 f"SELECT uuid_text(m.id), json_extract({m}, '$.status') FROM records m"  # noqa: S608
-                " WHERE m.entity='media'"
+                f" WHERE m.entity='media' AND m.id IN ({marks})",
+                blobs,
             )
         }
-        for mid, state in self.db.execute("SELECT media_id, state FROM mobile_photos"):
+        texts = sorted(ids)
+        for mid, state in self.db.execute(
+            "SELECT media_id, state FROM mobile_photos"  # noqa: S608 - placeholders only
+            f" WHERE media_id IN ({','.join('?' * len(texts))})",
+            texts,
+        ):
             out[str(mid)] = (state == PhotoState.STORED.value, str(state))
         return out
 
@@ -363,6 +431,43 @@ class Views:
         out = [Nearby("contact", uuid.UUID(bytes=i), _dec.decode(b), None) for i, b in rows]
         out.sort(key=lambda n: (duty_first and not n.record.get("duty"), str(n.record.get("name"))))
         return out
+
+    # -- plans ------------------------------------------------------------------------------
+    def unit_kinds(self) -> set[str]:
+        """The unit kinds whose plans this phone holds (`plankind:K` scopes: a responder's own
+        unit's kind); empty for dispatch, which holds every plan (`plans`)."""
+        rows = self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'plankind:%'")
+        return {s.removeprefix("plankind:") for (s,) in rows}
+
+    def plans(self, incident_type: str | None = None) -> list[PlanView]:
+        """Active plans my unit takes part in (the newest version of each code), by incident
+        type, lowest level first; `incident_type` narrows to one type."""
+        kinds = self.unit_kinds()
+        x = REC.format(a="x")
+        newest: dict[str, PlanView] = {}
+        for pid, blob in self.db.execute(
+            f"SELECT x.id, {x} FROM records x WHERE x.entity='plan'"  # noqa: S608
+            f" AND json_extract({x}, '$.active')"
+        ):
+            rec = _dec.decode(blob)
+            if incident_type is not None and rec.get("incident_type") != incident_type:
+                continue
+            templates = [t for t in rec.get("templates") or [] if isinstance(t, dict)]
+            mine = [t for t in templates if not kinds or t.get("unit_kind") in kinds]
+            if not mine:
+                continue
+            code = str(rec.get("code") or pid.hex())
+            held = newest.get(code)
+            if held is None or int(rec.get("version") or 0) > int(held.record.get("version") or 0):
+                newest[code] = PlanView(uuid.UUID(bytes=pid), rec, mine)
+        return sorted(
+            newest.values(),
+            key=lambda p: (
+                str(p.record.get("incident_type") or ""),
+                int(p.record.get("min_level") or 0),
+                p.name,
+            ),
+        )
 
     # -- self-checks ------------------------------------------------------------------------
     def checks_this_week(self) -> ChecksWeek:

@@ -445,10 +445,10 @@ def _seed_policy(session: Any, owned: dict[uuid.UUID, dict[str, Any]]) -> Any:
     return SeedPolicy(session)
 
 
-async def seed_sync_records(url: str, n: int, area_id: str) -> float:
+async def seed_sync_records(url: str, n: int, area_id: str, *, grid_id: str | None = None) -> float:
     """Enter `n` hazards into the change log on the SQL storage through `SyncServer.push` in
     batches of `SEED_BATCH` (`SEED_TX` per transaction); not part of any pull figure. Returns
-    the seeding time."""
+    the seeding time. `grid_id` places them in a grid (its inspector's scope)."""
     from server.db import make_engine, make_sessionmaker
     from server.domain.sync.storage import SqlStorage, drive
 
@@ -468,6 +468,8 @@ async def seed_sync_records(url: str, n: int, area_id: str) -> float:
                     for i in range(start, min(start + SEED_BATCH, hi)):
                         rid, values = uuid.uuid4(), http_hazard(i, area_id)
                         owned[rid] = {k: values.pop(k) for k in SERVER_OWNED}
+                        if grid_id is not None:
+                            owned[rid]["grid_id"] = grid_id
                         muts.append(
                             Mutation(
                                 seq=i + 1,
@@ -569,7 +571,7 @@ def _serve_process(url: str, tmp: Path) -> Iterator[str]:
     proc = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # start-up takes far longer on a loaded machine
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:

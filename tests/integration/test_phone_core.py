@@ -377,3 +377,23 @@ def test_a_shedding_server_holds_the_round_and_nothing_is_refused(
     row = _ok(client.get(f"/api/v1/hazards/{hid}", headers=auth("dispatcher")))
     assert [p["status"] for p in row["photos"]] == ["stored"]
     core.close()
+
+
+def test_a_step_between_the_push_answer_and_the_pull_builds_on_the_acknowledged_one(
+    client: TestClient[Any], auth: Sessions, net: Switch, server: str, tmp_path: Path
+) -> None:
+    task = _ok(client.post("/api/v1/tasks", headers=auth("dispatcher"), json=f.task()))
+    tid = uuid.UUID(task["id"])
+    core = _core(tmp_path, net)
+    core.sign_in(server, "fire1", DEMO_PASSWORD)
+    assert _send(core).ok
+    core.actions.accept_task(tid)
+    asyncio.run(core.sync.push())  # answered; the pull that confirms it has not run yet
+    assert core.store.pending_count() == 0
+    assert core.store.get("task", tid)["status"] == "assigned"  # type: ignore[index]
+    assert core.actions.task_status(tid) == "accepted"
+    core.actions.en_route(tid)  # not refused as "assigned -> en_route"
+    report = _send(core)
+    assert report.ok and report.sync is not None and report.sync.refused == 0
+    assert core.store.get("task", tid)["status"] == "en_route"  # type: ignore[index]
+    core.close()
