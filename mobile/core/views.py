@@ -158,6 +158,60 @@ class PlanView:
         return str(self.record.get("name") or "")
 
 
+COLOR_RANK = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}
+TEXT_LANGS = {"zh_CN": ("zh-CN",), "en": ("en-US", "en", "zh-CN")}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """An active public warning for where I am. `drill` marks a warning that is not `Actual`
+    (an exercise or a test: staff see them, marked)."""
+
+    id: uuid.UUID
+    record: dict[str, Any]
+    texts: dict[str, str]  # event, headline, description, instruction, ... in my language
+    color: str | None
+    drill: bool
+    here: bool | None  # inside its area at the current fix (None: no fix to tell)
+
+    @property
+    def headline(self) -> str:
+        """The headline in my language (else the event)."""
+        return self.texts.get("headline") or self.texts.get("event") or ""
+
+
+def alert_texts(record: dict[str, Any], lang: str) -> dict[str, str]:
+    """The alert's texts in `lang` (`zh_CN`, `en`), else Chinese, else any it carries."""
+    texts = record.get("texts") or {}
+    if not isinstance(texts, dict) or not texts:
+        return {}
+    for key in (*TEXT_LANGS.get(lang, ()), "zh-CN"):
+        if isinstance(texts.get(key), dict):
+            return {str(k): str(v) for k, v in texts[key].items()}
+    first = next(iter(texts.values()))
+    return {str(k): str(v) for k, v in first.items()} if isinstance(first, dict) else {}
+
+
+def in_area(area: Any, lon: float, lat: float) -> bool:
+    """Is (lon, lat) inside a GeoJSON Polygon or MultiPolygon (holes excluded)?"""
+    if not isinstance(area, dict):
+        return False
+    kind, coords = area.get("type"), area.get("coordinates") or []
+    polygons = [coords] if kind == "Polygon" else coords if kind == "MultiPolygon" else []
+    return any(
+        rings and _in_ring(rings[0], lon, lat) and not any(_in_ring(h, lon, lat) for h in rings[1:])
+        for rings in polygons
+    )
+
+
+def _in_ring(ring: list[list[float]], x: float, y: float) -> bool:
+    inside = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
+        if (y1 > y) != (y2 > y) and x < (x2 - x1) * (y - y1) / (y2 - y1) + x1:
+            inside = not inside
+    return inside
+
+
 def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
     """The ISO week (`2026-W47`) of `at` in the local zone (weeks turn at local midnight)."""
     year, week, _ = at.astimezone(zone).isocalendar()
@@ -469,6 +523,50 @@ class Views:
             ),
         )
 
+    # -- public warnings --------------------------------------------------------------------
+    def alerts(
+        self,
+        *,
+        lang: str = "zh_CN",
+        at: tuple[float, float] | None = None,
+        include_elsewhere: bool = False,
+    ) -> list[AlertView]:
+        """Active warnings for where I am: the phone holds the warnings of my areas (the
+        server's scopes); an Update has replaced its record's values and a Cancel deleted it,
+        so what is held is current. Expired ones (`expires` passed) are dropped here. With a
+        fix `at` (lon, lat), only warnings whose area contains it, unless `include_elsewhere`.
+        Red first, then orange, yellow, blue; newest first within a colour."""
+        now = self._now()
+        x = REC.format(a="x")
+        out: list[AlertView] = []
+        for aid, blob in self.db.execute(
+            f"SELECT x.id, {x} FROM records x WHERE x.entity='alert'"  # noqa: S608
+            " AND coalesce(x.local, x.data) IS NOT NULL"
+        ):
+            rec = _dec.decode(blob)
+            expires = _time(rec.get("expires"))
+            if expires is not None and expires <= now:
+                continue
+            if rec.get("msg_type") == "Cancel":  # a server that kept the record: gone all the same
+                continue
+            here = in_area(rec.get("area"), *at) if at is not None else None
+            if here is False and not include_elsewhere:
+                continue
+            color = rec.get("color")
+            out.append(
+                AlertView(
+                    uuid.UUID(bytes=aid),
+                    rec,
+                    alert_texts(rec, lang),
+                    str(color) if color else None,
+                    str(rec.get("status") or "Actual") != "Actual",
+                    here,
+                )
+            )
+        out.sort(key=lambda a: str(a.record.get("sent") or ""), reverse=True)
+        out.sort(key=lambda a: COLOR_RANK.get(a.color or "", 9))
+        return out
+
     # -- self-checks ------------------------------------------------------------------------
     def checks_this_week(self) -> ChecksWeek:
         """This week's self-checks for my enterprises: each active template not yet submitted
@@ -504,6 +602,15 @@ class Views:
         }
         due = [(e, tpl) for e in enterprises for tpl in templates if (e, tpl["id"]) not in taken]
         return ChecksWeek(week, due, done)
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _distance(rec: dict[str, Any], lon: float, lat: float) -> float | None:

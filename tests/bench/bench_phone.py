@@ -215,6 +215,13 @@ def _phone(data: Path) -> Any:
     return PhoneCore(data, MemorySecretStore(), http=httpx.Client(timeout=60), geolocator=geo)
 
 
+def _report(core: Any, text: str) -> uuid.UUID:
+    hid: uuid.UUID = core.actions.report_hazard(
+        category="fire_exit", severity="medium", description=text
+    )
+    return hid
+
+
 def _round(core: Any, link: Any) -> dict[str, Any]:
     """One `send_now` timed, with its requests and the TCP connections it opened."""
     core.http.close()  # rounds minutes apart find no kept-alive connection
@@ -256,9 +263,10 @@ def link_figures(tmp: Path) -> dict[str, Any]:
                 held = len(phone.store.all("hazard"))
                 other = _phone(tmp / f"{label}-other")
                 other.sign_in(base, "inspector1", DEMO_PASSWORD)
-                asyncio.run(other.send_now())
-                ids = [h.id for h in phone.views.hazards(limit=40)]
-                mine, theirs = ids[:10], ids[20:30]
+                # Each phone reports 10 hazards (a reporter may correct their own report).
+                mine = [_report(phone, f"{label} mine {k}") for k in range(10)]
+                theirs = [_report(other, f"{label} theirs {k}") for k in range(10)]
+                assert asyncio.run(other.send_now()).ok and asyncio.run(phone.send_now()).ok
                 for k, hid in enumerate(theirs):
                     other.actions.correct_hazard(hid, description=f"seen again {label} {k}")
                 assert asyncio.run(other.send_now()).ok
@@ -266,8 +274,9 @@ def link_figures(tmp: Path) -> dict[str, Any]:
                     phone.actions.correct_hazard(hid, description=f"edited {label} {k}")
                 steady = _round(phone, link)
                 sync = steady["report"].sync
-                assert sync.accepted == 10, sync
-                seen = {h.id: h.record.get("description") for h in phone.views.hazards(limit=40)}
+                refused = [(i.rule, i.message) for i in phone.outbox.items() if i.rule]
+                assert sync.accepted == 10, (sync, refused[:3])
+                seen = {h.id: h.record.get("description") for h in phone.views.hazards(limit=60)}
                 assert all(str(seen[h]).startswith("seen again") for h in theirs)
                 results[label] = {"first": first, "steady": steady, "held": held}
                 phone.close()

@@ -62,11 +62,11 @@ def _round(core: PhoneCore) -> Any:
 
 
 @settings(
-    max_examples=6,
+    max_examples=4,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(program=st.lists(MOVES, min_size=3, max_size=9))
+@given(program=st.lists(MOVES, min_size=3, max_size=7))
 def test_no_item_is_lost_or_applied_twice_under_kills_and_drops(
     program: list[tuple[str, int]],
     client: TestClient[Any],

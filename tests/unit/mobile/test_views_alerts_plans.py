@@ -1,0 +1,148 @@
+"""Read models over records as the server sends them (synthetic pulls into a real store):
+active warnings for where I am (an Update replaced, a Cancel deleted, expired dropped, drills
+marked, my language) and the plans my unit takes part in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mobile.core.clock import ManualClock, rfc3339
+from mobile.core.views import Me, Views, in_area
+from schemas.sync import PullResponse, RecordChange, ScopePage
+from sync.store import ClientStore
+
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[121.0, 31.0], [122.0, 31.0], [122.0, 32.0], [121.0, 32.0], [121.0, 31.0]]],
+}
+ELSEWHERE = {
+    "type": "MultiPolygon",
+    "coordinates": [[[[110.0, 20.0], [111.0, 20.0], [111.0, 21.0], [110.0, 20.0]]]],
+}
+
+
+def _pull(store: ClientStore, scope: str, cursor: int, changes: list[RecordChange]) -> None:
+    store.apply_pull(PullResponse(scopes=[ScopePage(scope=scope, cursor=cursor, changes=changes)]))
+    store.finish_pull()
+
+
+def _alert(n: int, clock: ManualClock, **values: Any) -> RecordChange:
+    fields = {
+        "status": "Actual",
+        "msg_type": "Alert",
+        "color": "yellow",
+        "sent": rfc3339(clock() - timedelta(minutes=n)),
+        "expires": rfc3339(clock() + timedelta(hours=6)),
+        "texts": {
+            "zh-CN": {"event": "暴雨", "headline": f"暴雨黄色预警 {n}"},
+            "en-US": {"event": "Rainstorm", "headline": f"Rainstorm yellow {n}"},
+        },
+        "area": SQUARE,
+        **values,
+    }
+    return RecordChange(entity="alert", id=uuid.UUID(int=n), version=1, fields=fields)
+
+
+def test_active_alerts_for_where_i_am(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = tmp_path / "store.db"
+    store = ClientStore(path, device_id="d")
+    _pull(
+        store,
+        "refarea:x",
+        5,
+        [
+            _alert(1, clock),
+            _alert(2, clock, color="red"),
+            _alert(3, clock, status="Exercise", color="blue"),
+            _alert(4, clock, expires=rfc3339(clock() - timedelta(seconds=1))),
+            _alert(5, clock, area=ELSEWHERE),
+            _alert(6, clock, texts={"zh-CN": {"headline": "只有中文"}}),
+        ],
+    )
+    views = Views(path, Me("u"), now=clock)
+    here = (121.5, 31.5)
+    shown = views.alerts(lang="en", at=here)
+    assert [a.id.int for a in shown] == [2, 1, 6, 3]  # red first; expired and elsewhere gone
+    assert shown[1].headline == "Rainstorm yellow 1" and shown[2].headline == "只有中文"
+    assert [a.drill for a in shown] == [False, False, False, True]
+    assert views.alerts()[0].headline == "暴雨黄色预警 2"  # Chinese by default; no fix: all held
+    assert {a.id.int for a in views.alerts(at=here, include_elsewhere=True)} == {1, 2, 3, 5, 6}
+
+    # An Update replaces the warning's values (same record); a Cancel deletes the record.
+    _pull(
+        store,
+        "refarea:x",
+        7,
+        [
+            RecordChange(
+                entity="alert",
+                id=uuid.UUID(int=1),
+                version=2,
+                fields={"msg_type": "Update", "color": "orange"},
+            ),
+            RecordChange(entity="alert", id=uuid.UUID(int=2), version=2, deleted=True),
+        ],
+    )
+    shown = views.alerts(lang="en", at=here)
+    assert [(a.id.int, a.color) for a in shown] == [(1, "orange"), (6, "yellow"), (3, "blue")]
+    clock.advance(7 * 3600)  # everything expired
+    assert views.alerts(at=here) == []
+    views.close()
+    store.close()
+
+
+def test_point_in_area_excludes_holes() -> None:
+    holed = {
+        "type": "Polygon",
+        "coordinates": [
+            SQUARE["coordinates"][0],
+            [[121.4, 31.4], [121.6, 31.4], [121.6, 31.6], [121.4, 31.6], [121.4, 31.4]],
+        ],
+    }
+    assert in_area(SQUARE, 121.5, 31.5) and not in_area(holed, 121.5, 31.5)
+    assert in_area(holed, 121.1, 31.1) and not in_area(SQUARE, 120.9, 31.5)
+    assert not in_area(None, 0, 0)
+
+
+def test_plans_my_unit_takes_part_in(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = ClientStore(path, device_id="d")
+
+    def plan(n: int, version: int, kinds: list[str], **values: Any) -> RecordChange:
+        templates = [{"key": k, "unit_kind": k, "title": f"{k} part"} for k in kinds]
+        fields = {
+            "code": f"plan-{n}",
+            "version": version,
+            "name": f"Plan {n} v{version}",
+            "incident_type": "fire",
+            "min_level": n,
+            "active": True,
+            "templates": templates,
+            **values,
+        }
+        return RecordChange(
+            entity="plan", id=uuid.UUID(int=n * 10 + version), version=1, fields=fields
+        )
+
+    _pull(
+        store,
+        "plankind:fire",
+        3,
+        [plan(2, 1, ["fire", "ems"]), plan(2, 2, ["fire", "police"]), plan(1, 1, ["fire"])],
+    )
+    _pull(store, "plankind:x", 1, [plan(3, 1, ["fire"], active=False)])
+    views = Views(path, Me("u", "unit", "responder"))
+    assert views.unit_kinds() == {"fire", "x"}
+    shown = views.plans()
+    assert [(p.record["code"], p.record["version"]) for p in shown] == [
+        ("plan-1", 1),
+        ("plan-2", 2),
+    ]
+    assert [t["unit_kind"] for t in shown[1].mine] == ["fire"]  # my unit's part only
+    assert views.plans(incident_type="flood") == []
+    views.close()
+    store.close()
