@@ -8,11 +8,13 @@ PORT ?= $(or $(LIANDONG_PORT),8000)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run test lint typecheck layers pytest bench lock clean
+.PHONY: help setup run app screenshots test lint typecheck layers pytest bench lock clean
 
 help:
 	@echo "make run    set up, migrate var/liandong.db, load demo data, serve on :$(PORT)"
 	@echo "make test   set up, then ruff, mypy, import contracts and pytest"
+	@echo "make app    the field app on this desktop, against make run's server, as APP_USER"
+	@echo "make screenshots  a PNG of every app screen in Chinese and English (var/screenshots)"
 	@echo "make bench  run the benchmarks; figures land in var/bench/*.json"
 
 # The environment is rebuilt when the lock file changes. infra/bootstrap.sh picks a Python that
@@ -34,6 +36,13 @@ run: setup
 	$(BIN)/liandong migrate
 	$(BIN)/liandong seed-demo
 	$(BIN)/liandong serve --port $(PORT)
+
+# The Kivy field app against `make run`'s server (start that first), signed in as a demo user:
+# fire1 (responder), inspector1 (grid inspector) or enterprise1 (enterprise safety officer).
+APP_USER ?= fire1
+app: setup
+	$(BIN)/python -m mobile.app --server http://127.0.0.1:$(PORT) --user $(APP_USER) \
+		--password "$${LIANDONG_DEMO_PASSWORD:-liandong-demo}" --data-dir var/app/$(APP_USER)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ import i18n
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "sync", "server", "media", "push", "mobile", "i18n")
-KEYWORDS = {"N_": None, "gettext": (2,), "ngettext": (2, 3)}
+KEYWORDS = {"N_": None, "_": None, "gettext": (2,), "ngettext": (2, 3)}
 METHOD_MAP = [("**.py", "python"), ("**.kv", "python")]
 
 

@@ -1,0 +1,311 @@
+"""The Kivy application: one `PhoneCore` on a worker thread, a screen manager, the send loop.
+
+The UI thread never waits on the network or the disk: every core call goes through
+`Worker.submit` and comes back through Kivy's Clock (tests/app proves it with a sync held at
+the server). Screens (`mobile/screens/<name>.py` + `.kv`) are loaded when first opened, so the
+first screen is up quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.lang import Builder
+from kivy.properties import BooleanProperty, NumericProperty, StringProperty
+from kivy.uix.screenmanager import NoTransition, Screen, ScreenManager
+from kivy.utils import platform
+
+from mobile import ui  # registers the Chinese font before any widget is built
+from mobile.app import AppOptions
+from mobile.core.phone import PhoneCore
+from mobile.core.secret_store import FileSecretStore
+from mobile.devices import desktop_parts, open_uri
+from mobile.ui import theme, tr
+
+log = logging.getLogger("liandong.app")
+SCREENS_DIR = Path(__file__).parent / "screens"
+SYNC_EVERY_S = 60.0
+BACKOFF_S = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)
+
+
+class LiandongApp(App):  # type: ignore[misc]
+    """Liandong 联动 field app."""
+
+    title = "联动 Liandong"
+    badge_text = StringProperty("")
+    badge_alarm = BooleanProperty(False)
+    online = BooleanProperty(True)
+    syncing = BooleanProperty(False)
+    last_sync = NumericProperty(0.0)  # epoch seconds of the last complete round
+    data_used = NumericProperty(0)  # bytes sent and received by sync and uploads
+    lang = StringProperty(tr.lang)
+    busy_text = StringProperty("")
+
+    def __init__(self, options: AppOptions, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.options = options
+        self.worker = ui.Worker()
+        self.core: PhoneCore | None = None
+        self.stack: list[str] = []
+        self.prefs: dict[str, Any] = {}
+        self.opened_uris: list[str] = []
+        self._sync_again = False
+        self._failures = 0
+        self._next_sync: Any = None
+        self.frames = 0
+        self.frame_times: list[float] = []
+        self.events: list[str] = []  # what happened, for tests and the log
+
+    # -- start ------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """Where this installation keeps its files."""
+        if self.options.data_dir is not None:
+            return self.options.data_dir
+        return Path(self.user_data_dir)
+
+    def build(self) -> ScreenManager:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prefs = self._load_prefs()
+        tr.switch(self.options.lang or self.prefs.get("lang") or tr.lang)
+        self.lang = tr.lang
+        theme.apply(self.options.theme or self.prefs.get("theme") or "light")
+        Window.clearcolor = theme.bg
+        theme.bind(bg=lambda _t, v: setattr(Window, "clearcolor", v))
+        tr.listeners.append(self._language_changed)
+        import mobile.screens.common  # noqa: F401 - the list rows the kv files name
+
+        ui.load_styles()
+        Builder.load_file(str(SCREENS_DIR / "common.kv"))
+        self.sm = ScreenManager(transition=NoTransition())
+        Clock.schedule_interval(self._count_frame, 0)
+        return self.sm
+
+    def on_start(self) -> None:
+        self.worker.submit(self._make_core, then=self._core_ready)
+
+    def _make_core(self) -> bool:
+        geolocator, camera = desktop_parts(self.options)
+        if platform == "android":  # the core's adapters: fused location, camera intent
+            from mobile.core import android  # type: ignore[attr-defined]
+
+            geolocator, camera = android.geolocator(), android.camera()
+        self.core = PhoneCore(
+            self.data_dir,
+            FileSecretStore(self.data_dir / "secrets.json"),
+            geolocator=geolocator,
+            camera=camera,
+            photo_edge=int(self.prefs.get("photo_edge", 2048)),
+        )
+        if self.core.session.account is not None:
+            self.core.open()
+            return True
+        return False
+
+    def _core_ready(self, signed_in: bool) -> None:
+        self.events.append("core-ready")
+        o = self.options
+        if o.user and o.password and not signed_in:
+            self.open_screen("signin")
+            self.screen("signin").sign_in(o.server, o.user, o.password)
+        elif signed_in:
+            self.go_home()
+        else:
+            self.open_screen("signin")
+        if o.scenario:
+            from tests.app import scenarios
+
+            scenarios.start(self, o.scenario)
+
+    # -- screens ----------------------------------------------------------------------------
+    def screen(self, name: str) -> Any:
+        """The screen called `name`, made (and its kv loaded) on first use."""
+        if not self.sm.has_screen(name):
+            module = importlib.import_module(f"mobile.screens.{name}")
+            Builder.load_file(str(SCREENS_DIR / f"{name}.kv"))
+            widget: Screen = module.SCREEN(name=name)
+            self.sm.add_widget(widget)
+        return self.sm.get_screen(name)
+
+    def open_screen(self, name: str, **params: Any) -> None:
+        """Show screen `name` (with `params`, e.g. a task id); back returns here."""
+        target = self.screen(name)
+        target.params = params
+        if self.sm.current_screen is not None and self.sm.current != name:
+            self.stack.append(self.sm.current)
+        self.sm.current = name
+        target.refresh()
+        self.events.append(f"open:{name}")
+
+    def go_back(self) -> None:
+        """The previous screen (home when there is none)."""
+        name = self.stack.pop() if self.stack else "home"
+        self.sm.current = name
+        self.sm.current_screen.refresh()
+
+    def go_home(self) -> None:
+        """The role's start screen."""
+        self.stack.clear()
+        self.open_screen("home")
+        self.stack.clear()
+        self.request_sync()
+
+    @property
+    def current(self) -> Any:
+        """The screen shown now."""
+        return self.sm.current_screen
+
+    # -- language and theme -----------------------------------------------------------------
+    def set_language(self, lang: str) -> None:
+        """Switch every visible text to `lang` now (and at the next start)."""
+        tr.switch(lang)
+        self.save_pref("lang", tr.lang)
+
+    def _language_changed(self, lang: str) -> None:
+        self.lang = lang
+        self._update_badge()
+        for s in self.sm.screens:
+            s.refresh()
+
+    def set_theme(self, name: str) -> None:
+        """Light or dark."""
+        theme.apply(name)
+        self.save_pref("theme", name)
+
+    def _load_prefs(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.data_dir / "prefs.json").read_text("utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_pref(self, key: str, value: Any) -> None:
+        """Remember a preference (written on the worker thread)."""
+        self.prefs[key] = value
+        data, path = dict(self.prefs), self.data_dir / "prefs.json"
+        self.worker.submit(path.write_text, json.dumps(data), "utf-8")
+
+    # -- the core ---------------------------------------------------------------------------
+    def run_core(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], None] | None = None,
+        fail: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Call the core off the UI thread; `then`/`fail` run back on it."""
+        self.worker.submit(fn, *args, then=then, fail=fail)
+
+    def wrote(self) -> None:
+        """An action queued something: show it in the badge and try to send."""
+        self._update_badge()
+        self.request_sync()
+
+    # -- sending ----------------------------------------------------------------------------
+    def request_sync(self, *_args: Any) -> None:
+        """Start a send round now (or right after the one under way)."""
+        if self.core is None or self.core.account is None:
+            return
+        if self.syncing:
+            self._sync_again = True
+            return
+        if self._next_sync is not None:
+            self._next_sync.cancel()
+        self.syncing = True
+        self.events.append("sync-start")
+        core = self.core
+
+        async def round_() -> tuple[Any, dict[str, int], int]:
+            report = await core.send_now()
+            return report, _counts(core), _bytes(core)
+
+        self.worker.submit(round_, then=self._synced, fail=self._sync_failed)
+
+    def _synced(self, result: tuple[Any, dict[str, int], int]) -> None:
+        report, counts, used = result
+        self.syncing = False
+        self.data_used = used
+        self.online = report.ok
+        if report.ok:
+            self._failures = 0
+            self.last_sync = time.time()
+        else:
+            self._failures += 1
+        self.events.append("sync-ok" if report.ok else "sync-failed")
+        self._show_counts(counts)
+        self.current.refresh()
+        self._schedule_next()
+
+    def _sync_failed(self, exc: BaseException) -> None:
+        log.warning("send round failed: %r", exc)
+        self.syncing = False
+        self.online = False
+        self._failures += 1
+        self.events.append("sync-failed")
+        self._schedule_next()
+
+    def _schedule_next(self) -> None:
+        if self._sync_again:
+            self._sync_again = False
+            self.request_sync()
+            return
+        delay = BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1] if self._failures else 0
+        self._next_sync = Clock.schedule_once(self.request_sync, delay or SYNC_EVERY_S)
+
+    def _update_badge(self) -> None:
+        core = self.core
+        if core is None or core.account is None:
+            self.badge_text = ""
+            return
+        self.worker.submit(_counts, core, then=self._show_counts)
+
+    def _show_counts(self, counts: dict[str, int]) -> None:
+        waiting = counts.get("waiting", 0) + counts.get("sending", 0)
+        refused = counts.get("refused", 0)
+        parts = [f"↑{waiting}"] if waiting or not refused else []
+        if refused:
+            parts.append(f"!{refused}")
+        self.badge_text = " ".join(parts)
+        self.badge_alarm = bool(refused)
+        self.badge_counts = counts
+
+    # -- platform ---------------------------------------------------------------------------
+    def open_uri(self, uri: str) -> None:
+        """Hand a `geo:` or `tel:` URI to the phone's map or dialler."""
+        self.opened_uris.append(uri)
+        open_uri(uri)
+
+    def _count_frame(self, dt: float) -> None:
+        self.frames += 1
+        self.frame_times.append(time.perf_counter())
+        if len(self.frame_times) > 20000:
+            del self.frame_times[:10000]
+
+    def on_stop(self) -> None:
+        core = self.core
+        if core is not None:
+            self.worker.submit(core.close)
+        self.worker.stop()
+
+
+def _counts(core: PhoneCore) -> dict[str, int]:
+    if core.account is None:
+        return {}
+    counts = {str(k): v for k, v in core.outbox.counts().items()}
+    pending = [p for p in core.photos.all() if str(p.state) != "stored"]
+    counts["photos_pending"] = len(pending)
+    return counts
+
+
+def _bytes(core: PhoneCore) -> int:
+    t = core.transport
+    return int(t.bytes_sent + t.bytes_received)

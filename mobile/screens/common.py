@@ -1,0 +1,201 @@
+"""What the screens share: the screen base class, list rows, and words for the core's codes.
+
+A screen's `fetch(core)` runs on the core's worker thread and returns plain data (rows for a
+RecycleView, texts); `show(data)` puts it on the widgets on Kivy's thread. Field rules stay in
+the core: a refused action comes back as `ActionRefusedError` and is shown in the user's words.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from kivy.app import App
+from kivy.properties import BooleanProperty, ColorProperty, ObjectProperty, StringProperty
+from kivy.uix.behaviors import ButtonBehavior
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.recycleview.views import RecycleDataViewBehavior
+from kivy.uix.screenmanager import Screen
+
+from i18n import N_
+from mobile.core import i18n as core_i18n
+from mobile.core.actions import ActionRefusedError
+from mobile.core.geo import haversine_m
+from mobile.core.views import LOCAL_ZONE
+from mobile.ui import Painted, theme, tr
+
+# Words for machine-readable values the screens show (the values themselves never change).
+STATUS = {
+    "assigned": N_("Assigned"),
+    "accepted": N_("Accepted"),
+    "declined": N_("Declined"),
+    "en_route": N_("En route"),
+    "on_scene": N_("On scene"),
+    "completed": N_("Completed"),
+    "cancelled": N_("Cancelled"),
+    "reported": N_("Reported"),
+    "verified": N_("Verified"),
+    "rejected": N_("Rejected"),
+    "rectification_assigned": N_("To rectify"),
+    "rectified": N_("Rectified"),
+    "reinspected": N_("Re-inspected"),
+    "closed": N_("Closed"),
+    "reopened": N_("Reopened"),
+}
+CATEGORY = {
+    "fire": N_("Fire"),
+    "electrical": N_("Electrical"),
+    "gas": N_("Gas"),
+    "hazardous_chemicals": N_("Hazardous chemicals"),
+    "structural": N_("Structural"),
+    "flood": N_("Flood"),
+    "landslide": N_("Landslide"),
+    "road": N_("Road"),
+    "other": N_("Other"),
+}
+SEVERITY = {
+    "low": N_("Low"),
+    "medium": N_("Medium"),
+    "high": N_("High"),
+    "critical": N_("Critical"),
+}
+ROLE = {
+    "responder": N_("Responder"),
+    "inspector": N_("Grid inspector"),
+    "enterprise_staff": N_("Enterprise safety officer"),
+    "dispatcher": N_("Dispatcher"),
+    "admin": N_("Administrator"),
+}
+
+
+def word(table: dict[str, str], value: Any) -> str:
+    """The translated word for a code (the code itself when unknown)."""
+    key = str(value or "")
+    return tr._(table[key]) if key in table else key
+
+
+def local_time(iso: str | None, with_date: bool = True) -> str:
+    """An RFC 3339 time as local (Asia/Shanghai) `MM-DD HH:MM`."""
+    if not iso:
+        return ""
+    try:
+        at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(LOCAL_ZONE)
+    except ValueError:
+        return iso
+    return at.strftime("%m-%d %H:%M" if with_date else "%H:%M")
+
+
+def distance_text(metres: float | None) -> str:
+    """`850 m` / `2.4 km` (empty without a position)."""
+    if metres is None:
+        return ""
+    return f"{metres:.0f} m" if metres < 1000 else f"{metres / 1000:.1f} km"
+
+
+def distance_to(core: Any, record: dict[str, Any]) -> float | None:
+    """Metres from the phone's last fix to a record's point (None when either is unknown)."""
+    fix = core.geolocator.last_fix() if core.geolocator is not None else None
+    coords = (record.get("location") or {}).get("coordinates")
+    if fix is None or not coords:
+        return None
+    return haversine_m(fix.lon, fix.lat, float(coords[0]), float(coords[1]))
+
+
+def refusal(exc: BaseException) -> str:
+    """Words for a refused action or a failed call, in the current language."""
+    if isinstance(exc, ActionRefusedError):
+        return core_i18n.reason(exc.rule, None, "", tr.lang)
+    return tr._("Something went wrong: {error}", error=type(exc).__name__)
+
+
+class FieldScreen(Screen):  # type: ignore[misc]
+    """A screen over the core: `refresh` fetches off the UI thread, then `show`s."""
+
+    message = StringProperty("")  # a refusal or a note shown to the user
+    message_alarm = BooleanProperty(False)
+    loading = BooleanProperty(False)
+    params: dict[str, Any]
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.params = {}
+        super().__init__(**kwargs)
+
+    @property
+    def app(self) -> Any:
+        return App.get_running_app()
+
+    def refresh(self) -> None:
+        """Fetch this screen's data on the core's thread and show it."""
+        core = self.app.core
+        if core is None or core.account is None or not self.needs_data():
+            self.show(None)
+            return
+        self.loading = True
+        self.app.run_core(self.fetch, core, then=self._got, fail=self._failed)
+
+    def needs_data(self) -> bool:
+        return True
+
+    def _got(self, data: Any) -> None:
+        self.loading = False
+        self.show(data)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.loading = False
+        self.say(refusal(exc), alarm=True)
+
+    def fetch(self, core: Any) -> Any:
+        """Read what the screen shows (worker thread)."""
+        return None
+
+    def show(self, data: Any) -> None:
+        """Put fetched data on the widgets (UI thread)."""
+
+    def say(self, text: str, alarm: bool = False) -> None:
+        """Show a short message on the screen."""
+        self.message = text
+        self.message_alarm = alarm
+
+    def act(self, fn: Any, *args: Any, done: str = "", then: Any = None, **kwargs: Any) -> None:
+        """Run a core action off the UI thread; say `done` (or the refusal) afterwards."""
+
+        def call() -> Any:
+            return fn(*args, **kwargs)
+
+        def ok(result: Any) -> None:
+            if done:
+                self.say(done)
+            self.app.wrote()
+            if then is not None:
+                then(result)
+            self.refresh()
+
+        self.app.run_core(call, then=ok, fail=lambda e: self.say(refusal(e), alarm=True))
+
+
+class RecordRow(RecycleDataViewBehavior, ButtonBehavior, BoxLayout, Painted):  # type: ignore[misc]
+    """One list row: title, two lines, a status tag; tapping opens `target` with `key`."""
+
+    title = StringProperty("")
+    line2 = StringProperty("")
+    line3 = StringProperty("")
+    tag = StringProperty("")
+    tag_alarm = BooleanProperty(False)
+    target = StringProperty("")
+    key = ObjectProperty(None, allownone=True)
+    extra = ObjectProperty(None, allownone=True)
+    bg_color = ColorProperty([0, 0, 0, 0])
+
+    def on_release(self) -> None:
+        if self.target:
+            App.get_running_app().open_screen(self.target, key=self.key, extra=self.extra)
+
+
+class SectionRow(BoxLayout, Painted):  # type: ignore[misc]
+    """A heading inside a list."""
+
+    title = StringProperty("")
+    bg_color = ColorProperty([0, 0, 0, 0])
+
+
+__all__ = ["FieldScreen", "RecordRow", "SectionRow", "theme"]

@@ -1,0 +1,275 @@
+"""Real processes for the app tests, screenshots and benchmark: `liandong serve` on a fresh
+SQLite file with the demo data, a loopback proxy in front of it that the test steers (offline:
+connections are cut and refused; hold: sync pulls wait until released), one Xvfb display, and
+the app itself (`python -m mobile.app --scenario NAME`) as a separate process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+LIANDONG = str(Path(sys.executable).parent / "liandong")
+PASSWORD = "liandong-demo"
+
+
+# -- the server ---------------------------------------------------------------------------
+@contextmanager
+def demo_server(var: Path) -> Iterator[str]:
+    """`liandong migrate`, `seed-demo` and `serve` on a fresh var dir; yields the base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
+    env.update({"LIANDONG_VAR_DIR": str(var), "LIANDONG_PORT": str(port)})
+    for cmd in (["migrate"], ["seed-demo"]):
+        subprocess.run([LIANDONG, *cmd], env=env, capture_output=True, check=True)
+    log = (var / "server.log").open("wb")
+    proc = subprocess.Popen([LIANDONG, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # a shared, loaded machine can be slow
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(var / 'server.log').read_text()[-2000:]}")
+            with suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def login(base: str, user: str) -> dict[str, str]:
+    """Bearer headers for a demo user (REST, the way dispatch's console would act)."""
+    r = httpx.post(
+        f"{base}/api/v1/auth/login",
+        json={"username": user, "password": PASSWORD, "device_id": f"console-{user}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+# -- the proxy ----------------------------------------------------------------------------
+@dataclass
+class Proxy:
+    """A TCP proxy that understands HTTP/1.1 request boundaries (Content-Length bodies).
+
+    `offline`: open connections are cut and new ones closed at once (the phone sees the
+    network fail). `hold`: requests whose path starts with `hold_path` wait until `release`.
+    `POST /__proxy/<offline|online|hold|release>` steers it from the app's own process;
+    `GET /__proxy/held` counts requests waiting."""
+
+    upstream: str
+    hold_path: str = "/api/v1/sync/pull"
+    port: int = field(default_factory=free_port)
+    offline: bool = False
+    holding: bool = False
+    held: int = 0
+    passed: int = 0
+
+    def __post_init__(self) -> None:
+        host, _, port = self.upstream.removeprefix("http://").partition(":")
+        self._up = (host, int(port))
+        self.loop = asyncio.new_event_loop()
+        self._release = asyncio.Event()
+        self._conns: set[asyncio.StreamWriter] = set()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
+        started.set()
+        self.loop.run_forever()
+        server.close()
+
+    # steering (any thread)
+    def set(self, action: str) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._set(action), self.loop)
+        fut.result(5)
+
+    async def _set(self, action: str) -> None:
+        if action == "offline":
+            self.offline = True
+            for w in list(self._conns):
+                w.transport.abort()
+        elif action == "online":
+            self.offline = False
+        elif action == "hold":
+            self.holding = True
+            self._release.clear()
+        elif action == "release":
+            self.holding = False
+            self._release.set()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.offline:
+            writer.transport.abort()
+            return
+        self._conns.add(writer)
+        up_w: asyncio.StreamWriter | None = None
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                method, path = line.split(" ")[:2]
+                length = 0
+                for h in head.split(b"\r\n")[1:]:
+                    name, _, value = h.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                body = await reader.readexactly(length) if length else b""
+                if path.startswith("/__proxy/"):
+                    await self._control(method, path, writer)
+                    continue
+                if self.holding and path.startswith(self.hold_path):
+                    self.held += 1
+                    await self._release.wait()
+                    self.held -= 1
+                if self.offline:
+                    break
+                if up_w is None:
+                    up_r, up_w = await asyncio.open_connection(*self._up)
+                    self._conns.add(up_w)
+                    self.loop.create_task(self._pipe(up_r, writer))
+                up_w.write(head + body)
+                await up_w.drain()
+                self.passed += 1
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            for w in (writer, up_w):
+                if w is not None:
+                    self._conns.discard(w)
+                    w.transport.abort()
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with suppress(ConnectionError, OSError):
+            while chunk := await src.read(65536):
+                dst.write(chunk)
+                await dst.drain()
+        dst.transport.abort()
+
+    async def _control(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
+        action = path.removeprefix("/__proxy/")
+        if method == "POST":
+            await self._set(action)
+        body = json.dumps({"held": self.held, "offline": self.offline}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+
+# -- Xvfb and the app ---------------------------------------------------------------------
+@contextmanager
+def xvfb() -> Iterator[str]:
+    """An X display (Xvfb) for the app; yields DISPLAY."""
+    if os.environ.get("LIANDONG_TEST_DISPLAY"):
+        yield os.environ["LIANDONG_TEST_DISPLAY"]
+        return
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x900x24", "-nolisten", "tcp"],
+        pass_fds=(w,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(w)
+    with os.fdopen(r) as fh:
+        number = fh.readline().strip()
+    try:
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def app_env(display: str, **extra: str) -> dict[str, str]:
+    """The app process's environment: Kivy quiet, its own KIVY_HOME, software GL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
+    env.update(
+        DISPLAY=display,
+        KIVY_NO_ARGS="1",
+        KIVY_HOME=tempfile.mkdtemp(prefix="kivy-home-"),
+        KIVY_NO_CONSOLELOG="1",
+        LIBGL_ALWAYS_SOFTWARE="1",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+def run_app(
+    display: str,
+    scenario: str,
+    *,
+    server: str,
+    data_dir: Path,
+    args: tuple[str, ...] = (),
+    timeout: float = 120,
+    **env: str,
+) -> dict[str, Any]:
+    """Run the app with `scenario` until it stops; returns the scenario's results."""
+    result = data_dir.parent / f"{data_dir.name}-{scenario}-{time.monotonic_ns()}.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobile.app",
+        "--server",
+        server,
+        "--data-dir",
+        str(data_dir),
+        "--scenario",
+        scenario,
+        *args,
+    ]
+    e = app_env(display, LIANDONG_APP_RESULT=str(result), **env)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=e, capture_output=True, timeout=timeout, cwd=ROOT, check=False)
+    wall = time.perf_counter() - t0
+    if not result.exists():
+        tail = done.stderr.decode(errors="replace")[-4000:]
+        raise AssertionError(f"app gave no result (exit {done.returncode}):\n{tail}")
+    out: dict[str, Any] = json.loads(result.read_text("utf-8"))
+    out["wall_s"] = wall
+    return out

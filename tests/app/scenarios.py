@@ -1,0 +1,128 @@
+"""Scenarios the app runs inside its own process (`--scenario NAME`): tests, screenshots and
+the benchmark. Each yields conditions to wait for (see tests/app/driver.py) and records what
+the pytest side asserts in `app.scenario_results`.
+
+Context comes from the environment: `LIANDONG_APP_RESULT` (where the outcome goes),
+`LIANDONG_APP_CONTROL` (the test proxy's control URL: offline, hold, release),
+`LIANDONG_APP_SHOTS` (screenshot directory).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kivy.core.window import Window
+
+from tests.app.driver import Runner, Scenario, by_text, check, find, tap, walk, xtap
+
+SCENARIOS: dict[str, Callable[[Any], Scenario]] = {}
+
+
+def scenario(fn: Callable[[Any], Scenario]) -> Callable[[Any], Scenario]:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def start(app: Any, name: str) -> None:
+    """Run scenario `name` in the running app."""
+    Runner(app, SCENARIOS[name](app), os.environ.get("LIANDONG_APP_RESULT"))
+
+
+# -- helpers -------------------------------------------------------------------------------
+def idle(app: Any) -> Callable[[], bool]:
+    def quiet() -> bool:
+        """the app is idle (no core call pending, screen loaded)"""
+        s = app.current
+        return app.worker.busy == 0 and not getattr(s, "loading", False)
+
+    return quiet
+
+
+def on(app: Any, name: str) -> Callable[[], bool]:
+    def there() -> bool:
+        return bool(app.sm.current == name and idle(app)())
+
+    there.__doc__ = f"screen {name} shown and loaded"
+    return there
+
+
+def shows(text: str) -> Callable[[], bool]:
+    def seen() -> bool:
+        return by_text(text) is not None
+
+    seen.__doc__ = f"text {text!r} visible"
+    return seen
+
+
+def press(text: str) -> None:
+    """Tap the visible widget showing `text`."""
+    w = by_text(text)
+    check(w is not None, f"no visible widget with text {text!r}")
+    tap(w)
+
+
+def control(action: str) -> None:
+    """Tell the test proxy to go offline / online / hold or release sync pulls."""
+    url = os.environ.get("LIANDONG_APP_CONTROL")
+    if url:
+        httpx.post(f"{url}/{action}", timeout=5)
+
+
+def screenshot(app: Any, name: str) -> None:
+    """Write the window to `<LIANDONG_APP_SHOTS>/<name>.png`."""
+    folder = os.environ.get("LIANDONG_APP_SHOTS")
+    if not folder:
+        return
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    made = Window.screenshot(name=str(path / f"{name}-%(counter)04d.png"))
+    if made:
+        shutil.move(made, path / f"{name}.png")
+
+
+# -- scenarios -----------------------------------------------------------------------------
+@scenario
+def signin_responder(app: Any) -> Scenario:
+    """Sign in by touch, see my tasks."""
+    yield on(app, "signin")
+    s = app.current
+    s.ids.server.text = app.options.extra.get("server", "") or s.ids.server.text
+    s.ids.user.text = os.environ.get("LIANDONG_APP_TEST_USER", "fire1")
+    s.ids.password.text = "wrong password"
+    tap(s.ids.go)
+    yield lambda: bool(s.message) and s.message_alarm and not s.loading
+    app.scenario_results["refused_message"] = s.message
+    s.ids.password.text = "liandong-demo"
+    tap(s.ids.go)
+    yield on(app, "home")
+    yield lambda: "sync-ok" in app.events
+    yield idle(app)
+    rows = app.current.ids.rv.data
+    app.scenario_results["rows"] = [r.get("title") for r in rows]
+    app.scenario_results["badge"] = app.badge_text
+    screenshot(app, "home-dev")
+    yield from _walk_a11y(app, "home")
+
+
+def _walk_a11y(app: Any, label: str) -> Scenario:
+    from tests.app.a11y import audit
+
+    for name in ("light", "dark"):
+        app.set_theme(name)
+        yield 0.05
+        app.scenario_results.setdefault("a11y", {})[f"{label}-{name}"] = audit()
+    app.set_theme("light")
+    yield 0.0
+
+
+def _elapsed(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
+
+
+__all__ = ["SCENARIOS", "find", "start", "walk", "xtap"]
