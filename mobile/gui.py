@@ -27,7 +27,7 @@ from kivy.utils import platform
 from mobile import ui  # registers the Chinese font before any widget is built
 from mobile.app import AppOptions
 from mobile.core.phone import PhoneCore
-from mobile.core.secret_store import FileSecretStore
+from mobile.core.secret_store import FileSecretStore, SecretStore
 from mobile.devices import desktop_parts, open_uri
 from mobile.ui import theme, tr
 
@@ -95,13 +95,17 @@ class LiandongApp(App):  # type: ignore[misc]
 
     def _make_core(self) -> bool:
         geolocator, camera = desktop_parts(self.options)
-        if platform == "android":  # the core's adapters: fused location, camera intent
-            from mobile.core import android  # type: ignore[attr-defined]
+        secrets: SecretStore = FileSecretStore(self.data_dir / "secrets.json")
+        if platform == "android":  # the core's adapters: fused location, camera intent, keystore
+            from mobile.core.android import android_parts
 
-            geolocator, camera = android.geolocator(), android.camera()
+            parts = android_parts(self.data_dir)
+            geolocator = parts.geolocator or geolocator
+            camera = parts.camera or camera
+            secrets = parts.secrets
         self.core = PhoneCore(
             self.data_dir,
-            FileSecretStore(self.data_dir / "secrets.json"),
+            secrets,
             geolocator=geolocator,
             camera=camera,
             photo_edge=int(self.prefs.get("photo_edge", 2048)),
