@@ -217,7 +217,7 @@ def _phone(data: Path) -> Any:
 
 def _report(core: Any, text: str) -> uuid.UUID:
     hid: uuid.UUID = core.actions.report_hazard(
-        category="fire_exit", severity="medium", description=text
+        category="fire", severity="medium", description=text
     )
     return hid
 

@@ -74,17 +74,21 @@ def served(
     port = free_port()
     env = _env(var, port)
     env["LIANDONG_DATABASE_URL"] = url
-    proc = subprocess.Popen(
-        [LIANDONG, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = (var / "serve.log").open("wb")  # read it when the server does not start
+    proc = subprocess.Popen([LIANDONG, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _ready(base, proc)
+        try:
+            _ready(base, proc)
+        except AssertionError:
+            log.flush()
+            raise AssertionError((var / "serve.log").read_text()[-3000:]) from None
         with slow_link(base) as link:
             yield Served(base, link)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+        log.close()
 
 
 def _ready(base: str, proc: subprocess.Popen[bytes], within_s: float = 300.0) -> None:
