@@ -1,36 +1,52 @@
-"""A Web Push service and browser on loopback, verifying and decrypting for real.
+"""A Web Push service and its browsers on loopback, verifying and decrypting for real.
 
-It plays both ends a real Web Push message touches after it leaves us:
+It plays both ends a real Web Push message touches after it leaves us, for one subscriber or
+for thousands (one receiver = one push service; start several for several services):
 
 - the *browser*: `subscribe()` generates a P-256 key pair and a 16-byte auth secret and returns a
-  `PushSubscription` JSON whose endpoint points here;
-- the *push service*: `POST /push/{id}` must carry `TTL`, `Content-Encoding: aes128gcm` and
-  `Authorization: vapid t=<JWT>, k=<public key>`; the JWT's ES256 signature is verified against
-  `k`, `aud` must be this origin, `exp` in the future and at most 24 h away (RFC 8292), `sub` a
-  mailto:/https: URL. The body is then decrypted with the subscription's private key and auth
-  secret (RFC 8291, via http_ece) and the plaintext recorded.
+  `PushSubscription` JSON whose endpoint points here. With a `seed`, `derived_subscription(seed,
+  origin, sub_id)` computes the same keys on both sides from the id, so a receiver in another
+  process (the benchmark's) decrypts for subscriptions it never saw registered;
+- the *push service*: `POST /push/{id}` must carry `TTL` (a non-negative integer), `Content-
+  Encoding: aes128gcm`, `Authorization: vapid t=<JWT>, k=<public key>`, and when present a valid
+  `Urgency` (very-low, low, normal, high) and `Topic` (1-32 base64url characters, RFC 8030); the
+  JWT's ES256 signature is verified against `k` (each distinct token once: a push service may cache
+  a verified token), `aud` must be this origin, `exp` in the future and at most 24 h away (RFC
+  8292), `sub` a mailto:/https: URL. The body (at most 4,096 bytes) is then decrypted with the
+  subscription's private key and auth secret (RFC 8291, via http_ece) and the plaintext recorded.
 
-Answers: 201 Created with a Location, 400/401/403 for a protocol or VAPID error (the recorded
-`rejections` say why), or whatever a test scripts per subscription (410 Gone, 429 + Retry-After).
+Answers: 201 Created with a Location, 400/401/403/413/415 for a protocol or VAPID error (the
+recorded `rejections` say why), or whatever a test scripts per subscription (410 Gone, 429 +
+Retry-After) or for the whole service (`throttle`). `GET /_stats` returns the counters, and
+`duplicates`: deliveries of an `event_id` a subscription had already received. Runnable as a
+process: `python -m tests.peers.webpush_receiver --seed S` prints `PORT <n>`.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import hashlib
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import http_ece
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.peers.http11 import LoopbackHttpServer, _Request
+
+_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_URGENCY = frozenset({"very-low", "low", "normal", "high"})
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def _b64url(raw: bytes) -> str:
@@ -39,6 +55,34 @@ def _b64url(raw: bytes) -> str:
 
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _derived_keys(seed: str, sub_id: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    digest = hashlib.sha256(f"key|{seed}|{sub_id}".encode()).digest()
+    scalar = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
+    auth = hashlib.sha256(f"auth|{seed}|{sub_id}".encode()).digest()[:16]
+    return ec.derive_private_key(scalar, ec.SECP256R1()), auth
+
+
+def _subscription_json(
+    origin: str, sub_id: str, key: ec.EllipticCurvePrivateKey, auth: bytes
+) -> str:
+    public = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return json.dumps(
+        {
+            "endpoint": f"{origin}/push/{sub_id}",
+            "expirationTime": None,
+            "keys": {"p256dh": _b64url(public), "auth": _b64url(auth)},
+        }
+    )
+
+
+def derived_subscription(seed: str, origin: str, sub_id: str) -> str:
+    """The subscription JSON a receiver started with `seed` at `origin` accepts for `sub_id`."""
+    key, auth = _derived_keys(seed, sub_id)
+    return _subscription_json(origin, sub_id, key, auth)
 
 
 @dataclass
@@ -52,7 +96,7 @@ class _Subscriber:
 
 @dataclass(frozen=True)
 class ReceivedPush:
-    """A push that passed VAPID checks and decrypted."""
+    """A push that passed every check and decrypted."""
 
     sub_id: str
     plaintext: bytes
@@ -65,49 +109,46 @@ class ReceivedPush:
         return json.loads(self.plaintext)
 
 
-class WebPushReceiver:
-    """Start/stop like `FcmStandIn`; `subscribe()` returns the subscription JSON string."""
+class _Reject(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
+
+class WebPushReceiver(LoopbackHttpServer):
+    """Start/stop like `FcmStandIn`; `subscribe()` returns (sub_id, subscription JSON)."""
+
+    server_name = b"webpush-receiver"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: str | None = None,
+        record: bool = True,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self._seed = seed
+        self._record = record
         self._lock = threading.Condition()
         self._subscribers: dict[str, _Subscriber] = {}
         self._ids = itertools.count(1)
+        self._tokens: dict[str, tuple[dict[str, Any], str]] = {}  # verified JWT -> claims, k
+        self._throttle: deque[tuple[int, dict[str, str]]] = deque()
+        self._seen: dict[tuple[str, str], int] = {}  # (sub_id, event_id) -> deliveries
         self.received: list[ReceivedPush] = []
         self.rejections: list[tuple[int, str]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> WebPushReceiver:
-        handler = type("_BoundHandler", (_Handler,), {"receiver": self})
-        server = ThreadingHTTPServer((self._host, self._port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> WebPushReceiver:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self.accepted = 0
+        self.requests = 0
+        self.duplicates = 0
+        self.first_at: float | None = None  # wall clock (time.time), comparable across processes
+        self.last_at: float | None = None
 
     @property
     def origin(self) -> str:
-        assert self._server is not None, "not started"
-        return f"http://{self._host}:{self._server.server_address[1]}"
+        return f"http://{self._host}:{self.port}"
 
     def subscribe(self) -> tuple[str, str]:
         """Act as a browser: new keys and secret. Returns (sub_id, subscription JSON)."""
@@ -116,42 +157,77 @@ class WebPushReceiver:
         sub_id = f"s{next(self._ids)}-{_b64url(os.urandom(6))}"
         with self._lock:
             self._subscribers[sub_id] = _Subscriber(sub_id, key, auth)
-        public = key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-        subscription = {
-            "endpoint": f"{self.origin}/push/{sub_id}",
-            "expirationTime": None,
-            "keys": {"p256dh": _b64url(public), "auth": _b64url(auth)},
-        }
-        return sub_id, json.dumps(subscription)
+        return sub_id, _subscription_json(self.origin, sub_id, key, auth)
 
-    def script(self, sub_id: str, status: int, retry_after: str | None = None) -> None:
+    def script(
+        self,
+        sub_id: str,
+        status: int,
+        retry_after: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer the next push for `sub_id` with `status` (after verifying it)."""
-        headers = {"Retry-After": retry_after} if retry_after else {}
+        headers = dict(headers or {})
+        if retry_after:
+            headers["Retry-After"] = retry_after
         with self._lock:
-            self._subscribers[sub_id].scripted.append((status, headers))
+            self._subscriber(sub_id).scripted.append((status, headers))
 
     def gone(self, sub_id: str) -> None:
         """The user unsubscribed: every later push gets 410 Gone."""
         with self._lock:
-            self._subscribers[sub_id].always = (410, {})
+            self._subscriber(sub_id).always = (410, {})
+
+    def throttle(self, count: int, status: int = 429, retry_after: str | None = "1") -> None:
+        """The whole service answers the next `count` pushes with `status` (after checks)."""
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        with self._lock:
+            self._throttle.extend([(status, headers)] * count)
 
     def pushes(self, sub_id: str | None = None) -> list[ReceivedPush]:
         with self._lock:
             return [p for p in self.received if sub_id is None or p.sub_id == sub_id]
 
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least `count` pushes were accepted; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while len(self.received) < count:
+            while self.accepted < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._lock.wait(remaining)
             return True
 
-    # -- the push service ------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "accepted": self.accepted,
+                "duplicates": self.duplicates,
+                "rejections": len(self.rejections),
+                "rejection_sample": self.rejections[:3],
+                "distinct": len(self._seen),
+                "first_at": self.first_at,
+                "last_at": self.last_at,
+                "process_cpu_s": time.process_time(),
+            }
+
+    def received_keys(self) -> dict[tuple[str, str], int]:
+        """(sub_id, event_id) -> how many times it was delivered."""
+        with self._lock:
+            return dict(self._seen)
+
+    # -- the push service (called on the server's loop thread) -----------------------------------
+
+    def _subscriber(self, sub_id: str) -> _Subscriber:
+        found = self._subscribers.get(sub_id)
+        if found is None and self._seed is not None:
+            key, auth = _derived_keys(self._seed, sub_id)
+            found = self._subscribers[sub_id] = _Subscriber(sub_id, key, auth)
+        if found is None:
+            raise KeyError(sub_id)
+        return found
 
     def _verify_vapid(self, authorization: str | None) -> tuple[dict[str, Any], str]:
         if not authorization or not authorization.lower().startswith("vapid "):
@@ -163,34 +239,59 @@ class WebPushReceiver:
         token, k = params.get("t"), params.get("k")
         if not token or not k:
             raise _Reject(401, "vapid Authorization needs t= and k=")
-        try:
-            public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_decode(k))
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=public,
-                algorithms=["ES256"],
-                audience=self.origin,
-                options={"require": ["aud", "exp", "sub"]},
-            )
-        except (ValueError, jwt.PyJWTError) as exc:
-            raise _Reject(403, f"vapid JWT rejected: {exc}") from exc
-        if claims["exp"] > time.time() + 24 * 3600:
+        cached = self._tokens.get(token)
+        if cached is not None and cached[1] == k:
+            claims = cached[0]
+        else:
+            try:
+                public = ec.EllipticCurvePublicKey.from_encoded_point(
+                    ec.SECP256R1(), _b64url_decode(k)
+                )
+                claims = jwt.decode(
+                    token,
+                    key=public,
+                    algorithms=["ES256"],
+                    audience=self.origin,
+                    options={"require": ["aud", "exp", "sub"]},
+                )
+            except (ValueError, jwt.PyJWTError) as exc:
+                raise _Reject(403, f"vapid JWT rejected: {exc}") from exc
+            self._tokens[token] = (claims, k)
+        now = time.time()
+        if claims["exp"] <= now:
+            raise _Reject(403, "vapid JWT expired")
+        if claims["exp"] > now + 24 * 3600:
             raise _Reject(403, "vapid exp more than 24 hours ahead")
         if not str(claims["sub"]).startswith(("mailto:", "https:")):
             raise _Reject(403, "vapid sub must be mailto: or https:")
         return claims, k
 
-    def _handle(
+    @staticmethod
+    def _check_headers(headers: dict[str, str], body: bytes) -> None:
+        ttl = headers.get("ttl")
+        if ttl is None or not ttl.isdigit():
+            raise _Reject(400, "TTL header is required (a non-negative integer)")
+        urgency = headers.get("urgency")
+        if urgency is not None and urgency not in _URGENCY:
+            raise _Reject(400, f"bad Urgency {urgency!r}")
+        topic = headers.get("topic")
+        if topic is not None and not _TOPIC.match(topic):
+            raise _Reject(400, f"bad Topic {topic!r}")
+        if headers.get("content-encoding") != "aes128gcm":
+            raise _Reject(415, "Content-Encoding must be aes128gcm")
+        if len(body) > 4096:
+            raise _Reject(413, "payload larger than 4096 bytes")
+
+    def _push(
         self, sub_id: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str]]:
         with self._lock:
-            subscriber = self._subscribers.get(sub_id)
-        if subscriber is None:
-            return 404, {}
-        if "ttl" not in headers:
-            raise _Reject(400, "TTL header is required")
-        if headers.get("content-encoding") != "aes128gcm":
-            raise _Reject(415, "Content-Encoding must be aes128gcm")
+            self.requests += 1
+            try:
+                subscriber = self._subscriber(sub_id)
+            except KeyError:
+                return 404, {}
+        self._check_headers(headers, body)
         claims, k = self._verify_vapid(headers.get("authorization"))
         try:
             plaintext = http_ece.decrypt(
@@ -201,51 +302,59 @@ class WebPushReceiver:
             )
         except (http_ece.ECEException, ValueError) as exc:
             raise _Reject(400, f"cannot decrypt: {exc}") from exc
+        try:
+            event_id = str(json.loads(plaintext).get("data", {}).get("event_id", ""))
+        except (ValueError, AttributeError):
+            event_id = ""
         with self._lock:
             if subscriber.always is not None:
                 return subscriber.always
             if subscriber.scripted:
                 return subscriber.scripted.popleft()
-            self.received.append(ReceivedPush(sub_id, plaintext, headers, claims, k))
+            if self._throttle:
+                return self._throttle.popleft()
+            key = (sub_id, event_id)
+            seen = self._seen.get(key, 0)
+            self._seen[key] = seen + 1
+            if seen and event_id:
+                self.duplicates += 1
+            self.accepted += 1
+            now = time.time()
+            self.first_at = self.first_at or now
+            self.last_at = now
+            if self._record:
+                self.received.append(ReceivedPush(sub_id, plaintext, headers, claims, k))
             self._lock.notify_all()
-        return 201, {"Location": f"{self.origin}/message/{len(self.received)}"}
+            number = self.accepted
+        return 201, {"Location": f"{self.origin}/message/{number}"}
 
-
-class _Reject(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-class _Handler(BaseHTTPRequestHandler):
-    receiver: ClassVar[WebPushReceiver]
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(length) if length else b""
-        if not self.path.startswith("/push/"):
-            self._reply(404, {})
-            return
-        headers = {k.lower(): v for k, v in self.headers.items()}
+    def _respond(self, request: _Request, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if request.method == "GET" and request.target == "/_stats":
+            return 200, self.stats(), {}
+        if request.method != "POST" or not request.target.startswith("/push/"):
+            return 404, {}, {}
         try:
-            status, extra = self.receiver._handle(self.path[len("/push/") :], headers, body)
+            status, extra = self._push(request.target[len("/push/") :], request.headers, raw)
         except _Reject as exc:
-            with self.receiver._lock:
-                self.receiver.rejections.append((exc.status, exc.reason))
-            self._reply(exc.status, {}, exc.reason.encode())
-            return
-        self._reply(status, extra)
+            with self._lock:
+                self.rejections.append((exc.status, exc.reason))
+            return exc.status, {"reason": exc.reason}, {}
+        return status, {}, extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Web Push service + browsers on loopback")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seed", required=True, help="derive subscriber keys from this")
+    args = parser.parse_args()
+    receiver = WebPushReceiver(port=args.port, seed=args.seed, record=False).start()
+    print(f"PORT {receiver.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

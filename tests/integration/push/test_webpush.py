@@ -1,15 +1,23 @@
-"""Real pywebpush (VAPID + aes128gcm) against a receiver that verifies and decrypts."""
+"""Our Web Push sender (VAPID + aes128gcm) against a receiver that verifies and decrypts."""
 
 from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 import anyio
 import msgspec
 
-from push.base import Channel, Delivered, PermanentFailure, PushMessage, RetryAfter
-from push.outbox import InMemoryOutboxStore, JobState, OutboxWorker
+from push.base import (
+    Channel,
+    Delivered,
+    DeliveryResult,
+    PermanentFailure,
+    PushMessage,
+    RetryAfter,
+)
+from push.outbox import BatchReport, InMemoryOutboxStore, JobState, OutboxWorker
 from push.webpush import WebPushSender, generate_vapid_keys, webpush_payload
 from tests.clocks import ManualClock
 from tests.peers.webpush_receiver import WebPushReceiver
@@ -23,16 +31,34 @@ WARNING = PushMessage(
 )
 
 
-def _sender() -> WebPushSender:
+LOOPBACK = ("127.0.0.1",)  # the receivers' host, listed as an operator lists test hosts
+
+
+def _sender(**kwargs: Any) -> WebPushSender:
     keys = generate_vapid_keys()
-    return WebPushSender(keys.private_key, "mailto:ops@liandong.example")
+    return WebPushSender(
+        keys.private_key, "mailto:ops@liandong.example", allow_hosts=LOOPBACK, **kwargs
+    )
+
+
+def send_all(sender: WebPushSender, *pairs: tuple[str, PushMessage]) -> list[DeliveryResult]:
+    """Send each (subscription, message) in order on one event loop, then close the sender."""
+
+    async def main() -> list[DeliveryResult]:
+        try:
+            return [await sender.send(address, message) for address, message in pairs]
+        finally:
+            await sender.aclose()
+
+    return anyio.run(main)
 
 
 def test_receiver_decrypts_exactly_what_we_sent(webpush_receiver: WebPushReceiver) -> None:
     keys = generate_vapid_keys()
-    sender = WebPushSender(keys.private_key, "mailto:ops@liandong.example")
+    sender = WebPushSender(keys.private_key, "mailto:ops@liandong.example", allow_hosts=LOOPBACK)
     sub_id, subscription = webpush_receiver.subscribe()
-    assert isinstance(sender.send_sync(subscription, WARNING), Delivered)
+    [result] = send_all(sender, (subscription, WARNING))
+    assert isinstance(result, Delivered)
     [push] = webpush_receiver.pushes(sub_id)
     assert push.plaintext == webpush_payload(WARNING)
     assert push.json() == {"data": WARNING.data, "title": WARNING.title, "body": WARNING.body}
@@ -56,8 +82,16 @@ def test_gone_subscription_is_pruned(webpush_receiver: WebPushReceiver) -> None:
         address=subscription, message=WARNING,
     )  # fmt: skip
     webpush_receiver.gone(sub_id)
-    worker = OutboxWorker(store, {Channel.WEBPUSH: _sender()}, clock=clock)
-    report = anyio.run(worker.run_once)
+    sender = _sender()
+    worker = OutboxWorker(store, {Channel.WEBPUSH: sender}, clock=clock)
+
+    async def main() -> BatchReport:
+        try:
+            return await worker.run_once()
+        finally:
+            await sender.aclose()
+
+    report = anyio.run(main)
     assert report.pruned_addresses == 1 and report.errors == {"HTTP_410": 1}
     assert store.state_of(job) is JobState.DEAD
     assert store.registrations["browser-1"] == {}
@@ -68,8 +102,10 @@ def test_429_retry_after_then_delivered(webpush_receiver: WebPushReceiver) -> No
     store = InMemoryOutboxStore(clock)
     sub_id, subscription = webpush_receiver.subscribe()
     webpush_receiver.script(sub_id, 429, "15")
-    sender = _sender()
-    assert sender.send_sync(subscription, WARNING) == RetryAfter(15.0, "HTTP_429")
+    now = [0.0]
+    sender = _sender(monotonic=lambda: now[0])
+    assert send_all(sender, (subscription, WARNING)) == [RetryAfter(15.0, "HTTP_429")]
+    now[0] += 16  # the service's Retry-After has passed for the sender's per-service gate
     webpush_receiver.script(sub_id, 429, "15")
     job = store.enqueue(
         event_id="cap-LD-1", device_id="b", channel=Channel.WEBPUSH, address=subscription,
@@ -79,10 +115,12 @@ def test_429_retry_after_then_delivered(webpush_receiver: WebPushReceiver) -> No
 
     async def main() -> None:
         assert (await worker.run_once()).retried == 1
+        now[0] += 16
         clock.advance(14)
         assert (await worker.run_once()).claimed == 0
         clock.advance(2.5)
         assert (await worker.run_once()).delivered == 1
+        await sender.aclose()
 
     anyio.run(main)
     assert store.state_of(job) is JobState.DELIVERED
@@ -92,7 +130,7 @@ def test_429_retry_after_then_delivered(webpush_receiver: WebPushReceiver) -> No
 def test_oversized_payload_is_refused_before_sending(webpush_receiver: WebPushReceiver) -> None:
     _sub_id, subscription = webpush_receiver.subscribe()
     big = PushMessage(data={"blob": "x" * 5000})
-    result = _sender().send_sync(subscription, big)
+    [result] = send_all(_sender(), (subscription, big))
     assert isinstance(result, PermanentFailure) and result.code == "PAYLOAD_TOO_LARGE"
     assert not result.dead_token
 
@@ -105,8 +143,15 @@ def test_mixed_channels_one_worker(webpush_receiver, fcm, fcm_sender) -> None:  
         message=WARNING,
     )  # fmt: skip
     store.enqueue(event_id="e", device_id="p", channel=Channel.FCM, address="tok", message=WARNING)
-    worker = OutboxWorker(store, {Channel.WEBPUSH: _sender(), Channel.FCM: fcm_sender})
-    assert anyio.run(worker.run_once).delivered == 2
+    webpush = _sender()
+    worker = OutboxWorker(store, {Channel.WEBPUSH: webpush, Channel.FCM: fcm_sender})
+
+    async def main() -> int:
+        delivered = (await worker.run_once()).delivered
+        await webpush.aclose()
+        return delivered
+
+    assert anyio.run(main) == 2
     assert fcm.messages()[0].message["notification"] == {
         "title": WARNING.title,
         "body": WARNING.body,
