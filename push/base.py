@@ -35,6 +35,7 @@ class Channel(StrEnum):
 
     FCM = "fcm"
     WEBPUSH = "webpush"
+    SMS = "sms"
 
 
 class PushMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

@@ -59,6 +59,7 @@ from server.domain.reference.controllers import (
     OrganisationController,
     ResourceController,
 )
+from server.domain.residents.controllers import DeliveryReportController, ResidentController
 from server.domain.stats.controllers import StatsController
 from server.domain.sync.controllers import SyncController
 from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
@@ -216,6 +217,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AlertAuthorityController,
             AlertFeedController,
             PublicAlertController,
+            ResidentController,
+            DeliveryReportController,
             CheckTemplateController,
             CheckSubmissionController,
             CheckAssignmentController,

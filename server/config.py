@@ -79,6 +79,20 @@ class Settings:
     fcm_credentials: Path | None = None  # service-account JSON; unset = anonymous (tests only)
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:ops@liandong.invalid"
+    # Residents' subscriptions (issue 15). `push_test_hosts`: hosts push endpoints may name over
+    # plain http and on non-public addresses (loopback receivers in tests); empty in production.
+    push_test_hosts: tuple[str, ...] = ()
+    resident_register_limit: int = 10  # registrations per client address per window
+    resident_register_window_s: int = 3600
+    # SMS through Tencent Cloud (push/sms.py): unset = no SMS sender in this process.
+    sms_secret_id: str | None = None
+    sms_secret_key: str | None = None
+    sms_app_id: str | None = None
+    sms_sign: str = "联动预警"
+    sms_template_code: str | None = None  # one parameter: the code
+    sms_template_warning: str | None = None  # parameters: level, headline, instruction
+    sms_endpoint: str | None = None  # tests: the loopback stand-in; production: unset
+    sms_region: str = "ap-guangzhou"
     background_jobs: bool = False  # outbox worker + escalation loop inside the server process
     outbox_poll_s: float = 1.0
     escalate_poll_s: float = 10.0
@@ -152,6 +166,21 @@ class Settings:
             fcm_credentials=Path(cred) if (cred := env("LIANDONG_FCM_CREDENTIALS")) else None,
             vapid_private_key=env("LIANDONG_VAPID_PRIVATE_KEY"),
             vapid_subject=env("LIANDONG_VAPID_SUBJECT", "mailto:ops@liandong.invalid"),
+            push_test_hosts=tuple(
+                h.strip().lower()
+                for h in env("LIANDONG_PUSH_TEST_HOSTS", "").split(",")
+                if h.strip()
+            ),
+            resident_register_limit=int(env("LIANDONG_RESIDENT_REGISTER_LIMIT", "10")),
+            resident_register_window_s=int(env("LIANDONG_RESIDENT_REGISTER_WINDOW", "3600")),
+            sms_secret_id=env("LIANDONG_SMS_SECRET_ID"),
+            sms_secret_key=env("LIANDONG_SMS_SECRET_KEY"),
+            sms_app_id=env("LIANDONG_SMS_APP_ID"),
+            sms_sign=env("LIANDONG_SMS_SIGN", "联动预警"),
+            sms_template_code=env("LIANDONG_SMS_TEMPLATE_CODE"),
+            sms_template_warning=env("LIANDONG_SMS_TEMPLATE_WARNING"),
+            sms_endpoint=env("LIANDONG_SMS_ENDPOINT"),
+            sms_region=env("LIANDONG_SMS_REGION", "ap-guangzhou"),
             background_jobs=env("LIANDONG_BACKGROUND_JOBS", "1") not in ("0", "false", "no"),
             outbox_poll_s=float(env("LIANDONG_OUTBOX_POLL", "1.0")),
             escalate_poll_s=float(env("LIANDONG_ESCALATE_POLL", "10")),

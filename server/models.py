@@ -705,7 +705,10 @@ class PushJobRow(Base):
     __tablename__ = "push_jobs"
     __table_args__ = (
         UniqueConstraint("event_id", "device_id"),
-        Index("ix_push_jobs_state_not_before", "state", "not_before"),
+        # Claims read the due jobs in (not_before, created_at) order: a warning's fan-out
+        # enqueues 100,000 jobs with one not_before, which without created_at in the index
+        # would be sorted in full for every claim.
+        Index("ix_push_jobs_due", "state", "not_before", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
@@ -841,3 +844,61 @@ class SyncCommit(Base):
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+# --- Residents' warning subscriptions (issue 15): no account, a secret instead. ---
+
+
+class ResidentSubscription(Base):
+    """A resident's subscription to warnings: one push address, a language, up to five places.
+
+    `address` is a Web Push / UnifiedPush subscription JSON, an FCM token or an E.164 phone
+    number; `address_hash` (SHA-256) keeps one subscription per address. Only the SHA-256 of
+    the secret handed out at registration is kept (`secret_hash`); moving, renewing and
+    deleting need the secret. SMS subscriptions stay unconfirmed (and receive nothing) until
+    the code sent to the number comes back. `renewed_at` older than 90 days: lapsed, deleted.
+    """
+
+    __tablename__ = "resident_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(Text)
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The push service's origin (Web Push), for the per-service report; None otherwise.
+    service: Mapped[str | None] = mapped_column(String(200), default=None)
+    lang: Mapped[str] = mapped_column(String(8), default="zh_CN")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=True)
+    code_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    code_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    code_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    renewed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ResidentPlace(Base):
+    """One place of a subscription: a point rounded to ~100 m, or a named area (village)."""
+
+    __tablename__ = "resident_places"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("resident_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    location = point_col(nullable=True)
+    area_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("admin_areas.id"), index=True, default=None
+    )
+
+
+class RateHit(Base):
+    """One counted request of a rate-limited public action (per client address and window)."""
+
+    __tablename__ = "rate_hits"
+    __table_args__ = (Index("ix_rate_hits_bucket_client_at", "bucket", "client", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(32))
+    client: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column()

@@ -14,13 +14,14 @@ begins every transaction `IMMEDIATE`). Several worker processes can therefore sh
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Table, or_, select, tuple_, update
+from sqlalchemy import Table, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,11 +29,20 @@ from push.base import Channel, PushMessage
 from push.outbox import DedupKey, Delivery, JobState, PushJob
 from server import audit
 from server.db import dialect_of
-from server.models import Device, PushDelivery, PushJobRow, User, utcnow
+from server.models import (
+    Device,
+    PushDelivery,
+    PushJobRow,
+    ResidentPlace,
+    ResidentSubscription,
+    User,
+    utcnow,
+)
 
 __all__ = [
     "OUTBOX_FLAG",
     "SqlOutboxStore",
+    "address_hash",
     "dialect_insert",
     "enqueue_for_users",
 ]
@@ -44,6 +54,11 @@ _JOBS = cast(Table, PushJobRow.__table__)
 _DELIVERIES = cast(Table, PushDelivery.__table__)
 _encode = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(PushMessage)
+
+
+def address_hash(channel: str, address: str) -> str:
+    """The unique key of a resident subscription's address (SHA-256 hex of channel:address)."""
+    return hashlib.sha256(f"{channel}:{address}".encode()).hexdigest()
 
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
@@ -296,7 +311,8 @@ class SqlOutboxStore:
         )
 
     async def prune_address(self, channel: Channel, address: str, *, reason: str) -> int:
-        """Clear every device registration equal to `address` and kill jobs still queued to it."""
+        """Clear every device registration equal to `address`, delete resident subscriptions
+        to it, and kill jobs still queued to it."""
         t = _JOBS
         async with self._sessions() as session, session.begin():
             devices = (
@@ -325,4 +341,14 @@ class SqlOutboxStore:
                 audit.record(
                     session, None, "prune_push", "device", device_id, user=user_id, reason=reason
                 )
+            # A resident's subscription whose push address is dead is deleted with its places
+            # (it has no account to keep; registering again makes a new one).
+            key = address_hash(channel.value, address)
+            dead = select(ResidentSubscription.id).where(ResidentSubscription.address_hash == key)
+            await session.execute(
+                delete(ResidentPlace).where(ResidentPlace.subscription_id.in_(dead))
+            )
+            await session.execute(
+                delete(ResidentSubscription).where(ResidentSubscription.address_hash == key)
+            )
             return int(getattr(result, "rowcount", 0) or 0)

@@ -53,7 +53,38 @@ def build_senders(settings: Settings) -> dict[Channel, PushSender]:
     if settings.vapid_private_key:
         from push.webpush import WebPushSender
 
-        senders[Channel.WEBPUSH] = WebPushSender(settings.vapid_private_key, settings.vapid_subject)
+        senders[Channel.WEBPUSH] = WebPushSender(
+            settings.vapid_private_key,
+            settings.vapid_subject,
+            allow_hosts=settings.push_test_hosts,
+        )
+    if settings.sms_secret_id and settings.sms_secret_key and settings.sms_app_id:
+        from push.sms import SmsSender, TencentSms
+
+        templates = {
+            key: value
+            for key, value in (
+                ("code", settings.sms_template_code),
+                ("warning", settings.sms_template_warning),
+            )
+            if value
+        }
+        endpoint = settings.sms_endpoint
+        scheme = "https"
+        if endpoint and endpoint.startswith(("http://", "https://")):
+            scheme, _, endpoint = endpoint.partition("://")
+        senders[Channel.SMS] = SmsSender(
+            TencentSms(
+                secret_id=settings.sms_secret_id,
+                secret_key=settings.sms_secret_key,
+                app_id=settings.sms_app_id,
+                sign_name=settings.sms_sign,
+                templates=templates,
+                region=settings.sms_region,
+                endpoint=endpoint,
+                scheme=scheme,
+            )
+        )
     return senders
 
 

@@ -102,6 +102,10 @@ def seed_demo(url: str) -> None:
     asyncio.run(run())
 
 
+# A fixed VAPID key for test apps (generate_vapid_keys(); a test key, not a secret).
+TEST_VAPID_PRIVATE_KEY = "kCPdAZQ4NXRvr1Iv1IwNhAvS1QvaJdr6W5uOjXDmoeQ"
+
+
 def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
     """Settings for a test app."""
     base: dict[str, Any] = {
@@ -113,6 +117,9 @@ def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
         # The shared app's users sign in once per session: their tokens must outlive a whole
         # run on a loaded machine (a 15-minute token expired mid-run and failed later tests).
         "access_ttl_s": 6 * 3600,
+        # The loopback Web Push receivers are listed as an operator lists test hosts.
+        "push_test_hosts": ("127.0.0.1",),
+        "vapid_private_key": TEST_VAPID_PRIVATE_KEY,
     }
     base.update(overrides)
     return Settings(**base)

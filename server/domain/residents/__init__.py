@@ -1,0 +1,1 @@
+"""Residents: warning subscriptions without an account, and their public page."""

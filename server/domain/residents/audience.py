@@ -1,0 +1,379 @@
+"""Who receives a warning, and the message each gets: residents inside the area, staff whose home
+area or last position is inside it, and the duty contacts of the area by SMS.
+
+`enqueue_warning` runs in the publishing request's transaction and writes one outbox job per
+recipient (push/outbox.py does the rest): a warning is published and its deliveries are queued
+in one commit, or neither. Event ids are `alert:<alert id>`; resident subscriptions appear in
+the outbox as device `r:<subscription id hex>`, duty contacts as `c:<contact id hex>`.
+
+Selection (both databases, spatial index):
+
+- **Alert**: every confirmed subscription with a point place inside the area (GiST /
+  SpatiaLite R-tree) or a named-area place whose area intersects it;
+- **Update**: the same people as any earlier message of the chain, plus everyone now inside;
+- **Cancel**: those who were delivered an earlier message of the chain, and nobody else.
+
+The resident jobs are written by one `INSERT ... SELECT` (no rows through Python): 100,000
+jobs cost the database a few seconds, not the server a few minutes. One job per (event,
+device) is unique in the outbox, so a subscription with three places inside gets one message.
+
+Web Push messages carry `TTL` = seconds until the warning expires, `Urgency: high` for orange
+and red, and the chain's root id as `Topic` (32 hex characters, RFC 8030's limit), so a newer
+message of the same chain replaces an undelivered older one at the push service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import i18n
+from push.base import Channel, PushMessage
+from schemas.common import MultiPolygon, Polygon
+from server import geo
+from server.db import dialect_of
+from server.models import (
+    AdminArea,
+    Alert,
+    Contact,
+    PushDelivery,
+    PushJobRow,
+    ResidentPlace,
+    ResidentSubscription,
+    ResponderPosition,
+    User,
+    utcnow,
+)
+from server.outbox import OUTBOX_FLAG, dialect_insert, enqueue_for_users
+
+COLOUR_TITLES = {
+    "blue": i18n.N_("Blue warning"),
+    "yellow": i18n.N_("Yellow warning"),
+    "orange": i18n.N_("Orange warning"),
+    "red": i18n.N_("Red warning"),
+}
+TITLE = i18n.N_("{event}: {level}")
+UPDATED = i18n.N_("Updated: {title}")
+CANCELLED = i18n.N_("Cancelled: {title}")
+DEFAULT_TTL_S = 24 * 3600
+MIN_TTL_S = 60
+LANGS = ("zh_CN", "en")
+_encode = msgspec.json.Encoder()
+
+
+def event_of(alert_id: uuid.UUID) -> str:
+    """The outbox event id of a warning message."""
+    return f"alert:{alert_id}"
+
+
+def ttl_seconds(expires: datetime | None, now: datetime) -> int:
+    """Seconds until the warning expires (at least a minute); a day when it has no expiry."""
+    if expires is None:
+        return DEFAULT_TTL_S
+    return max(MIN_TTL_S, int((expires - now).total_seconds()))
+
+
+def warning_message(
+    alert: Alert, lang: str, *, chain_root: uuid.UUID, now: datetime, staff: bool = False
+) -> PushMessage:
+    """The message for one language: title with the level, headline and instruction as body."""
+    level = i18n.gettext(lang, COLOUR_TITLES.get(alert.color, COLOUR_TITLES["yellow"]))
+    title = i18n.gettext(lang, TITLE).format(event=alert.event, level=level)
+    if alert.msg_type == "Update":
+        title = i18n.gettext(lang, UPDATED).format(title=title)
+    elif alert.msg_type == "Cancel":
+        title = i18n.gettext(lang, CANCELLED).format(title=title)
+    body = alert.headline + (f"\n{alert.instruction}" if alert.instruction else "")
+    sms = [level, alert.headline[:60], (alert.instruction or "")[:60]]
+    return PushMessage(
+        data={
+            "event_id": event_of(alert.id),
+            "kind": "staff_warning" if staff else "warning",
+            "alert_id": str(alert.id),
+            "colour": alert.color,
+            "msg_type": alert.msg_type,
+            "url": f"/residents/?alert={alert.id}",
+            "sms_template": "warning",
+            "sms_params": json.dumps(sms, ensure_ascii=False),
+        },
+        title=title,
+        body=body,
+        collapse_key=chain_root.hex,
+        ttl_seconds=ttl_seconds(alert.expires, now),
+        priority="high" if alert.color in ("orange", "red") else "normal",
+    )
+
+
+def _device_expr(dialect: str) -> ColumnElement[str]:
+    """`'r:' || <subscription id as 32 hex>` on both databases (SQLite stores UUIDs as hex)."""
+    sid = ResidentSubscription.id
+    if dialect == "sqlite":
+        return literal("r:") + cast(sid, String)
+    return literal("r:") + func.replace(cast(sid, String), "-", "")
+
+
+def _new_id(dialect: str) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return func.lower(func.hex(func.randomblob(16)))
+    return func.gen_random_uuid()
+
+
+def _inside(dialect: str, area: Polygon | MultiPolygon) -> Select[Any]:
+    """Subscription ids with a place inside the area (points by the spatial index, named areas
+    by intersection with their boundary)."""
+    points = select(ResidentPlace.subscription_id).where(
+        geo.within_polygon(dialect, ResidentPlace.location, area)
+    )
+    areas = select(AdminArea.id).where(
+        AdminArea.deleted_at.is_(None), geo.within_polygon(dialect, AdminArea.boundary, area)
+    )
+    named = select(ResidentPlace.subscription_id).where(ResidentPlace.area_id.in_(areas))
+    return select(union(points, named).subquery().c[0])
+
+
+def _chain_recipients(dialect: str, events: Sequence[str], *, delivered: bool) -> Select[Any]:
+    """Subscription device keys that were sent (or delivered) an earlier message of the chain."""
+    table = PushDelivery if delivered else PushJobRow
+    return select(table.device_id).where(
+        table.event_id.in_(list(events)), table.device_id.like("r:%")
+    )
+
+
+async def enqueue_residents(
+    session: AsyncSession,
+    alert: Alert,
+    *,
+    chain: Sequence[uuid.UUID] = (),
+    now: datetime | None = None,
+) -> int:
+    """Queue the warning for every resident it concerns (module doc); returns how many jobs.
+
+    `chain`: the ids of the earlier messages this one updates or cancels (oldest first).
+    """
+    dialect = dialect_of(session)
+    now = now or utcnow()
+    root = chain[0] if chain else alert.id
+    area = geo.area_required(alert.area)
+    events = [event_of(a) for a in chain]
+    device = _device_expr(dialect)
+    who: ColumnElement[bool]
+    if alert.msg_type == "Cancel":
+        who = device.in_(_chain_recipients(dialect, events, delivered=True))
+    elif alert.msg_type == "Update" and events:
+        who = or_(
+            ResidentSubscription.id.in_(_inside(dialect, area)),
+            device.in_(_chain_recipients(dialect, events, delivered=False)),
+        )
+    else:
+        who = ResidentSubscription.id.in_(_inside(dialect, area))
+    bodies = {
+        lang: _encode.encode(warning_message(alert, lang, chain_root=root, now=now)).decode()
+        for lang in LANGS
+    }
+    message = case(
+        (ResidentSubscription.lang == "en", literal(bodies["en"])), else_=literal(bodies["zh_CN"])
+    )
+    t = PushJobRow.__table__
+    rows = select(
+        _new_id(dialect),
+        literal(event_of(alert.id)),
+        device,
+        null(),
+        ResidentSubscription.channel,
+        ResidentSubscription.address,
+        message,
+        literal("pending"),
+        literal(0),
+        literal(now, type_=t.c.not_before.type),
+        literal(now, type_=t.c.created_at.type),
+    ).where(and_(ResidentSubscription.confirmed.is_(True), who))
+    columns = [
+        "id",
+        "event_id",
+        "device_id",
+        "user_id",
+        "channel",
+        "address",
+        "message",
+        "state",
+        "attempts",
+        "not_before",
+        "created_at",
+    ]
+    stmt = dialect_insert(session, t).from_select(columns, rows)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
+    result = await session.execute(stmt)
+    session.info[OUTBOX_FLAG] = True
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def staff_inside(session: AsyncSession, area: Polygon | MultiPolygon) -> set[uuid.UUID]:
+    """Active users whose home area intersects the area or whose last position is inside it,
+    whatever their role."""
+    dialect = dialect_of(session)
+    homes = select(AdminArea.id).where(
+        AdminArea.deleted_at.is_(None), geo.within_polygon(dialect, AdminArea.boundary, area)
+    )
+    positioned = select(ResponderPosition.user_id).where(
+        geo.within_polygon(dialect, ResponderPosition.location, area)
+    )
+    rows = await session.execute(
+        select(User.id).where(
+            User.disabled.is_(False),
+            User.deleted_at.is_(None),
+            or_(User.area_id.in_(homes), User.id.in_(positioned)),
+        )
+    )
+    return set(rows.scalars())
+
+
+async def duty_contacts_inside(
+    session: AsyncSession, area: Polygon | MultiPolygon
+) -> list[Contact]:
+    """Duty contacts serving an area that intersects the warning (or serving everywhere)."""
+    dialect = dialect_of(session)
+    areas = {
+        str(a)
+        for a in (
+            await session.execute(
+                select(AdminArea.id).where(
+                    AdminArea.deleted_at.is_(None),
+                    geo.within_polygon(dialect, AdminArea.boundary, area),
+                )
+            )
+        ).scalars()
+    }
+    contacts = (
+        await session.execute(
+            select(Contact).where(Contact.duty.is_(True), Contact.deleted_at.is_(None))
+        )
+    ).scalars()
+    hexes = {uuid.UUID(a).hex for a in areas} | areas
+    return [
+        c
+        for c in contacts
+        if (not c.area_ids or hexes.intersection(c.area_ids)) and sms_number(c.phone)
+    ]
+
+
+def sms_number(phone: str) -> str | None:
+    """A contact's number as E.164 if it can take an SMS (a mobile), else None (a landline or
+    a short code such as 119 cannot). Mainland mobiles without a prefix get +86."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if phone.strip().startswith("+"):
+        return f"+{digits}" if 8 <= len(digits) <= 15 else None
+    if len(digits) == 11 and digits.startswith("1"):
+        return f"+86{digits}"
+    return None
+
+
+async def chain_of(session: AsyncSession, references: str | None) -> list[uuid.UUID]:
+    """The ids of every earlier message a CAP `references` value reaches, oldest first.
+
+    `references` is CAP's space-separated `sender,identifier,sent` triples; each referenced
+    message's own references are followed too, so an Update of an Update still reaches the
+    chain's first Alert (whose id is the chain's Topic).
+    """
+    seen: dict[uuid.UUID, datetime] = {}
+    pending = [part.split(",")[1] for part in (references or "").split() if part.count(",") == 2]
+    while pending:
+        rows = (
+            await session.execute(
+                select(Alert.id, Alert.sent, Alert.references).where(Alert.identifier.in_(pending))
+            )
+        ).all()
+        pending = []
+        for alert_id, sent, refs in rows:
+            if alert_id in seen:
+                continue
+            seen[alert_id] = sent
+            pending += [p.split(",")[1] for p in (refs or "").split() if p.count(",") == 2]
+    return sorted(seen, key=lambda a: seen[a])
+
+
+async def enqueue_warning(
+    session: AsyncSession,
+    alert: Alert,
+    *,
+    chain: Sequence[uuid.UUID] = (),
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Queue a published warning for residents, staff and duty contacts; counts by audience.
+
+    Call in the publishing transaction, for an approved `Actual` message only.
+    """
+    now = now or utcnow()
+    root = chain[0] if chain else alert.id
+    area = geo.area_required(alert.area)
+    counts = {"residents": await enqueue_residents(session, alert, chain=chain, now=now)}
+    staff = await staff_inside(session, area)
+    message = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now, staff=True)
+    counts["staff"] = await enqueue_for_users(
+        session, staff, event_id=event_of(alert.id), message=message, now=now
+    )
+    contacts = await duty_contacts_inside(session, area)
+    sms = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now)
+    values = [
+        {
+            "id": uuid.uuid4(),
+            "event_id": event_of(alert.id),
+            "device_id": f"c:{c.id.hex}",
+            "user_id": None,
+            "channel": Channel.SMS.value,
+            "address": sms_number(c.phone),
+            "message": _encode.encode(sms).decode(),
+            "state": "pending",
+            "attempts": 0,
+            "not_before": now,
+            "created_at": now,
+        }
+        for c in contacts
+    ]
+    counts["duty_contacts"] = 0
+    if values:
+        stmt = dialect_insert(session, PushJobRow.__table__).values(values)
+        result = await session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
+        )
+        counts["duty_contacts"] = int(getattr(result, "rowcount", 0) or 0)
+        session.info[OUTBOX_FLAG] = True
+    return counts
+
+
+async def delivery_report(session: AsyncSession, alert_id: uuid.UUID) -> dict[str, dict[str, int]]:
+    """Per channel: targeted, delivered, failed (dead) and pending jobs of this warning."""
+    t = PushJobRow
+    rows = await session.execute(
+        select(t.channel, t.state, func.count())
+        .where(t.event_id == event_of(alert_id))
+        .group_by(t.channel, t.state)
+    )
+    report: dict[str, dict[str, int]] = {}
+    names = {"delivered": "delivered", "dead": "failed", "pending": "pending"}
+    for channel, state, count in rows.all():
+        entry = report.setdefault(
+            channel, {"targeted": 0, "delivered": 0, "failed": 0, "pending": 0}
+        )
+        entry["targeted"] += count
+        entry[names.get(state, "pending")] += count
+    return report

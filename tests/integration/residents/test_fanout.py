@@ -1,0 +1,190 @@
+"""A published warning reaches every subscription inside its area once, and nobody outside:
+publish through the API, the real SQL outbox and senders, loopback push services that verify
+and decrypt, and the Tencent SMS stand-in behind the real SDK."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+
+from push.base import Channel
+from server.config import Settings
+from server.demo import did
+from server.models import PushJobRow, ResidentSubscription
+from tests import factories as f
+from tests.integration.dispatch_helpers import in_db, register_device
+from tests.integration.residents.fanout_helpers import SMS_ID, SMS_KEY, drain, sms_sender
+from tests.peers.sms_standin import TencentSmsStandIn
+from tests.peers.webpush_receiver import WebPushReceiver
+
+API = "/api/v1/public/subscriptions"
+CENTRE = (121.4855, 31.2375)  # inside the warning square below
+AREA = f.square(*CENTRE, d=0.004)
+OUTSIDE = (121.4990, 31.2200)
+
+
+@pytest.fixture
+def receiver() -> Any:
+    with WebPushReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def sms() -> Any:
+    with TencentSmsStandIn(secret_id=SMS_ID, secret_key=SMS_KEY) as s:
+        yield s
+
+
+def subscribe(
+    client: TestClient[Any], receiver: WebPushReceiver, *places: Any, lang: str = "zh_CN"
+) -> str:
+    sub_id, sub = receiver.subscribe()
+    body = {
+        "channel": "webpush",
+        "subscription": json.loads(sub),
+        "lang": lang,
+        "places": list(places),
+    }
+    r = client.post(API, json=body)
+    assert r.status_code == 201, r.text
+    return sub_id
+
+
+def at(lon: float, lat: float) -> dict[str, float]:
+    return {"lon": lon, "lat": lat}
+
+
+def publish(client: TestClient[Any], auth: Any, **kw: Any) -> dict[str, Any]:
+    body = f.alert(
+        area=AREA, color="red", expires=(datetime.now(UTC) + timedelta(hours=2)).isoformat(), **kw
+    )
+    r = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def test_publish_reaches_everyone_inside_once_and_nobody_outside(
+    client: TestClient[Any], auth: Any, settings: Settings, receiver: WebPushReceiver
+) -> None:
+    inside = subscribe(client, receiver, at(*CENTRE))
+    twice = subscribe(client, receiver, at(121.4850, 31.2370), at(121.4860, 31.2380))  # 2 places in
+    english = subscribe(client, receiver, at(121.4870, 31.2390), lang="en")
+    outside = subscribe(client, receiver, at(*OUTSIDE))
+    village = subscribe(client, receiver, {"area_id": str(did("area:guizhoulu"))})  # overlaps
+    far_village = subscribe(client, receiver, {"area_id": str(did("area:yuyuan"))})  # does not
+
+    alert = publish(client, auth)
+    report = drain(settings.database_url)
+    assert report["delivered"] == 4  # (staff devices' FCM jobs have no sender here)
+
+    got = {p.sub_id: p for p in receiver.pushes()}
+    assert set(got) == {inside, twice, english, village}
+    assert outside not in got and far_village not in got
+    assert receiver.rejections == [] and receiver.duplicates == 0
+    push = got[inside]
+    assert push.headers["urgency"] == "high"  # red
+    assert push.headers["topic"] == uuid.UUID(alert["id"]).hex  # the chain's root
+    assert 7000 < int(push.headers["ttl"]) <= 7200  # seconds until expiry
+    body = push.json()
+    assert body["data"]["event_id"] == f"alert:{alert['id']}" and "红色预警" in body["title"]
+    assert "Red warning" in got[english].json()["title"]
+
+    # A second run of the worker sends nothing more.
+    assert drain(settings.database_url)["claimed"] == 0
+    assert len(receiver.pushes()) == 4
+
+    # The publisher's delivery report.
+    r = client.get(f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("dispatcher"))
+    assert r.status_code == 200, r.text
+    assert r.json()["channels"]["webpush"] == {
+        "targeted": 4,
+        "delivered": 4,
+        "failed": 0,
+        "pending": 0,
+    }
+    assert client.get(f"/api/v1/alerts/{alert['id']}/delivery").status_code == 401
+    assert (
+        client.get(f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("fire1")).status_code
+        == 403
+    )
+
+
+def test_update_reaches_the_same_people_plus_the_newly_inside_and_cancel_only_receivers(
+    client: TestClient[Any], auth: Any, settings: Settings, receiver: WebPushReceiver
+) -> None:
+    first_in = subscribe(client, receiver, at(*CENTRE))
+    dead = subscribe(client, receiver, at(121.4850, 31.2370))
+    later_in = subscribe(client, receiver, at(121.4920, 31.2375))  # east of the first square
+    receiver.gone(dead)
+    alert = publish(client, auth)
+    drain(settings.database_url)
+    assert {p.sub_id for p in receiver.pushes()} == {first_in}
+
+    # 410 Gone: the subscription is deleted with its places.
+    async def count(session: Any) -> int:
+        return len((await session.execute(select(ResidentSubscription.id))).all())
+
+    assert in_db(settings.database_url, count) == 2
+
+    ref = f"liandong,{alert['identifier']},{alert['sent']}"
+    moved = f.square(121.4920, 31.2375, d=0.002)  # no longer covers first_in's place
+    body = f.alert(area=moved, color="orange", msg_type="Update", references=ref)
+    update_alert = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body).json()
+    drain(settings.database_url)
+    second = [
+        p
+        for p in receiver.pushes()
+        if p.json()["data"]["event_id"] == f"alert:{update_alert['id']}"
+    ]
+    assert {p.sub_id for p in second} == {first_in, later_in}  # the same people + newly inside
+    assert {p.headers["topic"] for p in second} == {uuid.UUID(alert["id"]).hex}  # one chain
+
+    ref2 = f"liandong,{update_alert['identifier']},{update_alert['sent']}"
+    cancel = f.alert(area=moved, color="orange", msg_type="Cancel", references=ref2)
+    cancelled = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=cancel).json()
+    newcomer = subscribe(client, receiver, at(121.4921, 31.2376))  # inside, but received nothing
+    drain(settings.database_url)
+    third = [
+        p for p in receiver.pushes() if p.json()["data"]["event_id"] == f"alert:{cancelled['id']}"
+    ]
+    assert {p.sub_id for p in third} == {first_in, later_in}
+    assert newcomer not in {p.sub_id for p in receiver.pushes()}
+
+
+def test_staff_inside_get_a_push_with_the_level_and_duty_contacts_an_sms(
+    client: TestClient[Any], auth: Any, settings: Settings, sms: TencentSmsStandIn
+) -> None:
+    token = register_device(client, auth("fire1"), "fire1-warning")
+    r = client.post("/api/v1/positions", headers=auth("fire1"), json={"location": f.point(*CENTRE)})
+    assert r.status_code == 204, r.text
+    contact = client.post(
+        "/api/v1/contacts",
+        headers=auth("admin"),
+        json={"kind": "person", "name": "贵州路社区值班", "phone": "139 0000 0001", "duty": True,
+              "area_ids": [str(did("area:guizhoulu"))]},
+    )  # fmt: skip
+    assert contact.status_code in (200, 201), contact.text
+    alert = publish(client, auth)
+
+    async def jobs(session: Any) -> list[Any]:
+        rows = await session.execute(
+            select(PushJobRow.channel, PushJobRow.address, PushJobRow.message).where(
+                PushJobRow.event_id == f"alert:{alert['id']}"
+            )
+        )
+        return list(rows.all())
+
+    queued = {(c, a): json.loads(m) for c, a, m in in_db(settings.database_url, jobs)}
+    staff = queued[("fcm", token)]
+    assert staff["data"]["kind"] == "staff_warning" and staff["data"]["colour"] == "red"
+    assert ("sms", "+8613900000001") in queued  # a mainland mobile number, as E.164
+
+    drain(settings.database_url, {Channel.SMS: sms_sender(sms)})
+    assert sms.numbers() == ["+8613900000001"]
+    assert sms.requests[0].template_id == "200001" and "红色预警" in sms.requests[0].params[0]

@@ -1,0 +1,282 @@
+"""Residents' subscriptions without an account: register, secret, places, SSRF, limits, lapse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import func, select, update
+
+from server.config import Settings
+from server.db import make_engine, make_sessionmaker
+from server.demo import did
+from server.domain.residents import services as svc
+from server.models import PushJobRow, ResidentPlace, ResidentSubscription, utcnow
+from tests.peers.webpush_receiver import WebPushReceiver
+
+API = "/api/v1/public"
+PEOPLES_SQUARE = {"lon": 121.47537, "lat": 31.23288}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Any:
+    with WebPushReceiver() as r:
+        yield r
+
+
+def webpush(receiver: WebPushReceiver, **extra: Any) -> dict[str, Any]:
+    _, sub = receiver.subscribe()
+    return {
+        "channel": "webpush",
+        "subscription": json.loads(sub),
+        "places": [PEOPLES_SQUARE],
+        **extra,
+    }
+
+
+def register(client: TestClient[Any], body: dict[str, Any], **headers: str) -> Any:
+    return client.post(f"{API}/subscriptions", json=body, headers=headers)
+
+
+def run_db(settings: Settings, fn: Any) -> Any:
+    async def main() -> Any:
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                return await fn(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def test_push_key_is_served(client: TestClient[Any]) -> None:
+    r = client.get(f"{API}/push-key")
+    assert r.status_code == 200
+    assert r.json()["vapid_public_key"].startswith("B")  # an uncompressed P-256 point
+
+
+def test_register_returns_a_secret_once_and_never_shows_places(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    body = webpush(receiver, lang="en")
+    body["places"].append({"area_id": str(did("area:yuyuan"))})
+    r = register(client, body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert set(out) == {"id", "channel", "lang", "confirmed", "places", "renew_by", "secret"}
+    assert out["places"] == 2 and out["confirmed"] and out["lang"] == "en"
+    assert len(out["secret"]) >= 40
+    sub_id, secret = out["id"], out["secret"]
+
+    got = client.get(f"{API}/subscriptions/{sub_id}", headers={"X-Subscription-Secret": secret})
+    assert got.status_code == 200 and "secret" not in got.json()
+    assert "lon" not in got.text and "121.47" not in got.text  # places are never shown back
+
+    async def stored(session: Any) -> Any:
+        row = await session.get(ResidentSubscription, uuid.UUID(sub_id))
+        places = (
+            await session.execute(
+                select(func.ST_X(ResidentPlace.location), func.ST_Y(ResidentPlace.location)).where(
+                    ResidentPlace.subscription_id == row.id, ResidentPlace.location.is_not(None)
+                )
+            )
+        ).all()
+        return row.secret_hash, places
+
+    secret_hash, places = run_db(settings, stored)
+    assert secret not in secret_hash and len(secret_hash) == 64  # only a hash is kept
+    assert places == [(121.475, 31.233)]  # rounded to 0.001 degree (~100 m)
+
+
+@pytest.mark.parametrize("secret", [None, "wrong-secret"])
+def test_without_the_secret_nothing_can_be_read_moved_or_deleted(
+    client: TestClient[Any], receiver: WebPushReceiver, secret: str | None
+) -> None:
+    sub_id = register(client, webpush(receiver)).json()["id"]
+    headers = {"X-Subscription-Secret": secret} if secret else {}
+    url = f"{API}/subscriptions/{sub_id}"
+    assert client.get(url, headers=headers).status_code == 404
+    assert client.put(url, json={"lang": "en"}, headers=headers).status_code == 404
+    assert client.delete(url, headers=headers).status_code == 404
+    # ... and an unknown id answers exactly the same.
+    other = client.get(
+        f"{API}/subscriptions/{uuid.uuid4()}", headers={"X-Subscription-Secret": "x"}
+    )
+    assert other.status_code == 404
+
+
+def test_move_renew_and_delete_with_the_secret(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    out = register(client, webpush(receiver)).json()
+    url, headers = f"{API}/subscriptions/{out['id']}", {"X-Subscription-Secret": out["secret"]}
+
+    async def age(session: Any) -> None:
+        await session.execute(
+            update(ResidentSubscription)
+            .where(ResidentSubscription.id == uuid.UUID(out["id"]))
+            .values(renewed_at=utcnow() - timedelta(days=80))
+        )
+
+    run_db(settings, age)
+    moved = client.put(url, json={"places": [{"lon": 121.49, "lat": 31.22}] * 3}, headers=headers)
+    assert moved.status_code == 200 and moved.json()["places"] == 3
+    assert moved.json()["renew_by"] > out["renew_by"]  # a move renews
+    assert client.delete(url, headers=headers).status_code == 204
+    assert client.get(url, headers=headers).status_code == 404
+
+
+def test_subscriptions_not_renewed_for_90_days_lapse(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    fresh = register(client, webpush(receiver)).json()["id"]
+    old = register(client, webpush(receiver)).json()["id"]
+
+    async def lapse(session: Any) -> tuple[int, set[str]]:
+        await session.execute(
+            update(ResidentSubscription)
+            .where(ResidentSubscription.id == uuid.UUID(old))
+            .values(renewed_at=utcnow() - timedelta(days=91))
+        )
+        gone = await svc.lapse(session)
+        left = set(map(str, (await session.execute(select(ResidentSubscription.id))).scalars()))
+        orphans = await session.scalar(
+            select(func.count()).where(ResidentPlace.subscription_id == uuid.UUID(old))
+        )
+        assert orphans == 0
+        return gone, left
+
+    gone, left = run_db(settings, lapse)
+    assert gone == 1 and fresh in left and old not in left
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("http://push.example.com/x", "not_https"),
+        ("https://10.0.0.1/push/x", "private_address"),
+        ("https://169.254.169.254/latest", "private_address"),
+        ("https://localhost/push/x", "private_address"),
+        ("https://[::1]/push/x", "private_address"),
+        ("https://user:pw@push.example.com/x", "malformed"),
+    ],
+)
+def test_endpoints_into_our_own_network_are_refused(
+    client: TestClient[Any], receiver: WebPushReceiver, endpoint: str, reason: str
+) -> None:
+    body = webpush(receiver)
+    body["subscription"]["endpoint"] = endpoint
+    r = register(client, body)
+    assert r.status_code == 422, r.text
+    assert reason in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"channel": "webpush", "places": [PEOPLES_SQUARE]},  # no subscription
+        {
+            "channel": "fcm",
+            "fcm_token": "x" * 30,
+            "phone": "+8613800000000",
+            "places": [PEOPLES_SQUARE],
+        },
+        {"channel": "sms", "phone": "13800000000", "places": [PEOPLES_SQUARE]},  # not E.164
+        {"channel": "fcm", "fcm_token": "x" * 30, "places": []},
+        {"channel": "fcm", "fcm_token": "x" * 30, "places": [PEOPLES_SQUARE] * 6},
+        {"channel": "fcm", "fcm_token": "x" * 30, "places": [{"lon": 121.4}]},
+        {
+            "channel": "fcm",
+            "fcm_token": "x" * 30,
+            "places": [{**PEOPLES_SQUARE, "area_id": str(uuid.uuid4())}],
+        },
+        {"channel": "fcm", "fcm_token": "x" * 30, "places": [{"area_id": str(uuid.uuid4())}]},
+        {"channel": "fcm", "fcm_token": "x" * 30, "places": [PEOPLES_SQUARE], "lang": "fr"},
+    ],
+)
+def test_bad_registrations_get_a_problem_and_store_nothing(
+    client: TestClient[Any], settings: Settings, body: dict[str, Any]
+) -> None:
+    r = register(client, body)
+    assert r.status_code in (400, 422), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+    async def count(session: Any) -> int:
+        return int(await session.scalar(select(func.count()).select_from(ResidentSubscription)))
+
+    assert run_db(settings, count) == 0
+
+
+def test_registrations_are_rate_limited_per_address(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    limit = settings.resident_register_limit
+    bad = webpush(receiver)
+    bad["subscription"]["endpoint"] = "https://10.0.0.1/x"
+    answers = [register(client, bad).status_code for _ in range(limit)]  # refused ones count too
+    assert answers == [422] * limit
+    r = register(client, webpush(receiver))
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
+def test_the_same_address_registered_again_replaces_it(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    body = webpush(receiver)
+    first = register(client, body).json()
+    second = register(client, body).json()
+    assert first["id"] == second["id"] and first["secret"] != second["secret"]
+    old = client.get(
+        f"{API}/subscriptions/{first['id']}", headers={"X-Subscription-Secret": first["secret"]}
+    )
+    assert old.status_code == 404  # the old secret no longer works
+
+
+def test_sms_needs_the_code_the_sms_brings(client: TestClient[Any], settings: Settings) -> None:
+    out = register(
+        client, {"channel": "sms", "phone": "+8613800138000", "places": [PEOPLES_SQUARE]}
+    ).json()
+    assert out["confirmed"] is False
+    url, headers = (
+        f"{API}/subscriptions/{out['id']}/confirm",
+        {"X-Subscription-Secret": out["secret"]},
+    )
+
+    async def queued(session: Any) -> list[Any]:
+        return list((await session.execute(select(PushJobRow))).scalars())
+
+    [job] = run_db(settings, queued)
+    assert job.channel == "sms" and job.address == "+8613800138000"
+    code = json.loads(json.loads(job.message)["data"]["sms_params"])[0]
+    assert code in json.loads(job.message)["body"]  # Chinese text by default
+    wrong = "000000" if code != "000000" else "111111"
+    assert client.post(url, json={"code": wrong}, headers=headers).status_code == 422
+    assert (
+        client.post(url, json={"code": code}, headers={"X-Subscription-Secret": "no"}).status_code
+        == 404
+    )
+    ok = client.post(url, json={"code": code}, headers=headers)
+    assert ok.status_code == 200 and ok.json()["confirmed"] is True
+
+
+def test_sms_code_attempts_are_limited(client: TestClient[Any]) -> None:
+    out = register(
+        client, {"channel": "sms", "phone": "+8613800138001", "places": [PEOPLES_SQUARE]}
+    ).json()
+    url, headers = (
+        f"{API}/subscriptions/{out['id']}/confirm",
+        {"X-Subscription-Secret": out["secret"]},
+    )
+    # Six wrong codes (the real one is a random six digits: one chance in 10^6 per try).
+    answers = [client.post(url, json={"code": f"{n:06d}"}, headers=headers) for n in range(6)]
+    if any(a.status_code == 200 for a in answers):
+        pytest.skip("guessed the random code")
+    assert [a.status_code for a in answers] == [422] * 6
+    assert "wrong code" in answers[4].json()["detail"]
+    assert "too often" in answers[5].json()["detail"]
