@@ -59,7 +59,12 @@ from server.domain.reference.controllers import (
     OrganisationController,
     ResourceController,
 )
-from server.domain.residents.controllers import DeliveryReportController, ResidentController
+from server.domain.residents.audience import WARNINGS_FLAG
+from server.domain.residents.controllers import (
+    DeliveryReportController,
+    PublicWarningController,
+    ResidentController,
+)
 from server.domain.stats.controllers import StatsController
 from server.domain.sync.controllers import SyncController
 from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
@@ -124,6 +129,10 @@ async def provide_db(state: State) -> AsyncGenerator[AsyncSession]:
             background = state.get("background")
             if session.info.get(OUTBOX_FLAG) and background is not None:
                 background.notify()
+            # A warning published: the residents' live streams in this process look now.
+            feed = state.get("warning_feed")
+            if session.info.get(WARNINGS_FLAG) and feed is not None:
+                feed.poke()
 
 
 class Health(Output):
@@ -177,6 +186,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def _dispose() -> None:
         await engine.dispose()
 
+    async def _close_feed(app: Litestar) -> None:
+        feed = app.state.get("warning_feed")
+        if feed is not None:
+            await feed.aclose()
+
     @asynccontextmanager
     async def _background_jobs(app: Litestar) -> AsyncIterator[None]:
         # The outbox worker and the escalation loop, when this process runs them (issue 5).
@@ -219,10 +233,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PublicAlertController,
             ResidentController,
             DeliveryReportController,
+            PublicWarningController,
             CheckTemplateController,
             CheckSubmissionController,
             CheckAssignmentController,
             CheckDueController,
+            # The residents' page (issue 15): plain files, public, no build step.
+            create_static_files_router(
+                "/residents",
+                directories=[STATIC_DIR / "residents"],
+                name="residents",
+                html_mode=True,
+                include_in_schema=False,
+                cache_control=CacheControlHeader(no_cache=True),
+            ),
             create_static_files_router(
                 SCHEMA_STATIC,
                 directories=[STATIC_DIR],
@@ -258,7 +282,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=strict_json_body,
         request_max_body_size=settings.max_body_bytes,
-        on_shutdown=[_dispose],
+        on_shutdown=[_close_feed, _dispose],
         lifespan=[
             hazard_jobs_lifespan,
             _background_jobs,

@@ -285,6 +285,7 @@ def jobs_run_once(settings: Settings, now: str | None) -> None:
             f"uploads: {report.expired_uploads} expired, {report.recovered_uploads} recovered, "
             f"{report.discarded_uploads} discarded; temp blobs swept: {report.swept_temp}"
         )
+        click.echo(f"resident subscriptions lapsed: {report.lapsed_subscriptions}")
 
     asyncio.run(run())
 

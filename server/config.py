@@ -84,6 +84,7 @@ class Settings:
     push_test_hosts: tuple[str, ...] = ()
     resident_register_limit: int = 10  # registrations per client address per window
     resident_register_window_s: int = 3600
+    warning_poll_s: float = 2.0  # how often the warning stream checks for changes
     # SMS through Tencent Cloud (push/sms.py): unset = no SMS sender in this process.
     sms_secret_id: str | None = None
     sms_secret_key: str | None = None
@@ -173,6 +174,7 @@ class Settings:
             ),
             resident_register_limit=int(env("LIANDONG_RESIDENT_REGISTER_LIMIT", "10")),
             resident_register_window_s=int(env("LIANDONG_RESIDENT_REGISTER_WINDOW", "3600")),
+            warning_poll_s=float(env("LIANDONG_WARNING_POLL", "2")),
             sms_secret_id=env("LIANDONG_SMS_SECRET_ID"),
             sms_secret_key=env("LIANDONG_SMS_SECRET_KEY"),
             sms_app_id=env("LIANDONG_SMS_APP_ID"),

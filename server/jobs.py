@@ -9,7 +9,8 @@
   PATCH and its ingest (idle for `STALE_COMPLETE`) is ingested now, or discarded if refused;
 - blobs: temp files of crashed disk writes are swept;
 - warnings: an expired warning leaves the phones a day after it expired
-  (`alerts.retire_expired`).
+  (`alerts.retire_expired`);
+- residents: warning subscriptions not renewed for 90 days lapse (deleted with their places).
 
 `run_once` is what `liandong jobs run-once` calls; `hazard_jobs_lifespan` runs it every
 `hazard_jobs_interval_s` inside the server when `background_jobs` is on.
@@ -37,6 +38,7 @@ from server.domain.alerts.services import retire_expired
 from server.domain.checks.schedule import DEFAULT_POLICY, CheckPolicy, ScheduleReport, run_schedule
 from server.domain.hazards.services import mark_overdue, remind_deadlines
 from server.domain.media.services import MediaRuntime, finish_upload
+from server.domain.residents.services import lapse as lapse_subscriptions
 from server.errors import DomainError
 from server.models import utcnow
 
@@ -56,6 +58,7 @@ class JobReport:
     discarded_uploads: int = 0
     swept_temp: int = 0
     retired_alerts: int = 0
+    lapsed_subscriptions: int = 0
 
 
 def _owner(owner: str | None) -> uuid.UUID | None:
@@ -103,6 +106,8 @@ async def run_once(
         report.deadline_reminders = await remind_deadlines(session, now)
     async with sessionmaker() as session, session.begin():
         report.checks = await run_schedule(session, now, checks)
+    async with sessionmaker() as session, session.begin():
+        report.lapsed_subscriptions = await lapse_subscriptions(session, now)
     if rt is not None:
         report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, now))
         await _recover_uploads(sessionmaker, rt, now, report)

@@ -20,6 +20,7 @@ EXCLUDE_REGEX = [
     r"^/api/v1/auth/(login|refresh)$",
     r"^/schema",
     r"^/api/v1/public/",
+    r"^/residents(/|$)",
 ]
 
 

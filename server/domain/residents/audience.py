@@ -75,6 +75,8 @@ COLOUR_TITLES = {
 TITLE = i18n.N_("{event}: {level}")
 UPDATED = i18n.N_("Updated: {title}")
 CANCELLED = i18n.N_("Cancelled: {title}")
+# Set in `session.info` when a warning was published: the app wakes the live streams on commit.
+WARNINGS_FLAG = "warnings_changed"
 DEFAULT_TTL_S = 24 * 3600
 MIN_TTL_S = 60
 LANGS = ("zh_CN", "en")
@@ -110,6 +112,7 @@ def warning_message(
             "event_id": event_of(alert.id),
             "kind": "staff_warning" if staff else "warning",
             "alert_id": str(alert.id),
+            "chain": chain_root.hex,
             "colour": alert.color,
             "msg_type": alert.msg_type,
             "url": f"/residents/?alert={alert.id}",
@@ -224,6 +227,7 @@ async def enqueue_residents(
     stmt = stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
     result = await session.execute(stmt)
     session.info[OUTBOX_FLAG] = True
+    session.info[WARNINGS_FLAG] = True
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -7,11 +7,14 @@ end up in access logs).
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from push.webpush import application_server_key
@@ -20,10 +23,12 @@ from schemas.common import Role
 from server import crud
 from server.auth.principal import Principal
 from server.config import Settings
-from server.domain.residents import audience
+from server.domain.residents import audience, public
 from server.domain.residents import services as svc
 from server.models import Alert
 from server.scope import require
+
+_json = msgspec.json.Encoder()
 
 Secret = Annotated[
     str | None,
@@ -121,6 +126,86 @@ class ResidentController(Controller):
     ) -> None:
         """Delete the subscription and its places."""
         await svc.remove(db, sub_id, secret)
+
+
+class PublicWarningController(Controller):
+    """What the residents' page reads: warnings, areas, shelters, texts, the live stream."""
+
+    path = "/api/v1/public"
+    tags = ["residents"]
+    security = [{}]
+
+    @get("/warnings", operation_id="PublicWarnings")
+    async def warnings(
+        self,
+        db: NamedDependency[AsyncSession],
+        lon: FromQuery[float | None] = None,
+        lat: FromQuery[float | None] = None,
+    ) -> s.Warnings:
+        """The current warnings whose area contains the point (all current ones without one)."""
+        point = public.parse_point(lon, lat)
+        found = await public.warnings_at(db, *(point or (None, None)))
+        return s.Warnings(warnings=found)
+
+    @get("/warnings/stream", operation_id="PublicWarningStream")
+    async def warning_stream(
+        self,
+        request: Request[Any, Any, Any],
+        lon: FromQuery[float | None] = None,
+        lat: FromQuery[float | None] = None,
+    ) -> ServerSentEvent:
+        """Server-sent events: `warnings` (the current warnings at the point) at once and
+        whenever they change; a comment every 15 s keeps proxies from closing it."""
+        point = public.parse_point(lon, lat) or (None, None)
+        feed = warning_feed(request)
+        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+
+        async def events() -> AsyncIterator[ServerSentEventMessage]:
+            last: bytes | None = None
+            async for changed in feed.changes():
+                if not changed:
+                    yield ServerSentEventMessage(comment="keep-alive")
+                    continue
+                async with maker() as session:
+                    found = await public.warnings_at(session, *point)
+                data = _json.encode(s.Warnings(warnings=found))
+                if data != last:
+                    last = data
+                    yield ServerSentEventMessage(event="warnings", data=data.decode())
+
+        return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
+
+    @get("/areas", operation_id="PublicAreas")
+    async def areas(self, db: NamedDependency[AsyncSession]) -> dict[str, Any]:
+        """The district's area boundaries as GeoJSON (the page draws its own map from them)."""
+        return await public.areas_geojson(db)
+
+    @get("/shelters", operation_id="PublicShelters")
+    async def shelters(
+        self,
+        db: NamedDependency[AsyncSession],
+        lon: FromQuery[float],
+        lat: FromQuery[float],
+        limit: FromQuery[int] = 3,
+    ) -> list[s.Shelter]:
+        """The nearest shelters to the point (at most 10)."""
+        point = public.parse_point(lon, lat) or (lon, lat)
+        return await public.nearest_shelters(db, *point, limit=max(1, min(limit, 10)))
+
+    @get("/texts/{lang:str}", operation_id="PublicTexts")
+    async def texts(self, lang: FromPath[str]) -> dict[str, str]:
+        """The residents' page texts in `zh_CN` or `en` (from the gettext catalogue)."""
+        return public.page_texts(lang)
+
+
+def warning_feed(request: Request[Any, Any, Any]) -> public.WarningFeed:
+    """This process's warning feed (made on first use)."""
+    state = request.app.state
+    feed: public.WarningFeed | None = state.get("warning_feed")
+    if feed is None:
+        feed = public.WarningFeed(state.sessionmaker, poll_s=state.settings.warning_poll_s)
+        state.warning_feed = feed
+    return feed
 
 
 class DeliveryReportController(Controller):
