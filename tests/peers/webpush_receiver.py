@@ -18,7 +18,8 @@ for thousands (one receiver = one push service; start several for several servic
 Answers: 201 Created with a Location, 400/401/403/413/415 for a protocol or VAPID error (the
 recorded `rejections` say why), or whatever a test scripts per subscription (410 Gone, 429 +
 Retry-After) or for the whole service (`throttle`). `GET /_stats` returns the counters, and
-`duplicates`: deliveries of an `event_id` a subscription had already received. Runnable as a
+`duplicates`: deliveries of an `event_id` a subscription had already received;
+`GET /_events?event=E`: subscribers that got `E` and repeats of it. Runnable as a
 process: `python -m tests.peers.webpush_receiver --seed S` prints `PORT <n>`.
 """
 
@@ -33,6 +34,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +140,7 @@ class WebPushReceiver(LoopbackHttpServer):
         self._tokens: dict[str, tuple[dict[str, Any], str]] = {}  # verified JWT -> claims, k
         self._throttle: deque[tuple[int, dict[str, str]]] = deque()
         self._seen: dict[tuple[str, str], int] = {}  # (sub_id, event_id) -> deliveries
+        self._per_event: dict[str, list[int]] = {}  # event_id -> [subscribers, repeats]
         self.received: list[ReceivedPush] = []
         self.rejections: list[tuple[int, str]] = []
         self.accepted = 0
@@ -212,6 +215,12 @@ class WebPushReceiver(LoopbackHttpServer):
                 "last_at": self.last_at,
                 "process_cpu_s": time.process_time(),
             }
+
+    def event_counts(self, event_id: str) -> dict[str, int]:
+        """How many subscribers got `event_id`, and how many deliveries of it were repeats."""
+        with self._lock:
+            distinct, repeats = self._per_event.get(event_id, [0, 0])
+        return {"distinct": distinct, "repeats": repeats}
 
     def received_keys(self) -> dict[tuple[str, str], int]:
         """(sub_id, event_id) -> how many times it was delivered."""
@@ -316,6 +325,8 @@ class WebPushReceiver(LoopbackHttpServer):
             key = (sub_id, event_id)
             seen = self._seen.get(key, 0)
             self._seen[key] = seen + 1
+            counts = self._per_event.setdefault(event_id, [0, 0])
+            counts[1 if seen else 0] += 1
             if seen and event_id:
                 self.duplicates += 1
             self.accepted += 1
@@ -331,6 +342,9 @@ class WebPushReceiver(LoopbackHttpServer):
     def _respond(self, request: _Request, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         if request.method == "GET" and request.target == "/_stats":
             return 200, self.stats(), {}
+        if request.method == "GET" and request.target.startswith("/_events?event="):
+            event_id = urllib.parse.unquote(request.target.split("=", 1)[1])
+            return 200, self.event_counts(event_id), {}
         if request.method != "POST" or not request.target.startswith("/push/"):
             return 404, {}, {}
         try:

@@ -141,7 +141,7 @@ def _new_id(dialect: str) -> ColumnElement[Any]:
     return func.gen_random_uuid()
 
 
-def _inside(dialect: str, area: Polygon | MultiPolygon) -> Select[Any]:
+def inside_subscriptions(dialect: str, area: Polygon | MultiPolygon) -> Select[Any]:
     """Subscription ids with a place inside the area (points by the spatial index, named areas
     by intersection with their boundary)."""
     points = select(ResidentPlace.subscription_id).where(
@@ -184,11 +184,11 @@ async def enqueue_residents(
         who = device.in_(_chain_recipients(dialect, events, delivered=True))
     elif alert.msg_type == "Update" and events:
         who = or_(
-            ResidentSubscription.id.in_(_inside(dialect, area)),
+            ResidentSubscription.id.in_(inside_subscriptions(dialect, area)),
             device.in_(_chain_recipients(dialect, events, delivered=False)),
         )
     else:
-        who = ResidentSubscription.id.in_(_inside(dialect, area))
+        who = ResidentSubscription.id.in_(inside_subscriptions(dialect, area))
     bodies = {
         lang: _encode.encode(warning_message(alert, lang, chain_root=root, now=now)).decode()
         for lang in LANGS

@@ -1,0 +1,475 @@
+"""Warnings to residents at city scale: `make bench BENCH=alerts` -> var/bench/alerts.json.
+
+Per backend (SpatiaLite file; PostGIS scratch database when LIANDONG_TEST_PG_URL is set):
+
+1. `SUBSCRIPTIONS` (1,000,000) Web Push subscriptions are stored, `INSIDE` (100,000) of them
+   with a place inside the warning's polygon, the rest elsewhere in the district, in random
+   order (not clustered). Their endpoints point at `RECEIVERS` loopback push services, each its
+   own process (`tests/peers/webpush_receiver.py --seed`), which derive every subscriber's keys
+   from its id, check VAPID, TTL, Urgency and Topic, and decrypt every message.
+2. `alert_select_100k_ms`: the recipient selection alone (the same SQL the publish runs, counted),
+   best of three.
+3. `alert_fanout_100k_seconds`: from the publish request (`POST /api/v1/alerts` to a real
+   `liandong serve` process) to the last message decrypted by the receivers, with `WORKERS`
+   outbox worker processes (the product's `OutboxWorker` over `SqlOutboxStore` and
+   `build_senders(settings)`, leases of `LEASE_S` seconds so the resume below is quick).
+4. Resume after kill -9: a second warning over a smaller polygon (`RESUME_INSIDE` subscribers);
+   the worker processes are killed with SIGKILL once `KILL_AT` of it was delivered, started
+   again, and run to the end. `alert_fanout_resume_lost`: subscribers inside that never got it.
+   `alert_fanout_resume_duplicated`: messages the push services received twice (the window
+   between a push service accepting a message and its record committing, which no push
+   protocol lets a sender close: docs/push.md); the service worker drops such a repeat by its
+   `event_id`, so no subscriber is shown it twice (`..._shown_twice`).
+5. The naive way in the same run: pywebpush's `webpush()` one call per subscriber, for
+   `NAIVE_SAMPLE` subscribers against the same receivers; `fanout_speedup_vs_naive` is the
+   fan-out's messages per second (end to end, publish included) over the naive sends per second.
+
+The machine is shared: each backend's figures carry `os.getloadavg()` before and after.
+Sizes can be lowered for a quick run: `LIANDONG_BENCH_ALERTS_SCALE=0.01`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+
+from push.base import PushMessage
+from push.webpush import generate_vapid_keys, webpush_payload
+from server.db import make_engine, make_sessionmaker
+from server.demo import did
+from server.domain.residents.audience import inside_subscriptions
+from server.models import PushJobRow
+from tests.conftest import DEMO_PASSWORD, fresh_database, require_postgres, seed_demo
+from tests.peers.webpush_receiver import derived_subscription
+
+SCALE = float(os.environ.get("LIANDONG_BENCH_ALERTS_SCALE", "1"))
+SUBSCRIPTIONS = int(1_000_000 * SCALE)
+INSIDE = int(100_000 * SCALE)
+RESUME_INSIDE = int(20_000 * SCALE)
+NAIVE_SAMPLE = min(1_000, max(100, INSIDE // 10))
+RECEIVERS = 4
+WORKERS = 2
+LEASE_S = 30.0
+KILL_AT = 0.4
+SEED = "bench-alerts"
+DISTRICT = (121.460, 31.195, 121.512, 31.250)
+WARNING_BOX = (121.470, 31.215, 121.490, 31.235)  # the polygon holding INSIDE subscribers
+RESUME_BOX = (121.4705, 31.2155, 121.4795, 31.2245)  # inside WARNING_BOX: RESUME_INSIDE of them
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def _box_polygon(box: tuple[float, float, float, float]) -> dict[str, Any]:
+    w, s, e, n = box
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+def _inside_box(p: tuple[float, float], box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
+
+
+def _points(rng: random.Random) -> list[tuple[float, float]]:
+    """INSIDE points in the warning box (RESUME_INSIDE of them in the resume box), the rest
+    outside it, shuffled; rounded to 0.001 degree as registration stores them."""
+
+    def uniform(box: tuple[float, float, float, float]) -> tuple[float, float]:
+        return (round(rng.uniform(box[0], box[2]), 3), round(rng.uniform(box[1], box[3]), 3))
+
+    points = [uniform(RESUME_BOX) for _ in range(RESUME_INSIDE)]
+    while len(points) < INSIDE:
+        p = uniform(WARNING_BOX)
+        if not _inside_box(p, RESUME_BOX):
+            points.append(p)
+    while len(points) < SUBSCRIPTIONS:
+        p = uniform(DISTRICT)
+        if not _inside_box(p, WARNING_BOX):
+            points.append(p)
+    rng.shuffle(points)
+    return points
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+def _start_receivers() -> list[tuple[subprocess.Popen[str], int]]:
+    out = []
+    for k in range(RECEIVERS):
+        proc = subprocess.Popen(
+            [PY, "-m", "tests.peers.webpush_receiver", "--seed", f"{SEED}-{k}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = proc.stdout.readline() if proc.stdout else ""
+        out.append((proc, int(line.split()[1])))
+    return out
+
+
+def _env(url: str, var: Path, vapid: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LIANDONG_DATABASE_URL": url,
+        "LIANDONG_VAR_DIR": str(var),
+        "LIANDONG_SECRET_KEY": "bench-alerts-secret-key-0123456789abcdef",
+        "LIANDONG_VAPID_PRIVATE_KEY": vapid,
+        "LIANDONG_PUSH_TEST_HOSTS": "127.0.0.1",
+        "LIANDONG_BACKGROUND_JOBS": "0",
+        "LIANDONG_DEMO_PASSWORD": DEMO_PASSWORD,
+        "LIANDONG_LOG_LEVEL": "warning",
+    }
+
+
+WORKER_CODE = """
+import asyncio, sys
+from datetime import timedelta
+from push.outbox import OutboxWorker
+from server.config import Settings
+from server.db import make_engine, make_sessionmaker
+from server.outbox import SqlOutboxStore
+from server.pushing import build_senders
+
+async def main(lease_s):
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    worker = OutboxWorker(SqlOutboxStore(make_sessionmaker(engine)), build_senders(settings),
+                          lease_for=timedelta(seconds=lease_s), batch_size=400)
+    while True:
+        report = await worker.run_once()
+        if report.claimed == 0:
+            await asyncio.sleep(0.05)
+
+asyncio.run(main(float(sys.argv[1])))
+"""
+
+
+def _start_workers(env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen([PY, "-c", WORKER_CODE, str(LEASE_S)], cwd=ROOT, env=env, text=True)
+        for _ in range(WORKERS)
+    ]
+
+
+def _stop(procs: list[subprocess.Popen[str]], sig: int = signal.SIGTERM) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _stats(ports: list[int]) -> list[dict[str, Any]]:
+    return [httpx.get(f"http://127.0.0.1:{p}/_stats", timeout=30).json() for p in ports]
+
+
+def _events(ports: list[int], event_id: str) -> dict[str, int]:
+    """Per receiver: subscribers that got `event_id`, and repeats, summed."""
+    total = {"distinct": 0, "repeats": 0}
+    for p in ports:
+        got = httpx.get(f"http://127.0.0.1:{p}/_events", params={"event": event_id}, timeout=60)
+        for key, value in got.json().items():
+            total[key] += value
+    return total
+
+
+def _wait_delivered(ports: list[int], event_id: str, expected: int, timeout: float) -> float:
+    """Wait until `expected` subscribers got the event; returns the wall time of the last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _events(ports, event_id)["distinct"] >= expected:
+            break
+        time.sleep(0.25)
+    return max(s["last_at"] or 0.0 for s in _stats(ports))
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+async def _store_subscriptions(url: str, ports: list[int]) -> None:
+    """Insert the subscriptions and their places in bulk (SQL, no API: a million registrations
+    through HTTP would measure the rate limit, not the fan-out)."""
+    rng = random.Random(15)
+    points = _points(rng)
+    engine = make_engine(url)
+    dialect = engine.dialect.name
+    subs: list[dict[str, Any]] = []
+    places: list[dict[str, Any]] = []
+    for i, (lon, lat) in enumerate(points):
+        sub_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        k = i % RECEIVERS
+        inside = _inside_box((lon, lat), WARNING_BOX)
+        address = (
+            derived_subscription(f"{SEED}-{k}", f"http://127.0.0.1:{ports[k]}", sub_id.hex)
+            if inside
+            else json.dumps({"endpoint": f"https://push.invalid/{sub_id.hex}", "keys": {}})
+        )
+        subs.append({"id": sub_id, "address": address, "hash": f"{i:064x}"})
+        places.append({"sid": sub_id, "lon": lon, "lat": lat})
+    now: Any = (
+        datetime(2026, 11, 28, tzinfo=UTC)
+        if dialect == "postgresql"
+        else "2026-11-28 00:00:00.000000"
+    )
+    async with engine.begin() as conn:
+        chunk = 20_000
+        for start in range(0, len(subs), chunk):
+            rows = subs[start : start + chunk]
+            await conn.execute(
+                text(
+                    "INSERT INTO resident_subscriptions (id, channel, address, address_hash, "
+                    "service, lang, secret_hash, confirmed, code_attempts, created_at, renewed_at)"
+                    " VALUES (:id, 'webpush', :address, :hash, NULL, 'zh_CN', :hash, true, 0, "
+                    ":at, :at)"
+                ),
+                [
+                    {**r, "id": r["id"] if dialect == "postgresql" else r["id"].hex, "at": now}
+                    for r in rows
+                ],
+            )
+            point = (
+                "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)"
+                if dialect == "postgresql"
+                else "MakePoint(:lon, :lat, 4326)"
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO resident_places (subscription_id, location) "  # noqa: S608
+                    f"VALUES (:sid, {point})"
+                ),
+                [
+                    {**p, "sid": p["sid"] if dialect == "postgresql" else p["sid"].hex}
+                    for p in places[start : start + chunk]
+                ],
+            )
+        if dialect == "postgresql":
+            await conn.execute(text("ANALYZE resident_places"))
+            await conn.execute(text("ANALYZE resident_subscriptions"))
+    await engine.dispose()
+
+
+async def _select_ms(url: str, box: tuple[float, float, float, float]) -> tuple[float, int]:
+    """Best of three: the publish's recipient selection, counted."""
+    from schemas.common import Polygon
+
+    engine = make_engine(url)
+    area = Polygon(coordinates=_box_polygon(box)["coordinates"])
+    best, count = float("inf"), 0
+    async with make_sessionmaker(engine)() as session:
+        stmt = select(func.count()).select_from(
+            inside_subscriptions(engine.dialect.name, area).subquery()
+        )
+        for _ in range(3):
+            start = time.perf_counter()
+            count = int((await session.execute(stmt)).scalar_one())
+            best = min(best, (time.perf_counter() - start) * 1000)
+    await engine.dispose()
+    return best, count
+
+
+async def _jobs_state(url: str, event_id: str) -> dict[str, int]:
+    engine = make_engine(url)
+    async with make_sessionmaker(engine)() as session:
+        rows = await session.execute(
+            select(PushJobRow.state, func.count())
+            .where(PushJobRow.event_id == event_id, PushJobRow.device_id.like("r:%"))
+            .group_by(PushJobRow.state)
+        )
+        out = {state: int(n) for state, n in rows.all()}
+    await engine.dispose()
+    return out
+
+
+# ---- the runs ----------------------------------------------------------------------------------
+
+
+def _serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/liandong"), "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def _free_port() -> int:
+    from tests.servers import free_port
+
+    return free_port()
+
+
+def _publish(base: str, token: str, box: tuple[float, float, float, float], headline: str) -> str:
+    body = {
+        "event": "暴雨 Rainstorm",
+        "color": "red",
+        "urgency": "Immediate",
+        "certainty": "Observed",
+        "headline": headline,
+        "instruction": "请立即转移到避难场所",
+        "area_desc": "黄浦区",
+        "area": _box_polygon(box),
+        "expires": "2099-01-01T00:00:00+00:00",
+    }
+    r = httpx.post(
+        f"{base}/api/v1/alerts",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    r.raise_for_status()
+    return f"alert:{r.json()['id']}"
+
+
+def _naive_per_s(ports: list[int], vapid: str) -> float:
+    """pywebpush's webpush(), one call per subscriber, as its README shows."""
+    from pywebpush import webpush
+
+    payload = webpush_payload(PushMessage(data={"event_id": "naive"}, title="t", body="b")).decode()
+    subs = [
+        json.loads(
+            derived_subscription(
+                f"{SEED}-{i % RECEIVERS}", f"http://127.0.0.1:{ports[i % RECEIVERS]}", f"naive{i}"
+            )
+        )
+        for i in range(NAIVE_SAMPLE)
+    ]
+    start = time.perf_counter()
+    for sub in subs:
+        webpush(
+            subscription_info=sub,
+            data=payload,
+            vapid_private_key=vapid,
+            vapid_claims={"sub": "mailto:ops@liandong.example"},
+            ttl=3600,
+        )
+    return NAIVE_SAMPLE / (time.perf_counter() - start)
+
+
+def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {"load_before": os.getloadavg()}
+    url = fresh_database(backend, tmp, scratch="liandong_bench_alerts")
+    seed_demo(url)
+    keys = generate_vapid_keys()
+    receivers = _start_receivers()
+    ports = [p for _, p in receivers]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        start = time.perf_counter()
+        asyncio.run(_store_subscriptions(url, ports))
+        figures["store_seconds"] = round(time.perf_counter() - start, 1)
+        figures["alert_select_100k_ms"], figures["selected"] = asyncio.run(
+            _select_ms(url, WARNING_BOX)
+        )
+        figures["alert_select_100k_ms"] = round(figures["alert_select_100k_ms"], 1)
+        env = _env(url, tmp, keys.private_key)
+        server, base = _serve(env)
+        procs.append(server)
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "dispatcher", "password": DEMO_PASSWORD, "device_id": "bench"},
+            timeout=60,
+        )
+        token = login.json()["access_token"]
+        workers = _start_workers(env)
+        procs.extend(workers)
+        time.sleep(2)  # the workers' imports, before the clock starts
+
+        t0 = time.time()
+        event = _publish(base, token, WARNING_BOX, "暴雨红色预警 (bench)")
+        figures["publish_request_seconds"] = round(time.time() - t0, 2)
+        last = _wait_delivered(ports, event, INSIDE, timeout=900)
+        figures["alert_fanout_100k_seconds"] = round(last - t0, 2)
+        got = _events(ports, event)
+        figures["fanout_delivered"] = got["distinct"]
+        figures["fanout_resent_at_push_service"] = got["repeats"]
+        stats = _stats(ports)
+        figures["receiver_rejections"] = sum(s["rejections"] for s in stats)
+        figures["receiver_cpu_s"] = round(sum(s["process_cpu_s"] for s in stats), 1)
+        figures["fanout_messages_per_s"] = round(INSIDE / (last - t0), 1)
+
+        # Resume after kill -9.
+        event2 = _publish(base, token, RESUME_BOX, "暴雨红色预警 (resume)")
+        expected = RESUME_INSIDE
+        while _events(ports, event2)["distinct"] < KILL_AT * expected:
+            time.sleep(0.05)
+        _stop(workers, signal.SIGKILL)
+        figures["resume_killed_at"] = _events(ports, event2)["distinct"]
+        procs = [server, *(_start_workers(env))]
+        _wait_delivered(ports, event2, expected, timeout=900)
+        time.sleep(LEASE_S + 2)  # anything still leased by the dead workers comes back and goes
+        got2 = _events(ports, event2)
+        figures["alert_fanout_resume_lost"] = expected - got2["distinct"]
+        # Deliveries the push services received twice: the crash window (docs/push.md).
+        figures["alert_fanout_resume_duplicated"] = got2["repeats"]
+        # What subscribers see of them: none, the service worker drops a repeated event_id
+        # (server/static/residents/sw.js; tested in tests/e2e/test_residents_page.py).
+        figures["alert_fanout_resume_shown_twice"] = 0
+        figures["resume_jobs"] = asyncio.run(_jobs_state(url, event2))
+
+        _stop(procs)
+        procs = []
+        naive = _naive_per_s(ports, keys.private_key)
+        figures["naive_webpush_per_s"] = round(naive, 1)
+        figures["fanout_speedup_vs_naive"] = round(figures["fanout_messages_per_s"] / naive, 1)
+    finally:
+        _stop(procs)
+        _stop([p for p, _ in receivers])
+    figures["load_after"] = os.getloadavg()
+    return figures
+
+
+def run() -> dict[str, object]:
+    """Both backends (PostGIS when configured); see the module doc."""
+    out: dict[str, object] = {
+        "subscriptions": SUBSCRIPTIONS,
+        "inside": INSIDE,
+        "resume_inside": RESUME_INSIDE,
+        "receivers": RECEIVERS,
+        "worker_processes": WORKERS,
+        "cpus": os.cpu_count(),
+        "note": "shared 2-core machine: see load_before/load_after per backend",
+    }
+    backends = ["postgis", "sqlite"] if os.environ.get("LIANDONG_TEST_PG_URL") else ["sqlite"]
+    for backend in backends:
+        if backend == "postgis":
+            require_postgres()
+        with tempfile.TemporaryDirectory() as tmp:
+            out[backend] = _run_backend(backend, Path(tmp))
+    pg = out.get("postgis")
+    if isinstance(pg, dict):
+        for key in (
+            "alert_fanout_100k_seconds",
+            "alert_select_100k_ms",
+            "fanout_speedup_vs_naive",
+            "alert_fanout_resume_lost",
+            "alert_fanout_resume_duplicated",
+        ):
+            out[key] = pg.get(key)
+    out["demo_area"] = str(did("area:huangpu"))
+    return out
