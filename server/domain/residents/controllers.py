@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
@@ -225,6 +226,37 @@ class DeliveryReportController(Controller):
         require(request.user, Role.ADMIN, Role.DISPATCHER)
         await crud.get_visible(db, request.user, Alert, alert_id)
         return report_out(alert_id, await audience.delivery_report(db, alert_id))
+
+    @get("/{alert_id:uuid}/delivery/stream", operation_id="StreamAlertDelivery")
+    async def delivery_stream(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        alert_id: FromPath[uuid.UUID],
+        every_s: FromQuery[float] = 1.0,
+    ) -> ServerSentEvent:
+        """Server-sent events: the report (`delivery`) every `every_s` seconds (0.2-10) while it
+        changes, ending once nothing is pending."""
+        require(request.user, Role.ADMIN, Role.DISPATCHER)
+        await crud.get_visible(db, request.user, Alert, alert_id)
+        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        pause = min(max(every_s, 0.2), 10.0)
+
+        async def events() -> AsyncIterator[ServerSentEventMessage]:
+            last = None
+            while True:
+                async with maker() as session:
+                    report = report_out(alert_id, await audience.delivery_report(session, alert_id))
+                if report != last:
+                    last = report
+                    yield ServerSentEventMessage(
+                        event="delivery", data=_json.encode(report).decode()
+                    )
+                if report.done:
+                    return
+                await anyio.sleep(pause)
+
+        return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
 
 
 def report_out(alert_id: uuid.UUID, channels: dict[str, dict[str, int]]) -> s.DeliveryReport:

@@ -108,6 +108,11 @@ def test_publish_reaches_everyone_inside_once_and_nobody_outside(
         "failed": 0,
         "pending": 0,
     }
+    with client.stream(
+        "GET", f"/api/v1/alerts/{alert['id']}/delivery/stream", headers=auth("dispatcher")
+    ) as live:
+        text = "".join(live.iter_text())
+    assert "event: delivery" in text and '"done":true' in text
     assert client.get(f"/api/v1/alerts/{alert['id']}/delivery").status_code == 401
     assert (
         client.get(f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("fire1")).status_code
