@@ -75,16 +75,18 @@ def test_publish_reaches_everyone_inside_once_and_nobody_outside(
     inside = subscribe(client, receiver, at(*CENTRE))
     twice = subscribe(client, receiver, at(121.4850, 31.2370), at(121.4860, 31.2380))  # 2 places in
     english = subscribe(client, receiver, at(121.4870, 31.2390), lang="en")
+    # A UnifiedPush distributor's endpoint (ntfy and others): plain Web Push, same path.
+    unified = subscribe(client, receiver, at(121.4840, 31.2360), channel="unifiedpush")
     outside = subscribe(client, receiver, at(*OUTSIDE))
     village = subscribe(client, receiver, {"area_id": str(did("area:guizhoulu"))})  # overlaps
     far_village = subscribe(client, receiver, {"area_id": str(did("area:yuyuan"))})  # does not
 
     alert = publish(client, auth)
     report = drain(settings.database_url)
-    assert report["delivered"] == 4  # (staff devices' FCM jobs have no sender here)
+    assert report["delivered"] == 5  # (staff devices' FCM jobs have no sender here)
 
     got = {p.sub_id: p for p in receiver.pushes()}
-    assert set(got) == {inside, twice, english, village}
+    assert set(got) == {inside, twice, english, unified, village}
     assert outside not in got and far_village not in got
     assert receiver.rejections == [] and receiver.duplicates == 0
     push = got[inside]
@@ -97,7 +99,7 @@ def test_publish_reaches_everyone_inside_once_and_nobody_outside(
 
     # A second run of the worker sends nothing more.
     assert drain(settings.database_url)["claimed"] == 0
-    assert len(receiver.pushes()) == 4
+    assert len(receiver.pushes()) == 5
 
     # The publisher's delivery report.
     r = client.get(f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("dispatcher"))
