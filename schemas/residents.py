@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.common import Area, Lat, Lon, Output, Point
+from schemas.common import Lat, Lon, Output, Point
 
 Lang = Literal["zh_CN", "en"]
 # E.164: a plus, a country code, up to 15 digits in all.
@@ -120,28 +120,6 @@ class DeliveryReport(Output):
     channels: dict[str, DeliveryCounts]
     total: DeliveryCounts
     done: bool
-
-
-class PublicWarning(Output):
-    """A current warning as the residents' page shows it."""
-
-    id: uuid.UUID
-    msg_type: str
-    event: str
-    color: str
-    headline: str
-    description: str | None
-    instruction: str | None
-    area_desc: str
-    sent: datetime
-    expires: datetime | None
-    area: Area
-
-
-class Warnings(Output):
-    """The current warnings at a point (or all current ones)."""
-
-    warnings: list[PublicWarning]
 
 
 class Shelter(Output):

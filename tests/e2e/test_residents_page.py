@@ -51,16 +51,20 @@ def base(settings: Settings) -> Iterator[str]:
         yield url
 
 
-def publish(base: str, auth: Any, color: str, headline: str, **kw: Any) -> dict[str, Any]:
+def publish(base: str, auth: Any, color: str, headline: str) -> dict[str, Any]:
+    """Drafted by the dispatcher, published by the chief (a second person for orange/red)."""
     body = f.alert(
         area=f.square(*HOME, d=0.004), color=color, headline=headline,
         instruction="请立即转移到避难场所",
         expires=(datetime.now(UTC) + timedelta(hours=3)).isoformat(),
-        **kw,
     )  # fmt: skip
     r = httpx.post(f"{base}/api/v1/alerts", headers=auth("dispatcher"), json=body, timeout=30)
-    assert r.status_code in (200, 201), r.text
-    return r.json()
+    assert r.status_code == 201, r.text
+    done = httpx.post(
+        f"{base}/api/v1/alerts/{r.json()['id']}/publish", headers=auth("chief"), timeout=30
+    )
+    assert done.status_code == 200, done.text
+    return done.json()
 
 
 def test_page_shows_the_warning_streams_updates_and_a_push_opens_it(
@@ -149,4 +153,4 @@ def test_page_shows_the_warning_streams_updates_and_a_push_opens_it(
             page.locator(f"#alert-{red['id']}.highlight").wait_for()
         finally:
             browser.close()
-    assert json.loads(payload)["data"]["url"] == f"/residents/?alert={red['id']}"
+    assert json.loads(payload)["data"]["url"] == f"/residents/?alert={red['chain_id']}"

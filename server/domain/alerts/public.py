@@ -1,4 +1,5 @@
-"""The public warning routes: `/api/v1/public/`, no sign-in, nothing else under that prefix.
+"""The public warning routes under `/api/v1/public/` (no sign-in; the residents' routes beside them
+are server/domain/residents/controllers.py).
 
 | route | answers |
 |---|---|

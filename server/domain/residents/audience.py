@@ -1,10 +1,13 @@
 """Who receives a warning, and the message each gets: residents inside the area, staff whose home
 area or last position is inside it, and the duty contacts of the area by SMS.
 
-`enqueue_warning` runs in the publishing request's transaction and writes one outbox job per
-recipient (push/outbox.py does the rest): a warning is published and its deliveries are queued
-in one commit, or neither. Event ids are `alert:<alert id>`; resident subscriptions appear in
-the outbox as device `r:<subscription id hex>`, duty contacts as `c:<contact id hex>`.
+`deliver` is the hook at the alerts domain's delivery seam (`PUBLISHED_HOOKS`, run by
+`alerts.services.on_published` for every message that became public, ours or imported): it runs in
+the publishing transaction and writes one outbox job per recipient (push/outbox.py does the rest),
+so a warning is published and its deliveries are queued in one commit, or neither. Residents and
+duty contacts get `Actual` messages only; staff get Exercise and Test too. Event ids are
+`alert:<alert id>`; resident subscriptions appear in the outbox as device `r:<subscription id hex>`,
+duty contacts as `c:<contact id hex>`.
 
 Selection (both databases, spatial index):
 
@@ -52,6 +55,7 @@ from push.base import Channel, PushMessage
 from schemas.common import MultiPolygon, Polygon
 from server import geo
 from server.db import dialect_of
+from server.domain.alerts.services import PUBLISHED_HOOKS
 from server.models import (
     AdminArea,
     Alert,
@@ -72,6 +76,7 @@ COLOUR_TITLES = {
     "orange": i18n.N_("Orange warning"),
     "red": i18n.N_("Red warning"),
 }
+WARNING = i18n.N_("Warning")
 TITLE = i18n.N_("{event}: {level}")
 UPDATED = i18n.N_("Updated: {title}")
 CANCELLED = i18n.N_("Cancelled: {title}")
@@ -95,32 +100,49 @@ def ttl_seconds(expires: datetime | None, now: datetime) -> int:
     return max(MIN_TTL_S, int((expires - now).total_seconds()))
 
 
+def texts_for(alert: Alert, lang: str) -> dict[str, Any]:
+    """The warning's texts (event, headline, instruction) in `lang`: English where the message
+    carries English (fields it lacks read Chinese), else Chinese."""
+    texts = list(alert.texts or [])
+    zh = next((t for t in texts if str(t.get("language", "")).lower().startswith("zh")), None)
+    base = dict(zh or (texts[0] if texts else {}))
+    if lang == "en":
+        en = next((t for t in texts if str(t.get("language", "")).lower().startswith("en")), None)
+        base.update({k: v for k, v in (en or {}).items() if v})
+    return base
+
+
 def warning_message(
     alert: Alert, lang: str, *, chain_root: uuid.UUID, now: datetime, staff: bool = False
 ) -> PushMessage:
     """The message for one language: title with the level, headline and instruction as body."""
-    level = i18n.gettext(lang, COLOUR_TITLES.get(alert.color, COLOUR_TITLES["yellow"]))
-    title = i18n.gettext(lang, TITLE).format(event=alert.event, level=level)
+    text = texts_for(alert, lang)
+    event = str(text.get("event") or "")
+    headline = str(text.get("headline") or event)
+    instruction = str(text.get("instruction") or "")
+    level = i18n.gettext(lang, COLOUR_TITLES.get(alert.color or "", WARNING))
+    title = i18n.gettext(lang, TITLE).format(event=event, level=level)
     if alert.msg_type == "Update":
         title = i18n.gettext(lang, UPDATED).format(title=title)
     elif alert.msg_type == "Cancel":
         title = i18n.gettext(lang, CANCELLED).format(title=title)
-    body = alert.headline + (f"\n{alert.instruction}" if alert.instruction else "")
-    sms = [level, alert.headline[:60], (alert.instruction or "")[:60]]
+    body = headline + (f"\n{instruction}" if instruction else "")
+    sms = [level, headline[:60], instruction[:60]]
     return PushMessage(
         data={
             "event_id": event_of(alert.id),
             "kind": "staff_warning" if staff else "warning",
             "alert_id": str(alert.id),
             "chain": chain_root.hex,
-            "colour": alert.color,
+            "colour": alert.color or "",
             "msg_type": alert.msg_type,
-            "url": f"/residents/?alert={alert.id}",
+            "status": alert.status,
+            "url": f"/residents/?alert={alert.chain_id}",
             "sms_template": "warning",
             "sms_params": json.dumps(sms, ensure_ascii=False),
         },
-        title=title,
-        body=body,
+        title=title[:200],
+        body=body[:1000],
         collapse_key=chain_root.hex,
         ttl_seconds=ttl_seconds(alert.expires, now),
         priority="high" if alert.color in ("orange", "red") else "normal",
@@ -171,11 +193,11 @@ async def enqueue_residents(
 ) -> int:
     """Queue the warning for every resident it concerns (module doc); returns how many jobs.
 
-    `chain`: the ids of the earlier messages this one updates or cancels (oldest first).
+    `chain`: the ids of the earlier messages of its chain (oldest first).
     """
     dialect = dialect_of(session)
     now = now or utcnow()
-    root = chain[0] if chain else alert.id
+    root = alert.chain_id
     area = geo.area_required(alert.area)
     events = [event_of(a) for a in chain]
     device = _device_expr(dialect)
@@ -291,28 +313,18 @@ def sms_number(phone: str) -> str | None:
     return None
 
 
-async def chain_of(session: AsyncSession, references: str | None) -> list[uuid.UUID]:
-    """The ids of every earlier message a CAP `references` value reaches, oldest first.
-
-    `references` is CAP's space-separated `sender,identifier,sent` triples; each referenced
-    message's own references are followed too, so an Update of an Update still reaches the
-    chain's first Alert (whose id is the chain's Topic).
-    """
-    seen: dict[uuid.UUID, datetime] = {}
-    pending = [part.split(",")[1] for part in (references or "").split() if part.count(",") == 2]
-    while pending:
-        rows = (
-            await session.execute(
-                select(Alert.id, Alert.sent, Alert.references).where(Alert.identifier.in_(pending))
-            )
-        ).all()
-        pending = []
-        for alert_id, sent, refs in rows:
-            if alert_id in seen:
-                continue
-            seen[alert_id] = sent
-            pending += [p.split(",")[1] for p in (refs or "").split() if p.count(",") == 2]
-    return sorted(seen, key=lambda a: seen[a])
+async def earlier_in_chain(session: AsyncSession, alert: Alert) -> list[uuid.UUID]:
+    """The ids of the chain's messages published before this one, oldest first."""
+    rows = await session.execute(
+        select(Alert.id)
+        .where(
+            Alert.chain_id == alert.chain_id,
+            Alert.id != alert.id,
+            Alert.published_at.is_not(None),
+        )
+        .order_by(Alert.published_at)
+    )
+    return list(rows.scalars())
 
 
 async def enqueue_warning(
@@ -322,20 +334,21 @@ async def enqueue_warning(
     chain: Sequence[uuid.UUID] = (),
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Queue a published warning for residents, staff and duty contacts; counts by audience.
-
-    Call in the publishing transaction, for an approved `Actual` message only.
-    """
+    """Queue a published warning for staff inside and, when it is `Actual`, for residents and
+    duty contacts; counts by audience. Runs in the publishing transaction."""
     now = now or utcnow()
-    root = chain[0] if chain else alert.id
+    root = alert.chain_id
     area = geo.area_required(alert.area)
-    counts = {"residents": await enqueue_residents(session, alert, chain=chain, now=now)}
+    public = alert.status == "Actual"
+    counts = {"residents": 0, "duty_contacts": 0}
+    if public:
+        counts["residents"] = await enqueue_residents(session, alert, chain=chain, now=now)
     staff = await staff_inside(session, area)
     message = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now, staff=True)
     counts["staff"] = await enqueue_for_users(
         session, staff, event_id=event_of(alert.id), message=message, now=now
     )
-    contacts = await duty_contacts_inside(session, area)
+    contacts = await duty_contacts_inside(session, area) if public else []
     sms = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now)
     values = [
         {
@@ -353,7 +366,6 @@ async def enqueue_warning(
         }
         for c in contacts
     ]
-    counts["duty_contacts"] = 0
     if values:
         stmt = dialect_insert(session, PushJobRow.__table__).values(values)
         result = await session.execute(
@@ -381,3 +393,14 @@ async def delivery_report(session: AsyncSession, alert_id: uuid.UUID) -> dict[st
         entry["targeted"] += count
         entry[names.get(state, "pending")] += count
     return report
+
+
+async def deliver(session: AsyncSession, alert: Alert) -> None:
+    """The delivery hook (`alerts.services.PUBLISHED_HOOKS`): a message became public."""
+    await enqueue_warning(session, alert, chain=await earlier_in_chain(session, alert))
+
+
+# Delivery attaches at the alerts domain's seam when this module is imported (the app imports
+# it with the residents' routes): the jobs commit with the published message or not at all.
+if deliver not in PUBLISHED_HOOKS:
+    PUBLISHED_HOOKS.append(deliver)

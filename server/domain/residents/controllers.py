@@ -130,34 +130,20 @@ class ResidentController(Controller):
 
 
 class PublicWarningController(Controller):
-    """What the residents' page reads: warnings, areas, shelters, texts, the live stream."""
+    """What the residents' page reads beside `/api/v1/public/alerts`: the live stream, areas,
+    shelters, texts."""
 
     path = "/api/v1/public"
     tags = ["residents"]
     security = [{}]
 
-    @get("/warnings", operation_id="PublicWarnings")
-    async def warnings(
-        self,
-        db: NamedDependency[AsyncSession],
-        lon: FromQuery[float | None] = None,
-        lat: FromQuery[float | None] = None,
-    ) -> s.Warnings:
-        """The current warnings whose area contains the point (all current ones without one)."""
-        point = public.parse_point(lon, lat)
-        found = await public.warnings_at(db, *(point or (None, None)))
-        return s.Warnings(warnings=found)
-
-    @get("/warnings/stream", operation_id="PublicWarningStream")
-    async def warning_stream(
-        self,
-        request: Request[Any, Any, Any],
-        lon: FromQuery[float | None] = None,
-        lat: FromQuery[float | None] = None,
+    @get("/alerts/stream", operation_id="PublicAlertStream")
+    async def alert_stream(
+        self, request: Request[Any, Any, Any], point: FromQuery[str | None] = None
     ) -> ServerSentEvent:
-        """Server-sent events: `warnings` (the current warnings at the point) at once and
-        whenever they change; a comment every 15 s keeps proxies from closing it."""
-        point = public.parse_point(lon, lat) or (None, None)
+        """Server-sent events: `alerts` (what `GET /api/v1/public/alerts?point=` answers) at
+        once and whenever it changes; a comment every 15 s keeps proxies from closing it."""
+        where = public.parse_point(point)
         feed = warning_feed(request)
         maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
 
@@ -168,11 +154,10 @@ class PublicWarningController(Controller):
                     yield ServerSentEventMessage(comment="keep-alive")
                     continue
                 async with maker() as session:
-                    found = await public.warnings_at(session, *point)
-                data = _json.encode(s.Warnings(warnings=found))
+                    data = _json.encode(await public.alerts_at(session, where))
                 if data != last:
                     last = data
-                    yield ServerSentEventMessage(event="warnings", data=data.decode())
+                    yield ServerSentEventMessage(event="alerts", data=data.decode())
 
         return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
 
@@ -190,8 +175,8 @@ class PublicWarningController(Controller):
         limit: FromQuery[int] = 3,
     ) -> list[s.Shelter]:
         """The nearest shelters to the point (at most 10)."""
-        point = public.parse_point(lon, lat) or (lon, lat)
-        return await public.nearest_shelters(db, *point, limit=max(1, min(limit, 10)))
+        where = public.parse_point(f"{lon},{lat}") or (lon, lat)
+        return await public.nearest_shelters(db, *where, limit=max(1, min(limit, 10)))
 
     @get("/texts/{lang:str}", operation_id="PublicTexts")
     async def texts(self, lang: FromPath[str]) -> dict[str, str]:

@@ -1,8 +1,8 @@
-"""What the residents' page reads, without an account: the current warnings (at a point), the
-district's area boundaries, the nearest shelters, the page's texts, and a live stream.
+"""What the residents' page reads beside the public warning routes (server/domain/alerts/public.py),
+without an account: the district's area boundaries, the nearest shelters, the page's texts, and
+a live stream of the current warnings at a point.
 
-A warning is *current* when it is an Alert or Update that no later Update or Cancel references
-and that has not expired. The stream (`WarningFeed`) is one poller per process (a cheap
+The stream (`WarningFeed`) is one poller per process (a cheap
 `count, max(updated_at)` over the alerts every `poll_s`, and at once when this process
 publishes) that wakes every open stream when the warnings changed; each stream then sends the
 current warnings for its point. Open streams cost no query while nothing changes.
@@ -13,20 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import anyio
-from shapely import Point as ShPoint
-from shapely.geometry import shape
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import i18n
 from schemas import residents as s
-from schemas.common import MultiPolygon, Polygon
 from server import geo
 from server.db import dialect_of
+from server.domain.alerts import services as alert_svc
+from server.domain.alerts.public import PublicAlerts
 from server.errors import InvalidInput
 from server.models import AdminArea, Alert, Resource, utcnow
 
@@ -61,71 +59,11 @@ def page_texts(lang: str) -> dict[str, str]:
     return {key: i18n.gettext(lang, text) for key, text in PAGE_TEXTS.items()}
 
 
-def _refs(references: str | None) -> list[str]:
-    return [p.split(",")[1] for p in (references or "").split() if p.count(",") == 2]
-
-
-async def current_alerts(session: AsyncSession, now: datetime | None = None) -> list[Alert]:
-    """Alerts and Updates not superseded by a later message of their chain, not expired."""
-    now = now or utcnow()
-    rows = list(
-        (
-            await session.execute(
-                select(Alert)
-                .where(
-                    Alert.deleted_at.is_(None),
-                    or_(Alert.expires.is_(None), Alert.expires > now),
-                )
-                .order_by(Alert.sent.desc())
-            )
-        ).scalars()
-    )
-    referencing = (
-        await session.execute(
-            select(Alert.references).where(
-                Alert.deleted_at.is_(None),
-                Alert.msg_type.in_(("Update", "Cancel")),
-                Alert.references.is_not(None),
-            )
-        )
-    ).scalars()
-    superseded = {ident for refs in referencing for ident in _refs(refs)}
-    return [a for a in rows if a.msg_type in ("Alert", "Update") and a.identifier not in superseded]
-
-
-def covers(area: Polygon | MultiPolygon, lon: float, lat: float) -> bool:
-    """The area contains the point (edges count)."""
-    geom = shape({"type": area.__struct_config__.tag, "coordinates": area.coordinates})
-    return bool(geom.intersects(ShPoint(lon, lat)))
-
-
-def warning_out(alert: Alert) -> s.PublicWarning:
-    """A warning as the page shows it."""
-    return s.PublicWarning(
-        id=alert.id,
-        msg_type=alert.msg_type,
-        event=alert.event,
-        color=alert.color,
-        headline=alert.headline,
-        description=alert.description,
-        instruction=alert.instruction,
-        area_desc=alert.area_desc,
-        sent=alert.sent,
-        expires=alert.expires,
-        area=geo.area_required(alert.area),
-    )
-
-
-async def warnings_at(
-    session: AsyncSession, lon: float | None, lat: float | None
-) -> list[s.PublicWarning]:
-    """Current warnings whose area contains the point (all current ones without a point)."""
-    out = []
-    for alert in await current_alerts(session):
-        area = geo.area_required(alert.area)
-        if lon is None or lat is None or covers(area, lon, lat):
-            out.append(warning_out(alert))
-    return out
+async def alerts_at(session: AsyncSession, point: tuple[float, float] | None) -> PublicAlerts:
+    """The current Actual warnings covering the point (all current ones without a point): the
+    same answer as `GET /api/v1/public/alerts?point=`."""
+    rows = await alert_svc.public_current(session, utcnow(), point)
+    return PublicAlerts(items=[alert_svc.public_out(r) for r in rows])
 
 
 async def areas_geojson(session: AsyncSession) -> dict[str, Any]:
@@ -245,10 +183,15 @@ class WarningFeed:
             self.listeners -= 1
 
 
-def parse_point(lon: float | None, lat: float | None) -> tuple[float, float] | None:
-    """A validated (lon, lat) or None when neither is given."""
-    if lon is None and lat is None:
+def parse_point(point: str | None) -> tuple[float, float] | None:
+    """`LON,LAT` (WGS-84 degrees) as a tuple, None when absent; InvalidInput when malformed."""
+    if point is None:
         return None
-    if lon is None or lat is None or not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise InvalidInput("give both lon and lat, in range", field="lon")
+    try:
+        lon_s, lat_s = point.split(",")
+        lon, lat = float(lon_s), float(lat_s)
+    except ValueError:
+        raise InvalidInput("point is LON,LAT in WGS-84 degrees", field="point") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InvalidInput("point is outside WGS-84 bounds", field="point")
     return lon, lat

@@ -93,34 +93,49 @@ function when(iso) {
   });
 }
 
+// A warning's texts in the page's language (its English info where it has one).
+function info(w) {
+  const infos = w.infos || [];
+  const zh = infos.find((i) => i.language.toLowerCase().startsWith("zh")) || infos[0] || {};
+  const en = infos.find((i) => i.language.toLowerCase().startsWith("en"));
+  return state.lang === "en" && en ? { ...zh, ...Object.fromEntries(Object.entries(en).filter(([, v]) => v)) } : zh;
+}
+
+function highlighted(w) {
+  return state.highlight && (w.id === state.highlight || w.chain_id === state.highlight);
+}
+
 function renderWarnings() {
   const box = $("warnings");
   if (!state.warnings.length) {
     box.innerHTML = `<p class="none">${esc(t("none"))}</p>`;
   } else {
-    box.innerHTML = state.warnings.map((w) => `
-      <article class="card ${esc(w.color)}${w.id === state.highlight ? " highlight" : ""}" id="alert-${w.id}" data-alert="${w.id}">
-        <div class="level">${esc(t("colour_" + w.color))} · ${esc(w.event)}</div>
-        <h2>${esc(w.headline)}</h2>
-        ${w.instruction ? `<p><strong>${esc(t("instruction"))}:</strong> ${esc(w.instruction)}</p>` : ""}
+    box.innerHTML = state.warnings.map((w) => {
+      const i = info(w);
+      return `
+      <article class="card ${esc(w.color || "")}${highlighted(w) ? " highlight" : ""}" id="alert-${w.id}" data-chain="${w.chain_id}">
+        <div class="level">${esc(w.color ? t("colour_" + w.color) : "")} · ${esc(i.event)}</div>
+        <h2>${esc(i.headline || i.event)}</h2>
+        ${i.instruction ? `<p><strong>${esc(t("instruction"))}:</strong> ${esc(i.instruction)}</p>` : ""}
         ${w.expires ? `<p class="expires">${esc(t("expires"))} ${esc(when(w.expires))}</p>` : ""}
-      </article>`).join("");
-    const target = state.highlight && document.getElementById(`alert-${state.highlight}`);
+      </article>`;
+    }).join("");
+    const target = document.querySelector(".card.highlight");
     if (target) target.scrollIntoView({ block: "center" });
   }
   drawMap();
 }
 
 function pointQuery() {
-  return state.point ? `?lon=${state.point[0]}&lat=${state.point[1]}` : "";
+  return state.point ? `?point=${state.point[0]},${state.point[1]}` : "";
 }
 
 async function refresh() {
-  const found = await getJSON(`${API}/warnings${pointQuery()}`);
-  state.warnings = found.warnings;
+  const found = await getJSON(`${API}/alerts${pointQuery()}`);
+  state.warnings = found.items;
   renderWarnings();
   if (state.point) {
-    const shelters = await getJSON(`${API}/shelters${pointQuery()}`);
+    const shelters = await getJSON(`${API}/shelters?lon=${state.point[0]}&lat=${state.point[1]}`);
     $("shelters").innerHTML = shelters.map((s) =>
       `<li>${esc(s.name)} — ${esc(t("metres").replace("{n}", s.distance_m))}${s.address ? ` · ${esc(s.address)}` : ""}</li>`).join("");
   }
@@ -131,9 +146,9 @@ async function refresh() {
 function openStream() {
   closeStream();
   const live = $("live");
-  const source = new EventSource(`${API}/warnings/stream${pointQuery()}`);
-  source.addEventListener("warnings", (event) => {
-    state.warnings = JSON.parse(event.data).warnings;
+  const source = new EventSource(`${API}/alerts/stream${pointQuery()}`);
+  source.addEventListener("alerts", (event) => {
+    state.warnings = JSON.parse(event.data).items;
     renderWarnings();
     live.hidden = false; live.className = "live"; live.textContent = "● " + t("live");
   });

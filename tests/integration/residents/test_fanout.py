@@ -42,11 +42,15 @@ def sms() -> Any:
 
 
 def subscribe(
-    client: TestClient[Any], receiver: WebPushReceiver, *places: Any, lang: str = "zh_CN"
+    client: TestClient[Any],
+    receiver: WebPushReceiver,
+    *places: Any,
+    lang: str = "zh_CN",
+    channel: str = "webpush",
 ) -> str:
     sub_id, sub = receiver.subscribe()
     body = {
-        "channel": "webpush",
+        "channel": channel,
         "subscription": json.loads(sub),
         "lang": lang,
         "places": list(places),
@@ -60,13 +64,18 @@ def at(lon: float, lat: float) -> dict[str, float]:
     return {"lon": lon, "lat": lat}
 
 
-def publish(client: TestClient[Any], auth: Any, **kw: Any) -> dict[str, Any]:
-    body = f.alert(
-        area=AREA, color="red", expires=(datetime.now(UTC) + timedelta(hours=2)).isoformat(), **kw
-    )
+def publish(
+    client: TestClient[Any], auth: Any, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Draft as the dispatcher, publish as the chief (orange and red need a second person)."""
+    if body is None:
+        expires = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        body = f.alert(area=AREA, color="red", expires=expires)
     r = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body)
-    assert r.status_code in (200, 201), r.text
-    return r.json()
+    assert r.status_code == 201, r.text
+    published = client.post(f"/api/v1/alerts/{r.json()['id']}/publish", headers=auth("chief"))
+    assert published.status_code == 200, published.text
+    return published.json()
 
 
 def test_publish_reaches_everyone_inside_once_and_nobody_outside(
@@ -105,8 +114,8 @@ def test_publish_reaches_everyone_inside_once_and_nobody_outside(
     r = client.get(f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("dispatcher"))
     assert r.status_code == 200, r.text
     assert r.json()["channels"]["webpush"] == {
-        "targeted": 4,
-        "delivered": 4,
+        "targeted": 5,
+        "delivered": 5,
         "failed": 0,
         "pending": 0,
     }
@@ -139,10 +148,9 @@ def test_update_reaches_the_same_people_plus_the_newly_inside_and_cancel_only_re
 
     assert in_db(settings.database_url, count) == 2
 
-    ref = f"liandong,{alert['identifier']},{alert['sent']}"
     moved = f.square(121.4920, 31.2375, d=0.002)  # no longer covers first_in's place
-    body = f.alert(area=moved, color="orange", msg_type="Update", references=ref)
-    update_alert = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body).json()
+    body = {"msg_type": "Update", "references": [alert["id"]], "area": moved, "color": "orange"}
+    update_alert = publish(client, auth, body)
     drain(settings.database_url)
     second = [
         p
@@ -152,10 +160,8 @@ def test_update_reaches_the_same_people_plus_the_newly_inside_and_cancel_only_re
     assert {p.sub_id for p in second} == {first_in, later_in}  # the same people + newly inside
     assert {p.headers["topic"] for p in second} == {uuid.UUID(alert["id"]).hex}  # one chain
 
-    ref2 = f"liandong,{update_alert['identifier']},{update_alert['sent']}"
-    cancel = f.alert(area=moved, color="orange", msg_type="Cancel", references=ref2)
-    cancelled = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=cancel).json()
     newcomer = subscribe(client, receiver, at(121.4921, 31.2376))  # inside, but received nothing
+    cancelled = publish(client, auth, {"msg_type": "Cancel", "references": [update_alert["id"]]})
     drain(settings.database_url)
     third = [
         p for p in receiver.pushes() if p.json()["data"]["event_id"] == f"alert:{cancelled['id']}"
