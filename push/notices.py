@@ -73,6 +73,11 @@ TEXTS: Final[Mapping[str, tuple[str, str]]] = {
         N_("Weekly safety check missed"),
         N_("{enterprise} did not submit {template} for week {week}."),
     ),
+    # public warnings (issue 15): residents inside the area and staff; params come from the
+    # warning's own texts (its English ones in `localized["en"]`), `colour` shows as its level
+    "warning.alert": (N_("{event}: {colour_text}"), N_("{headline}\n{instruction}")),
+    "warning.update": (N_("Updated: {event}: {colour_text}"), N_("{headline}\n{instruction}")),
+    "warning.cancel": (N_("Cancelled: {event}: {colour_text}"), N_("{headline}\n{instruction}")),
 }
 
 #: Enum values shown inside texts: the machine value stays in `data`, the reader sees these.
@@ -90,6 +95,11 @@ VALUE_TEXTS: Final[Mapping[str, str]] = {
     "category:landslide": N_("landslide hazard"),
     "category:road": N_("road hazard"),
     "category:other": N_("other hazard"),
+    "colour:blue": N_("Blue warning"),
+    "colour:yellow": N_("Yellow warning"),
+    "colour:orange": N_("Orange warning"),
+    "colour:red": N_("Red warning"),
+    "colour:": N_("Warning"),
 }
 
 
@@ -114,6 +124,11 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     visible: bool = True
     ttl_seconds: int = 86_400
     priority: Literal["high", "normal"] = "high"
+    # Per-language values overriding `params` (a warning's English event and headline).
+    localized: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    # What replaces what at the push service (Web Push Topic, FCM collapse key); the event id
+    # when unset. A warning's messages share their chain's id.
+    collapse_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TEXTS:
@@ -134,7 +149,7 @@ class _Fields(dict[str, str]):
 
 def _shown(lang: str, params: Mapping[str, str]) -> _Fields:
     fields = _Fields(params)
-    for name in ("severity", "category"):
+    for name in ("severity", "category", "colour"):
         value = params.get(name)
         if value is not None:
             source = VALUE_TEXTS.get(f"{name}:{value}", value)
@@ -145,7 +160,7 @@ def _shown(lang: str, params: Mapping[str, str]) -> _Fields:
 def texts(notice: Notice, lang: str) -> tuple[str, str]:
     """The notice's title and body in `lang` (one of `i18n.LANGS`; others read English)."""
     title, body = TEXTS[notice.kind]
-    fields = _shown(lang, notice.params)
+    fields = _shown(lang, {**notice.params, **notice.localized.get(lang, {})})
     return (
         i18n.gettext(lang, title).format_map(fields)[:200],
         i18n.gettext(lang, body).format_map(fields)[:1000],
@@ -170,7 +185,7 @@ def build(notice: Notice, lang: str) -> PushMessage:
         data=data,
         title=title if notice.visible else None,
         body=body if notice.visible else None,
-        collapse_key=notice.event_id[:64],
+        collapse_key=notice.collapse_key or notice.event_id[:64],
         ttl_seconds=notice.ttl_seconds,
         priority=notice.priority,
     )

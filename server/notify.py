@@ -10,6 +10,7 @@ An `Audience` resolves to the ids of active users. The ones the loops use today:
   them for none);
 - `GridInspector(grid_id)`: the inspector of a live grid;
 - `TaskAssignees(task)`: the task's unit's members and its assigned user;
+- `StaffInside(area)`: staff whose home area or last position is inside a warning's area;
 - `AnyOf(a, b, ...)`: everyone in any of them; `Without(a, *ids)`: `a` less these people.
 
 A new audience (e.g. residents inside a warning polygon) is one more class with `user_ids`.
@@ -32,8 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
 from push.notices import Notice, build
-from schemas.common import Role
-from server.models import AdminArea, Grid, Membership, Task, User
+from schemas.common import MultiPolygon, Polygon, Role
+from server import geo
+from server.db import dialect_of
+from server.models import AdminArea, Grid, Membership, ResponderPosition, Task, User
 from server.outbox import enqueue_for_users
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "Audience",
     "GridInspector",
     "OrgMembers",
+    "StaffInside",
     "TaskAssignees",
     "Users",
     "Without",
@@ -161,6 +165,31 @@ class TaskAssignees:
         """Members of the assigned unit, and the assigned user."""
         unit = await OrgMembers.of(self.task.assignee_unit_id).user_ids(session)
         return unit | await Users.of(self.task.assignee_user_id).user_ids(session)
+
+
+@dataclass(frozen=True)
+class StaffInside:
+    """Active staff, whatever their role, whose home area intersects `area` or whose last known
+    position is inside it (a public warning's field side, issue 15)."""
+
+    area: Polygon | MultiPolygon
+
+    async def user_ids(self, session: AsyncSession) -> set[uuid.UUID]:
+        """Home area or last position inside (spatial index on both databases)."""
+        dialect = dialect_of(session)
+        homes = select(AdminArea.id).where(
+            AdminArea.deleted_at.is_(None),
+            geo.within_polygon(dialect, AdminArea.boundary, self.area),
+        )
+        positioned = select(ResponderPosition.user_id).where(
+            geo.within_polygon(dialect, ResponderPosition.location, self.area)
+        )
+        rows = await session.execute(
+            select(User.id).where(
+                *_live_user(), or_(User.area_id.in_(homes), User.id.in_(positioned))
+            )
+        )
+        return set(rows.scalars())
 
 
 class Without:

@@ -131,7 +131,7 @@ def test_page_shows_the_warning_streams_updates_and_a_push_opens_it(
                 r["registrationId"] for r in registrations if r["scopeURL"] == scope
             )
 
-            message = warning_message(row, "zh_CN", chain_root=row.id, now=datetime.now(UTC))
+            message = warning_message(row, "zh_CN", now=datetime.now(UTC))
             payload = webpush_payload(message).decode()
             for _ in range(2):  # the second delivery is a resend: the worker drops it
                 cdp.send(

@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
 from push.base import Channel, PushMessage
+from push.notices import Notice, build
 from schemas.common import MultiPolygon, Polygon
 from server import geo
 from server.db import dialect_of
@@ -64,11 +65,10 @@ from server.models import (
     PushJobRow,
     ResidentPlace,
     ResidentSubscription,
-    ResponderPosition,
-    User,
     utcnow,
 )
-from server.outbox import OUTBOX_FLAG, dialect_insert, enqueue_for_users
+from server.notify import StaffInside, notify
+from server.outbox import OUTBOX_FLAG, dialect_insert
 
 COLOUR_TITLES = {
     "blue": i18n.N_("Blue warning"),
@@ -77,9 +77,6 @@ COLOUR_TITLES = {
     "red": i18n.N_("Red warning"),
 }
 WARNING = i18n.N_("Warning")
-TITLE = i18n.N_("{event}: {level}")
-UPDATED = i18n.N_("Updated: {title}")
-CANCELLED = i18n.N_("Cancelled: {title}")
 # Set in `session.info` when a warning was published: the app wakes the live streams on commit.
 WARNINGS_FLAG = "warnings_changed"
 DEFAULT_TTL_S = 24 * 3600
@@ -112,28 +109,36 @@ def texts_for(alert: Alert, lang: str) -> dict[str, Any]:
     return base
 
 
-def warning_message(
-    alert: Alert, lang: str, *, chain_root: uuid.UUID, now: datetime, staff: bool = False
-) -> PushMessage:
-    """The message for one language: title with the level, headline and instruction as body."""
-    text = texts_for(alert, lang)
-    event = str(text.get("event") or "")
-    headline = str(text.get("headline") or event)
-    instruction = str(text.get("instruction") or "")
-    level = i18n.gettext(lang, COLOUR_TITLES.get(alert.color or "", WARNING))
-    title = i18n.gettext(lang, TITLE).format(event=event, level=level)
-    if alert.msg_type == "Update":
-        title = i18n.gettext(lang, UPDATED).format(title=title)
-    elif alert.msg_type == "Cancel":
-        title = i18n.gettext(lang, CANCELLED).format(title=title)
-    body = headline + (f"\n{instruction}" if instruction else "")
-    sms = [level, headline[:60], instruction[:60]]
-    return PushMessage(
+KINDS = {"Alert": "warning.alert", "Update": "warning.update", "Cancel": "warning.cancel"}
+
+
+def warning_notice(alert: Alert, *, now: datetime, audience: str = "residents") -> Notice:
+    """The warning as a notice of the one notification layer (push/notices.py builds each
+    language's message): the level and the warning's own texts, its chain as collapse key."""
+    zh, en = texts_for(alert, "zh_CN"), texts_for(alert, "en")
+
+    def fields(text: dict[str, Any]) -> dict[str, str]:
+        event = str(text.get("event") or "")
+        return {
+            "event": event,
+            "headline": str(text.get("headline") or event),
+            "instruction": str(text.get("instruction") or ""),
+        }
+
+    params = {**fields(zh), "colour": alert.color or ""}
+    level = i18n.gettext("zh_CN", COLOUR_TITLES.get(alert.color or "", WARNING))
+    sms = [level, params["headline"][:60], params["instruction"][:60]]
+    return Notice(
+        kind=KINDS.get(alert.msg_type, "warning.alert"),
+        event_id=event_of(alert.id),
+        record="alert",
+        record_id=str(alert.chain_id),
+        params=params,
+        localized={"en": fields(en)},
         data={
-            "event_id": event_of(alert.id),
-            "kind": "staff_warning" if staff else "warning",
+            "audience": audience,
             "alert_id": str(alert.id),
-            "chain": chain_root.hex,
+            "chain": alert.chain_id.hex,
             "colour": alert.color or "",
             "msg_type": alert.msg_type,
             "status": alert.status,
@@ -141,12 +146,15 @@ def warning_message(
             "sms_template": "warning",
             "sms_params": json.dumps(sms, ensure_ascii=False),
         },
-        title=title[:200],
-        body=body[:1000],
-        collapse_key=chain_root.hex,
         ttl_seconds=ttl_seconds(alert.expires, now),
         priority="high" if alert.color in ("orange", "red") else "normal",
+        collapse_key=alert.chain_id.hex,
     )
+
+
+def warning_message(alert: Alert, lang: str, *, now: datetime) -> PushMessage:
+    """What a resident reading `lang` receives."""
+    return build(warning_notice(alert, now=now), lang)
 
 
 def _device_expr(dialect: str) -> ColumnElement[str]:
@@ -197,7 +205,6 @@ async def enqueue_residents(
     """
     dialect = dialect_of(session)
     now = now or utcnow()
-    root = alert.chain_id
     area = geo.area_required(alert.area)
     events = [event_of(a) for a in chain]
     device = _device_expr(dialect)
@@ -212,8 +219,7 @@ async def enqueue_residents(
     else:
         who = ResidentSubscription.id.in_(inside_subscriptions(dialect, area))
     bodies = {
-        lang: _encode.encode(warning_message(alert, lang, chain_root=root, now=now)).decode()
-        for lang in LANGS
+        lang: _encode.encode(warning_message(alert, lang, now=now)).decode() for lang in LANGS
     }
     message = case(
         (ResidentSubscription.lang == "en", literal(bodies["en"])), else_=literal(bodies["zh_CN"])
@@ -251,26 +257,6 @@ async def enqueue_residents(
     session.info[OUTBOX_FLAG] = True
     session.info[WARNINGS_FLAG] = True
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def staff_inside(session: AsyncSession, area: Polygon | MultiPolygon) -> set[uuid.UUID]:
-    """Active users whose home area intersects the area or whose last position is inside it,
-    whatever their role."""
-    dialect = dialect_of(session)
-    homes = select(AdminArea.id).where(
-        AdminArea.deleted_at.is_(None), geo.within_polygon(dialect, AdminArea.boundary, area)
-    )
-    positioned = select(ResponderPosition.user_id).where(
-        geo.within_polygon(dialect, ResponderPosition.location, area)
-    )
-    rows = await session.execute(
-        select(User.id).where(
-            User.disabled.is_(False),
-            User.deleted_at.is_(None),
-            or_(User.area_id.in_(homes), User.id.in_(positioned)),
-        )
-    )
-    return set(rows.scalars())
 
 
 async def duty_contacts_inside(
@@ -337,19 +323,16 @@ async def enqueue_warning(
     """Queue a published warning for staff inside and, when it is `Actual`, for residents and
     duty contacts; counts by audience. Runs in the publishing transaction."""
     now = now or utcnow()
-    root = alert.chain_id
     area = geo.area_required(alert.area)
     public = alert.status == "Actual"
     counts = {"residents": 0, "duty_contacts": 0}
     if public:
         counts["residents"] = await enqueue_residents(session, alert, chain=chain, now=now)
-    staff = await staff_inside(session, area)
-    message = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now, staff=True)
-    counts["staff"] = await enqueue_for_users(
-        session, staff, event_id=event_of(alert.id), message=message, now=now
+    counts["staff"] = await notify(
+        session, warning_notice(alert, now=now, audience="staff"), StaffInside(area), now=now
     )
     contacts = await duty_contacts_inside(session, area) if public else []
-    sms = warning_message(alert, i18n.DEFAULT_LANG, chain_root=root, now=now)
+    sms = warning_message(alert, i18n.DEFAULT_LANG, now=now)
     values = [
         {
             "id": uuid.uuid4(),

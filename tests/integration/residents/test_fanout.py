@@ -195,7 +195,8 @@ def test_staff_inside_get_a_push_with_the_level_and_duty_contacts_an_sms(
 
     queued = {(c, a): json.loads(m) for c, a, m in in_db(settings.database_url, jobs)}
     staff = queued[("fcm", token)]
-    assert staff["data"]["kind"] == "staff_warning" and staff["data"]["colour"] == "red"
+    assert staff["data"]["kind"] == "warning.alert" and staff["data"]["audience"] == "staff"
+    assert staff["data"]["colour"] == "red" and "红色预警" in staff["title"]
     assert ("sms", "+8613900000001") in queued  # a mainland mobile number, as E.164
 
     drain(settings.database_url, {Channel.SMS: sms_sender(sms)})

@@ -1,7 +1,7 @@
 """Residents' warning subscriptions (issue 15), their places, public rate limits; claim index
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-28
 
 `resident_subscriptions` (one per push address / phone number, a secret's hash, a language),
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from geoalchemy2 import Geometry
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
