@@ -306,7 +306,7 @@ def test_session_refresh_and_logout_keep_unsent_items(
     assert first is not None
 
     # Near expiry the token is refreshed before the request; sync goes on.
-    clock.advance(900 - 30)
+    clock.advance((first.expires_at - clock()).total_seconds() - 30)
     assert _send(core).ok
     renewed = core.session.tokens
     assert core.session.refreshes == 1 and renewed is not None

@@ -4,26 +4,32 @@ retiring a template, hazard sources and who may name one, and the completion fig
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from litestar.testing import TestClient
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.common import Role
 from schemas.sync import Mutation, Op, Reason
 from server.auth.principal import Principal
+from server.db import make_engine, make_sessionmaker
 from server.demo import did
 from server.domain.checks import schedule
-from server.models import utcnow
+from server.jobs import JobReport, run_once
+from server.models import PushJobRow, utcnow
 from tests import factories as f
 from tests.conftest import Sessions
-from tests.integration.dispatch_helpers import in_db
+from tests.integration.dispatch_helpers import in_db, register_device
 from tests.integration.test_media_api import photo, sha
 from tests.integration.test_sync_api import push
 
 SUBMIT = "/api/v1/check-submissions"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _template(client: TestClient[Any], auth: Sessions) -> dict[str, Any]:
@@ -216,3 +222,86 @@ def test_completion_counts_done_late_and_missed(
         did("user:inspector2"), "inspector2", Role.INSPECTOR, None, None, uuid.uuid4(), "t"
     )
     assert rows(outsider) == []  # grid B's inspector: not his enterprise
+
+
+def test_racing_job_runners_remind_and_flag_once(
+    client: TestClient[Any], auth: Sessions, database_url: str
+) -> None:
+    admin = auth("admin")
+    for who in ("enterprise1", "inspector1"):
+        register_device(client, auth(who), f"race-{who}")
+    body = {
+        "template_code": "weekly-safety",
+        "enterprise_id": str(did("enterprise:bund-mall")),
+        "due_weekday": 7,
+    }
+    assert client.post("/api/v1/check-assignments", headers=admin, json=body).status_code == 201
+    week = f.week()
+    saturday = datetime.combine(schedule.due_day(week, 6), time(1), tzinfo=SHANGHAI)
+    next_monday = saturday + timedelta(days=2, hours=8)
+
+    def race(at: datetime) -> list[JobReport]:
+        async def run() -> list[JobReport]:
+            engines = [make_engine(database_url) for _ in range(3)]
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(run_once(make_sessionmaker(e), None, at.astimezone(UTC)) for e in engines)
+                    )
+                )
+            finally:
+                for engine in engines:
+                    await engine.dispose()
+
+        return asyncio.run(run())
+
+    reports = race(saturday)
+    assert sum(r.checks.opened for r in reports) == 1
+    assert sum(len(r.checks.reminded) for r in reports) == 1
+    reports = race(next_monday)
+    assert sum(len(r.checks.missed) for r in reports) == 1
+    assert sum(r.checks.opened for r in reports) == 1  # next week's
+
+    async def jobs(session: AsyncSession) -> list[tuple[str, str]]:
+        rows = await session.execute(
+            select(PushJobRow.event_id, PushJobRow.device_id).where(
+                PushJobRow.event_id.like("check.%")
+            )
+        )
+        return [(e, d) for e, d in rows.all()]
+
+    queued = in_db(database_url, jobs)
+    assert len(queued) == len(set(queued)) == 2  # one reminder, one missed flag, one device each
+
+
+def test_a_reminder_claimed_by_a_concurrent_runner_is_not_sent_again(
+    client: TestClient[Any], auth: Sessions, database_url: str
+) -> None:
+    """Two runners read the same due row; the second waits on the first's claim and, once the
+    first commits, finds it taken (PostgreSQL's READ COMMITTED; SQLite serialises writers)."""
+    body = {
+        "template_code": "weekly-safety",
+        "enterprise_id": str(did("enterprise:bund-mall")),
+        "due_weekday": 7,
+    }
+    assert client.post("/api/v1/check-assignments", headers=auth("admin"), json=body).status_code
+    at = datetime.combine(schedule.due_day(f.week(), 6), time(1), tzinfo=SHANGHAI).astimezone(UTC)
+    in_db(database_url, lambda s: schedule.open_weeks(s, at))
+
+    async def interleaved() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        one, two = make_engine(database_url), make_engine(database_url)
+        try:
+            async with make_sessionmaker(one)() as first:
+                await first.begin()
+                won = await schedule.remind_due(first, at)  # claimed, not committed yet
+                async with make_sessionmaker(two)() as second, second.begin():
+                    late = asyncio.create_task(schedule.remind_due(second, at))
+                    await asyncio.sleep(0.5)  # the second runner reads, then waits on the row
+                    await first.commit()
+                    return won, await late
+        finally:
+            await one.dispose()
+            await two.dispose()
+
+    won, lost = asyncio.run(interleaved())
+    assert len(won) == 1 and lost == []

@@ -170,9 +170,10 @@ async def open_weeks(
             continue  # retired: nothing is due any more
         enterprises = (
             await session.execute(
-                select(Enterprise.id, Enterprise.grid_id, Enterprise.area_id).where(
-                    *_matches(assignment)
-                )
+                # In id order: racing runners insert in the same order (no deadlock).
+                select(Enterprise.id, Enterprise.grid_id, Enterprise.area_id)
+                .where(*_matches(assignment))
+                .order_by(Enterprise.id)
             )
         ).all()
         for week in (week_offset(current, -1), current):
@@ -322,7 +323,8 @@ async def remind_due(
         CheckDue.due_at <= now + lead,
         CheckDue.due_at > now,
     ]
-    rows = list((await session.execute(select(CheckDue).where(*open_rows))).scalars())
+    stmt = select(CheckDue).where(*open_rows).order_by(CheckDue.id)
+    rows = list((await session.execute(stmt)).scalars())
     won: list[uuid.UUID] = []
     for due in rows:
         if not await _claim(session, due.id, *open_rows, reminded_at=now, updated_at=now):
@@ -344,11 +346,13 @@ async def flag_missed(
     candidates = list(
         (
             await session.execute(
-                select(CheckDue).where(
+                select(CheckDue)
+                .where(
                     CheckDue.status == DUE,
                     CheckDue.deleted_at.is_(None),
                     CheckDue.week < current,
                 )
+                .order_by(CheckDue.id)
             )
         ).scalars()
     )

@@ -866,7 +866,8 @@ async def remind_deadlines(
     NOTHING), so only one of several racing runners sends it. Returns the hazards reminded."""
     due = (
         await session.execute(
-            select(Hazard).where(
+            select(Hazard)
+            .where(
                 Hazard.status == H.RECTIFICATION_ASSIGNED.value,
                 Hazard.rectify_deadline.is_not(None),
                 Hazard.rectify_deadline > now,
@@ -874,6 +875,7 @@ async def remind_deadlines(
                 Hazard.overdue.is_(False),
                 Hazard.deleted_at.is_(None),
             )
+            .order_by(Hazard.id)
         )
     ).scalars()
     reminded: list[uuid.UUID] = []
