@@ -48,7 +48,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     """Serve the API."""
     import uvicorn
 
-    from server.serving import uvicorn_options
+    from server.serving import APP_FACTORY, uvicorn_options
 
     host = host or settings.host
     port = port or settings.port
@@ -58,7 +58,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     click.echo(f"  health     {base}/healthz  {base}/readyz")
     click.echo(f"  database   {settings.database_url}")
     uvicorn.run(
-        "server.app:create_app",
+        APP_FACTORY,
         **uvicorn_options(
             settings,
             host=host,
