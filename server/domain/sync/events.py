@@ -43,29 +43,46 @@ class Subscription:
 
 
 class Broker:
-    """Fan-out of changed scopes to subscriptions."""
+    """Fan-out of changed scopes to subscriptions, indexed by scope.
+
+    A commit touches a few scopes while a process may hold thousands of streams: `publish`
+    looks up only the subscriptions of the changed scopes (a scan of every subscription per
+    commit grows with phones x commits, the first thing to stop scaling in docs/capacity.md).
+    """
 
     def __init__(self) -> None:
-        self._subs: set[Subscription] = set()
+        self._by_scope: dict[str, set[Subscription]] = {}
         self.origin = uuid.uuid4().hex  # this process's broker, in NOTIFY payloads
+
+    @property
+    def subscriptions(self) -> int:
+        """Distinct subscriptions held now."""
+        return len({sub for subs in self._by_scope.values() for sub in subs})
 
     def subscribe(self, scopes: Iterable[str]) -> Subscription:
         """Start listening for changes in `scopes`."""
         sub = Subscription(scopes)
-        self._subs.add(sub)
+        for scope in sub.scopes:
+            self._by_scope.setdefault(scope, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """Stop listening."""
-        self._subs.discard(sub)
+        """Stop listening (nothing of the subscription stays behind)."""
+        for scope in sub.scopes:
+            subs = self._by_scope.get(scope)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_scope[scope]
 
     def publish(self, scopes: Iterable[str]) -> None:
-        """Wake every subscription with a changed scope."""
-        changed = frozenset(scopes)
-        for sub in list(self._subs):
-            hit = sub.scopes & changed
-            if hit:
-                sub.offer(hit)
+        """Wake every subscription with a changed scope, once, with the scopes it shares."""
+        hits: dict[Subscription, set[str]] = {}
+        for scope in set(scopes):
+            for sub in self._by_scope.get(scope, ()):
+                hits.setdefault(sub, set()).add(scope)
+        for sub, hit in hits.items():
+            sub.offer(frozenset(hit))
 
 
 def notify_payloads(origin: str, scopes: Iterable[str]) -> Iterator[str]:

@@ -1,0 +1,456 @@
+"""Surge benchmark (issue 13): a county's phones in a typhoon against `liandong serve`.
+
+`make bench BENCH=surge` -> var/bench/surge.json. Not part of the test suite (it takes about
+half an hour and two whole cores). Set `SURGE_QUICK=1` for a few-minute smoke run with short
+stages and few phones (its figures mean nothing).
+
+Set-up: a scratch PostGIS database (and a SQLite file for the embedded figure), migrated, the
+demo data set, `SURGE_UNITS` linked units and one responder per phone with a device session
+minted in the database (tests/bench/surge_fixture.py says why and how). The server runs as a
+real `liandong serve` process (`--workers 2` on PostGIS, one process on SQLite), with its
+background jobs, on loopback; the phones are locust users in a process of their own
+(tests/bench/surge_load.py describes them). The load generator shares the machine's two cores
+with the server and PostgreSQL, so every figure is pessimistic for a server with the cores to
+itself; the load average at start and end is recorded.
+
+Figures:
+
+- `keepalive_request_ms_{1,2}_workers`: median of `GET /healthz` on one kept-alive connection
+  (the Nagle/delayed-ACK stall of issue 13 was 44 ms with two workers).
+- `surge_phones_at_p99_1s`: polling phones stepped up by `step` (each step warmed, then measured)
+  until one step has p99 > 1 s, an error or a shed request; the last good step is then held for
+  5 minutes, which must pass too (`surge_phones_at_p99_1s_held`). Baseline: the issue's probe
+  before load shedding (p99 about 100 ms at 2,000 phones, collapse at 4,000).
+- `surge_rss_growth_mb`: the same hold continues to a 10-minute soak; growth of the server's
+  resident memory (all workers) from the end of the warm-up to the end.
+- `surge_overload_p99_s`: twice the held number of polling phones; p99 of the requests served
+  (shed requests, answered 503 at once, are counted apart) and the longest wait of any.
+- `surge_connected_phones`: `SURGE_STREAM_PHONES` phones hold the "pull now" stream while a
+  dispatcher creates a task for one unit every few seconds; the share of the unit's connected
+  phones whose event arrived within 2 s of the task's POST, and the server's RSS.
+- The same search and 5-minute hold on SQLite with one process: `surge_phones_at_p99_1s_sqlite`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.bench.surge_fixture import populate, unit_id
+from tests.servers import free_port
+
+QUICK = os.environ.get("SURGE_QUICK") == "1"
+UNITS = int(os.environ.get("SURGE_UNITS", "20"))
+STREAM_PHONES = int(os.environ.get("SURGE_STREAM_PHONES", "200" if QUICK else "10000"))
+SEARCH = (
+    {"start": 100, "step": 100, "max": 300, "warm_s": 10, "hold_s": 15}
+    if QUICK
+    else {"start": 2000, "step": 1000, "max": 8000, "warm_s": 20, "hold_s": 45}
+)
+HOLD_PARTS = [30.0, 30.0] if QUICK else [300.0, 300.0]  # 5-minute hold, then on to 10
+OVERLOAD_S = 30.0 if QUICK else 90.0
+STREAM_S = 40.0 if QUICK else 120.0
+SQLITE_HOLD_S = 30.0 if QUICK else 300.0
+SECRET = "surge-bench-secret-key-0123456789abcdef0123456789"
+BIN = Path(sys.executable).parent
+
+
+def _photo(path: Path) -> None:
+    """A phone photo: 1600 x 1200 JPEG, about 200 KB (a gradient with sensor-like noise)."""
+    from PIL import Image
+
+    noise = Image.effect_noise((1600, 1200), 24).convert("RGB")
+    base = Image.linear_gradient("L").resize((1600, 1200)).convert("RGB")
+    Image.blend(base, noise, 0.3).save(path, "JPEG", quality=80)
+
+
+@contextlib.contextmanager
+def _server(url: str, var: Path, workers: int) -> Iterator[tuple[str, psutil.Process]]:
+    """`liandong serve` on a free port until the block ends."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LIANDONG_DATABASE_URL": url,
+        "LIANDONG_SECRET_KEY": SECRET,
+        "LIANDONG_VAR_DIR": str(var),
+        "LIANDONG_LOG_LEVEL": "warning",
+        "LIANDONG_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "liandong"), "serve", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    if workers == 1 or len(psutil.Process(proc.pid).children()) >= workers:
+                        break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("server did not become ready")
+        yield base, psutil.Process(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _workers(master: psutil.Process) -> list[psutil.Process]:
+    kids = master.children()
+    return kids or [master]
+
+
+def _rss_mb(master: psutil.Process) -> float:
+    total = 0
+    for p in _workers(master):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+class RssSampler:
+    """The server's RSS (all workers) every `every_s`, with timestamps."""
+
+    def __init__(self, master: psutil.Process, every_s: float = 2.0) -> None:
+        self.master, self.every_s = master, every_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), _rss_mb(self.master)))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, t0: float, t1: float) -> list[float]:
+        return [mb for t, mb in self.samples if t0 <= t <= t1]
+
+
+def keepalive_ms(base: str, n: int = 300) -> float:
+    """Median milliseconds of `GET /healthz` on one kept-alive connection."""
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        r.read()
+        times.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return round(statistics.median(times[20:]), 2)
+
+
+def _dispatcher_token(base: str) -> str:
+    r = httpx.post(
+        f"{base}/api/v1/auth/login",
+        json={"username": "dispatcher", "password": "liandong-demo", "device_id": "surge-desk"},
+        timeout=60,
+    )
+    r.raise_for_status()
+    return str(r.json()["access_token"])
+
+
+def _load(plan: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """Run the phones (tests/bench/surge_load.py) for `plan`; the stage records."""
+    path = work / f"plan-{random.getrandbits(32):08x}.json"
+    path.write_text(json.dumps(plan))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.surge_load", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    records = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            rec = json.loads(line)
+            records.append(rec)
+            print(
+                f"  {rec['stage']}: {rec['polling']} polling {rec['streaming']} streaming, "
+                f"served p99 {rec['served_p99_ms']} ms, failures {rec['failures']}, "
+                f"shed {rec['shed']}",
+                flush=True,
+            )
+    proc.wait()
+    if proc.returncode:
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"load generator failed: {err[-3000:]}")
+    return records
+
+
+def _sessions_slice(src: Path, dst: Path, start: int, count: int) -> Path:
+    """Phones `start`..`start+count` of the sessions file (each phase has its own: a refresh
+    rotates a phone's token, so two phases must not share a phone)."""
+    with src.open() as fh:
+        lines = fh.readlines()[start : start + count]
+    dst.write_text("".join(lines))
+    return dst
+
+
+def _plan(
+    base: str, sessions: Path, photo: Path, stages: list[dict[str, Any]], **kw: Any
+) -> dict[str, Any]:
+    return {
+        "host": base,
+        "sessions": str(sessions),
+        "photo": str(photo),
+        "units": [str(unit_id(k)) for k in range(UNITS)],
+        "spawn_rate": 100 if QUICK else 200,
+        "stages": stages,
+        **kw,
+    }
+
+
+def _capacity(records: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+    best = 0
+    for rec in records:
+        if rec["stage"].startswith("search-"):
+            if rec["served_p99_ms"] > 1000 or rec["failures"] or rec["shed"]:
+                break
+            best = rec["users"]
+    held = next((r for r in records if r["stage"] == "hold-0"), None)
+    return best, held
+
+
+def _passes(rec: dict[str, Any] | None) -> bool:
+    return bool(rec) and rec["served_p99_ms"] <= 1000 and not rec["failures"] and not rec["shed"]
+
+
+def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
+    from server.migrate import upgrade
+    from tests.conftest import PG_URL, scratch_postgres, seed_demo
+
+    if not PG_URL:
+        out["postgis_note"] = "LIANDONG_TEST_PG_URL unset: PostGIS figures not measured"
+        return
+    url = scratch_postgres(PG_URL, "liandong_bench_surge")
+    upgrade(url)
+    seed_demo(url)
+    max_polling = SEARCH["max"] * 2 + SEARCH["step"]
+    t = time.monotonic()
+    total = populate(url, SECRET, max_polling + STREAM_PHONES, UNITS, work / "pg-sessions.jsonl")
+    out["fixture_seconds"] = round(time.monotonic() - t, 1)
+    out["fixture_phones"] = total
+
+    for workers in (1, 2):
+        with _server(url, work / f"var-ka{workers}", workers) as (base, _master):
+            out[f"keepalive_request_ms_{workers}_workers"] = keepalive_ms(base)
+    print(
+        f"  keep-alive: {out['keepalive_request_ms_1_workers']} / "
+        f"{out['keepalive_request_ms_2_workers']} ms",
+        flush=True,
+    )
+
+    with _server(url, work / "var-pg", 2) as (base, master), RssSampler(master) as rss:
+        out["server_rss_mb_idle"] = round(_rss_mb(master), 1)
+        token = _dispatcher_token(base)
+        polling = _sessions_slice(
+            work / "pg-sessions.jsonl", work / "pg-poll.jsonl", 0, max_polling
+        )
+        records = _load(
+            _plan(
+                base,
+                polling,
+                photo,
+                [
+                    {"kind": "search", **SEARCH},
+                    {
+                        "kind": "hold",
+                        "name": "hold",
+                        "warm_s": 30 if not QUICK else 10,
+                        "parts": HOLD_PARTS,
+                    },
+                    {
+                        "kind": "hold",
+                        "name": "overload",
+                        "times_best": 2,
+                        "warm_s": 20 if not QUICK else 10,
+                        "hold_s": OVERLOAD_S,
+                    },
+                ],
+                dispatcher_token=token,
+            ),
+            work,
+        )
+        best, held = _capacity(records)
+        soak = [r for r in records if r["stage"].startswith("hold-")]
+        overload = next((r for r in records if r["stage"] == "overload-0"), None)
+        out["surge_search_steps"] = [
+            {k: r[k] for k in ("users", "served_p99_ms", "failures", "shed")}
+            for r in records
+            if r["stage"].startswith("search-")
+        ]
+        out["surge_phones_at_p99_1s"] = best if _passes(held) else 0
+        out["surge_phones_at_p99_1s_knee_steps"] = best
+        out["surge_hold_5min"] = held
+        if soak:
+            t0, t1 = soak[0]["t_start"], soak[-1]["t_end"]
+            samples = rss.between(t0, t1)
+            if samples:
+                out["surge_rss_growth_mb"] = round(samples[-1] - samples[0], 1)
+                out["surge_rss_soak_mb"] = {
+                    "start": samples[0],
+                    "end": samples[-1],
+                    "max": max(samples),
+                    "minutes": round((t1 - t0) / 60, 1),
+                }
+            out["surge_soak_second_half"] = soak[-1]
+        if overload:
+            stats = overload["stats"]
+            served = sum(v["n"] for k, v in stats.items() if k not in ("shed", "initial pull"))
+            out["surge_overload_p99_s"] = round(overload["served_p99_ms"] / 1000, 3)
+            out["surge_overload_max_wait_s"] = round(
+                max((v["max_ms"] for v in stats.values()), default=0) / 1000, 3
+            )
+            out["surge_overload_shed_share"] = round(
+                overload["shed"] / max(1, served + overload["shed"]), 3
+            )
+            out["surge_overload_failures"] = overload["failures"]
+            out["surge_overload_phones"] = overload["users"]
+            out["surge_overload"] = overload
+        out["server_rss_mb_after_polling"] = round(_rss_mb(master), 1)
+
+    with _server(url, work / "var-sse", 2) as (base, master), RssSampler(master) as rss:
+        token = _dispatcher_token(base)
+        streams = _sessions_slice(
+            work / "pg-sessions.jsonl", work / "pg-stream.jsonl", max_polling, STREAM_PHONES
+        )
+        records = _load(
+            _plan(
+                base,
+                streams,
+                photo,
+                [
+                    {
+                        "kind": "hold",
+                        "name": "stream",
+                        "users": 0,
+                        "streaming": STREAM_PHONES,
+                        "warm_s": 30,
+                        "hold_s": STREAM_S,
+                        "trigger_every_s": 3.0,
+                    },
+                ],
+                dispatcher_token=token,
+                spawn_rate=250,
+            ),
+            work,
+        )
+        rec = records[-1]
+        reach = rec.get("pull_now", {})
+        peak = max((mb for _t, mb in rss.samples), default=0.0)
+        ok = reach.get("share_within_2s", 0) >= 0.99 and peak <= 1024
+        out["surge_connected_phones"] = rec["streaming"] if ok else 0
+        out["surge_connected_phones_held"] = rec["streaming"]
+        out["surge_connected_pull_now"] = reach
+        out["surge_connected_rss_mb_max"] = round(peak, 1)
+        out["surge_connected"] = rec
+
+
+def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
+    from server.migrate import upgrade
+    from tests.conftest import seed_demo
+
+    url = f"sqlite+aiosqlite:///{work / 'surge.db'}"
+    upgrade(url)
+    seed_demo(url)
+    populate(url, SECRET, SEARCH["max"] + SEARCH["step"], UNITS, work / "lite-sessions.jsonl")
+    with _server(url, work / "var-lite", 1) as (base, _master):
+        records = _load(
+            _plan(
+                base,
+                work / "lite-sessions.jsonl",
+                photo,
+                [
+                    {"kind": "search", **SEARCH},
+                    {"kind": "hold", "name": "hold", "warm_s": 20, "hold_s": SQLITE_HOLD_S},
+                ],
+            ),
+            work,
+        )
+    best, held = _capacity(records)
+    out["surge_phones_at_p99_1s_sqlite"] = best if _passes(held) else 0
+    out["surge_phones_at_p99_1s_sqlite_knee_steps"] = best
+    out["surge_sqlite_search_steps"] = [
+        {k: r[k] for k in ("users", "served_p99_ms", "failures", "shed")}
+        for r in records
+        if r["stage"].startswith("search-")
+    ]
+    out["surge_sqlite_hold"] = held
+
+
+def run() -> dict[str, Any]:
+    """Entry point for `python -m tests.bench surge`."""
+    started = time.monotonic()
+    out: dict[str, Any] = {
+        "load_average_start": os.getloadavg(),
+        "quick": QUICK,
+        "cpus": os.cpu_count(),
+        "workload": (
+            "responders of 20 linked units; polling phones pull every 30 s (msgpack+gzip, "
+            "their own cursors); each 30-s round writes with probability 1/6 (a write every "
+            "3 minutes): 95% position reports, 5% hazards by sync push, half of those with a "
+            "~200 KB photo by tus; token refresh every 15 minutes at a random phase; "
+            "streaming phones hold /sync/events and pull when told; a 503 waits Retry-After"
+        ),
+        "baseline": (
+            "issue 13's probe before load shedding, same machine class: PostGIS, 2 workers, "
+            "p99 ~100 ms at 2,000 polling phones, p99 82 s with read errors at 4,000"
+        ),
+        "targets": {
+            "surge_phones_at_p99_1s": ">= 4,000 (PostGIS, 2 workers)",
+            "surge_connected_phones": ">= 10,000 with server RSS <= 1 GB",
+            "surge_overload_p99_s": "<= 2 at twice the polling capacity",
+            "surge_rss_growth_mb": "<= 50 over a 10-minute soak",
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="surge-") as tmp:
+        work = Path(tmp)
+        photo = work / "photo.jpg"
+        _photo(photo)
+        postgis_figures(out, work, photo)
+        sqlite_figures(out, work, photo)
+    if out.get("surge_phones_at_p99_1s"):
+        out["surge_phones_at_p99_1s_ratio_to_baseline"] = round(
+            out["surge_phones_at_p99_1s"] / 2000, 2
+        )
+    out["load_average_end"] = os.getloadavg()
+    out["minutes"] = round((time.monotonic() - started) / 60, 1)
+    return out

@@ -1,0 +1,533 @@
+"""The surge benchmark's phones: locust, headless, as a library, in a process of its own.
+
+`python -m tests.bench.surge_load PLAN.json` runs the stages of the plan against a running
+`liandong serve` and prints one JSON line per finished stage (tests/bench/bench_surge.py reads
+them). Locust monkey-patches the process for gevent when imported, which is why this is not
+imported by the benchmark itself.
+
+Phones (one locust user each, one device session each from the fixture's sessions file):
+
+- **polling**: syncs at start (an initial pull, not measured), then every `POLL_S` (30 s, at a
+  random phase): refreshes its token when due (every 15 minutes, at a random first time), pulls
+  (msgpack + gzip, its own cursors, every page), and with probability `POLL_S / WRITE_EVERY_S`
+  writes: a position report (REST), or now and then a hazard by sync push, half of those with a
+  photo sent by tus (creation-with-upload of a unique JPEG).
+- **streaming**: holds `GET /api/v1/sync/events` (a plain socket, read line by line), and on a
+  `pull` event pulls; it does not poll.
+- A 503 (or 429) is honoured as the phone does: wait `Retry-After`, then go on. Shed requests
+  are reported under their own name, `shed`, so the served requests' percentiles stay theirs.
+
+A dispatcher greenlet creates a task for one surge unit every `trigger_every_s` (round robin);
+every streaming phone of that unit that holds its stream at that moment is "affected", and the
+time from the task's POST to the phone reading its `pull` event is recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import random
+import socket
+import sys
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from locust import FastHttpUser, events, task
+from locust.env import Environment
+
+from schemas.sync import (
+    SCHEMA_VERSION,
+    Mutation,
+    Op,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    msgpack_encoder,
+    pull_reply_msgpack,
+)
+
+POLL_S = 30.0
+WRITE_EVERY_S = 180.0
+HAZARD_SHARE = 0.05  # of writes; the rest are position reports
+PHOTO_SHARE = 0.5  # of hazards
+REFRESH_EVERY_S = 900.0
+TIMEOUT_S = 30.0
+MSGPACK = "application/msgpack"
+DISTRICT = (121.462, 31.197, 121.510, 31.248)
+
+
+class Shared:
+    """State the phones of this process share (greenlets: no locks needed)."""
+
+    sessions: list[dict[str, str]] = []
+    next_session = 0
+    want_streaming = 0
+    streaming = 0
+    polling = 0
+    connected: dict[str, set[int]] = defaultdict(set)  # unit -> phones holding the stream
+    triggers: dict[str, tuple[int, float]] = {}  # unit -> (trigger id, time of the POST)
+    reached: list[float] = []  # seconds from a trigger to a phone's event
+    affected = 0
+    missed_phones: dict[int, set[int]] = {}  # trigger id -> phones still to hear of it
+    photo: bytes = b""
+
+
+def _unique_jpeg() -> tuple[bytes, str]:
+    """The base photo with a unique JPEG comment segment (so the server cannot de-duplicate)."""
+    note = uuid.uuid4().bytes * 4
+    segment = b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big") + note
+    data = Shared.photo[:2] + segment + Shared.photo[2:]
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _point() -> dict[str, Any]:
+    w, s, e, n = DISTRICT
+    return {"type": "Point", "coordinates": [random.uniform(w, e), random.uniform(s, n)]}
+
+
+def _retry_after(headers: Any) -> float:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value else 10.0
+    except ValueError:
+        return 10.0
+
+
+class Phone(FastHttpUser):
+    """One phone: polling or streaming, decided when it starts (see `Shared.want_streaming`)."""
+
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+    insecure = True
+
+    def on_start(self) -> None:
+        """Take a device session and a role."""
+        self.index = Shared.next_session
+        Shared.next_session += 1
+        s = Shared.sessions[self.index % len(Shared.sessions)]
+        self.access, self.refresh_token = s["access_token"], s["refresh_token"]
+        self.device, self.unit = s["device_id"], s["unit_id"]
+        self.cursors: dict[str, int] = {}
+        self.bases: dict[str, int] = {}
+        self.seq = 0
+        self.next_refresh = time.monotonic() + random.uniform(0, REFRESH_EVERY_S)
+        self.streaming = Shared.streaming < Shared.want_streaming
+        if self.streaming:
+            Shared.streaming += 1
+        else:
+            Shared.polling += 1
+
+    def on_stop(self) -> None:
+        """Give the role back."""
+        if self.streaming:
+            Shared.streaming -= 1
+        else:
+            Shared.polling -= 1
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _headers(self, ctype: str | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.access}", "Accept-Encoding": "gzip"}
+        if ctype:
+            h["Content-Type"] = ctype
+            h["Accept"] = ctype
+        return h
+
+    def _call(self, method: str, path: str, name: str, **kw: Any) -> Any | None:
+        """One request; a 503/429 waits Retry-After and returns None; other failures too."""
+        with self.client.request(method, path, name=name, catch_response=True, **kw) as r:
+            if r.status_code in (429, 503):
+                r.request_meta["name"] = "shed"
+                r.success()
+                gevent.sleep(_retry_after(r.headers))
+                return None
+            if r.status_code >= 400 or r.status_code == 0:
+                r.failure(f"HTTP {r.status_code}")
+                return None
+            r.success()
+            return r
+
+    def refresh_if_due(self) -> None:
+        """Rotate the token pair every 15 minutes, as the phone does before it expires."""
+        if time.monotonic() < self.next_refresh:
+            return
+        r = self._call(
+            "POST",
+            "/api/v1/auth/refresh",
+            "refresh",
+            json={"refresh_token": self.refresh_token, "device_id": self.device},
+        )
+        if r is not None:
+            body = r.json()
+            self.access, self.refresh_token = body["access_token"], body["refresh_token"]
+            self.next_refresh = time.monotonic() + REFRESH_EVERY_S
+
+    def pull(self, name: str = "pull") -> None:
+        """Pull every page after the phone's cursors."""
+        for _ in range(20):
+            req = PullRequest(
+                schema_version=SCHEMA_VERSION,
+                device_id=self.device,
+                cursors=self.cursors,
+                bases=self.bases,
+            )
+            r = self._call(
+                "POST",
+                "/api/v1/sync/pull",
+                name,
+                data=msgpack_encoder.encode(req),
+                headers=self._headers(MSGPACK),
+            )
+            if r is None:
+                return
+            body = r.content
+            if r.headers.get("content-encoding") == "gzip" and body[:2] == b"\x1f\x8b":
+                body = gzip.decompress(body)  # geventhttpclient may have left it compressed
+            reply = pull_reply_msgpack.decode(body)
+            if not isinstance(reply, PullResponse):
+                return
+            more = False
+            for page in reply.scopes:
+                self.cursors[page.scope] = page.cursor
+                if page.has_more:
+                    more = True
+                    self.bases.setdefault(page.scope, page.cursor)
+                else:
+                    self.bases.pop(page.scope, None)
+            for scope in reply.dropped:
+                self.cursors.pop(scope, None)
+            if not more:
+                return
+
+    def write(self) -> None:
+        """A position report, or now and then a hazard (half of them with a photo)."""
+        if random.random() >= HAZARD_SHARE:
+            self._call(
+                "POST",
+                "/api/v1/positions",
+                "position",
+                json={"location": _point(), "accuracy_m": 12.0, "device_id": self.device},
+                headers=self._headers(),
+            )
+            return
+        fields: dict[str, Any] = {
+            "category": "flood",
+            "severity": "high",
+            "description": "Water over the road, 40 cm",
+            "location": _point(),
+            "accuracy_m": 9.0,
+        }
+        photo = _unique_jpeg() if random.random() < PHOTO_SHARE else None
+        if photo is not None:
+            fields["photo_sha256"] = [photo[1]]
+        self.seq += 1
+        push = PushRequest(
+            schema_version=SCHEMA_VERSION,
+            device_id=self.device,
+            mutations=[
+                Mutation(
+                    seq=self.seq,
+                    entity="hazard",
+                    id=uuid.uuid4(),
+                    hlc=int(time.time() * 1000) << 16,
+                    op=Op.CREATE,
+                    fields=fields,
+                )
+            ],
+        )
+        pushed = self._call(
+            "POST",
+            "/api/v1/sync/push",
+            "push",
+            data=msgpack_encoder.encode(push),
+            headers=self._headers(MSGPACK),
+        )
+        if pushed is None or photo is None:
+            return
+        data, digest = photo
+        meta = ",".join(
+            f"{k} {base64.b64encode(v.encode()).decode()}"
+            for k, v in (("filename", "p.jpg"), ("filetype", "image/jpeg"), ("sha256", digest))
+        )
+        self._call(
+            "POST",
+            "/api/v1/uploads/",
+            "photo",
+            data=data,
+            headers={
+                **self._headers(),
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": meta,
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+
+    # -- lives ----------------------------------------------------------------------------
+
+    @task
+    def live(self) -> None:
+        """Poll or stream until stopped."""
+        if self.streaming:
+            self.hold_stream()
+        else:
+            self.poll()
+
+    def poll(self) -> None:
+        self.pull("initial pull")
+        gevent.sleep(random.uniform(0, POLL_S))
+        while True:
+            started = time.monotonic()
+            self.refresh_if_due()
+            self.pull()
+            if random.random() < POLL_S / WRITE_EVERY_S:
+                self.write()
+            gevent.sleep(max(0.0, POLL_S - (time.monotonic() - started)))
+
+    def hold_stream(self) -> None:
+        self.pull("initial pull")
+        url = urlsplit(self.host)
+        while True:
+            retry = self._stream_once(url.hostname or "127.0.0.1", url.port or 80)
+            gevent.sleep(retry)
+
+    def _stream_once(self, host: str, port: int) -> float:
+        """Hold one stream until it ends; returns how long to wait before reconnecting."""
+        started = time.perf_counter()
+        try:
+            sock = socket.create_connection((host, port), timeout=TIMEOUT_S)
+        except OSError as exc:
+            _fire("stream connect", started, exc)
+            return 5.0
+        try:
+            sock.sendall(
+                (
+                    "GET /api/v1/sync/events HTTP/1.1\r\n"
+                    f"Host: {host}:{port}\r\n"
+                    f"Authorization: Bearer {self.access}\r\n"
+                    "Accept: text/event-stream\r\n\r\n"
+                ).encode()
+            )
+            reader = sock.makefile("rb", buffering=2048)
+            status = reader.readline().split(b" ")
+            headers: dict[str, str] = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                k, _, v = line.decode("latin-1").partition(":")
+                headers[k.strip().lower()] = v.strip()
+            code = int(status[1]) if len(status) > 1 else 0
+            if code in (429, 503):
+                _fire("shed", started, None)
+                return _retry_after(headers)
+            if code != 200:
+                _fire("stream connect", started, RuntimeError(f"HTTP {code}"))
+                return 5.0
+            sock.settimeout(None)  # keepalive comments every 15 s; the stream may be quiet
+            event = ""
+            while line := reader.readline():
+                text = line.decode().rstrip("\r\n")
+                if text.startswith("event:"):
+                    event = text[6:].strip()
+                elif text == "" and event:
+                    if event == "ready":
+                        _fire("stream connect", started, None)
+                        Shared.connected[self.unit].add(self.index)
+                    elif event == "pull":
+                        self._heard()
+                        self.refresh_if_due()
+                        self.pull("pull (told)")
+                    event = ""
+            return 1.0
+        except OSError as exc:
+            _fire("stream cut", started, exc)
+            return 1.0
+        finally:
+            Shared.connected[self.unit].discard(self.index)
+            sock.close()
+
+    def _heard(self) -> None:
+        mark = Shared.triggers.get(self.unit)
+        if mark is None:
+            return
+        trigger, at = mark
+        waiting = Shared.missed_phones.get(trigger)
+        if waiting is not None and self.index in waiting:
+            waiting.discard(self.index)
+            lag = time.time() - at
+            Shared.reached.append(lag)
+            events.request.fire(
+                request_type="SSE",
+                name="pull-now reached",
+                response_time=lag * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+
+def _fire(name: str, started: float, exc: Exception | None) -> None:
+    events.request.fire(
+        request_type="SSE",
+        name=name,
+        response_time=(time.perf_counter() - started) * 1000,
+        response_length=0,
+        exception=exc,
+        context={},
+    )
+
+
+def _dispatcher(host: str, token: str, units: list[str], every_s: float) -> None:
+    """Create a task for one unit after another; note when and who holds a stream."""
+    import httpx  # blocking client under gevent's patched sockets
+
+    client = httpx.Client(base_url=host, timeout=TIMEOUT_S)
+    n = 0
+    while True:
+        gevent.sleep(every_s)
+        unit = units[n % len(units)]
+        n += 1
+        holders = set(Shared.connected[unit])
+        Shared.missed_phones[n] = holders
+        Shared.affected += len(holders)
+        Shared.triggers[unit] = (n, time.time())
+        body = {
+            "title": f"Levee breach check {n}",
+            "location": _point(),
+            "priority": "urgent",
+            "assignee_unit_id": unit,
+        }
+        try:
+            client.post("/api/v1/tasks", json=body, headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError:
+            pass
+
+
+def _summary(env: Environment) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for (name, _method), entry in env.stats.entries.items():
+        if entry.num_requests == 0:
+            continue
+        out[name] = {
+            "n": entry.num_requests,
+            "failures": entry.num_failures,
+            "p50_ms": entry.get_response_time_percentile(0.5),
+            "p99_ms": entry.get_response_time_percentile(0.99),
+            "max_ms": round(entry.max_response_time, 1),
+        }
+    return out
+
+
+def _served_p99(stats: dict[str, Any]) -> tuple[float, int, int]:
+    """p99 over the measured served requests (the worst of their kinds), failures, shed."""
+    kinds = ("pull", "push", "position", "photo", "refresh", "pull (told)")
+    p99 = max((stats[k]["p99_ms"] for k in kinds if k in stats), default=0.0)
+    failures = sum(v["failures"] for k, v in stats.items())
+    shed = stats.get("shed", {}).get("n", 0)
+    return p99, failures, shed
+
+
+def main(plan_path: str) -> int:
+    plan = json.loads(open(plan_path).read())
+    with open(plan["sessions"]) as fh:
+        Shared.sessions = [json.loads(line) for line in fh]
+    Shared.photo = open(plan["photo"], "rb").read()
+    Phone.host = plan["host"]
+    # A probe may speed the phones up (e.g. to find a leak sooner); the benchmark does not.
+    global POLL_S, WRITE_EVERY_S, HAZARD_SHARE, PHOTO_SHARE  # noqa: PLW0603
+    POLL_S = plan.get("poll_s", POLL_S)
+    WRITE_EVERY_S = plan.get("write_every_s", WRITE_EVERY_S)
+    HAZARD_SHARE = plan.get("hazard_share", HAZARD_SHARE)
+    PHOTO_SHARE = plan.get("photo_share", PHOTO_SHARE)
+    env = Environment(user_classes=[Phone], events=events)
+    runner = env.create_local_runner()
+    spawn_rate = plan.get("spawn_rate", 200)
+    best = 0
+
+    def emit(record: dict[str, Any]) -> None:
+        print(json.dumps(record), flush=True)
+
+    def reach(users: int, streaming: int) -> None:
+        Shared.want_streaming = streaming
+        runner.start(users, spawn_rate=spawn_rate)
+        while runner.user_count != users:
+            gevent.sleep(0.5)
+
+    def measure(name: str, warm_s: float, hold_s: float, **extra: Any) -> dict[str, Any]:
+        gevent.sleep(warm_s)
+        env.stats.reset_all()
+        Shared.reached.clear()
+        Shared.affected = 0
+        Shared.missed_phones.clear()
+        t0 = time.time()
+        gevent.sleep(hold_s)
+        stats = _summary(env)
+        p99, failures, shed = _served_p99(stats)
+        errors = sorted(env.stats.errors.values(), key=lambda e: -e.occurrences)[:5]
+        record = {
+            "stage": name,
+            "errors": {f"{e.name}: {e.error}"[:200]: e.occurrences for e in errors},
+            "t_start": t0,
+            "t_end": time.time(),
+            "polling": Shared.polling,
+            "streaming": Shared.streaming,
+            "served_p99_ms": p99,
+            "failures": failures,
+            "shed": shed,
+            "stats": stats,
+            **extra,
+        }
+        if Shared.affected:
+            within = sum(1 for lag in Shared.reached if lag <= 2.0)
+            record["pull_now"] = {
+                "affected": Shared.affected,
+                "reached": len(Shared.reached),
+                "reached_within_2s": within,
+                "share_within_2s": round(within / Shared.affected, 4),
+            }
+        emit(record)
+        return record
+
+    for stage in plan["stages"]:
+        kind = stage["kind"]
+        if kind == "search":
+            users = stage["start"]
+            while users <= stage["max"]:
+                reach(users, 0)
+                rec = measure(f"search-{users}", stage["warm_s"], stage["hold_s"], users=users)
+                if rec["served_p99_ms"] > 1000 or rec["failures"] or rec["shed"]:
+                    break
+                best = users
+                users += stage["step"]
+        elif kind == "hold":
+            users = int(stage.get("users", round(best * stage.get("times_best", 1))))
+            reach(users + stage.get("streaming", 0), stage.get("streaming", 0))
+            dispatcher = None
+            if stage.get("trigger_every_s"):
+                dispatcher = gevent.spawn(
+                    _dispatcher,
+                    plan["host"],
+                    plan["dispatcher_token"],
+                    plan["units"],
+                    stage["trigger_every_s"],
+                )
+            for i, part in enumerate(stage.get("parts") or [stage["hold_s"]]):
+                measure(
+                    f"{stage['name']}-{i}",
+                    stage["warm_s"] if i == 0 else 0,
+                    part,
+                    users=users,
+                    best=best,
+                )
+            if dispatcher is not None:
+                dispatcher.kill()
+    runner.quit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
