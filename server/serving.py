@@ -31,6 +31,13 @@ log = logging.getLogger("liandong")
 APP_FACTORY = "server.serving:create_served_app"
 """What `liandong serve` has uvicorn import in each worker."""
 
+WORKER_HEALTHCHECK_S = 60
+"""How long uvicorn's supervisor waits for a worker to answer its ping before killing it as
+hung (uvicorn's default: 5 s). A worker busy with a surge, or starting on a loaded machine,
+can take longer than 5 s to answer; the default then killed it, dropping every stream it held
+(thousands of phones reconnecting at once), and a worker killed before it finished starting
+stopped the whole server (seen on a 2-core machine under load, issue 13)."""
+
 HTTP_PROTOCOL = "server.serving:NoDelayH11Protocol"
 """What `liandong serve` passes as uvicorn's `http`: h11 (what uvicorn's `auto` picks without
 httptools installed) with TCP_NODELAY."""
@@ -76,6 +83,7 @@ def uvicorn_options(
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or "",
         "log_level": log_level,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
     }
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 import psutil
+from sqlalchemy import make_url
 
 from tests.bench.surge_fixture import populate, unit_id
 from tests.servers import free_port
@@ -133,19 +134,54 @@ def _rss_mb(master: psutil.Process) -> float:
     return total / 2**20
 
 
-class RssSampler:
-    """The server's RSS (all workers) every `every_s`, with timestamps."""
+def _cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
-    def __init__(self, master: psutil.Process, every_s: float = 2.0) -> None:
-        self.master, self.every_s = master, every_s
+
+def _postgres_backends(database: str | None) -> list[psutil.Process]:
+    """PostgreSQL's backend processes serving `database` (their titles name it)."""
+    if not database:
+        return []
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("postgres:") and f" {database} " in f"{cmd} ":
+            out.append(p)
+    return out
+
+
+class RssSampler:
+    """The server's RSS (all workers) every `every_s`, with timestamps; and the CPU seconds
+    its workers and PostgreSQL's backends for `database` have used (`cpu`)."""
+
+    def __init__(
+        self, master: psutil.Process, every_s: float = 2.0, database: str | None = None
+    ) -> None:
+        self.master, self.every_s, self.database = master, every_s, database
         self.samples: list[tuple[float, float]] = []
+        self.cpu_samples: list[tuple[float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), _rss_mb(self.master)))
+            now = time.time()
+            self.samples.append((now, _rss_mb(self.master)))
+            server = _cpu_s(_workers(self.master))
+            self.cpu_samples.append((now, server, _cpu_s(_postgres_backends(self.database))))
             self._stop.wait(self.every_s)
+
+    def cpu_between(self, t0: float, t1: float) -> tuple[float, float]:
+        """CPU seconds (server workers, PostgreSQL backends) used between t0 and t1."""
+        inside = [c for c in self.cpu_samples if t0 <= c[0] <= t1]
+        if len(inside) < 2:
+            return 0.0, 0.0
+        return inside[-1][1] - inside[0][1], inside[-1][2] - inside[0][2]
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -253,6 +289,25 @@ def _passes(rec: dict[str, Any] | None) -> bool:
     return bool(rec) and rec["served_p99_ms"] <= 1000 and not rec["failures"] and not rec["shed"]
 
 
+SERVED = ("pull", "push", "position", "photo", "refresh", "pull (told)", "initial pull")
+
+
+def _cpu_per_request(rss: RssSampler, rec: dict[str, Any], backend: str) -> dict[str, Any]:
+    """CPU milliseconds per served request of the server and of PostgreSQL during a stage:
+    per-core capacity that does not depend on what else the machine was doing."""
+    served = sum(v["n"] for k, v in rec["stats"].items() if k in SERVED)
+    server_s, pg_s = rss.cpu_between(rec["t_start"], rec["t_end"])
+    if not served:
+        return {}
+    out = {
+        f"server_cpu_ms_per_request_{backend}": round(server_s * 1000 / served, 2),
+        f"requests_per_s_{backend}": round(served / (rec["t_end"] - rec["t_start"]), 1),
+    }
+    if pg_s:
+        out["postgres_cpu_ms_per_request"] = round(pg_s * 1000 / served, 2)
+    return out
+
+
 def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
     from server.migrate import upgrade
     from tests.conftest import PG_URL, scratch_postgres, seed_demo
@@ -278,7 +333,11 @@ def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
         flush=True,
     )
 
-    with _server(url, work / "var-pg", 2) as (base, master), RssSampler(master) as rss:
+    database = make_url(url).database
+    with (
+        _server(url, work / "var-pg", 2) as (base, master),
+        RssSampler(master, database=database) as rss,
+    ):
         out["server_rss_mb_idle"] = round(_rss_mb(master), 1)
         token = _dispatcher_token(base)
         polling = _sessions_slice(
@@ -320,6 +379,8 @@ def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
         out["surge_phones_at_p99_1s"] = best if _passes(held) else 0
         out["surge_phones_at_p99_1s_knee_steps"] = best
         out["surge_hold_5min"] = held
+        if held:
+            out.update(_cpu_per_request(rss, held, "postgis"))
         if soak:
             t0, t1 = soak[0]["t_start"], soak[-1]["t_end"]
             samples = rss.between(t0, t1)
@@ -392,7 +453,7 @@ def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
     upgrade(url)
     seed_demo(url)
     populate(url, SECRET, SEARCH["max"] + SEARCH["step"], UNITS, work / "lite-sessions.jsonl")
-    with _server(url, work / "var-lite", 1) as (base, _master):
+    with _server(url, work / "var-lite", 1) as (base, master), RssSampler(master) as rss:
         records = _load(
             _plan(
                 base,
@@ -405,7 +466,9 @@ def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
             ),
             work,
         )
-    best, held = _capacity(records)
+        best, held = _capacity(records)
+        if held:
+            out.update(_cpu_per_request(rss, held, "sqlite"))
     out["surge_phones_at_p99_1s_sqlite"] = best if _passes(held) else 0
     out["surge_phones_at_p99_1s_sqlite_knee_steps"] = best
     out["surge_sqlite_search_steps"] = [
