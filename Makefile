@@ -44,6 +44,10 @@ app: setup
 	$(BIN)/python -m mobile.app --server http://127.0.0.1:$(PORT) --user $(APP_USER) \
 		--password "$${LIANDONG_DEMO_PASSWORD:-liandong-demo}" --data-dir var/app/$(APP_USER)
 
+# A PNG of every screen in Chinese and English, with demo content: var/screenshots/.
+screenshots: setup
+	$(BIN)/python -m tests.app.screenshots
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -26,6 +26,7 @@ from kivy.utils import platform
 
 from mobile import ui  # registers the Chinese font before any widget is built
 from mobile.app import AppOptions
+from mobile.core.background import Connectivity
 from mobile.core.phone import PhoneCore
 from mobile.core.secret_store import FileSecretStore, SecretStore
 from mobile.devices import desktop_parts, open_uri
@@ -49,6 +50,7 @@ class LiandongApp(App):  # type: ignore[misc]
     data_used = NumericProperty(0)  # bytes sent and received by sync and uploads
     lang = StringProperty(tr.lang)
     busy_text = StringProperty("")
+    pulse = NumericProperty(0.0)  # 0..1, animated while a send round runs (the top bar strip)
 
     def __init__(self, options: AppOptions, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -61,9 +63,12 @@ class LiandongApp(App):  # type: ignore[misc]
         self._sync_again = False
         self._failures = 0
         self._next_sync: Any = None
+        self.platform_parts: Any = None
         self.frames = 0
         self.frame_times: list[float] = []
         self.events: list[str] = []  # what happened, for tests and the log
+        self.last_report: Any = None
+        self._pulse: Any = None
 
     # -- start ------------------------------------------------------------------------------
     @property
@@ -96,19 +101,22 @@ class LiandongApp(App):  # type: ignore[misc]
     def _make_core(self) -> bool:
         geolocator, camera = desktop_parts(self.options)
         secrets: SecretStore = FileSecretStore(self.data_dir / "secrets.json")
-        if platform == "android":  # the core's adapters: fused location, camera intent, keystore
+        connectivity: Connectivity | None = None
+        if platform == "android":  # the core's adapters (mobile/core/android)
             from mobile.core.android import android_parts
 
             parts = android_parts(self.data_dir)
+            secrets, connectivity = parts.secrets, parts.connectivity
             geolocator = parts.geolocator or geolocator
             camera = parts.camera or camera
-            secrets = parts.secrets
+            self.platform_parts = parts
         self.core = PhoneCore(
             self.data_dir,
             secrets,
             geolocator=geolocator,
             camera=camera,
             photo_edge=int(self.prefs.get("photo_edge", 2048)),
+            connectivity=connectivity,
         )
         if self.core.session.account is not None:
             self.core.open()
@@ -205,9 +213,10 @@ class LiandongApp(App):  # type: ignore[misc]
         *args: Any,
         then: Callable[[Any], None] | None = None,
         fail: Callable[[BaseException], None] | None = None,
+        long: bool = False,
     ) -> None:
         """Call the core off the UI thread; `then`/`fail` run back on it."""
-        self.worker.submit(fn, *args, then=then, fail=fail)
+        self.worker.submit(fn, *args, then=then, fail=fail, long=long)
 
     def wrote(self) -> None:
         """An action queued something: show it in the badge and try to send."""
@@ -234,8 +243,22 @@ class LiandongApp(App):  # type: ignore[misc]
 
         self.worker.submit(round_, then=self._synced, fail=self._sync_failed)
 
+    def on_syncing(self, _app: Any, syncing: bool) -> None:
+        """Animate the strip under the top bar while a round runs."""
+        from kivy.animation import Animation
+
+        if self._pulse is not None:
+            self._pulse.cancel(self)
+            self._pulse = None
+        if syncing:
+            self.pulse = 0.0
+            self._pulse = Animation(pulse=1.0, d=0.8) + Animation(pulse=0.0, d=0.8)
+            self._pulse.repeat = True
+            self._pulse.start(self)
+
     def _synced(self, result: tuple[Any, dict[str, int], int]) -> None:
         report, counts, used = result
+        self.last_report = report
         self.syncing = False
         self.data_used = used
         self.online = report.ok

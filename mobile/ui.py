@@ -188,16 +188,19 @@ class Worker:
         *args: Any,
         then: Callable[[Any], None] | None = None,
         fail: Callable[[BaseException], None] | None = None,
+        long: bool = False,
     ) -> None:
         """Run `fn(*args)` (a function or a coroutine function) on the core's thread; `then`
-        gets the result, `fail` the exception, both on Kivy's thread."""
+        gets the result, `fail` the exception, both on Kivy's thread. `busy` counts pending
+        calls except `long` ones (waiting for a GPS fix)."""
         from kivy.clock import Clock
 
-        self.busy += 1
+        counted = 0 if long else 1
+        self.busy += counted
 
         def deliver(cb: Callable[[Any], None] | None, value: Any) -> None:
             def run(_dt: float) -> None:
-                self.busy -= 1
+                self.busy -= counted
                 if cb is not None:
                     cb(value)
                 elif isinstance(value, BaseException):

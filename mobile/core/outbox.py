@@ -25,7 +25,7 @@ import msgspec
 
 from mobile.core import i18n
 from mobile.core.clock import Now, rfc3339, utcnow
-from mobile.core.photos import PhotoStore
+from mobile.core.photos import PhotoState, PhotoStore
 from mobile.core.tus_client import TusUploader, UploadInterruptedError, UploadResult
 from sync.client import SyncClient, SyncResult, TransportError
 from sync.store import ClientStore
@@ -216,9 +216,18 @@ class Sender:
         report = SendReport()
         store = self.outbox.store
         try:
-            report.declared = await asyncio.to_thread(
-                self.outbox.photos.declare, self.http, self.base_url, self.token()
-            )
+            # Declare until no photo is left undeclared: a record (and its photo) written
+            # while a declare ran in its thread would otherwise be pushed naming a photo the
+            # server does not know (refused unknown_photo). The check and the push's reading of
+            # the queue follow each other on this loop with no await between them.
+            photos = self.outbox.photos
+            while True:
+                tried = {p.sha256 for p in photos.all(PhotoState.LOCAL)}
+                report.declared += await asyncio.to_thread(
+                    photos.declare, self.http, self.base_url, self.token()
+                )
+                if {p.sha256 for p in photos.all(PhotoState.LOCAL)} <= tried:
+                    break  # nothing new (a photo the server refused stays local: not retried)
         except (httpx.HTTPError, TransportError) as exc:
             report.error = f"declare: {exc!r}"
             report.retry_after_s = getattr(exc, "retry_after_s", None)

@@ -3,6 +3,7 @@ incident with tasks for firefighter 1, hazards in grid A, and public warnings.""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.app.harness import login
 CENTRE = (121.4855, 31.2375)
 
 
-def _post(base: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+def _post(base: str, path: str, headers: dict[str, str], body: dict[str, Any] | None) -> Any:
     r = httpx.post(f"{base}{path}", headers=headers, json=body, timeout=30)
     assert r.status_code in (200, 201), f"{path}: {r.status_code} {r.text}"
     return r.json()
@@ -89,20 +90,16 @@ def report_hazards(base: str, n: int = 3) -> list[dict[str, Any]]:
     for i in range(n):
         category, severity, text = samples[i % len(samples)]
         lon, lat = 121.478 + 0.002 * i, 31.236 + 0.001 * i
-        out.append(
-            _post(
-                base,
-                "/api/v1/hazards",
-                h,
-                {
-                    "category": category,
-                    "severity": severity,
-                    "description": text,
-                    "location": point(lon, lat),
-                    "accuracy_m": 6.0,
-                },
-            )
-        )
+        body: dict[str, Any] = {
+            "category": category,
+            "severity": severity,
+            "description": text,
+            "location": point(lon, lat),
+            "accuracy_m": 6.0,
+        }
+        if i % 2:  # at the demo enterprise (the mall): its officer's phone holds these
+            body["enterprise_id"] = str(did("enterprise:bund-mall"))
+        out.append(_post(base, "/api/v1/hazards", h, body))
     return out
 
 
@@ -125,8 +122,9 @@ def assign_to_enterprise(base: str, hazard_id: str) -> None:
 
 
 def publish_warnings(base: str) -> list[dict[str, Any]]:
-    """A rainstorm warning (yellow), then its update to orange, and a heat warning (blue)."""
-    d = login(base, "dispatcher")
+    """A rainstorm warning (yellow) raised to orange by an Update, which the duty chief
+    approves; besides the demo's own gale warning."""
+    d, chief = login(base, "dispatcher"), login(base, "chief")
     area = box(121.46, 31.21, 121.51, 31.25)
     expires = (datetime.now(UTC) + timedelta(hours=12)).isoformat()
     first = _post(
@@ -134,51 +132,89 @@ def publish_warnings(base: str) -> list[dict[str, Any]]:
         "/api/v1/alerts",
         d,
         {
-            "event": "暴雨",
             "color": "yellow",
-            "urgency": "Expected",
-            "certainty": "Likely",
+            "category": ["Met"],
+            "event": "暴雨",
             "headline": "黄浦区暴雨黄色预警",
-            "area_desc": "黄浦区",
-            "area": area,
             "description": "预计未来6小时降雨量将达50毫米以上。",
             "instruction": "减少户外活动，远离低洼地带和地下空间。",
+            "area_desc": "黄浦区全境",
+            "area": area,
             "expires": expires,
+            "en": {
+                "event": "Rainstorm",
+                "headline": "Yellow rainstorm warning for Huangpu",
+                "description": "More than 50 mm of rain expected within 6 hours.",
+                "instruction": "Stay indoors; keep away from low-lying and underground places.",
+                "area_desc": "All of Huangpu District",
+            },
         },
     )
-    update = _post(
+    _post(base, f"/api/v1/alerts/{first['id']}/publish", d, None)
+    raised = _post(
         base,
         "/api/v1/alerts",
         d,
         {
-            "event": "暴雨",
-            "color": "orange",
-            "urgency": "Immediate",
-            "certainty": "Observed",
-            "headline": "黄浦区暴雨橙色预警（升级）",
-            "area_desc": "黄浦区",
-            "area": area,
             "msg_type": "Update",
-            "references": first.get("identifier", first["id"]),
-            "description": "3小时内降雨量将达50毫米以上。",
+            "references": [first["id"]],
+            "color": "orange",
+            "headline": "黄浦区暴雨橙色预警（升级）",
             "instruction": "停止户外作业，转移低洼地带人员。",
-            "expires": expires,
+            "en": {
+                "event": "Rainstorm",
+                "headline": "Rainstorm warning raised to orange",
+                "description": "More than 50 mm of rain expected within 3 hours.",
+                "instruction": "Stop outdoor work; move people out of low-lying areas.",
+                "area_desc": "All of Huangpu District",
+            },
         },
     )
-    heat = _post(
+    _post(base, f"/api/v1/alerts/{raised['id']}/publish", chief, None)
+    return [first, raised]
+
+
+def rectify_over_rest(base: str, hazard_id: str) -> None:
+    """The enterprise reports a hazard rectified with a declared after-photo (REST)."""
+    e = login(base, "enterprise1")
+    sha = hashlib.sha256(f"after-photo {hazard_id}".encode()).hexdigest()
+    _post(base, "/api/v1/media", e, {"sha256": sha, "content_type": "image/jpeg"})
+    _post(
         base,
-        "/api/v1/alerts",
-        d,
-        {
-            "event": "高温",
-            "color": "blue",
-            "urgency": "Future",
-            "certainty": "Possible",
-            "headline": "黄浦区高温蓝色预警",
-            "area_desc": "黄浦区",
-            "area": area,
-            "instruction": "注意防暑降温。",
-            "expires": expires,
-        },
+        f"/api/v1/hazards/{hazard_id}/transitions",
+        e,
+        {"to_status": "rectified", "photo_sha256": [sha], "note": "已更换配电箱门并整理线路。"},
     )
-    return [first, update, heat]
+
+
+def get(base: str, path: str, user: str) -> Any:
+    r = httpx.get(f"{base}{path}", headers=login(base, user), timeout=30)
+    assert r.status_code == 200, f"{path}: {r.status_code} {r.text}"
+    return r.json()
+
+
+def many_hazards(base: str, n: int, threads: int = 8) -> None:
+    """`n` hazards in grid A reported by its inspector (REST, a few at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = login(base, "inspector1")
+    cats = ("fire", "electrical", "gas", "structural", "road", "other")
+    sev = ("low", "medium", "high", "critical")
+
+    def one(i: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            r = c.post(
+                f"{base}/api/v1/hazards",
+                headers=h,
+                json={
+                    "category": cats[i % len(cats)],
+                    "severity": sev[i % len(sev)],
+                    "description": f"巡查发现隐患第 {i} 号：消防器材过期，需要更换。",
+                    "location": point(121.4755 + (i % 97) * 0.00014, 31.2325 + (i % 89) * 0.00012),
+                    "accuracy_m": 5.0,
+                },
+            )
+            assert r.status_code == 201, r.text
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(n)))

@@ -79,8 +79,9 @@ def login(base: str, user: str) -> dict[str, str]:
 class Proxy:
     """A TCP proxy that understands HTTP/1.1 request boundaries (Content-Length bodies).
 
-    `offline`: open connections are cut and new ones closed at once (the phone sees the
-    network fail). `hold`: requests whose path starts with `hold_path` wait until `release`.
+    `offline`: open connections are cut and new requests get their connection closed without
+    an answer (the phone sees the network fail); control requests are still answered.
+    `hold`: requests whose path starts with `hold_path` wait until `release`.
     `POST /__proxy/<offline|online|hold|release>` steers it from the app's own process;
     `GET /__proxy/held` counts requests waiting."""
 
@@ -121,11 +122,12 @@ class Proxy:
         fut = asyncio.run_coroutine_threadsafe(self._set(action), self.loop)
         fut.result(5)
 
-    async def _set(self, action: str) -> None:
+    async def _set(self, action: str, keep: asyncio.StreamWriter | None = None) -> None:
         if action == "offline":
             self.offline = True
             for w in list(self._conns):
-                w.transport.abort()
+                if w is not keep:
+                    w.transport.abort()
         elif action == "online":
             self.offline = False
         elif action == "hold":
@@ -140,9 +142,6 @@ class Proxy:
         self.thread.join(5)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.offline:
-            writer.transport.abort()
-            return
         self._conns.add(writer)
         up_w: asyncio.StreamWriter | None = None
         try:
@@ -165,10 +164,10 @@ class Proxy:
                     self.held -= 1
                 if self.offline:
                     break
-                if up_w is None:
+                if up_w is None or up_w.is_closing():  # the server closes idle keep-alives
                     up_r, up_w = await asyncio.open_connection(*self._up)
                     self._conns.add(up_w)
-                    self.loop.create_task(self._pipe(up_r, writer))
+                    self.loop.create_task(self._pipe(up_r, writer, up_w))
                 up_w.write(head + body)
                 await up_w.drain()
                 self.passed += 1
@@ -180,17 +179,21 @@ class Proxy:
                     self._conns.discard(w)
                     w.transport.abort()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: asyncio.StreamWriter
+    ) -> None:
+        """Answers back to the phone; the upstream closing its idle keep-alive connection
+        leaves the phone's connection open (the next request opens a new upstream one)."""
         with suppress(ConnectionError, OSError):
             while chunk := await src.read(65536):
                 dst.write(chunk)
                 await dst.drain()
-        dst.transport.abort()
+        upstream.close()
 
     async def _control(self, method: str, path: str, writer: asyncio.StreamWriter) -> None:
         action = path.removeprefix("/__proxy/")
         if method == "POST":
-            await self._set(action)
+            await self._set(action, keep=writer)
         body = json.dumps({"held": self.held, "offline": self.offline}).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -263,7 +266,7 @@ def run_app(
         scenario,
         *args,
     ]
-    e = app_env(display, LIANDONG_APP_RESULT=str(result), **env)
+    e = app_env(display, LIANDONG_APP_RESULT=str(result), LIANDONG_APP_T0=repr(time.time()), **env)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=e, capture_output=True, timeout=timeout, cwd=ROOT, check=False)
     wall = time.perf_counter() - t0

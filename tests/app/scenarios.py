@@ -31,6 +31,8 @@ def scenario(fn: Callable[[Any], Scenario]) -> Callable[[Any], Scenario]:
 
 def start(app: Any, name: str) -> None:
     """Run scenario `name` in the running app."""
+    import tests.app.flows  # noqa: F401 - registers the flows
+
     Runner(app, SCENARIOS[name](app), os.environ.get("LIANDONG_APP_RESULT"))
 
 
@@ -61,8 +63,11 @@ def shows(text: str) -> Callable[[], bool]:
 
 
 def press(text: str) -> None:
-    """Tap the visible widget showing `text`."""
-    w = by_text(text)
+    """Tap the visible button showing exactly `text` (else the first widget containing it)."""
+    from kivy.uix.behaviors import ButtonBehavior
+
+    w = find(lambda x: isinstance(x, ButtonBehavior) and getattr(x, "text", None) == text)
+    w = w or by_text(text)
     check(w is not None, f"no visible widget with text {text!r}")
     tap(w)
 
@@ -108,6 +113,16 @@ def signin_responder(app: Any) -> Scenario:
     app.scenario_results["badge"] = app.badge_text
     screenshot(app, "home-dev")
     yield from _walk_a11y(app, "home")
+
+
+@scenario
+def signin_shots(app: Any) -> Scenario:
+    """The sign-in screen of a fresh phone, in Chinese and English."""
+    yield on(app, "signin")
+    for lang, suffix in (("zh_CN", "zh"), ("en", "en")):
+        app.set_language(lang)
+        yield 0.2
+        screenshot(app, f"signin-{suffix}")
 
 
 def _walk_a11y(app: Any, label: str) -> Scenario:

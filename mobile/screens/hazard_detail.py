@@ -1,0 +1,122 @@
+"""A hazard: its photos (sent or waiting), timeline, and the steps this user may take with the
+evidence each needs (the core's `hazard_steps` table)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from mobile.core.steps import StepChoice, hazard_steps
+from mobile.screens.common import (
+    CATEGORY,
+    SEVERITY,
+    STATUS,
+    FieldScreen,
+    distance_text,
+    distance_to,
+    local_time,
+    word,
+)
+from mobile.ui import Btn, tr
+
+
+class HazardDetailScreen(FieldScreen):
+    """One hazard."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.photos: list[Any] = []
+        self.steps: list[StepChoice] = []
+
+    @property
+    def hazard_id(self) -> uuid.UUID:
+        return uuid.UUID(str(self.params["key"]))
+
+    def fetch(self, core: Any) -> dict[str, Any] | None:
+        wanted = self.hazard_id
+        found = [h for h in core.views.hazards(limit=1_000_000) if h.id == wanted]
+        if not found:
+            return None
+        h = found[0]
+        account = core.account
+        steps = hazard_steps(
+            h.status,
+            account.role,
+            my_org_id=account.org_id,
+            rectify_org_id=h.record.get("rectify_org_id"),
+        )
+        return {"hazard": h, "steps": steps, "distance": distance_text(distance_to(core, h.record))}
+
+    def show(self, data: Any) -> None:
+        ids = self.ids
+        if data is None:
+            ids.title.text = tr._("This hazard is no longer on the phone.")
+            return
+        h = data["hazard"]
+        rec = h.record
+        ids.title.text = (
+            f"{word(CATEGORY, rec.get('category'))} · {word(SEVERITY, rec.get('severity'))}"
+        )
+        status = word(STATUS, h.status)
+        if h.overdue:
+            status += " · " + tr._("Overdue")
+        if h.pending:
+            status += " · " + tr._("waiting to send")
+        ids.status.text = status
+        ids.description.text = rec.get("description") or ""
+        when = local_time(rec.get("reported_at") or rec.get("created_at"))
+        acc = rec.get("accuracy_m")
+        where = tr._("±{m} m", m=round(acc)) if acc else ""
+        ids.meta.text = " · ".join(x for x in (when, data["distance"], where) if x)
+        deadline = local_time(rec.get("rectify_deadline"))
+        ids.deadline.text = tr._("Rectify by {at}", at=deadline) if deadline else ""
+        sent, total = h.photos_sent
+        ids.photo_state.text = (
+            tr._("{done}/{total} photos", done=sent, total=total) if total else tr._("No photos")
+        )
+        lines = []
+        for e in rec.get("timeline") or []:
+            bits = [local_time(e.get("at")), word(STATUS, e.get("to")), e.get("note") or ""]
+            lines.append(" · ".join(b for b in bits if b))
+        ids.timeline.text = "\n".join(lines) or word(STATUS, h.status)
+        self.steps = data["steps"]
+        box = ids.steps
+        box.clear_widgets()
+        for step in self.steps:
+            b = Btn(text=tr._(step.label), kind="danger" if step.needs_reason else "ok")
+            b.bind(on_release=lambda _b, s=step: self.take(s))
+            box.add_widget(b)
+        ids.evidence.text = "\n".join(
+            f"{tr._(s.label)}: {tr._(s.evidence)}" for s in self.steps if s.evidence
+        )
+        ids.no_steps.text = "" if self.steps else tr._("Nothing for you to do on this hazard now.")
+        ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
+
+    def take_photo(self) -> None:
+        def got(ref: Any) -> None:
+            if ref is not None:
+                self.photos.append(ref)
+            self.ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
+
+        self.app.run_core(self.app.core.add_photo, then=got, fail=self._failed)
+
+    def take(self, step: StepChoice) -> None:
+        """Take a step with the note and photos on the form (the core refuses what is missing)."""
+        actions = self.app.core.actions
+        fn = getattr(actions, step.action)
+        note = self.ids.note.text.strip()
+        done = tr._("Saved. It is sent when the network allows.")
+        if step.needs_photos:
+            photos = list(self.photos)
+            self.act(fn, self.hazard_id, photos, note or None, done=done, then=self._clear)
+        elif step.needs_reason:
+            self.act(fn, self.hazard_id, note, done=done, then=self._clear)
+        else:
+            self.act(fn, self.hazard_id, note or None, done=done, then=self._clear)
+
+    def _clear(self, _result: Any) -> None:
+        self.photos = []
+        self.ids.note.text = ""
+
+
+SCREEN = HazardDetailScreen

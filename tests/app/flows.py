@@ -1,0 +1,413 @@
+"""The role flows, offline and back, the held sync, languages and accessibility on every
+screen, and screenshots: scenarios run inside the app (see tests/app/driver.py)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from typing import Any
+
+import httpx
+from kivy.core.window import Window
+
+from mobile.screens import NAMES
+from tests.app.a11y import audit
+from tests.app.driver import Scenario, by_text, check, tap, visible, walk, xtap
+from tests.app.scenarios import control, idle, on, press, scenario, screenshot
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def signed_in(app: Any) -> Scenario:
+    """Wait for the automatic sign-in (--user/--password) and the first complete sync."""
+    yield on(app, "home")
+    yield lambda: "sync-ok" in app.events or "sync-failed" in app.events
+    check("sync-ok" in app.events, f"first sync failed: {app.events}")
+    yield idle(app)
+
+
+def synced_again(app: Any) -> Scenario:
+    """Start a round and wait for its answer."""
+    n = app.events.count("sync-ok") + app.events.count("sync-failed")
+    app.request_sync()
+    yield lambda: app.events.count("sync-ok") + app.events.count("sync-failed") > n
+    yield idle(app)
+
+
+def row(app: Any, text: str) -> dict[str, Any]:
+    rows = app.current.ids.rv.data
+    found = [r for r in rows if text in str(r.get("title", ""))]
+    check(bool(found), f"no row {text!r} in {[r.get('title') for r in rows]}")
+    return found[0]
+
+
+def tap_row(app: Any, text: str) -> Scenario:
+    """Scroll a list row into view and tap it (the RecycleView's own widget)."""
+    rv = app.current.ids.rv
+    data = rv.data
+    index = next(
+        i for i, r in enumerate(data) if text in f"{r.get('title', '')} {r.get('line2', '')}"
+    )
+    rv.scroll_y = 1 - index / max(1, len(data) - 1) if len(data) > 1 else 1
+    yield 0.1
+    widget = next(
+        (w for w in walk(rv) if getattr(w, "title", None) == data[index]["title"] and visible(w)),
+        None,
+    )
+    check(widget is not None, f"row {text!r} not on screen")
+    tap(widget)
+
+
+def scroll_to_end(app: Any) -> Scenario:
+    """Scroll the current screen's scroll views to their end (a form's submit button)."""
+    from kivy.uix.scrollview import ScrollView
+
+    for w in walk(app.current):
+        if isinstance(w, ScrollView):
+            w.scroll_y = 0
+    yield 0.2
+
+
+def outbox_states(app: Any) -> Scenario:
+    app.open_screen("outbox")
+    yield on(app, "outbox")
+    app.scenario_results.setdefault("outbox", []).append(
+        [(r["title"], r["line2"], r["line3"]) for r in app.current.ids.rv.data]
+    )
+
+
+# -- responder ---------------------------------------------------------------------------
+@scenario
+def responder_flow(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    yield from tap_row(app, "灭火救援")
+    yield on(app, "task")
+    task = app.current
+    r["task_id"] = str(task.params["key"])
+    press("导航")
+    r["opened"] = list(app.opened_uris)
+    # decline needs a reason: the core refuses it before anything is queued
+    tap(task.ids.decline_box.children[0])
+    yield lambda: bool(task.message)
+    r["decline_without_reason"] = task.message
+    tap(task.ids.next)  # accept
+    yield lambda: task.ids.status.text.startswith("已接受")
+    r["after_accept"] = task.ids.status.text
+    yield from synced_again(app)
+    tap(task.ids.next)  # en route
+    yield lambda: task.ids.status.text.startswith("在途")
+    yield from synced_again(app)
+    # offline: the proxy cuts the link; the step waits in the outbox, the badge says so
+    control("offline")
+    tap(task.ids.next)  # on scene
+    yield lambda: task.ids.status.text.startswith("已到场")
+    yield from synced_again(app)
+    r["offline_sync"] = app.events[-1]
+    r["offline_badge"] = app.badge_text
+    yield from outbox_states(app)
+    r["a11y"] = {"outbox-light": audit()}
+    control("online")
+    press("立即发送")
+    yield lambda: app.events[-1] == "sync-ok"
+    yield idle(app)
+    r["online_badge"] = app.badge_text
+    yield from outbox_states(app)
+    app.go_back()
+    yield on(app, "task")
+    task.ids.note.text = "火已扑灭，现场无人员伤亡。"
+    press("拍照")
+    yield lambda: "1" in task.ids.photo_count.text
+    tap(task.ids.next)  # complete with the note and the photo
+    yield lambda: task.ids.status.text.startswith("已完成")
+    yield from synced_again(app)
+    yield from synced_again(app)  # the photo's bytes go after the record
+    r["a11y"]["task-light"] = audit()
+    r["final_badge"] = app.badge_text
+
+
+# -- inspector ---------------------------------------------------------------------------
+@scenario
+def inspector_flow(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    home = app.current
+    r["rows"] = [x.get("title") for x in home.ids.rv.data]
+    r["a11y"] = {"home-inspector": audit()}
+    press("上报隐患")
+    yield on(app, "hazard_report")
+    form = app.current
+    # the fix is coarse (150 m): the form says so and waits for an explicit accept
+    yield lambda: "150" in form.ids.fix.text
+    press("燃气")
+    press("较大")
+    form.ids.description.text = "小区门口燃气表箱锈穿，有轻微异味。"
+    press("拍照")
+    yield lambda: "1" in form.ids.photos.text
+    press("上报")
+    yield lambda: bool(form.message) and form.message_alarm
+    r["refused_without_fix"] = form.message
+    tap(form.ids.accept)
+    yield lambda: "±150" in form.ids.fix.text and "定位" in form.ids.fix.text
+    r["accepted_fix"] = form.ids.fix.text
+    r["a11y"]["hazard_report"] = audit()
+    press("上报")
+    yield lambda: bool(form.message) and not form.message_alarm
+    r["reported"] = form.message
+    yield from synced_again(app)
+    yield from synced_again(app)
+    app.go_back()
+    yield on(app, "home")
+    r["rows_after"] = [x.get("title") for x in app.current.ids.rv.data]
+    yield from tap_row(app, "电气")  # the rectified hazard waiting for re-inspection
+    yield on(app, "hazard_detail")
+    detail = app.current
+    r["steps"] = [b.text for b in detail.ids.steps.children][::-1]
+    r["a11y"]["hazard_detail"] = audit()
+    press("复查合格")
+    yield lambda: "已复查" in detail.ids.status.text
+    r["after_step"] = detail.ids.status.text
+    yield from synced_again(app)
+    yield from synced_again(app)
+    yield from outbox_states(app)
+
+
+# -- enterprise --------------------------------------------------------------------------
+@scenario
+def enterprise_flow(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    r["rows"] = [x.get("title") for x in app.current.ids.rv.data]
+    yield from tap_row(app, "安全")  # the weekly self-check template
+    yield on(app, "selfcheck")
+    form = app.current
+    items = form.items
+    r["items"] = len(items)
+    for i, item in enumerate(items):
+        tap(item.buttons["fail" if i == 0 else "pass"])
+    yield 0.05
+    r["fail_notice"] = items[0].warning.text
+    items[0].note.text = "灭火器压力不足。"
+    r["a11y"] = {"selfcheck": audit()}
+    yield from scroll_to_end(app)
+    press("提交自查表")
+    yield lambda: bool(form.message)
+    r["submitted"] = form.message
+    yield from synced_again(app)
+    app.go_back()
+    yield on(app, "home")
+    r["rows_after"] = [x.get("title") for x in app.current.ids.rv.data]
+    yield from tap_row(app, "商场消防通道")  # the hazard assigned to the enterprise
+    yield on(app, "hazard_detail")
+    detail = app.current
+    press("报告已整改")
+    yield lambda: bool(detail.message)
+    r["without_photos"] = detail.message
+    press("拍照")
+    yield lambda: "1" in detail.ids.photo_count.text
+    detail.ids.note.text = "已清理消防通道。"
+    press("报告已整改")
+    yield lambda: "已整改" in detail.ids.status.text
+    yield from synced_again(app)
+    yield from synced_again(app)
+    r["final_badge"] = app.badge_text
+    yield from outbox_states(app)
+
+
+# -- input while a sync is held at the server --------------------------------------------
+@scenario
+def held_sync(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    flips: list[float] = []
+    Window.bind(on_flip=lambda *_a: flips.append(time.perf_counter()))
+    control("hold")
+    app.request_sync()
+    url = os.environ["LIANDONG_APP_CONTROL"]
+    held = {"n": 0, "asked": 0.0}
+
+    def count_held() -> None:
+        held["n"] = httpx.get(f"{url}/held", timeout=5).json()["held"]
+
+    def pull_is_held() -> bool:
+        """the server holds the sync pull"""
+        import threading
+
+        if time.monotonic() - held["asked"] > 0.3:  # ask the proxy off the UI thread
+            held["asked"] = time.monotonic()
+            threading.Thread(target=count_held).start()
+        return held["n"] > 0 and app.syncing
+
+    yield pull_is_held
+    t0 = time.perf_counter()
+    before = len(flips)
+    settings = by_text("设置")
+    check(settings is not None, "no settings button")
+    thread = xtap(settings)  # a real X pointer click while the pull is held
+    yield lambda: app.sm.current == "settings"
+    thread.join()
+    r["screen_during_hold"] = app.sm.current
+    yield 1.5
+    r["still_syncing"] = app.syncing
+    r["frames_during_hold"] = len(flips) - before
+    r["hold_seconds"] = round(time.perf_counter() - t0, 2)
+    control("release")
+    yield lambda: not app.syncing
+    r["after_release"] = app.events[-1]
+    r["report_error"] = app.last_report.error if app.last_report is not None else None
+
+
+# -- every screen: languages, themes, touch targets and contrast -------------------------
+def open_every_screen(app: Any) -> Scenario:
+    """Open each screen (with a record where it needs one) and yield its name when shown."""
+    home = app.current
+    rows = [x for x in home.ids.rv.data if x.get("target")]
+    for name in NAMES:
+        if name == "signin":
+            continue
+        params: dict[str, Any] = {}
+        if name in ("task", "hazard_detail", "selfcheck"):
+            match = [x for x in rows if x.get("target") == name]
+            if not match:
+                continue
+            params = {"key": match[0]["key"], "extra": match[0]["extra"]}
+        app.open_screen(name, **params)
+        yield on(app, name)
+        yield 0.3 if name == "hazard_report" else 0.05
+        yield name  # type: ignore[misc]
+        app.go_home()
+        yield on(app, "home")
+
+
+def visible_texts() -> list[str]:
+    out = []
+    for w in walk():
+        text = getattr(w, "text", None)
+        if isinstance(text, str) and text.strip() and visible(w):
+            out.append(text)
+    return out
+
+
+@scenario
+def languages_and_a11y(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    r["a11y"] = {}
+    r["texts"] = {}
+    for lang in ("zh_CN", "en"):
+        # switch through the settings screen, by touch, without a restart
+        app.open_screen("settings")
+        yield on(app, "settings")
+        tap(next(b for b in app.current.ids.langs.children if b.value == lang))
+        yield 0.05
+        app.go_home()
+        yield on(app, "home")
+        gen = open_every_screen(app)
+        for step in gen:
+            if isinstance(step, str):
+                r["texts"][f"{step}-{lang}"] = visible_texts()
+                for theme_name in ("light", "dark"):
+                    app.set_theme(theme_name)
+                    yield 0.05
+                    r["a11y"][f"{step}-{lang}-{theme_name}"] = audit()
+                app.set_theme("light")
+                continue
+            yield step
+    app.set_language("zh_CN")
+
+
+# -- screenshots -------------------------------------------------------------------------
+@scenario
+def screenshots(app: Any) -> Scenario:
+    r = app.scenario_results
+    yield from signed_in(app)
+    prefix = os.environ.get("LIANDONG_APP_SHOT_PREFIX", "")
+    r["shots"] = []
+    for lang, suffix in (("zh_CN", "zh"), ("en", "en")):
+        app.set_language(lang)
+        yield 0.1
+        for step in open_every_screen(app):
+            if isinstance(step, str):
+                if step == "hazard_report":
+                    yield lambda: app.current.fix is not None or app.current.best is not None
+                    yield 0.2
+                name = f"{prefix}{step}-{suffix}"
+                screenshot(app, name)
+                r["shots"].append(name)
+                continue
+            yield step
+        app.go_home()
+        yield on(app, "home")
+        screenshot(app, f"{prefix}home-{suffix}")
+        r["shots"].append(f"{prefix}home-{suffix}")
+    app.set_language("zh_CN")
+
+
+__all__ = ["HAN", "by_text"]
+
+
+# -- benchmark scenarios (tests/bench/bench_app.py) ---------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _frame_clock() -> list[float]:
+    flips: list[float] = []
+    Window.bind(on_flip=lambda *_a: flips.append(time.perf_counter()))
+    return flips
+
+
+def _max_gap_ms(flips: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(flips)), default=0.0) * 1000
+
+
+@scenario
+def bench_cold(app: Any) -> Scenario:
+    """Signed in already: the start list loaded and the core idle = interactive."""
+    yield on(app, "home")
+    yield lambda: bool(app.current.ids.rv.data)
+    start = float(os.environ.get("LIANDONG_APP_T0", "0") or 0)
+    app.scenario_results["cold_start_s"] = time.time() - start
+    app.scenario_results["rows"] = len(app.current.ids.rv.data)
+
+
+@scenario
+def bench_idle(app: Any) -> Scenario:
+    """The start list shown, no sync: the frame gaps of an idle, animating app."""
+    yield on(app, "home")
+    if app._next_sync is not None:
+        app._next_sync.cancel()
+    flips = _frame_clock()
+    app.syncing = True  # the indicator animates; nothing is sent
+    yield 3.0
+    app.syncing = False
+    app.scenario_results["max_frame_gap_ms"] = _max_gap_ms(flips[1:])
+
+
+@scenario
+def bench_pull(app: Any) -> Scenario:
+    """Sign in (--user/--password) on a fresh phone: the first sync pulls every record while
+    the start list is shown."""
+    flips = _frame_clock()
+    yield on(app, "home")
+    t0 = time.perf_counter()
+    mark = len(flips)
+    yield lambda: "sync-ok" in app.events or "sync-failed" in app.events
+    sync_s = time.perf_counter() - t0
+    during = flips[mark:]
+    yield idle(app)
+    app.scenario_results.update(
+        max_frame_gap_ms=_max_gap_ms(during),
+        frames=len(during),
+        sync_s=round(sync_s, 2),
+        pulled=sum(app.last_report.sync.pulled.values()) if app.last_report.sync else 0,
+        rows=len(app.current.ids.rv.data),
+        rss_mb=_rss_mb(),
+        ok="sync-ok" in app.events,
+    )
