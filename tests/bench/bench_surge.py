@@ -61,7 +61,7 @@ STREAM_PHONES = int(os.environ.get("SURGE_STREAM_PHONES", "200" if QUICK else "1
 SEARCH = (
     {"start": 100, "step": 100, "max": 300, "warm_s": 10, "hold_s": 15}
     if QUICK
-    else {"start": 2000, "step": 1000, "max": 8000, "warm_s": 20, "hold_s": 45}
+    else {"start": 1000, "step": 1000, "max": 8000, "warm_s": 20, "hold_s": 45}
 )
 HOLD_PARTS = [30.0, 30.0] if QUICK else [300.0, 300.0]  # 5-minute hold, then on to 10
 OVERLOAD_S = 30.0 if QUICK else 90.0
@@ -355,6 +355,7 @@ def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
                         "name": "hold",
                         "warm_s": 30 if not QUICK else 10,
                         "parts": HOLD_PARTS,
+                        "fallback": SEARCH["start"] // 2,
                     },
                     {
                         "kind": "hold",
@@ -362,6 +363,7 @@ def postgis_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
                         "times_best": 2,
                         "warm_s": 20 if not QUICK else 10,
                         "hold_s": OVERLOAD_S,
+                        "fallback": SEARCH["start"] // 2,
                     },
                 ],
                 dispatcher_token=token,
@@ -461,7 +463,13 @@ def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
                 photo,
                 [
                     {"kind": "search", **SEARCH},
-                    {"kind": "hold", "name": "hold", "warm_s": 20, "hold_s": SQLITE_HOLD_S},
+                    {
+                        "kind": "hold",
+                        "name": "hold",
+                        "warm_s": 20,
+                        "hold_s": SQLITE_HOLD_S,
+                        "fallback": SEARCH["start"] // 2,
+                    },
                 ],
             ),
             work,

@@ -504,7 +504,10 @@ def main(plan_path: str) -> int:
                 best = users
                 users += stage["step"]
         elif kind == "hold":
-            users = int(stage.get("users", round(best * stage.get("times_best", 1))))
+            # No step passed (a machine busy with other work): hold half the first step, so
+            # the soak and the overload still measure something.
+            base = best or stage.get("fallback", 0)
+            users = int(stage.get("users", round(base * stage.get("times_best", 1))))
             reach(users + stage.get("streaming", 0), stage.get("streaming", 0))
             dispatcher = None
             if stage.get("trigger_every_s"):
