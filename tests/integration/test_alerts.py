@@ -399,3 +399,79 @@ def test_an_expired_warning_leaves_the_phones_a_day_later(
         assert client.get(f"{PUBLIC}/cap/{a['id']}").status_code == 200
     finally:
         phone.close()
+
+
+def test_an_administrator_adds_colours_that_need_approval(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    admin, d = auth("admin"), auth("dispatcher")
+    org = str(f.did("org:command"))
+    current = next(
+        a for a in client.get("/api/v1/alerts/authorities", headers=d).json() if a["org_id"] == org
+    )
+    body = {k: current[k] for k in ("sender", "name", "name_en", "web", "contact", "approver_ids")}
+    assert (
+        client.put(
+            f"/api/v1/alerts/authorities/{org}", headers=d, json={**body, "approval_colors": []}
+        ).status_code
+        == 403
+    )
+    r = client.put(
+        f"/api/v1/alerts/authorities/{org}",
+        headers=admin,
+        json={**body, "approval_colors": ["yellow"]},
+    )
+    assert r.status_code == 200, r.text
+    a = draft(client, d)  # yellow
+    assert a["needs_approval"]
+    refused = client.post(f"/api/v1/alerts/{a['id']}/publish", headers=d)
+    assert refused.status_code == 403 and refused.json()["code"] == "approval_required"
+    assert publish(client, auth("chief"), a["id"])["approved_by"] == str(f.did("user:chief"))
+    # Approvers must be dispatchers or administrators.
+    bad = client.put(
+        f"/api/v1/alerts/authorities/{org}",
+        headers=admin,
+        json={**body, "approver_ids": [str(f.did("user:fire1"))]},
+    )
+    assert bad.status_code == 422
+
+
+def test_drafts_are_checked_before_they_are_kept(client: TestClient[Any], auth: Sessions) -> None:
+    d = auth("dispatcher")
+    lon, lat = f.IN_GRID_A
+    holed = {
+        "type": "Polygon",
+        "coordinates": [
+            f.square(lon, lat, 0.004)["coordinates"][0],
+            f.square(lon, lat, 0.001)["coordinates"][0],
+        ],
+    }
+    cases = [
+        (f.alert(area=holed), "area"),
+        (f.alert(expires=f.in_hours(-1)), "expires"),
+        (f.alert(description="bad \x07 bell"), None),
+        ({k: v for k, v in f.alert().items() if k != "color"}, "color"),
+        (f.alert(at=f.OUTSIDE_DISTRICT), None),
+    ]
+    for body, field in cases:
+        r = client.post("/api/v1/alerts", headers=d, json=body)
+        assert r.status_code in (403, 422), (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if field:
+            assert r.json()["errors"][0]["field"] == field, r.text
+
+
+def test_a_draft_is_edited_and_the_editor_cannot_approve_it(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    d, chief = auth("dispatcher"), auth("chief")
+    a = draft(client, d, color="orange")
+    r = client.patch(
+        f"/api/v1/alerts/{a['id']}", headers=chief, json={"headline": "暴雨橙色预警 (修订)"}
+    )
+    assert r.status_code == 200 and r.json()["drafted_by"] == str(f.did("user:chief"))
+    # The chief wrote its final text now: someone else must approve it.
+    assert client.post(f"/api/v1/alerts/{a['id']}/publish", headers=chief).status_code == 403
+    preview = client.get(f"/api/v1/alerts/{a['id']}/cap", headers=chief)
+    assert valid_cap(preview.content).infos[0].headline == "暴雨橙色预警 (修订)"
+    assert publish(client, auth("admin"), a["id"])["approved_by"] == str(f.did("user:admin"))

@@ -163,6 +163,7 @@ class AlertController(Controller):
         status_code=200,
         request_max_body_size=IMPORT_MAX_BODY,
         responses={
+            201: ResponseSpec(s.ImportResult, description="Imported"),
             415: ResponseSpec(Problem, media_type="application/problem+json"),
             422: ResponseSpec(Problem, media_type="application/problem+json"),
         },

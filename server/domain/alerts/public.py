@@ -178,7 +178,7 @@ def _matches(request: Request[Any, Any, Any], tag: str) -> bool:
 
 def _cached(
     request: Request[Any, Any, Any], tag: str, media_type: str, body: bytes | None, max_age: int
-) -> Response[bytes]:
+) -> Response[Any]:
     headers = {"ETag": tag, "Cache-Control": f"public, max-age={max_age}"}
     if body is None:
         return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
@@ -191,7 +191,7 @@ async def _answer(
     settings: Settings,
     media_type: str,
     build: Callable[[datetime], Awaitable[bytes]],
-) -> Response[bytes]:
+) -> Response[Any]:
     """304 when the client holds the current answer, else the answer (built once per tag)."""
     now = utcnow()
     retention = timedelta(hours=settings.cap_feed_retention_h)
@@ -270,7 +270,7 @@ class PublicAlertController(Controller):
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         point: POINT = None,
-    ) -> Response[bytes]:
+    ) -> Response[PublicAlerts]:
         """Current Actual warnings (most severe first), those covering `point` if given."""
         _throttle(request)
         where = _point(point)
@@ -293,7 +293,7 @@ class PublicAlertController(Controller):
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         point: POINT = None,
-    ) -> Response[bytes]:
+    ) -> Response[FeatureCollection]:
         """Current Actual warnings as GeoJSON: each area with its colour level."""
         _throttle(request)
         where = _point(point)
