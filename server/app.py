@@ -16,13 +16,14 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.common import Output
-from server.admission import AdmissionMiddleware, admission_from
+from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
@@ -70,9 +71,9 @@ from server.domain.sync.controllers import SyncController
 from server.domain.sync.lifespan import sync_lifespan, synced_sessionmaker
 from server.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from server.jobs import hazard_jobs_lifespan
-from server.openapi import document_app
+from server.openapi import AppWide, document_app
 from server.outbox import OUTBOX_FLAG
-from server.strict import strict_json_body
+from server.strict import strict_request
 
 log = logging.getLogger("liandong")
 
@@ -175,6 +176,25 @@ async def frozen_heap(_app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def allow_every_method(app: Litestar) -> None:
+    """Make Litestar's automatic OPTIONS answers list every method of their path.
+
+    The automatic handler answers `Allow` from the route object it was made with; a controller's
+    handlers are registered one at a time, so that is the path's first route, which lacks the
+    methods registered after it (`OPTIONS /api/v1/users` answered `Allow: OPTIONS, POST`).
+    Each is pointed at its path's final route."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        fn = route.route_handler_map["OPTIONS"][0].fn
+        code = getattr(fn, "__code__", None)
+        closure = getattr(fn, "__closure__", None)
+        if getattr(fn, "__name__", "") != "options_handler" or not code or not closure:
+            continue
+        if "self" in code.co_freevars:
+            closure[code.co_freevars.index("self")].cell_contents = route
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -280,7 +300,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(AuthMiddleware, exclude=EXCLUDE_REGEX),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=strict_json_body,
+        before_request=strict_request,
         request_max_body_size=settings.max_body_bytes,
         on_shutdown=[_close_feed, _dispose],
         lifespan=[
@@ -304,5 +324,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     # Every operation's real answers (401, 403, 404, 409, 415, 422, ... as problem+json).
-    document_app(app, public_paths=EXCLUDE_REGEX)
+    shed = AppWide(503, "overloaded: shed by admission (server/admission.py)", EXEMPT_PATHS)
+    document_app(app, public_paths=EXCLUDE_REGEX, app_wide=[shed])
+    allow_every_method(app)
     return app

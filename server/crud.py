@@ -41,6 +41,7 @@ class ListQuery:
 
 
 _area_decoder = msgspec.json.Decoder(Polygon | MultiPolygon)
+_NUM = r"-?[0-9]{1,3}(\.[0-9]+)?"  # a coordinate in decimal degrees
 
 
 async def provide_list_query(
@@ -49,10 +50,16 @@ async def provide_list_query(
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500, description="page size")] = 50,
     near: Annotated[
-        str | None, QueryParameter(description="LON,LAT: only records within radius_m of it")
+        str | None,
+        QueryParameter(
+            description="LON,LAT: only records within radius_m of it", pattern=f"^{_NUM},{_NUM}$"
+        ),
     ] = None,
     radius_m: Annotated[float | None, QueryParameter(gt=0, description="metres, with near")] = None,
-    bbox: Annotated[str | None, QueryParameter(description="W,S,E,N in WGS-84 degrees")] = None,
+    bbox: Annotated[
+        str | None,
+        QueryParameter(description="W,S,E,N in WGS-84 degrees", pattern=f"^{_NUM}(,{_NUM}){{3}}$"),
+    ] = None,
     within: Annotated[
         str | None, QueryParameter(description="a GeoJSON Polygon or MultiPolygon (JSON text)")
     ] = None,

@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import re
 import textwrap
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import typing
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar._openapi.datastructures import OpenAPIContext
 from litestar._openapi.path_item import create_path_item_for_route, merge_path_item_operations
@@ -47,6 +50,7 @@ from litestar.enums import RequestEncodingType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     OpenAPI,
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -58,7 +62,9 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import BodyKwarg
+from litestar.params import BodyKwarg, ParameterKwarg
+from litestar.response import Response as LitestarResponse
+from litestar.response import ServerSentEvent
 from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 
@@ -406,6 +412,140 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
+REF_TEMPLATE = "#/components/schemas/{name}"
+_NOT_WIRE = (type(None), bytes, Any)
+
+
+@functools.cache
+def _is_wire_type(tp: Any) -> bool:
+    if tp in _NOT_WIRE or tp is None:
+        return False
+    try:
+        msgspec.json.schema(tp)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def wire_types(handler: HTTPRouteHandler) -> list[Any]:
+    """The types a handler reads and answers that msgspec can describe."""
+    out: list[Any] = []
+    data = handler.parsed_fn_signature.parameters.get("data")
+    if data is not None and _json_body(handler):
+        out.append(data.annotation)
+    out.append(_success_type(handler))
+    doc = _doc(handler)
+    out += [doc.body, *doc.answers.values(), *doc.alternatives.values()]
+    return [tp for tp in out if _is_wire_type(tp)]
+
+
+def _success_type(handler: HTTPRouteHandler) -> Any:
+    ret = handler.parsed_fn_signature.return_type
+    if ret.is_subclass_of(LitestarResponse):
+        return ret.inner_types[0].annotation if ret.inner_types else None
+    return ret.annotation
+
+
+class WireSchemas:
+    """JSON Schemas of the wire types as msgspec, which decodes and validates them, sees them:
+    tuple lengths, constraints on nested items, unknown fields refused, tagged unions. (Litestar's
+    own generator loses these, so a client generator or a fuzzer would build requests the
+    server refuses.)"""
+
+    def __init__(self, types: Iterable[Any]) -> None:
+        self.types = [tp for tp in dict.fromkeys(types) if _is_wire_type(tp)]
+        schemas, self.components = msgspec.json.schema_components(
+            self.types, ref_template=REF_TEMPLATE
+        )
+        self.by_type: dict[Any, dict[str, Any]] = dict(zip(self.types, schemas, strict=True))
+        _tags_as_decoded(self.components, self.types, list(self.by_type.values()))
+
+    def get(self, tp: Any) -> Any:
+        """The schema of `tp` (usually a `$ref`), or None when msgspec cannot describe it."""
+        return self.by_type.get(tp)
+
+
+def _tags_as_decoded(
+    components: dict[str, Any], types: Iterable[Any], schemas: list[dict[str, Any]]
+) -> None:
+    """msgspec requires a struct's tag (GeoJSON's `type`) only where it picks a union member;
+    a field of one tagged type, such as a hazard's `location`, takes a point without it. Say
+    so: the tag is optional in the struct's schema, required at each union that dispatches on
+    it (the members of a schema with a `discriminator`)."""
+    tagged = {}
+    for tp in _struct_types(types):
+        config = tp.__struct_config__
+        if config.tag_field is not None:
+            tagged[tp.__name__] = config.tag_field
+    for name, field_name in tagged.items():
+        schema = components.get(name)
+        if schema and field_name in schema.get("required", []):
+            schema["required"] = [f for f in schema["required"] if f != field_name]
+    for schema in _walk([components, schemas]):
+        disc = schema.get("discriminator")
+        if isinstance(disc, dict):
+            for member in schema.get("anyOf", []) + schema.get("oneOf", []):
+                if isinstance(member, dict) and "$ref" in member:
+                    member["required"] = [disc["propertyName"]]
+
+
+def _struct_types(types: Iterable[Any]) -> set[type[msgspec.Struct]]:
+    """Every Struct type reachable from `types` (fields, unions, containers, generics)."""
+    seen: set[type[msgspec.Struct]] = set()
+    todo = list(types)
+    while todo:
+        tp = todo.pop()
+        origin = typing.get_origin(tp)
+        if origin is not None:
+            todo += typing.get_args(tp)
+            if isinstance(origin, type) and issubclass(origin, msgspec.Struct):
+                todo.append(origin)
+            continue
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and tp not in seen:
+            seen.add(tp)
+            hints = typing.get_type_hints(tp, include_extras=True)
+            todo += hints.values()
+    return seen
+
+
+def _walk(value: object) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+
+
+def _refs(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str) and item.startswith("#/components/schemas/"):
+                yield item.rsplit("/", 1)[1]
+            else:
+                yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+
+
+def prune_components(openapi: OpenAPI) -> None:
+    """Drop component schemas no operation refers to (directly or through another)."""
+    doc = openapi.to_schema()
+    schemas = doc.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+    todo = list(_refs(doc.get("paths", {})))
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in schemas:
+            continue
+        seen.add(name)
+        todo += _refs(schemas[name])
+    kept = openapi.components.schemas or {}
+    openapi.components.schemas = {k: v for k, v in sorted(kept.items()) if k in seen}
+
+
 class DocumentedOpenAPIPlugin(OpenAPIPlugin):
     """Litestar's OpenAPI plugin, completing each operation's answers (module docstring)."""
 
@@ -424,20 +564,28 @@ class DocumentedOpenAPIPlugin(OpenAPIPlugin):
         openapi = config.to_openapi_schema()
         context = OpenAPIContext(openapi_config=config, plugins=self.app.plugins.openapi)
         creator = SchemaCreator.from_openapi_context(context, prefer_alias=False)
-        problem = creator.for_field_definition(FieldDefinition.from_annotation(ProblemDetails))
         path_items: dict[str, PathItem] = {}
+        todo: list[tuple[Operation, HTTPRouteHandler, HTTPRoute, str]] = []
+        types: list[Any] = [ProblemDetails, *ALTERNATE_CONTENT.values()]
         for route in self.included_routes.values():
             path = route.path_format or "/"
             path_item = create_path_item_for_route(context, route)
             for method, (handler, _) in route.route_handler_map.items():
                 operation = getattr(path_item, str(method).lower(), None)
                 if isinstance(operation, Operation) and handler.resolve_include_in_schema():
-                    self._complete(operation, handler, route, str(method), creator, problem)
+                    todo.append((operation, handler, route, str(method)))
+                    types += wire_types(handler)
             if existing := path_items.get(path):
                 path_item = merge_path_item_operations(existing, path_item, for_path=path)
             path_items[path] = path_item
+        wire = WireSchemas(types)
+        for operation, handler, route, verb in todo:
+            self._complete(operation, handler, route, verb, creator, wire)
         openapi.paths = path_items
-        openapi.components.schemas = context.schema_registry.generate_components_schemas()
+        schemas: dict[str, Any] = context.schema_registry.generate_components_schemas()
+        schemas.update(wire.components)
+        openapi.components.schemas = schemas
+        prune_components(openapi)
         return openapi
 
     def _complete(
@@ -447,94 +595,145 @@ class DocumentedOpenAPIPlugin(OpenAPIPlugin):
         route: HTTPRoute,
         method: str,
         creator: SchemaCreator,
-        problem: Schema | Reference,
+        wire: WireSchemas,
     ) -> None:
-        doc = _doc(handler)
-        public = is_public(route.path, self.public_paths)
-        if public:
+        if is_public(route.path, self.public_paths):
             op.security = []
+        writer = _Answers(op, handler, method, creator, wire, self.app_wide)
         statuses = answers_for(handler, route, method, self.public_paths, self.app_wide)
-        facts = handler_facts(handler)
-        old = dict(op.responses or {})
-        success = old.get(str(handler.status_code))
-        every = [*doc.every_answer_headers]
-        responses: dict[str, OpenAPIResponse | Reference] = {}
+        op.responses = {str(status): writer.answer(status) for status in sorted(statuses)}
+        writer.request()
 
-        def schema_of(tp: Any) -> Schema | Reference:
-            return creator.for_field_definition(FieldDefinition.from_annotation(tp))
 
-        for status in sorted(statuses):
-            headers: dict[str, OpenAPIHeader | Reference] = {h.name: _header(h) for h in every}
-            if status in doc.answers:
-                response = OpenAPIResponse(description=_describe(status))
-                body = doc.answers[status]
-                if body is not None and method != "HEAD":
-                    response.content = {JSON: OpenAPIMediaType(schema=schema_of(body))}
-                    self._alternatives(response, facts, doc, schema_of)
-            elif status >= 400:
-                if status in (429, 503):
-                    headers[RETRY_AFTER.name] = _header(RETRY_AFTER)
-                for wide in self.app_wide:
-                    if wide.status == status:
-                        headers.update({h.name: _header(h) for h in wide.headers})
-                content = None
-                if method != "HEAD":
-                    content = {PROBLEM_JSON: OpenAPIMediaType(schema=problem)}
-                responses[str(status)] = OpenAPIResponse(
-                    description=_describe(status), content=content, headers=headers or None
-                )
-                continue
-            elif isinstance(success, OpenAPIResponse):
-                same = status == handler.status_code
-                response = OpenAPIResponse(
-                    description=success.description if same else _describe(status),
-                    content=dict(success.content) if success.content else None,
-                    headers=dict(success.headers or {}),
-                )
-                if doc.content:
-                    binary = Schema(type=OpenAPIType.STRING)
-                    response.content = {mt: OpenAPIMediaType(schema=binary) for mt in doc.content}
-                else:
-                    self._alternatives(response, facts, doc, schema_of)
-            else:
-                response = OpenAPIResponse(description=_describe(status))
-            if status in (204, 304) or method == "HEAD" or 300 <= status < 400:
-                response.content = None
-            if 300 <= status < 400 and status != 304:
-                headers["Location"] = _header(HeaderDoc("Location", "where to go"))
-            if status < 300:
-                headers.update({h.name: _header(h) for h in doc.answer_headers})
-            response.headers = {**(response.headers or {}), **headers} or None
-            responses[str(status)] = response
-        op.responses = responses
-        self._request(op, doc, schema_of)
+class _Answers:
+    """Writes one operation's answers and request (DocumentedOpenAPIPlugin._complete)."""
 
-    @staticmethod
-    def _alternatives(
-        response: OpenAPIResponse,
-        facts: Facts,
-        doc: Doc,
-        schema_of: Callable[[Any], Schema | Reference],
+    def __init__(
+        self,
+        op: Operation,
+        handler: HTTPRouteHandler,
+        method: str,
+        creator: SchemaCreator,
+        wire: WireSchemas,
+        app_wide: tuple[AppWide, ...],
     ) -> None:
+        self.op, self.handler, self.method = op, handler, method
+        self.creator, self.wire, self.app_wide = creator, wire, app_wide
+        self.doc = _doc(handler)
+        self.facts = handler_facts(handler)
+        self.success = (op.responses or {}).get(str(handler.status_code))
+
+    def schema_of(self, tp: Any) -> Any:
+        """msgspec's schema of a wire type; Litestar's for anything else."""
+        if tp is bytes:
+            return Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        found = self.wire.get(tp)
+        if found is not None:
+            return found
+        return self.creator.for_field_definition(FieldDefinition.from_annotation(tp))
+
+    def _query_parameters(self) -> None:
+        kwargs = _query_kwargs(self.handler)
+        for param in self.op.parameters or []:
+            if isinstance(param, Parameter) and param.param_in == "query":
+                _fix_query_parameter(param, kwargs.get(param.name))
+
+    def _headers(self, docs: Iterable[HeaderDoc]) -> dict[str, OpenAPIHeader | Reference]:
+        return {h.name: _header(h) for h in docs}
+
+    def answer(self, status: int) -> OpenAPIResponse:
+        """The answer with `status`: declared in the handler's Doc, an error, or a success."""
+        headers = self._headers(self.doc.every_answer_headers)
+        if status in self.doc.answers:
+            response = self._declared(status)
+        elif status >= 400:
+            return self._problem(status, headers)
+        else:
+            response = self._success(status)
+        if status in (204, 304) or self.method == "HEAD" or 300 <= status < 400:
+            response.content = None
+        if 300 <= status < 400 and status != 304:
+            headers["Location"] = _header(HeaderDoc("Location", "where to go"))
+        if status < 300:
+            headers.update(self._headers(self.doc.answer_headers))
+        response.headers = {**(response.headers or {}), **headers} or None
+        return response
+
+    def _declared(self, status: int) -> OpenAPIResponse:
+        response = OpenAPIResponse(description=_describe(status))
+        body = self.doc.answers[status]
+        if body is not None and self.method != "HEAD":
+            response.content = {JSON: OpenAPIMediaType(schema=self.schema_of(body))}
+            self._alternatives(response)
+        return response
+
+    def _problem(
+        self, status: int, headers: dict[str, OpenAPIHeader | Reference]
+    ) -> OpenAPIResponse:
+        if status in (429, 503):
+            headers[RETRY_AFTER.name] = _header(RETRY_AFTER)
+        for wide in self.app_wide:
+            if wide.status == status:
+                headers.update(self._headers(wide.headers))
+        content = None
+        if self.method != "HEAD":  # a HEAD answer has no body
+            content = {PROBLEM_JSON: OpenAPIMediaType(schema=self.wire.get(ProblemDetails))}
+        return OpenAPIResponse(
+            description=_describe(status), content=content, headers=headers or None
+        )
+
+    def _success(self, status: int) -> OpenAPIResponse:
+        success = self.success
+        if not isinstance(success, OpenAPIResponse):
+            return OpenAPIResponse(description=_describe(status))
+        same = status == self.handler.status_code
+        response = OpenAPIResponse(
+            description=success.description if same else _describe(status),
+            content=dict(success.content) if success.content else None,
+            headers=dict(success.headers or {}),
+        )
+        schema = self.wire.get(_success_type(self.handler))
+        if schema is not None and response.content and JSON in response.content:
+            response.content[JSON] = OpenAPIMediaType(schema=schema)
+        content = self.doc.content
+        if self.handler.parsed_fn_signature.return_type.is_subclass_of(ServerSentEvent):
+            content = content or ("text/event-stream",)
+        if content:
+            binary = Schema(type=OpenAPIType.STRING)
+            response.content = {mt: OpenAPIMediaType(schema=binary) for mt in content}
+        else:
+            self._alternatives(response)
+        return response
+
+    def _alternatives(self, response: OpenAPIResponse) -> None:
+        """Content types the handler builds by hand (CSV, GeoJSON, msgpack) besides JSON."""
         content = dict(response.content or {})
         base = content.get(JSON)
-        table = {**ALTERNATE_CONTENT, **doc.alternatives}
-        for mt in sorted(facts.media_types | set(doc.alternatives)):
+        table = {**ALTERNATE_CONTENT, **self.doc.alternatives}
+        for mt in sorted(self.facts.media_types | set(self.doc.alternatives)):
             if mt in content or mt not in table:
                 continue
             tp = table[mt]
             if tp is None and base is not None:
                 content[mt] = OpenAPIMediaType(schema=base.schema)
             elif tp is not None:
-                content[mt] = OpenAPIMediaType(schema=schema_of(tp))
+                content[mt] = OpenAPIMediaType(schema=self.schema_of(tp))
         response.content = content or None
 
-    @staticmethod
-    def _request(op: Operation, doc: Doc, schema_of: Callable[[Any], Schema | Reference]) -> None:
+    def request(self) -> None:
+        """The request body (msgspec's schema, or the Doc's body read by hand), query
+        parameters as Litestar checks them, and headers."""
+        op, doc = self.op, self.doc
+        self._query_parameters()
+        data = self.handler.parsed_fn_signature.parameters.get("data")
+        schema = self.wire.get(data.annotation) if data is not None else None
+        if schema is not None and isinstance(op.request_body, RequestBody):
+            for media in (op.request_body.content or {}).values():
+                media.schema = schema
         if doc.body is not None:
-            schema = schema_of(doc.body)
+            body = self.schema_of(doc.body)
             op.request_body = RequestBody(
-                content={mt: OpenAPIMediaType(schema=schema) for mt in doc.body_media_types},
+                content={mt: OpenAPIMediaType(schema=body) for mt in doc.body_media_types},
                 required=doc.body_required,
             )
         if doc.request_headers:
@@ -550,6 +749,53 @@ class DocumentedOpenAPIPlugin(OpenAPIPlugin):
                 for h in doc.request_headers
             ]
             op.parameters = params
+
+
+# Litestar checks these on a query parameter but drops them from the schema of an optional one.
+_CONSTRAINTS = {
+    "gt": "exclusive_minimum",
+    "ge": "minimum",
+    "lt": "exclusive_maximum",
+    "le": "maximum",
+    "pattern": "pattern",
+    "min_length": "min_length",
+    "max_length": "max_length",
+}
+
+
+def _query_kwargs(handler: HTTPRouteHandler) -> dict[str, ParameterKwarg]:
+    """The query parameters' definitions, the handler's and its dependencies'."""
+    signatures = [handler.parsed_fn_signature]
+    for provider in handler.resolve_dependencies().values():
+        sig = getattr(provider, "parsed_fn_signature", None)
+        if sig is not None:
+            signatures.append(sig)
+    out: dict[str, ParameterKwarg] = {}
+    for sig in signatures:
+        for name, param in sig.parameters.items():
+            kwarg = param.kwarg_definition
+            if isinstance(kwarg, ParameterKwarg):
+                out[kwarg.query or name] = kwarg
+    return out
+
+
+def _fix_query_parameter(param: Parameter, kwarg: ParameterKwarg | None) -> None:
+    """An optional query parameter is absent, never JSON null; keep its value's schema and
+    the constraints Litestar enforces on it."""
+    schema = param.schema
+    if isinstance(schema, Schema) and schema.one_of:
+        values = [
+            s for s in schema.one_of if not (isinstance(s, Schema) and s.type == OpenAPIType.NULL)
+        ]
+        if len(values) == 1:
+            only = values[0]
+            if isinstance(only, Schema):
+                only.description = only.description or schema.description
+            param.schema = schema = only
+    if isinstance(schema, Schema) and kwarg is not None:
+        for source, target in _CONSTRAINTS.items():
+            if (limit := getattr(kwarg, source, None)) is not None:
+                setattr(schema, target, limit)
 
 
 def document_app(

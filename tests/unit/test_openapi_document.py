@@ -6,21 +6,34 @@ Pure: the app is built (no database is opened) and its document read. The schema
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
+import msgspec
 import pytest
 from litestar import Controller, Litestar, Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
-from schemas.common import ProblemDetails, ProblemField, Role
+from schemas.common import Point, Polygon, ProblemDetails, ProblemField, Role
+from schemas.hazards import HazardCreate
+from schemas.sync import PushRequest
 from server.app import create_app
 from server.auth.middleware import EXCLUDE_REGEX
 from server.auth.principal import Principal
 from server.errors import PROBLEM_JSON, Conflict
-from server.openapi import answers_for, document_app, function_facts, handler_facts, is_public
+from server.openapi import (
+    REF_TEMPLATE,
+    answers_for,
+    document_app,
+    function_facts,
+    handler_facts,
+    is_public,
+)
 from server.scope import require
 from tests.conftest import make_settings
 
@@ -182,3 +195,53 @@ def test_a_route_added_later_is_documented_too(tmp_path: Path) -> None:
     assert set(ops["ProbeDeep"]["responses"]) >= {"200", "401", "403", "409"}
     assert set(ops["ProbePlain"]["responses"]) == {"200"}
     assert ops["ProbePlain"]["security"] == []
+
+
+def test_schemas_are_msgspecs_and_every_reference_resolves(doc: dict[str, Any]) -> None:
+    """Wire types are described as msgspec validates them (what Litestar's generator loses:
+    a point has exactly two numbers, a ring at least four points, unknown fields are refused),
+    and the document holds no dangling or unused component."""
+    schemas = doc["components"]["schemas"]
+    _, expected = msgspec.json.schema_components(
+        [Point, Polygon, HazardCreate, PushRequest], ref_template=REF_TEMPLATE
+    )
+    for name in ("HazardCreate", "PushRequest", "Mutation"):
+        assert schemas[name] == _without_nulls(expected[name]), name
+    point = schemas["Point"]["properties"]["coordinates"]
+    assert point["minItems"] == point["maxItems"] == 2
+    # msgspec requires a tag only where it picks a union member: a lone point may omit it
+    assert schemas["Point"]["required"] == ["coordinates"]
+    unions = [s for s in _dicts(schemas) if "discriminator" in s]
+    assert unions  # e.g. a warning's area, Polygon | MultiPolygon
+    for union in unions:
+        tag = union["discriminator"]["propertyName"]
+        assert all(member["required"] == [tag] for member in union["anyOf"])
+    assert schemas["HazardCreate"]["additionalProperties"] is False
+    referenced = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert referenced == set(schemas)
+
+
+def test_query_parameters_carry_what_litestar_checks(doc: dict[str, Any]) -> None:
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/hazards"]["get"]["parameters"]}
+    assert params["radius_m"] == {"type": "number", "exclusiveMinimum": 0, "description": ANY}
+    assert "pattern" in params["near"] and "pattern" in params["bbox"]
+    assert all("oneOf" not in schema for schema in params.values())  # absent, never null
+
+
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _dicts(item)
+
+
+def _without_nulls(value: Any) -> Any:
+    """What Litestar's serializer keeps of a schema: it drops keys whose value is None."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -42,7 +42,8 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _TUS = {"Tus-Resumable": tus.TUS_VERSION}
 
 # What the OpenAPI document says about tus headers (server/openapi.py builds the rest).
-_INT = {"type": "integer", "minimum": 0}
+# Header values are text on the wire: a count of bytes is digits.
+_INT = {"type": "string", "pattern": "^[0-9]{1,19}$"}
 TUS_RESUMABLE = HeaderDoc(
     "Tus-Resumable",
     "the tus version: 1.0.0 (412 for any other)",

@@ -37,7 +37,7 @@ from server.domain.sync.changelog import SyncRuntime
 from server.errors import InvalidInput
 from server.openapi import Doc, HeaderDoc
 from server.scope import require
-from server.strict import decode_failure
+from server.strict import UnsupportedMediaType, decode_failure
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -54,7 +54,9 @@ class ConflictResolve(Input):
 
 
 _GZIP_BODY = HeaderDoc(
-    "Content-Encoding", "`gzip` when the body is compressed", schema={"enum": ["gzip", "identity"]}
+    "Content-Encoding",
+    "`gzip` when the body is compressed (any other coding: 415)",
+    schema={"type": "string", "enum": ["gzip", "identity"]},
 )
 
 
@@ -69,8 +71,11 @@ def _doc(request: type, reply: type) -> Doc:
 
 
 def _body(raw: bytes, request: Request[Any, Any, Any]) -> bytes:
-    if "gzip" not in request.headers.get("content-encoding", "").lower():
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
         return raw
+    if encoding != "gzip":  # RFC 9110: an unsupported content coding is a 415
+        raise UnsupportedMediaType(detail="sync bodies are sent as they are or gzip-encoded")
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(raw, MAX_SYNC_BODY + 1)
