@@ -139,8 +139,10 @@ class ChecksWeek:
     """This week's self-checks of my enterprises: due (template per enterprise) and done."""
 
     week: str
-    due: list[tuple[str, dict[str, Any]]]
-    done: list[dict[str, Any]]
+    due: list[tuple[str, dict[str, Any]]]  # (enterprise id, template) still to fill in
+    done: list[dict[str, Any]]  # this week's submissions (queued ones too)
+    missed: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # week ended unsent
+    records: list[dict[str, Any]] = field(default_factory=list)  # the server's check_due rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,21 +571,19 @@ class Views:
 
     # -- self-checks ------------------------------------------------------------------------
     def checks_this_week(self) -> ChecksWeek:
-        """This week's self-checks for my enterprises: each active template not yet submitted
-        for an enterprise is due; submissions of this week (queued ones too) are done."""
+        """This week's self-checks for my enterprises. From the server's `check_due` records
+        when the phone holds them (due, done, missed: docs/sync-protocol.md); a queued
+        submission of this phone counts as done at once. Without them (an older server) each
+        active template not yet submitted for an enterprise is due."""
         week = iso_week(self._now())
-        enterprises = [
-            s.removeprefix("enterprise:")
-            for (s,) in self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'enterprise:%'")
-        ]
         x = REC.format(a="x")
-        templates = [
-            {**_dec.decode(b), "id": tid}
+        templates = {
+            tid: {**_dec.decode(b), "id": tid}
             for tid, b in self.db.execute(
                 f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
                 f" WHERE x.entity='check_template' AND json_extract({x}, '$.active')"
             )
-        ]
+        }
         done = [
             {**_dec.decode(b), "id": sid}
             for sid, b in self.db.execute(
@@ -591,6 +591,10 @@ class Views:
                 f" WHERE x.entity='check_submission' AND json_extract({x}, '$.week') = ?",
                 (week,),
             )
+        ]
+        enterprises = [
+            s.removeprefix("enterprise:")
+            for (s,) in self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'enterprise:%'")
         ]
         taken = {(d.get("enterprise_id"), d.get("template_id")) for d in done}
         # A queued submission may leave the enterprise to the server (None): it covers mine.
@@ -600,7 +604,30 @@ class Views:
             if not d.get("enterprise_id")
             for e in enterprises
         }
-        due = [(e, tpl) for e in enterprises for tpl in templates if (e, tpl["id"]) not in taken]
+        dues = [
+            {**_dec.decode(b), "id": did_}
+            for did_, b in self.db.execute(
+                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
+                f" WHERE x.entity='check_due' AND json_extract({x}, '$.week') = ?",
+                (week,),
+            )
+        ]
+        if dues:
+            due: list[tuple[str, dict[str, Any]]] = []
+            missed: list[tuple[str, dict[str, Any]]] = []
+            for d in dues:
+                key = (d.get("enterprise_id"), d.get("template_id"))
+                tpl = templates.get(str(d.get("template_id")))
+                if tpl is None or d.get("status") == "done" or key in taken:
+                    continue
+                (missed if d.get("status") == "missed" else due).append((str(key[0]), tpl))
+            return ChecksWeek(week, due, done, missed, dues)
+        due = [
+            (e, tpl)
+            for e in enterprises
+            for tpl in templates.values()
+            if (e, tpl["id"]) not in taken
+        ]
         return ChecksWeek(week, due, done)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mobile.core.clock import ManualClock, rfc3339
-from mobile.core.views import Me, Views, in_area
-from schemas.sync import PullResponse, RecordChange, ScopePage
+from mobile.core.views import Me, Views, in_area, iso_week
+from schemas.sync import Op, PullResponse, RecordChange, ScopePage
 from sync.store import ClientStore
 
 SQUARE = {
@@ -144,5 +144,55 @@ def test_plans_my_unit_takes_part_in(tmp_path: Path) -> None:
     ]
     assert [t["unit_kind"] for t in shown[1].mine] == ["fire"]  # my unit's part only
     assert views.plans(incident_type="flood") == []
+    views.close()
+    store.close()
+
+
+def test_self_checks_of_the_week_from_the_servers_check_due_rows(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = tmp_path / "store.db"
+    store = ClientStore(path, device_id="d")
+    week = iso_week(clock())
+    ent, other = str(uuid.UUID(int=501)), str(uuid.UUID(int=502))
+    tpl = [
+        RecordChange(
+            entity="check_template",
+            id=uuid.UUID(int=600 + n),
+            version=1,
+            fields={"code": f"t{n}", "active": True, "items": [{"id": "i1", "text": "exits"}]},
+        )
+        for n in range(3)
+    ]
+    _pull(store, "ref", 3, tpl)
+    views = Views(path, Me("u", None, "enterprise_staff"), now=clock)
+    _pull(store, f"enterprise:{ent}", 1, [])
+    # An older server sends no check_due: every active template is due for my enterprise.
+    assert len(views.checks_this_week().due) == 3
+
+    def due(n: int, status: str, template: int, week_: str = week) -> RecordChange:
+        fields = {"enterprise_id": ent, "template_id": str(uuid.UUID(int=600 + template))}
+        fields |= {"week": week_, "status": status}
+        return RecordChange(entity="check_due", id=uuid.UUID(int=700 + n), version=1, fields=fields)
+
+    _pull(
+        store,
+        f"enterprise:{ent}",
+        5,
+        [due(0, "due", 0), due(1, "missed", 1), due(2, "done", 2), due(3, "due", 2, "2026-W01")],
+    )
+    got = views.checks_this_week()
+    assert [(e, t["code"]) for e, t in got.due] == [(ent, "t0")]
+    assert [(e, t["code"]) for e, t in got.missed] == [(ent, "t1")]
+    assert len(got.records) == 3 and got.week == week
+    # A queued submission of this phone counts at once.
+    store.write(
+        "check_submission",
+        uuid.uuid4(),
+        {"enterprise_id": ent, "template_id": str(uuid.UUID(int=600)), "week": week, "results": []},
+        op=Op.CREATE,
+    )
+    got = views.checks_this_week()
+    assert got.due == [] and len(got.done) == 1
+    assert other not in {e for e, _ in got.missed}
     views.close()
     store.close()
