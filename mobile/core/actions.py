@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from mobile.core.clock import Now, rfc3339, utcnow
@@ -85,6 +85,7 @@ class FieldActions:
     ) -> None:
         self.store = store
         self.on_write = on_write  # told the entity after each write (wakes the sender)
+        self._last_stamp: datetime | None = None
         self.photos = photos
         self.geolocator = geolocator
         self._now = now
@@ -92,6 +93,17 @@ class FieldActions:
         self.fix_max_age_s = fix_max_age_s
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _stamp(self) -> str:
+        """The device time for a write, strictly after the previous stamp of this phone (the
+        server orders a timeline by it: two steps in one millisecond keep the user's order)."""
+        now = self._now()
+        at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the wire's precision
+        last = self._last_stamp
+        if last is not None and at <= last:
+            at = last + timedelta(milliseconds=1)
+        self._last_stamp = at
+        return rfc3339(at)
+
     def _fix(self, fix: Fix | None) -> Fix | None:
         if fix is not None:
             return fix
@@ -144,7 +156,7 @@ class FieldActions:
                 "description": description,
                 "location": where.point(),
                 "accuracy_m": where.accuracy_m,
-                "reported_at": rfc3339(self._now()),
+                "reported_at": self._stamp(),
                 "enterprise_id": enterprise_id,
                 "photo_ids": _ids(photos),
             },
@@ -203,7 +215,7 @@ class FieldActions:
             "to_status": str(to),
             "note": note,
             "photo_ids": _ids(photos) or None,
-            "at": rfc3339(self._now()),
+            "at": self._stamp(),
             **extra,
         }
         return self._write("hazard_step", step, fields)
@@ -294,7 +306,7 @@ class FieldActions:
             "task_id": str(task_id),
             "to_status": str(to) if to is not None else None,
             "note": note,
-            "at": rfc3339(self._now()),
+            "at": self._stamp(),
             "location": where.point() if where else None,
             "accuracy_m": where.accuracy_m if where else None,
             "device_id": self.store.device_id,

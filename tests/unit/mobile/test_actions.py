@@ -94,3 +94,14 @@ def test_an_item_being_sent_cannot_be_edited(
     outbox.clear_sending()
     actions.correct_hazard(hid, description="two exits blocked")
     assert store.get("hazard", hid)["description"] == "two exits blocked"  # type: ignore[index]
+
+
+def test_steps_in_one_millisecond_keep_their_order(
+    phone: tuple[FieldActions, Outbox, ClientStore],
+) -> None:
+    actions, _outbox, store = phone  # the manual clock does not move between the steps
+    hazard = uuid.uuid4()
+    actions.reinspect_hazard(hazard)
+    actions.close_hazard(hazard)
+    stamps = [m.fields["at"] for m in store.pending()]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 2
