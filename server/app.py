@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas.common import Output
 from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
@@ -156,7 +157,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Health:
         async with request.app.state.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
-        raise ServiceUnavailable("database unreachable") from exc
+        raise ServiceUnavailable(N_("database unreachable")) from exc
     return Health(status="ready", database=request.app.state.engine.dialect.name)
 
 

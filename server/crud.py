@@ -17,15 +17,52 @@ from litestar.params import QueryParameter
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas.common import Feature, FeatureCollection, MultiPolygon, Polygon
 from server import geo
 from server.auth.principal import Principal
 from server.db import dialect_of
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, InvalidInput, NotFound, Term
 from server.scope import visible
 
 GEOJSON = "application/geo+json"
 T = TypeVar("T")
+#: What a record of each table is called in a message (translated with it).
+NOUNS: dict[str, str] = {
+    "admin_areas": N_("area"),
+    "organisations": N_("organisation"),
+    "users": N_("user"),
+    "memberships": N_("membership"),
+    "grids": N_("grid"),
+    "enterprises": N_("enterprise"),
+    "incidents": N_("incident"),
+    "tasks": N_("task"),
+    "task_events": N_("task step"),
+    "hazards": N_("hazard"),
+    "hazard_events": N_("hazard step"),
+    "check_templates": N_("check template"),
+    "check_items": N_("check item"),
+    "check_submissions": N_("check submission"),
+    "check_assignments": N_("check assignment"),
+    "check_dues": N_("due self-check"),
+    "alerts": N_("alert"),
+    "alert_chains": N_("warning"),
+    "alert_feeds": N_("alert feed"),
+    "alert_authorities": N_("warning authority"),
+    "resources": N_("resource"),
+    "contacts": N_("contact"),
+    "devices": N_("device"),
+    "media_objects": N_("media object"),
+    "emergency_plans": N_("plan"),
+}
+
+
+def noun(model: type[Any]) -> Term:
+    """What a record of `model` is called in a message, marked to be translated with it."""
+    table: str = model.__tablename__
+    return Term(NOUNS.get(table, table))
+
+
 M = TypeVar("M")
 
 
@@ -70,11 +107,11 @@ async def provide_list_query(
         try:
             area = _area_decoder.decode(within)
         except msgspec.ValidationError as exc:
-            raise InvalidInput(f"within: {exc}", field="within") from exc
+            raise InvalidInput(N_("within: {reason}"), reason=str(exc), field="within") from exc
         except msgspec.DecodeError as exc:
-            raise InvalidInput("within must be GeoJSON text", field="within") from exc
+            raise InvalidInput(N_("within must be GeoJSON text"), field="within") from exc
     if radius_m is not None and near is None:
-        raise InvalidInput("radius_m needs near", field="radius_m")
+        raise InvalidInput(N_("radius_m needs near"), field="radius_m")
     return ListQuery(
         cursor=cursor,
         limit=limit,
@@ -112,7 +149,7 @@ def _decode_cursor(cursor: str) -> tuple[float | None, uuid.UUID]:
         key, ident = msgspec.msgpack.decode(raw, type=tuple[float | None, bytes])
         return key, uuid.UUID(bytes=ident)
     except (binascii.Error, msgspec.DecodeError, ValueError) as exc:
-        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
+        raise InvalidInput(N_("cursor is not one this server issued"), field="cursor") from exc
 
 
 async def list_page(
@@ -169,7 +206,7 @@ async def get_visible(
     conds = live_visible(principal, model, model.id == ident)  # type: ignore[attr-defined]
     row = (await session.execute(select(model).where(*conds))).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no {model.__tablename__[:-1]} {ident}")  # type: ignore[attr-defined]
+        raise NotFound(N_("no {record} {id}"), record=noun(model), id=ident)
     return row
 
 
@@ -177,7 +214,7 @@ def require_aware(**times: datetime | None) -> None:
     """Query-string times must carry their zone (bodies are checked by `AwareTime` at decode)."""
     for name, value in times.items():
         if value is not None and value.tzinfo is None:
-            raise InvalidInput(f"{name} must carry a time zone", field=name)
+            raise InvalidInput(N_("{name} must carry a time zone"), name=name, field=name)
 
 
 def apply_patch(row: Any, data: msgspec.Struct, names: Sequence[str]) -> dict[str, Any]:
@@ -214,7 +251,7 @@ async def refuse_taken_id(
         await read(session, principal, ident)
     else:
         await get_visible(session, principal, model, ident)
-    raise Conflict(f"a {model.__tablename__[:-1]} with this id already exists", field="id")
+    raise Conflict(N_("a {record} with this id already exists"), record=noun(model), field="id")
 
 
 async def ensure_new_id(

@@ -21,6 +21,7 @@ from shapely.validation import explain_validity
 from sqlalchemy import ColumnElement, Table, and_, bindparam, cast, func, text
 from sqlalchemy.orm import InstrumentedAttribute
 
+from i18n import N_
 from schemas.common import MultiPolygon, Point, Polygon
 from server.errors import InvalidInput
 
@@ -60,14 +61,16 @@ def _shapely_area(area: Polygon | MultiPolygon, field: str) -> ShPolygon | ShMul
     for ring_set in [area.coordinates] if isinstance(area, Polygon) else area.coordinates:
         for ring in ring_set:
             if ring[0] != ring[-1]:
-                raise InvalidInput("a polygon ring must be closed (first == last)", field=field)
+                raise InvalidInput(N_("a polygon ring must be closed (first == last)"), field=field)
     geom = shape({"type": area.__struct_config__.tag, "coordinates": area.coordinates})
     if not geom.is_valid:
-        raise InvalidInput(f"invalid polygon: {explain_validity(geom)}", field=field)
+        raise InvalidInput(
+            N_("invalid polygon: {reason}"), reason=explain_validity(geom), field=field
+        )
     if geom.is_empty or geom.area == 0:
-        raise InvalidInput("polygon has no area", field=field)
+        raise InvalidInput(N_("polygon has no area"), field=field)
     if not isinstance(geom, ShPolygon | ShMultiPolygon):
-        raise InvalidInput("expected a polygon", field=field)
+        raise InvalidInput(N_("expected a polygon"), field=field)
     return geom
 
 
@@ -132,13 +135,15 @@ def parse_near(near: str, radius_m: float | None) -> tuple[float, float, float]:
         lon_s, lat_s = near.split(",")
         lon, lat = float(lon_s), float(lat_s)
     except ValueError as exc:
-        raise InvalidInput("near must be LON,LAT", field="near") from exc
+        raise InvalidInput(N_("near must be LON,LAT"), field="near") from exc
     if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon) or math.isnan(lat):
-        raise InvalidInput("near: coordinates out of range", field="near")
+        raise InvalidInput(N_("near: coordinates out of range"), field="near")
     if radius_m is None:
-        raise InvalidInput("radius_m is required with near", field="radius_m")
+        raise InvalidInput(N_("radius_m is required with near"), field="radius_m")
     if not (0 < radius_m <= MAX_RADIUS_M):
-        raise InvalidInput(f"radius_m must be in (0, {MAX_RADIUS_M:.0f}]", field="radius_m")
+        raise InvalidInput(
+            N_("radius_m must be in (0, {max}]"), max=f"{MAX_RADIUS_M:.0f}", field="radius_m"
+        )
     return lon, lat, radius_m
 
 
@@ -147,9 +152,9 @@ def parse_bbox(bbox: str) -> tuple[float, float, float, float]:
     try:
         w, s, e, n = (float(x) for x in bbox.split(","))
     except ValueError as exc:
-        raise InvalidInput("bbox must be W,S,E,N", field="bbox") from exc
+        raise InvalidInput(N_("bbox must be W,S,E,N"), field="bbox") from exc
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-        raise InvalidInput("bbox: need -180<=W<E<=180 and -90<=S<N<=90", field="bbox")
+        raise InvalidInput(N_("bbox: need -180<=W<E<=180 and -90<=S<N<=90"), field="bbox")
     return w, s, e, n
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from i18n import N_
 from schemas.common import Role
 from server.auth.principal import Principal
 from server.errors import Forbidden
@@ -87,7 +88,7 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
     if p.role is Role.ADMIN or model in (Alert, Resource, Organisation, AdminArea):
         return None
     if model is User or model is AuditLog:
-        raise Forbidden("only administrators manage users and read the audit log")
+        raise Forbidden(N_("only administrators manage users and read the audit log"))
     area = home_area_subtree(p)
     match p.role, model:
         case Role.DISPATCHER, _ if hasattr(model, "area_id"):
@@ -134,13 +135,15 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
             return CheckDue.grid_id.in_(_my_grids(p))
         case Role.ENTERPRISE_STAFF, m if m is CheckDue:
             return CheckDue.enterprise_id.in_(_my_enterprises(p))
-    raise Forbidden(f"role {p.role} has no access to {model.__tablename__}")
+    raise Forbidden(
+        N_("role {role} has no access to {table}"), role=p.role, table=model.__tablename__
+    )
 
 
 def require(p: Principal, *roles: Role) -> None:
     """Raise Forbidden unless `p` has one of `roles`."""
     if p.role not in roles:
-        raise Forbidden(f"this needs one of: {', '.join(r.value for r in roles)}")
+        raise Forbidden(N_("this needs one of: {roles}"), roles=", ".join(r.value for r in roles))
 
 
 def serving_areas(dialect: str, areas: Collection[uuid.UUID]) -> ColumnElement[bool]:

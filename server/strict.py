@@ -20,15 +20,19 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import BodyKwarg, ParameterKwarg
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+from i18n import N_
+from server.errors import MalformedBody
 
 # A JSON string can carry NUL only as the escape \u0000 (a raw control byte is invalid JSON);
 # an escaped backslash before `u0000` (`\\u0000`) is text, not NUL: count the backslashes.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+NUL_MESSAGE = N_("text must not contain the NUL character (U+0000)")
 
 
 class UnsupportedMediaType(HTTPException):
@@ -50,15 +54,13 @@ def has_nul(body: bytes) -> bool:
     return b"\\u0000" in body and _NUL_ESCAPE.search(body) is not None
 
 
-def decode_failure(exc: Exception) -> ClientException:
+def decode_failure(exc: Exception) -> MalformedBody:
     """A body that is not JSON (bad UTF-8, a syntax error, nesting too deep to decode) as a 400."""
     if isinstance(exc, RecursionError):
-        detail = "the JSON document is nested too deeply"
-    elif isinstance(exc, UnicodeDecodeError):
-        detail = "the body is not valid UTF-8"
-    else:
-        detail = f"the body is not valid JSON: {exc}"
-    return ClientException(detail=detail)
+        return MalformedBody(N_("the JSON document is nested too deeply"))
+    if isinstance(exc, UnicodeDecodeError):
+        return MalformedBody(N_("the body is not valid UTF-8"))
+    return MalformedBody(N_("the body is not valid JSON: {reason}"), reason=str(exc))
 
 
 def _decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
@@ -181,7 +183,7 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     if not body:
         return  # Litestar answers a missing required body itself.
     if not is_json(request.headers.get("content-type", "")):
-        raise UnsupportedMediaType(detail="this endpoint reads application/json bodies")
+        raise UnsupportedMediaType(detail=N_("this endpoint reads application/json bodies"))
     try:
         _decoder(param.annotation).decode(body)
     except msgspec.ValidationError as exc:
@@ -194,5 +196,5 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
     if has_nul(body):
         raise ValidationException(
             detail="Validation failed",
-            extra=[{"message": "text must not contain the NUL character (U+0000)", "key": "body"}],
+            extra=[{"message": NUL_MESSAGE, "key": "body"}],
         )

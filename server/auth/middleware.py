@@ -8,6 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from sqlalchemy import select
 
+from i18n import N_
 from schemas.common import Role
 from server.auth.principal import Principal
 from server.auth.tokens import decode_access, live_session
@@ -33,7 +34,7 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("missing bearer token")
+            raise Unauthenticated(N_("missing bearer token"))
         settings = connection.app.state.settings
         claims = decode_access(settings.secret_key, token.strip())
         # One round trip per request: the user and whether the token's session is still live.
@@ -43,10 +44,10 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         async with connection.app.state.sessionmaker() as session:
             row = (await session.execute(stmt)).one_or_none()
         if row is None or row[0].disabled or row[0].deleted_at is not None:
-            raise Unauthenticated("account disabled or removed")
+            raise Unauthenticated(N_("account disabled or removed"))
         user, live = row
         if not live:
-            raise Unauthenticated("session ended (logged out or revoked)")
+            raise Unauthenticated(N_("session ended (logged out or revoked)"))
         principal = Principal(
             user_id=user.id,
             username=user.username,

@@ -18,6 +18,7 @@ import jwt
 from sqlalchemy import Exists, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas.ids import uuid7
 from server.errors import Unauthenticated
 from server.models import RefreshToken, User, utcnow
@@ -75,7 +76,7 @@ def decode_access(secret: str, token: str) -> AccessClaims:
             device_id=str(payload.get("dev", "")),
         )
     except (jwt.PyJWTError, ValueError, KeyError) as exc:
-        raise Unauthenticated("invalid or expired access token") from exc
+        raise Unauthenticated(N_("invalid or expired access token")) from exc
 
 
 async def issue_refresh(
@@ -127,16 +128,16 @@ async def rotate_refresh(
         await session.execute(select(RefreshToken).where(RefreshToken.token_hash == _hash(token)))
     ).scalar_one_or_none()
     if row is None or row.device_id != device_id:
-        raise Unauthenticated("unknown refresh token for this device")
+        raise Unauthenticated(N_("unknown refresh token for this device"))
     if row.revoked_at is not None:
         # A rotated token came back: someone else may hold the session. End it.
         await revoke_family(session, row.family_id)
-        raise RefreshReused("refresh token already used; the session was ended")
+        raise RefreshReused(N_("refresh token already used; the session was ended"))
     if row.expires_at <= utcnow():
-        raise Unauthenticated("refresh token expired")
+        raise Unauthenticated(N_("refresh token expired"))
     user = await session.get(User, row.user_id)
     if user is None or user.disabled or user.deleted_at is not None:
-        raise Unauthenticated("account disabled")
+        raise Unauthenticated(N_("account disabled"))
     row.revoked_at = utcnow()
     new_token, family = await issue_refresh(session, user.id, device_id, ttl_s, row.family_id)
     return user, new_token, family

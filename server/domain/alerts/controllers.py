@@ -13,6 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import alerts as s
 from schemas.common import Problem, Role
 from server import crud
@@ -254,7 +255,7 @@ class AlertFeedController(Controller):
         require(request.user, Role.ADMIN)
         row = await db.get(AlertFeed, feed_id)
         if row is None or row.deleted_at is not None:
-            raise NotFound(f"no feed {feed_id}")
+            raise NotFound(N_("no feed {id}"), id=feed_id)
         await svc.delete_feed(db, request.user, row)
 
     @post("/{feed_id:uuid}/poll", operation_id="PollAlertFeed", status_code=200)
@@ -269,7 +270,7 @@ class AlertFeedController(Controller):
         require(request.user, Role.ADMIN)
         row = await db.get(AlertFeed, feed_id)
         if row is None or row.deleted_at is not None:
-            raise NotFound(f"no feed {feed_id}")
+            raise NotFound(N_("no feed {id}"), id=feed_id)
         if not row.enabled:
-            raise InvalidInput("this feed is disabled", code="disabled")
+            raise InvalidInput(N_("this feed is disabled"), code="disabled")
         return await poll_feed(db, request.user, settings, row)

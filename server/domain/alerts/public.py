@@ -37,6 +37,7 @@ from litestar.params import FromPath, QueryParameter
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from push import cap
 from schemas import alerts as s
 from schemas.common import Feature, FeatureCollection, Output, Problem
@@ -107,7 +108,7 @@ def _throttle(request: Request[Any, Any, Any]) -> None:
     wait = limiter_of(request).take(client_address(request))
     if wait > 0:
         raise TooManyRequests(
-            "too many requests from this address; poll less often",
+            N_("too many requests from this address; poll less often"),
             retry_after=max(1, math.ceil(wait)),
         )
 
@@ -215,9 +216,9 @@ def _point(point: str | None) -> tuple[float, float] | None:
         lon_s, lat_s = point.split(",")
         lon, lat = float(lon_s), float(lat_s)
     except ValueError:
-        raise InvalidInput("point is LON,LAT in WGS-84 degrees", field="point") from None
+        raise InvalidInput(N_("point is LON,LAT in WGS-84 degrees"), field="point") from None
     if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon + lat):
-        raise InvalidInput("point is outside WGS-84 bounds", field="point")
+        raise InvalidInput(N_("point is outside WGS-84 bounds"), field="point")
     return lon, lat
 
 

@@ -40,6 +40,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
+from i18n import N_
 from push import cap
 from schemas import alerts as s
 from schemas.common import MultiPolygon, Polygon, Role
@@ -213,17 +214,19 @@ async def _authority_for(
     org = org_id or p.org_id
     if org is None:
         raise InvalidInput(
-            "name the authority that sends this warning (authority_id)",
+            N_("name the authority that sends this warning (authority_id)"),
             field="authority_id",
             code="no_authority",
         )
     if p.role is not Role.ADMIN and org != p.org_id:
-        raise Forbidden("dispatchers send warnings only for their own organisation")
+        raise Forbidden(N_("dispatchers send warnings only for their own organisation"))
     authority = await get_authority(session, org)
     if authority is None:
         raise InvalidInput(
-            "this organisation is not a warning authority (an administrator gives it a CAP "
-            "sender id: PUT /api/v1/alerts/authorities/{org_id})",
+            N_(
+                "this organisation is not a warning authority (an administrator gives it a CAP "
+                "sender id: PUT /api/v1/alerts/authorities/{org_id})"
+            ),
             field="authority_id",
             code="no_authority",
         )
@@ -237,14 +240,14 @@ async def put_authority(
     from server.models import Organisation
 
     if await session.get(Organisation, org_id) is None:
-        raise NotFound(f"no organisation {org_id}")
+        raise NotFound(N_("no organisation {id}"), id=org_id)
     taken = await session.execute(
         select(AlertAuthority.org_id).where(
             AlertAuthority.sender == data.sender, AlertAuthority.org_id != org_id
         )
     )
     if taken.first() is not None:
-        raise Conflict("another authority uses this CAP sender id", field="sender")
+        raise Conflict(N_("another authority uses this CAP sender id"), field="sender")
     if data.approver_ids:
         found = set(
             (
@@ -260,7 +263,8 @@ async def put_authority(
         missing = [str(u) for u in data.approver_ids if u not in found]
         if missing:
             raise InvalidInput(
-                f"approvers must be dispatchers or administrators: {', '.join(missing)}",
+                N_("approvers must be dispatchers or administrators: {ids}"),
+                ids=", ".join(missing),
                 field="approver_ids",
             )
     row = await get_authority(session, org_id)
@@ -304,10 +308,12 @@ def _geometry(area: Polygon | MultiPolygon | None, circles: Sequence[s.Circle]) 
         geom = to_shape(geo.multipolygon_to_db(area, "area"))  # validity, closed rings, no zero
         for poly in geom.geoms:
             if poly.interiors:
-                raise InvalidInput("CAP polygons have no holes", field="area")
+                raise InvalidInput(N_("CAP polygons have no holes"), field="area")
             ring = [[x, y] for x, y, *_ in poly.exterior.coords]
             if len(capdoc.cap_rings([ring])[0]) < 4:
-                raise InvalidInput("polygon too small for 6-decimal CAP coordinates", field="area")
+                raise InvalidInput(
+                    N_("polygon too small for 6-decimal CAP coordinates"), field="area"
+                )
             polygons.append(ring)
             parts.append(poly)
     out_circles = []
@@ -316,7 +322,7 @@ def _geometry(area: Polygon | MultiPolygon | None, circles: Sequence[s.Circle]) 
         parts.append(ShPolygon(capdoc.circle_ring(lon, lat, circle.radius_km)))
         out_circles.append({"center": [lon, lat], "radius_km": circle.radius_km})
     if not parts:
-        raise InvalidInput("a warning needs an area: a polygon or a circle", field="area")
+        raise InvalidInput(N_("a warning needs an area: a polygon or a circle"), field="area")
     shape = ShMultiPolygon(
         [g for p in parts for g in (p.geoms if isinstance(p, ShMultiPolygon) else [p])]
     )
@@ -406,7 +412,7 @@ def _levels(row: Alert, data: s.AlertDraft | s.AlertPatch, current: Alert | None
     old_color = current.color if current is not None else None
     color = data.color.value if isinstance(data.color, s.AlertColor) else old_color
     if color is None:
-        raise InvalidInput("a warning needs its colour level", field="color", code="incomplete")
+        raise InvalidInput(N_("a warning needs its colour level"), field="color", code="incomplete")
     row.color = color
     derived = dict(zip(("urgency", "severity", "certainty"), s.COLOR_DEFAULTS[color], strict=True))
     for name, default in derived.items():
@@ -453,15 +459,18 @@ def _check_complete(row: Alert, zh: dict[str, Any]) -> None:
     missing += [n for n in ("category", "expires") if not getattr(row, n)]
     if missing:
         raise InvalidInput(
-            f"a warning needs {', '.join(missing)}", field=missing[0], code="incomplete"
+            N_("a warning needs {fields}"),
+            fields=", ".join(missing),
+            field=missing[0],
+            code="incomplete",
         )
     expires = cast(datetime, row.expires)
     for name in ("effective", "onset"):
         stamp = getattr(row, name)
         if stamp is not None and stamp > expires:
-            raise InvalidInput(f"{name} is after expires", field=name)
+            raise InvalidInput(N_("{name} is after expires"), name=name, field=name)
     if expires <= utcnow():
-        raise InvalidInput("expires is in the past", field="expires", code="expired")
+        raise InvalidInput(N_("expires is in the past"), field="expires", code="expired")
 
 
 async def _apply(
@@ -500,10 +509,14 @@ def _check_document(row: Alert, authority: AlertAuthority) -> None:
     try:
         xml = capdoc.document(capdoc.to_cap(preview(row), names, UTC), None)
     except (cap.CapError, ValueError) as exc:
-        raise InvalidInput(str(exc), code="invalid_cap") from exc
+        raise InvalidInput(
+            N_("invalid CAP: {reason}"), reason=str(exc), code="invalid_cap"
+        ) from exc
     errors = capdoc.schema_errors(xml)
     if errors:
-        raise InvalidInput("; ".join(errors[:3]), code="invalid_cap")
+        raise InvalidInput(
+            N_("invalid CAP: {reason}"), reason="; ".join(errors[:3]), code="invalid_cap"
+        )
 
 
 def _cancelled(lang: str, headline: str) -> str:
@@ -521,12 +534,12 @@ async def _place(
     always inside the caller's area."""
     if not (_given(data.area) or _given(data.circles)):
         if current is None:
-            raise InvalidInput("a warning needs an area: a polygon or a circle", field="area")
+            raise InvalidInput(N_("a warning needs an area: a polygon or a circle"), field="area")
         if current is not row:
             row.area, row.polygons, row.circles = current.area, current.polygons, current.circles
             row.area_id, row.area_ids = current.area_id, current.area_ids
             row.geocodes = current.geocodes
-        await ensure_in_my_area(session, p, row.area_id, "warning area")
+        await ensure_in_my_area(session, p, row.area_id, N_("warning area"))
         return
     area: Polygon | MultiPolygon | None
     if _given(data.area):
@@ -547,7 +560,7 @@ async def _place(
     row.polygons, row.circles = g.polygons, g.circles
     centre = g.shape.representative_point()
     row.area_id = await locate_area(session, centre.x, centre.y)
-    await ensure_in_my_area(session, p, row.area_id, "warning area")
+    await ensure_in_my_area(session, p, row.area_id, N_("warning area"))
     row.area_ids, row.geocodes = await _places(session, g.shape)
 
 
@@ -562,7 +575,7 @@ async def _referenced(
     still current. Returns it (the chain's head)."""
     if not refs:
         raise InvalidInput(
-            "an Update or Cancel must reference the alert it supersedes",
+            N_("an Update or Cancel must reference the alert it supersedes"),
             field="references",
             code="references_required",
         )
@@ -581,32 +594,42 @@ async def _referenced(
     unknown = [str(r) for r in refs if r not in found]
     if unknown:
         raise InvalidInput(
-            f"no published alert {', '.join(unknown)}", field="references", code="unknown_reference"
+            N_("no published alert {ids}"),
+            ids=", ".join(unknown),
+            field="references",
+            code="unknown_reference",
         )
     for ref in rows:
         if ref.sender != sender:
             raise InvalidInput(
-                f"alert {ref.id} was sent by {ref.sender}; only its sender updates or cancels it",
+                N_("alert {id} was sent by {sender}; only its sender updates or cancels it"),
+                id=ref.id,
+                sender=ref.sender,
                 field="references",
                 code="foreign_sender",
             )
         if status is not None and ref.status != status:
             raise InvalidInput(
-                f"alert {ref.id} is {ref.status}; an update keeps the status", field="status"
+                N_("alert {id} is {status}; an update keeps the status"),
+                id=ref.id,
+                status=ref.status,
+                field="status",
             )
     if len({r.chain_id for r in rows}) > 1:
-        raise InvalidInput("the referenced alerts belong to different warnings", field="references")
+        raise InvalidInput(
+            N_("the referenced alerts belong to different warnings"), field="references"
+        )
     head = [r for r in rows if r.superseded_by is None]
     if not head:
         raise Conflict(
-            "the referenced alert was already updated or cancelled: reference the latest one",
+            N_("the referenced alert was already updated or cancelled: reference the latest one"),
             field="references",
             code="superseded",
         )
     if head[0].msg_type == s.MsgType.CANCEL:
-        raise Conflict("this warning was cancelled", field="references", code="superseded")
+        raise Conflict(N_("this warning was cancelled"), field="references", code="superseded")
     for ref in rows:
-        await ensure_in_my_area(session, p, ref.area_id, "warning area")
+        await ensure_in_my_area(session, p, ref.area_id, N_("warning area"))
     return head[0]
 
 
@@ -622,13 +645,13 @@ async def create_draft(
         if taken.drafted_by == p.user_id and taken.state == s.AlertState.DRAFT:
             return taken, authority, False  # the caller's own retry
         await get_alert(session, p, ident)  # 404 unless the caller may read it
-        raise Conflict("an alert with this id already exists", field="id")
+        raise Conflict(N_("an alert with this id already exists"), field="id")
     base: Alert | None = None
     status = data.status.value if isinstance(data.status, s.AlertStatus) else None
     if data.msg_type == s.MsgType.ALERT:
         if data.references:
             raise InvalidInput(
-                "an Alert references nothing; an Update or Cancel does", field="references"
+                N_("an Alert references nothing; an Update or Cancel does"), field="references"
             )
     else:
         base = await _referenced(session, p, data.references, authority.sender, status)
@@ -685,12 +708,12 @@ async def patch_draft(
     """Edit a draft. The editor becomes its author (`drafted_by`): the approver must be
     someone else than whoever wrote its final text."""
     if row.state != s.AlertState.DRAFT:
-        raise Conflict("a published alert never changes: send an Update", code="published")
+        raise Conflict(N_("a published alert never changes: send an Update"), code="published")
     authority = await _authority_for(session, p, row.authority_id)
-    await ensure_in_my_area(session, p, row.area_id, "warning area")
+    await ensure_in_my_area(session, p, row.area_id, N_("warning area"))
     if isinstance(data.status, s.AlertStatus):
         if row.msg_type != s.MsgType.ALERT and data.status.value != row.status:
-            raise InvalidInput("an update keeps the status of its warning", field="status")
+            raise InvalidInput(N_("an update keeps the status of its warning"), field="status")
         row.status = data.status.value
     base = None
     if row.references:
@@ -706,9 +729,9 @@ async def patch_draft(
 async def discard_draft(session: AsyncSession, p: Principal, row: Alert) -> None:
     """Drop a draft (published alerts are never deleted)."""
     if row.state != s.AlertState.DRAFT:
-        raise Conflict("a published alert is never deleted: send a Cancel", code="published")
+        raise Conflict(N_("a published alert is never deleted: send a Cancel"), code="published")
     await _authority_for(session, p, row.authority_id)
-    await ensure_in_my_area(session, p, row.area_id, "warning area")
+    await ensure_in_my_area(session, p, row.area_id, N_("warning area"))
     row.deleted_at = utcnow()
     audit.record(session, p, "discard_draft", "alert", row.id)
 
@@ -736,7 +759,7 @@ async def get_alert(session: AsyncSession, p: Principal, ident: uuid.UUID) -> Al
         await session.execute(select(Alert).where(Alert.id == ident, staff_visible(p)))
     ).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no alert {ident}")
+        raise NotFound(N_("no alert {id}"), id=ident)
     return row
 
 
@@ -800,31 +823,34 @@ async def publish(
     still supersede the latest message of its warning.
     """
     if row.state != s.AlertState.DRAFT:
-        raise Conflict("already published", code="published")
+        raise Conflict(N_("already published"), code="published")
     authority = await get_authority(session, cast(uuid.UUID, row.authority_id))
     if authority is None:
-        raise InvalidInput("its authority is no longer configured", code="no_authority")
-    await ensure_in_my_area(session, p, row.area_id, "warning area")
+        raise InvalidInput(N_("its authority is no longer configured"), code="no_authority")
+    await ensure_in_my_area(session, p, row.area_id, N_("warning area"))
     approval = needs_approval(row.color, authority)
     if approval:
         if not can_approve(p, authority):
             raise Forbidden(
-                f"a {row.color} warning is published only by a second person with the right "
-                "to approve",
+                N_(
+                    "a {color} warning is published only by a second person with the right "
+                    "to approve"
+                ),
+                color=row.color,
                 code="approval_required",
             )
         if p.user_id == row.drafted_by:
             raise Forbidden(
-                "the author of a warning cannot approve it: a second person must",
+                N_("the author of a warning cannot approve it: a second person must"),
                 code="second_person_required",
             )
     elif (
         p.role is not Role.ADMIN and p.org_id != authority.org_id and not can_approve(p, authority)
     ):
-        raise Forbidden("only the authority's dispatchers publish its warnings")
+        raise Forbidden(N_("only the authority's dispatchers publish its warnings"))
     now = utcnow().replace(microsecond=0)
     if row.expires is not None and row.expires <= now:
-        raise InvalidInput("expires is in the past", field="expires", code="expired")
+        raise InvalidInput(N_("expires is in the past"), field="expires", code="expired")
     head = None
     if row.msg_type != s.MsgType.ALERT:
         head = await _referenced(
@@ -976,7 +1002,7 @@ async def public_document(session: AsyncSession, ident: uuid.UUID) -> Alert:
         )
     ).scalar_one_or_none()
     if row is None or row.cap_xml is None:
-        raise NotFound(f"no public alert {ident}")
+        raise NotFound(N_("no public alert {id}"), id=ident)
     return row
 
 
@@ -1001,15 +1027,19 @@ async def import_document(
     try:
         doc = capdoc.read_foreign(data, settings.cap_import_max_bytes)
     except cap.CapError as exc:
-        raise InvalidInput(str(exc), field="document", code="invalid_cap") from exc
+        raise InvalidInput(
+            N_("invalid CAP: {reason}"), reason=str(exc), field="document", code="invalid_cap"
+        ) from exc
     if doc.msg_type not in ("Alert", "Update", "Cancel"):
-        raise InvalidInput(f"msgType {doc.msg_type} is not a warning", code="invalid_cap")
+        raise InvalidInput(
+            N_("msgType {type} is not a warning"), type=doc.msg_type, code="invalid_cap"
+        )
     if doc.scope != "Public":
-        raise InvalidInput("only Public alerts are imported", code="invalid_cap")
+        raise InvalidInput(N_("only Public alerts are imported"), code="invalid_cap")
     if doc.status == "Draft":
-        raise InvalidInput("a CAP Draft is not a warning", code="invalid_cap")
+        raise InvalidInput(N_("a CAP Draft is not a warning"), code="invalid_cap")
     if not doc.infos:
-        raise InvalidInput("the alert has no info block", code="invalid_cap")
+        raise InvalidInput(N_("the alert has no info block"), code="invalid_cap")
     existing = (
         await session.execute(
             select(Alert).where(Alert.sender == doc.sender, Alert.identifier == doc.identifier)
@@ -1018,26 +1048,29 @@ async def import_document(
     if existing is not None:
         if existing.cap_xml != data and existing.imported:
             raise Conflict(
-                "a different document with this sender and identifier was imported before "
-                "(CAP messages never change: an Update is a new message)",
+                N_(
+                    "a different document with this sender and identifier was imported before "
+                    "(CAP messages never change: an Update is a new message)"
+                ),
                 code="conflict",
             )
         if not existing.imported:
-            raise InvalidInput("this is one of our own alerts", code="own_alert")
+            raise InvalidInput(N_("this is one of our own alerts"), code="own_alert")
         return existing, False
     ours = await session.execute(
         select(AlertAuthority.id).where(AlertAuthority.sender == doc.sender)
     )
     if ours.first() is not None:
         raise InvalidInput(
-            f"{doc.sender} is one of our own authorities: its alerts are published here",
+            N_("{sender} is one of our own authorities: its alerts are published here"),
+            sender=doc.sender,
             code="own_alert",
         )
     shape, polygons, circles = await _foreign_area(session, doc)
     area_ids, geocodes = await _places(session, shape)
     if not area_ids:
         raise InvalidInput(
-            "the alert's area lies outside every area this server serves", code="outside"
+            N_("the alert's area lies outside every area this server serves"), code="outside"
         )
     info = doc.infos[0]
     refs = [(r.sender, r.identifier) for r in doc.references]
@@ -1161,7 +1194,7 @@ async def _foreign_area(
                     continue
                 poly = ShPolygon(lonlat)
                 if not poly.is_valid or poly.area == 0:
-                    raise InvalidInput("a polygon of the alert is invalid", code="invalid_cap")
+                    raise InvalidInput(N_("a polygon of the alert is invalid"), code="invalid_cap")
                 polygons.append(lonlat)
                 parts.append(poly)
             for c in area.circles:
@@ -1183,7 +1216,7 @@ async def _foreign_area(
         parts.extend(to_shape(b) for b in rows)
     if not parts:
         raise InvalidInput(
-            "the alert has no polygon, circle or geocode of an area we know", code="invalid_cap"
+            N_("the alert has no polygon, circle or geocode of an area we know"), code="invalid_cap"
         )
     flat = [g for p in parts for g in (p.geoms if isinstance(p, ShMultiPolygon) else [p])]
     return ShMultiPolygon(flat), polygons, circles
@@ -1209,7 +1242,7 @@ async def add_feed(session: AsyncSession, p: Principal, data: s.FeedCreate) -> A
     """Poll another authority's feed from now on (administrators)."""
     taken = await session.execute(select(AlertFeed).where(AlertFeed.url == data.url))
     if taken.first() is not None:
-        raise Conflict("this feed is polled already", field="url")
+        raise Conflict(N_("this feed is polled already"), field="url")
     row = AlertFeed(id=data.id or uuid7(), url=data.url, enabled=data.enabled, created_by=p.user_id)
     session.add(row)
     await session.flush()

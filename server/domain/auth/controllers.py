@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from i18n import N_
 from schemas import auth as s
 from schemas.devices import Device, DeviceRegister, PushChannel
 from server.auth.address import client_address
@@ -42,7 +43,7 @@ class AuthController(Controller):
                 pair = await svc.login(session, settings, data, ip)
             except svc.LoginRefused:
                 await session.commit()
-                raise Unauthenticated("wrong username or password") from None
+                raise Unauthenticated(N_("wrong username or password")) from None
             await session.commit()
         return pair
 

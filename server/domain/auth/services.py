@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
+from i18n import N_
 from schemas import auth as s
 from schemas.common import Language, Role
 from schemas.devices import DeviceRegister
@@ -96,7 +97,7 @@ async def _throttle(
         until = _aware(last) + timedelta(seconds=wait)
         if until > now:
             raise TooManyRequests(
-                "too many failed sign-ins for this user from here; wait before trying again",
+                N_("too many failed sign-ins for this user from here; wait before trying again"),
                 retry_after=_seconds_until(until),
             )
     if address is None:
@@ -111,7 +112,7 @@ async def _throttle(
     ).one()
     if count >= cap and first is not None:
         raise TooManyRequests(
-            "too many failed sign-ins from this address; wait before trying again",
+            N_("too many failed sign-ins from this address; wait before trying again"),
             retry_after=_seconds_until(_aware(first) + timedelta(seconds=settings.login_window_s)),
         )
 
@@ -232,7 +233,7 @@ async def unregister_device(session: AsyncSession, p: Principal, device_id: str)
         .values(token=None, channel=None)
     )
     if getattr(result, "rowcount", 0) == 0:
-        raise NotFound(f"no device {device_id}")
+        raise NotFound(N_("no device {id}"), id=device_id)
     audit.record(session, p, "unregister_push", "device", device_id)
 
 
@@ -240,9 +241,11 @@ async def create_user(session: AsyncSession, p: Principal | None, data: s.UserCr
     """Add a user with an argon2 password hash."""
     taken = await session.scalar(select(func.count()).where(User.username == data.username))
     if taken:
-        raise Conflict("username is taken", field="username")
+        raise Conflict(N_("username is taken"), field="username")
     if data.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and data.org_id is None:
-        raise InvalidInput(f"a {data.role} belongs to an organisation", field="org_id")
+        raise InvalidInput(
+            N_("a {role} belongs to an organisation"), role=data.role.value, field="org_id"
+        )
     row = User(
         username=data.username,
         display_name=data.display_name,
@@ -286,5 +289,5 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     """A user by id, or NotFound."""
     row = await session.get(User, user_id)
     if row is None:
-        raise NotFound(f"no user {user_id}")
+        raise NotFound(N_("no user {id}"), id=user_id)
     return row

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from push.notices import Notice
 from schemas import checks as s
 from server import audit, changes
@@ -215,18 +216,18 @@ async def assign(
     """Assign a template code to enterprises (administrators; audited)."""
     if data.enterprise_id is None and data.enterprise_kind is None and data.area_id is None:
         raise InvalidInput(
-            "name the enterprises: enterprise_id, enterprise_kind or area_id",
+            N_("name the enterprises: enterprise_id, enterprise_kind or area_id"),
             field="enterprise_id",
             code="no_selector",
         )
     if await active_template(session, data.template_code) is None:
-        raise InvalidInput("no active template with this code", field="template_code")
+        raise InvalidInput(N_("no active template with this code"), field="template_code")
     if data.enterprise_id is not None:
         ent = await session.get(Enterprise, data.enterprise_id)
         if ent is None or ent.deleted_at is not None:
-            raise InvalidInput("no such enterprise", field="enterprise_id")
+            raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
     if data.area_id is not None and await session.get(AdminArea, data.area_id) is None:
-        raise InvalidInput("no such area", field="area_id")
+        raise InvalidInput(N_("no such area"), field="area_id")
     row = CheckAssignment(
         template_code=data.template_code,
         enterprise_id=data.enterprise_id,
@@ -256,7 +257,7 @@ async def unassign(session: AsyncSession, p: Principal, assignment_id: uuid.UUID
     """End an assignment (soft delete; audited). Rows already opened stay as they are."""
     row = await session.get(CheckAssignment, assignment_id)
     if row is None or row.deleted_at is not None:
-        raise NotFound(f"no check assignment {assignment_id}")
+        raise NotFound(N_("no check assignment {id}"), id=assignment_id)
     row.deleted_at = utcnow()
     await session.flush()
     audit.record(session, p, "delete", "check_assignment", row.id)

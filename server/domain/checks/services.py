@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import checks as s
 from schemas.common import Role
 from server import audit, changes
@@ -99,7 +100,7 @@ async def create_template(
     return row
 
 
-ANSWER_EVERY_ITEM = "answer every item of the template exactly once"
+ANSWER_EVERY_ITEM = N_("answer every item of the template exactly once")
 
 
 def answers_every_item(item_ids: set[uuid.UUID], answered: list[uuid.UUID]) -> bool:
@@ -125,7 +126,7 @@ async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
         select(Enterprise.id).where(Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None))
     )
     if found is None:
-        raise Forbidden("your account is not linked to an enterprise")
+        raise Forbidden(N_("your account is not linked to an enterprise"))
     return found
 
 
@@ -149,7 +150,8 @@ async def _photos(
     for ident in wanted:
         if ident not in found:
             raise InvalidInput(
-                f"no photo {ident}: declare it first (POST /api/v1/media)",
+                N_("no photo {id}: declare it first (POST /api/v1/media)"),
+                id=ident,
                 field="results",
                 code="unknown_photo",
             )
@@ -157,7 +159,8 @@ async def _photos(
         ours = enterprise.org_id is not None and org == enterprise.org_id
         if not ours and media.uploaded_by != p.user_id:
             raise InvalidInput(
-                f"photo {ident} does not belong to this enterprise",
+                N_("photo {id} does not belong to this enterprise"),
+                id=ident,
                 field="results",
                 code="foreign_photo",
             )
@@ -223,28 +226,33 @@ async def submit(
     if p.role is Role.ENTERPRISE_STAFF:
         enterprise_id = await _my_enterprise(session, p)
         if data.enterprise_id not in (None, enterprise_id):
-            raise Forbidden("enterprise staff submit for their own enterprise only")
+            raise Forbidden(N_("enterprise staff submit for their own enterprise only"))
     elif p.role is Role.ADMIN and data.enterprise_id is not None:
         found = await session.get(Enterprise, data.enterprise_id)
         if found is None or found.deleted_at is not None:
-            raise InvalidInput("no such enterprise", field="enterprise_id")
+            raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
         enterprise_id = found.id
     else:
-        raise Forbidden("self-checks are submitted by enterprise staff")
+        raise Forbidden(N_("self-checks are submitted by enterprise staff"))
     enterprise = await session.get(Enterprise, enterprise_id)
     if enterprise is None:  # pragma: no cover - found above
-        raise InvalidInput("no such enterprise", field="enterprise_id")
+        raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
     at = now or utcnow()
     if not schedule.accepts_week(data.week, at, policy):
         raise InvalidInput(
-            f"week {data.week} is not open: submit the current week "
-            f"({schedule.week_of(at, policy)}) or one of the {policy.grace_weeks} before it",
+            N_(
+                "week {week} is not open: submit the current week ({current}) or one of the "
+                "{grace} before it"
+            ),
+            week=data.week,
+            current=schedule.week_of(at, policy),
+            grace=policy.grace_weeks,
             field="week",
             code="week_not_open",
         )
     template = await session.get(CheckTemplate, data.template_id)
     if template is None or not template.active or template.deleted_at is not None:
-        raise InvalidInput("no such active template", field="template_id")
+        raise InvalidInput(N_("no such active template"), field="template_id")
     item_ids = set(
         (await session.execute(select(CheckItem.id).where(CheckItem.template_id == template.id)))
         .scalars()
@@ -261,7 +269,9 @@ async def submit(
         )
     )
     if duplicate:
-        raise Conflict(f"week {data.week} is already submitted", field="week", code="week_taken")
+        raise Conflict(
+            N_("week {week} is already submitted"), week=data.week, field="week", code="week_taken"
+        )
     row = CheckSubmission(
         template_id=template.id,
         enterprise_id=enterprise_id,
@@ -312,5 +322,5 @@ async def get_template(session: AsyncSession, template_id: uuid.UUID) -> CheckTe
     """A template by id, or NotFound."""
     row = await session.get(CheckTemplate, template_id)
     if row is None or row.deleted_at is not None:
-        raise NotFound(f"no check template {template_id}")
+        raise NotFound(N_("no check template {id}"), id=template_id)
     return row

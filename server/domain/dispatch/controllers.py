@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import dispatch as s
 from schemas import plans as ps
 from schemas.common import Role
@@ -129,7 +130,7 @@ class IncidentController(Controller):
         """Run the matching plans again; returns only tasks not dispatched before (idempotent)."""
         require(request.user, *DISPATCH)
         row = await crud.get_visible(db, request.user, Incident, incident_id)
-        await ensure_in_my_area(db, request.user, row.area_id, "incident")
+        await ensure_in_my_area(db, request.user, row.area_id, N_("incident"))
         policy = DispatchPolicy.from_settings(settings)
         return [svc.task_out(t) for t in await plans.run_plans(db, request.user, row, policy)]
 

@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import plans as s
 from schemas.dispatch import IncidentType
 from schemas.states import TaskStatus
@@ -72,7 +73,7 @@ def run_out(row: PlanRun) -> s.PlanRun:
 def _check_keys(templates: list[s.TaskTemplate]) -> None:
     keys = [t.key for t in templates]
     if len(keys) != len(set(keys)):
-        raise Conflict("template keys must be unique within a plan", field="templates")
+        raise Conflict(N_("template keys must be unique within a plan"), field="templates")
 
 
 async def create_plan(session: AsyncSession, p: Principal, data: s.PlanCreate) -> EmergencyPlan:
@@ -80,7 +81,9 @@ async def create_plan(session: AsyncSession, p: Principal, data: s.PlanCreate) -
     _check_keys(data.templates)
     taken = await session.execute(select(EmergencyPlan.id).where(EmergencyPlan.code == data.code))
     if taken.first() is not None:
-        raise Conflict("a plan with this code exists; update it for a new version", field="code")
+        raise Conflict(
+            N_("a plan with this code exists; update it for a new version"), field="code"
+        )
     row = EmergencyPlan(
         code=data.code,
         version=1,
@@ -103,7 +106,7 @@ async def get_plan(session: AsyncSession, plan_id: uuid.UUID) -> EmergencyPlan:
     """A plan version by id (deleted ones are gone)."""
     row = await session.get(EmergencyPlan, plan_id)
     if row is None or row.deleted_at is not None:
-        raise NotFound(f"no plan {plan_id}")
+        raise NotFound(N_("no plan {id}"), id=plan_id)
     return row
 
 
@@ -130,7 +133,9 @@ async def update_plan(
         )
     ).scalar_one()
     if latest.id != row.id:
-        raise Conflict(f"version {latest.version} is newer; update that one", field="id")
+        raise Conflict(
+            N_("version {version} is newer; update that one"), version=latest.version, field="id"
+        )
 
     def pick(name: str, current: Any) -> Any:
         value = getattr(data, name)

@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import dispatch as s
 from schemas.common import Priority, Role
 from schemas.states import (
@@ -20,7 +21,7 @@ from schemas.states import (
 )
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, get_visible, live_visible, refuse_taken_id
+from server.crud import apply_patch, get_visible, live_visible, noun, refuse_taken_id
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -117,7 +118,7 @@ async def _hazard_ids(session: AsyncSession, p: Principal, ids: list[uuid.UUID])
     found = set((await session.execute(stmt)).scalars())
     missing = [str(i) for i in ids if i not in found]
     if missing:
-        raise InvalidInput(f"no such hazard: {', '.join(missing)}", field="hazard_ids")
+        raise InvalidInput(N_("no such hazard: {ids}"), ids=", ".join(missing), field="hazard_ids")
     return list(dict.fromkeys(str(i) for i in ids))
 
 
@@ -140,7 +141,7 @@ async def create_incident(
             return existing, False
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
-    await ensure_in_my_area(session, p, area_id, "incident location")
+    await ensure_in_my_area(session, p, area_id, N_("incident location"))
     row = Incident(
         type=data.type.value,
         level=data.level,
@@ -173,11 +174,11 @@ async def patch_incident(
 ) -> Incident:
     """Change an incident; status follows its machine. Raising the level (a smaller number)
     runs the plans that now match, dispatching only slots not dispatched before."""
-    await ensure_in_my_area(session, p, row.area_id, "incident")
+    await ensure_in_my_area(session, p, row.area_id, N_("incident"))
     old_level = row.level
     changed = apply_patch(row, data, ("title", "description", "level"))
     if data.location is not msgspec.UNSET:
-        await relocate(session, p, row, data.location, "incident location")
+        await relocate(session, p, row, data.location, N_("incident location"))
         changed["location"] = data.location.coordinates
     if data.area is not msgspec.UNSET:
         row.area = geo.polygon_to_db(data.area) if data.area else None
@@ -185,7 +186,12 @@ async def patch_incident(
     if data.status is not msgspec.UNSET and data.status != row.status:
         old = IncidentStatus(row.status)
         if not can_transition(INCIDENT_TRANSITIONS, old, data.status):
-            raise Conflict(f"incident cannot go from {old} to {data.status}", field="status")
+            raise Conflict(
+                N_("incident cannot go from {old} to {new}"),
+                old=old,
+                new=data.status,
+                field="status",
+            )
         row.status = changed["status"] = data.status.value
     if data.hazard_ids is not msgspec.UNSET:
         row.hazard_ids = await _hazard_ids(session, p, data.hazard_ids)
@@ -202,17 +208,19 @@ async def _check_assignees(
     session: AsyncSession, user_id: uuid.UUID | None, unit_id: uuid.UUID | None
 ) -> None:
     if user_id is None and unit_id is None:
-        raise InvalidInput("a task needs assignee_user_id or assignee_unit_id", field="assignee")
+        raise InvalidInput(
+            N_("a task needs assignee_user_id or assignee_unit_id"), field="assignee"
+        )
     if user_id is not None:
         user = await session.get(User, user_id)
         if user is None or user.disabled or user.role not in (Role.RESPONDER, Role.INSPECTOR):
             raise InvalidInput(
-                "assignee must be an active responder or inspector", field="assignee_user_id"
+                N_("assignee must be an active responder or inspector"), field="assignee_user_id"
             )
     if unit_id is not None:
         unit = await session.get(Organisation, unit_id)
         if unit is None or unit.kind != "linked_unit":
-            raise InvalidInput("assignee unit must be a linked unit", field="assignee_unit_id")
+            raise InvalidInput(N_("assignee unit must be a linked unit"), field="assignee_unit_id")
 
 
 async def create_task(
@@ -232,11 +240,11 @@ async def create_task(
     if data.incident_id is not None:
         incident = await session.get(Incident, data.incident_id)
         if incident is None or incident.deleted_at is not None:
-            raise InvalidInput("no such incident", field="incident_id")
+            raise InvalidInput(N_("no such incident"), field="incident_id")
     await _check_assignees(session, data.assignee_user_id, data.assignee_unit_id)
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
-    await ensure_in_my_area(session, p, area_id, "task location")
+    await ensure_in_my_area(session, p, area_id, N_("task location"))
     row = Task(
         incident_id=data.incident_id,
         title=data.title,
@@ -282,7 +290,7 @@ async def patch_task(
     A new assignee is a reassignment: the task goes back to `assigned` with a timeline entry,
     a fresh accept window and a push to the new assignee; a finished task cannot be reassigned.
     """
-    await ensure_in_my_area(session, p, row.area_id, "task")
+    await ensure_in_my_area(session, p, row.area_id, N_("task"))
     before = (row.assignee_user_id, row.assignee_unit_id)
     changed = apply_patch(
         row,
@@ -290,12 +298,14 @@ async def patch_task(
         ("title", "description", "deadline", "assignee_user_id", "assignee_unit_id", "priority"),
     )
     if data.location is not msgspec.UNSET:
-        await relocate(session, p, row, data.location, "task location")
+        await relocate(session, p, row, data.location, N_("task location"))
         changed["location"] = data.location.coordinates
     reassigned = (row.assignee_user_id, row.assignee_unit_id) != before
     if reassigned:
         if row.status in (TaskStatus.COMPLETED.value, TaskStatus.CANCELLED.value):
-            raise Conflict(f"a {row.status} task cannot be reassigned", field="assignee")
+            raise Conflict(
+                N_("a {status} task cannot be reassigned"), status=row.status, field="assignee"
+            )
         await _check_assignees(session, row.assignee_user_id, row.assignee_unit_id)
     await session.flush()
     changes.record(session, row)
@@ -331,7 +341,8 @@ async def _task_photos(session: AsyncSession, ids: list[uuid.UUID]) -> list[str]
     missing = [str(i) for i in wanted if i not in found]
     if missing:
         raise InvalidInput(
-            f"no media object {', '.join(missing)}: declare it first (POST /api/v1/media)",
+            N_("no media object {ids}: declare it first (POST /api/v1/media)"),
+            ids=", ".join(missing),
             field="photo_ids",
             code="unknown_photo",
         )
@@ -345,7 +356,7 @@ async def _seen_step(
         return None
     seen = await session.get(TaskEvent, step_id)
     if seen is not None and seen.task_id != task_id:
-        raise Conflict("a step with this id belongs to another task", field="id")
+        raise Conflict(N_("a step with this id belongs to another task"), field="id")
     return seen
 
 
@@ -409,17 +420,23 @@ async def transition_task(
     new = data.to_status
     if not can_transition(TASK_TRANSITIONS, old, new):
         raise Conflict(
-            f"task cannot go from {old} to {new}", field="to_status", code="illegal_transition"
+            N_("task cannot go from {old} to {new}"),
+            old=old,
+            new=new,
+            field="to_status",
+            code="illegal_transition",
         )
     dispatch_moves = {TaskStatus.CANCELLED, TaskStatus.ASSIGNED}
     if new in dispatch_moves:
         if not p.has(Role.ADMIN, Role.DISPATCHER):
-            raise Forbidden("only dispatch cancels or re-assigns a task", code="not_dispatch")
-        await ensure_in_my_area(session, p, row.area_id, "task")
+            raise Forbidden(N_("only dispatch cancels or re-assigns a task"), code="not_dispatch")
+        await ensure_in_my_area(session, p, row.area_id, N_("task"))
     elif not _is_assignee(p, row):
-        raise Forbidden("only the task's assignee moves it along", code="not_assignee")
+        raise Forbidden(N_("only the task's assignee moves it along"), code="not_assignee")
     if new is TaskStatus.DECLINED and not (data.note or "").strip():
-        raise InvalidInput("declining needs a reason in note", field="note", code="reason_required")
+        raise InvalidInput(
+            N_("declining needs a reason in note"), field="note", code="reason_required"
+        )
     photos = await _task_photos(session, data.photo_ids)
     if new is TaskStatus.ASSIGNED:
         # Dispatch sends a declined task out again (to the same assignee; PATCH assignee_* to
@@ -466,9 +483,11 @@ async def note_task(
     if seen is not None:
         return seen, False
     if not (_is_assignee(p, row) or p.has(Role.ADMIN, Role.DISPATCHER)):
-        raise Forbidden("only the task's assignee or dispatch adds notes", code="not_assignee")
+        raise Forbidden(N_("only the task's assignee or dispatch adds notes"), code="not_assignee")
     if row.status in (TaskStatus.COMPLETED.value, TaskStatus.CANCELLED.value):
-        raise Conflict(f"the task is {row.status}", field="task_id", code="task_closed")
+        raise Conflict(
+            N_("the task is {status}"), status=row.status, field="task_id", code="task_closed"
+        )
     photos = await _task_photos(session, data.photo_ids)
     event = await _write_step(session, p, row, row.status, data, photos)
     audit.record(session, p, "note", "task", row.id, photos=photos or None)
@@ -481,7 +500,7 @@ async def report_position(
     """A position fix from a responder's or inspector's device (both doors: REST and a
     device's `position_fix`)."""
     if not p.has(Role.RESPONDER, Role.INSPECTOR):
-        raise Forbidden("only responders and inspectors report positions")
+        raise Forbidden(N_("only responders and inspectors report positions"))
     return await record_position(session, p, data)
 
 
@@ -538,9 +557,9 @@ async def task_timeline(session: AsyncSession, task_id: uuid.UUID) -> list[TaskE
 
 async def soft_delete(session: AsyncSession, p: Principal, row: Incident | Task) -> None:
     """Mark deleted (kept for sync tombstones and the record)."""
-    await ensure_in_my_area(session, p, row.area_id, row.__tablename__[:-1])
+    await ensure_in_my_area(session, p, row.area_id, noun(type(row)))
     if row.deleted_at is not None:
-        raise NotFound("already deleted")
+        raise NotFound(N_("already deleted"))
     row.deleted_at = utcnow()
     await session.flush()
     changes.record(session, row)

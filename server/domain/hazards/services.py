@@ -20,6 +20,7 @@ import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from push.notices import Notice
 from schemas import hazards as s
 from schemas.common import Role
@@ -251,7 +252,8 @@ async def _resolve_photos(
         media = await session.get(MediaObject, ident)
         if media is None or media.deleted_at is not None:
             raise InvalidInput(
-                f"no media object {ident}: declare it (POST /api/v1/media) or send its sha256",
+                N_("no media object {id}: declare it (POST /api/v1/media) or send its sha256"),
+                id=ident,
                 field=field,
             )
         rows.append(media)
@@ -303,10 +305,10 @@ def _source(p: Principal, named: s.HazardSource | None) -> s.HazardSource:
     if named is None or named is own:
         return own
     if not p.has(*DISPATCH):
-        raise Forbidden("only dispatch names a hazard's source", field="source")
+        raise Forbidden(N_("only dispatch names a hazard's source"), field="source")
     if named is s.HazardSource.ENTERPRISE_INSPECTION:
         raise InvalidInput(
-            "enterprise_inspection hazards are opened by failed self-check items",
+            N_("enterprise_inspection hazards are opened by failed self-check items"),
             field="source",
         )
     return named
@@ -335,12 +337,12 @@ async def create_hazard(
             await session.execute(select(Enterprise.id).where(Enterprise.org_id == p.org_id))
         ).scalar_one_or_none()
         if mine is None:
-            raise Forbidden("your account is not linked to an enterprise")
+            raise Forbidden(N_("your account is not linked to an enterprise"))
         if enterprise_id not in (None, mine):
-            raise Forbidden("enterprise staff report for their own enterprise only")
+            raise Forbidden(N_("enterprise staff report for their own enterprise only"))
         enterprise_id = mine
     elif enterprise_id is not None and await session.get(Enterprise, enterprise_id) is None:
-        raise InvalidInput("no such enterprise", field="enterprise_id")
+        raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
     photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     lon, lat = data.location.coordinates
     row = Hazard(
@@ -542,7 +544,7 @@ async def patch_hazard(
     row = await get_visible(session, p, Hazard, hazard_id)
     if not _may_correct(p, row):
         raise Forbidden(
-            "only the reporter (before verification) or dispatch corrects a hazard",
+            N_("only the reporter (before verification) or dispatch corrects a hazard"),
             code="not_reporter",
         )
     changed = apply_patch(row, data, ("category", "severity", "description", "accuracy_m"))
@@ -572,7 +574,7 @@ async def delete_hazard(session: AsyncSession, p: Principal, hazard_id: uuid.UUI
     row = await get_visible(session, p, Hazard, hazard_id)
     if not _may_correct(p, row):
         raise Forbidden(
-            "only the reporter (before verification) or dispatch deletes a hazard",
+            N_("only the reporter (before verification) or dispatch deletes a hazard"),
             code="not_reporter",
         )
     row.deleted_at = utcnow()
@@ -602,22 +604,27 @@ async def _authorise(session: AsyncSession, p: Principal, row: Hazard, new: Haza
     dispatch = p.has(*DISPATCH)
     if new is H.RECTIFIED:
         if row.rectify_org_id is None or p.org_id != row.rectify_org_id:
-            raise Forbidden("only the assigned enterprise's staff or unit's members rectify")
+            raise Forbidden(N_("only the assigned enterprise's staff or unit's members rectify"))
         return
     inspector = await _grid_inspector(session, row)
     is_inspector = inspector is not None and inspector == p.user_id
     if new is H.REINSPECTED:
         # The grid's inspector; dispatch only stands in for a hazard outside any staffed grid.
         if not (is_inspector or (inspector is None and dispatch)):
-            raise Forbidden("only the grid's inspector re-inspects a rectification")
+            raise Forbidden(N_("only the grid's inspector re-inspects a rectification"))
         return
     inspector_may = (new is H.CLOSED and old is H.REINSPECTED) or (
         new is H.REOPENED and old in (H.RECTIFIED, H.REINSPECTED)
     )
     if dispatch or (inspector_may and is_inspector):
         return
-    who = "dispatch or the grid's inspector" if inspector_may else "dispatch"
-    raise Forbidden(f"only {who} moves a hazard from {old} to {new}")
+    if inspector_may:
+        raise Forbidden(
+            N_("only dispatch or the grid's inspector moves a hazard from {old} to {new}"),
+            old=old,
+            new=new,
+        )
+    raise Forbidden(N_("only dispatch moves a hazard from {old} to {new}"), old=old, new=new)
 
 
 async def _assignment(
@@ -625,28 +632,28 @@ async def _assignment(
 ) -> dict[str, Any]:
     deadline = data.deadline
     if deadline is None:
-        raise InvalidInput("assigning a rectification needs a deadline", field="deadline")
+        raise InvalidInput(N_("assigning a rectification needs a deadline"), field="deadline")
     if deadline <= now:
-        raise InvalidInput("the deadline must be in the future", field="deadline")
+        raise InvalidInput(N_("the deadline must be in the future"), field="deadline")
     if (data.assignee_enterprise_id is None) == (data.assignee_org_id is None):
         raise InvalidInput(
-            "name exactly one of assignee_enterprise_id or assignee_org_id",
+            N_("name exactly one of assignee_enterprise_id or assignee_org_id"),
             field="assignee_enterprise_id",
         )
     if data.assignee_enterprise_id is not None:
         ent = await session.get(Enterprise, data.assignee_enterprise_id)
         if ent is None or ent.deleted_at is not None:
-            raise InvalidInput("no such enterprise", field="assignee_enterprise_id")
+            raise InvalidInput(N_("no such enterprise"), field="assignee_enterprise_id")
         if ent.org_id is None:
             raise InvalidInput(
-                "the enterprise has no staff organisation to assign to",
+                N_("the enterprise has no staff organisation to assign to"),
                 field="assignee_enterprise_id",
             )
         org_id, enterprise_id = ent.org_id, ent.id
     else:
         org = await session.get(Organisation, data.assignee_org_id)
         if org is None or org.deleted_at is not None:
-            raise InvalidInput("no such organisation", field="assignee_org_id")
+            raise InvalidInput(N_("no such organisation"), field="assignee_org_id")
         org_id, enterprise_id = org.id, None
     row.rectify_org_id = org_id
     row.rectify_enterprise_id = enterprise_id
@@ -670,29 +677,35 @@ async def transition_hazard(
         seen = await session.get(HazardEvent, data.id)
         if seen is not None:
             if seen.hazard_id != row.id:
-                raise Conflict("a step with this id belongs to another hazard", field="id")
+                raise Conflict(N_("a step with this id belongs to another hazard"), field="id")
             return seen, False
     old, new = HazardStatus(row.status), data.to_status
     if not can_transition(HAZARD_TRANSITIONS, old, new):
         raise Conflict(
-            f"hazard cannot go from {old} to {new}", field="to_status", code="illegal_transition"
+            N_("hazard cannot go from {old} to {new}"),
+            old=old,
+            new=new,
+            field="to_status",
+            code="illegal_transition",
         )
     await _authorise(session, p, row, new)
     now = utcnow()
     at = data.at or now
     note = (data.note or "").strip() or None
     if new in (H.REJECTED, H.REOPENED) and not note:
-        raise InvalidInput(f"{new} needs a reason in note", field="note", code="reason_required")
+        raise InvalidInput(
+            N_("{status} needs a reason in note"), status=new, field="note", code="reason_required"
+        )
     if new is H.CLOSED and old is H.VERIFIED and not note:
         raise InvalidInput(
-            "closing without rectification needs a reason in note",
+            N_("closing without rectification needs a reason in note"),
             field="note",
             code="reason_required",
         )
     photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     if new is H.RECTIFIED and not photos:
         raise InvalidInput(
-            "marking a hazard rectified needs after-photos (photo_sha256 or photo_ids)",
+            N_("marking a hazard rectified needs after-photos (photo_sha256 or photo_ids)"),
             field="photo_sha256",
             code="evidence_required",
         )

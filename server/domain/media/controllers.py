@@ -20,6 +20,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import File, Redirect, Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_, gettext
 from media import tus
 from media.errors import MediaRejected
 from media.store import DiskBlobStore, display_key, original_key, thumbnail_key
@@ -33,6 +34,7 @@ from server.errors import (
     http_error_handler,
     internal_error_handler,
     problem_response,
+    request_lang,
 )
 from server.models import MediaObject
 from server.openapi import Doc, HeaderDoc
@@ -72,7 +74,7 @@ class ClientDisconnected(DomainError):
 
     status = 400
     code = "client_disconnected"
-    title = "Client disconnected"
+    title = N_("Client disconnected")
 
 
 def _runtime(request: Request[Any, Any, Any]) -> svc.MediaRuntime:
@@ -89,7 +91,7 @@ def tus_error_handler(request: Request[Any, Any, Any], exc: tus.TusError) -> Res
     return problem_response(
         request,
         status=exc.status,
-        title="Upload refused",
+        title=gettext(request_lang(request), N_("Upload refused")),
         detail=exc.detail,
         code=_snake(type(exc).__name__),
         headers=dict(exc.headers),
@@ -101,7 +103,7 @@ def media_rejected_handler(request: Request[Any, Any, Any], exc: MediaRejected) 
     return problem_response(
         request,
         status=exc.status,
-        title="Rejected media",
+        title=gettext(request_lang(request), N_("Rejected media")),
         detail=exc.detail,
         code=exc.code,
         headers=dict(_TUS),
@@ -151,7 +153,7 @@ async def _receive(
         )
     except InternalServerException as exc:
         # Litestar's word for a body cut short; patch_async kept the bytes for the resume.
-        raise ClientDisconnected("the connection closed before the body was complete") from exc
+        raise ClientDisconnected(N_("the connection closed before the body was complete")) from exc
     media = None
     if info.is_complete:
         media = await svc.finish_upload(db, request.user.user_id, rt, info)
@@ -390,7 +392,7 @@ class MediaController(Controller):
             await svc.can_view_original(db, p, row) if original else await svc.can_view(db, p, row)
         )
         if row is None or not allowed:
-            raise NotFound(f"no media {sha256}")
+            raise NotFound(N_("no media {sha256}"), sha256=sha256)
         return row
 
     @get("/{sha256:str}", operation_id="GetMedia")
@@ -412,12 +414,12 @@ class MediaController(Controller):
         if isinstance(store, DiskBlobStore):
             path = store.path(key)
             if not path.is_file():
-                raise NotFound("the bytes are not stored yet")
+                raise NotFound(N_("the bytes are not stored yet"))
             return File(
                 path, content_disposition_type="inline", media_type=content_type, headers=headers
             )
         if not await anyio.to_thread.run_sync(store.exists, key):
-            raise NotFound("the bytes are not stored yet")
+            raise NotFound(N_("the bytes are not stored yet"))
         return Stream(store.iter_chunks(key), media_type=content_type, headers=headers)
 
     @get(

@@ -17,6 +17,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from media.errors import MediaRejected
 from media.exif import ExifInfo
 from media.process import IngestResult, ingest, store_ingested
@@ -46,7 +47,7 @@ class Sha256Mismatch(DomainError):
 
     status = 460
     code = "sha256_mismatch"
-    title = "Checksum mismatch"
+    title = N_("Checksum mismatch")
 
 
 def exif_json(exif: ExifInfo) -> dict[str, Any]:
@@ -102,7 +103,7 @@ async def declare(
     if existing is not None:
         return existing, False
     if data.id is not None and await session.get(MediaObject, data.id) is not None:
-        raise Conflict("a media object with this id has another sha256", field="id")
+        raise Conflict(N_("a media object with this id has another sha256"), field="id")
     row = MediaObject(
         sha256=data.sha256,
         content_type=data.content_type,
@@ -140,8 +141,12 @@ def _verify_ingest_store(rt: MediaRuntime, info: UploadInfo) -> IngestResult:
     if declared and declared != actual:
         rt.manager.discard(info.id)
         raise Sha256Mismatch(
-            f"the bytes hash to {actual}, not to the declared sha256 {declared}; "
-            "the upload was discarded",
+            N_(
+                "the bytes hash to {actual}, not to the declared sha256 {declared}; "
+                "the upload was discarded"
+            ),
+            actual=actual,
+            declared=declared,
             field="Upload-Metadata",
         )
     try:

@@ -18,6 +18,7 @@ from geoalchemy2.shape import to_shape
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas import reference as s
 from schemas.common import Point, Role
 from schemas.ids import uuid7
@@ -26,7 +27,7 @@ from server.auth.principal import Principal
 from server.crud import apply_patch, ensure_new_id, refuse_taken_id
 from server.db import dialect_of
 from server.domain.reference.reach import reference_areas
-from server.errors import Forbidden, InvalidInput, NotFound
+from server.errors import Forbidden, InvalidInput, NotFound, Term
 from server.models import (
     AdminArea,
     Contact,
@@ -81,7 +82,7 @@ async def ensure_in_my_area(
         )
         if inside.first() is not None:
             return
-    raise Forbidden(f"the {what} is outside your command area")
+    raise Forbidden(N_("the {what} is outside your command area"), what=Term(what))
 
 
 async def relocate(session: AsyncSession, p: Principal, row: Any, point: Point, what: str) -> None:
@@ -173,7 +174,7 @@ async def create_area(session: AsyncSession, p: Principal, data: s.AdminAreaCrea
     if data.parent_id is not None:
         parent = await session.get(AdminArea, data.parent_id)
         if parent is None:
-            raise InvalidInput("no such parent area", field="parent_id")
+            raise InvalidInput(N_("no such parent area"), field="parent_id")
         parent_path = parent.path
     ident = data.id or uuid.uuid4()
     row = AdminArea(
@@ -197,7 +198,7 @@ async def create_org(
     """Add an organisation."""
     await ensure_new_id(session, p, Organisation, data.id)
     if data.kind is s.OrgKind.LINKED_UNIT and data.unit_kind is None:
-        raise InvalidInput("a linked unit needs unit_kind", field="unit_kind")
+        raise InvalidInput(N_("a linked unit needs unit_kind"), field="unit_kind")
     row = Organisation(
         name=data.name,
         kind=data.kind.value,
@@ -259,7 +260,7 @@ async def create_enterprise(
     if data.org_id is not None:
         org = await session.get(Organisation, data.org_id)
         if org is None or org.kind != s.OrgKind.ENTERPRISE:
-            raise InvalidInput("org_id must be an enterprise organisation", field="org_id")
+            raise InvalidInput(N_("org_id must be an enterprise organisation"), field="org_id")
     lon, lat = data.location.coordinates
     row = Enterprise(
         name=data.name,
@@ -283,7 +284,7 @@ async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceC
     await ensure_new_id(session, p, Resource, data.id)
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)
-    await ensure_in_my_area(session, p, area_id, "resource")
+    await ensure_in_my_area(session, p, area_id, N_("resource"))
     row = Resource(
         kind=data.kind.value,
         name=data.name,
@@ -307,10 +308,10 @@ async def patch_resource(
     session: AsyncSession, p: Principal, row: Resource, data: s.ResourcePatch
 ) -> Resource:
     """Change a resource (inside the dispatcher's area, before and after)."""
-    await ensure_in_my_area(session, p, row.area_id, "resource")
+    await ensure_in_my_area(session, p, row.area_id, N_("resource"))
     changed = apply_patch(row, data, ("name", "capacity", "contact_name", "phone", "address"))
     if data.location is not msgspec.UNSET:
-        await relocate(session, p, row, data.location, "resource")
+        await relocate(session, p, row, data.location, N_("resource"))
         changed["location"] = data.location.coordinates
     await session.flush()
     changes.record(session, row)
@@ -356,7 +357,7 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
     try:
         return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
+        raise InvalidInput(N_("cursor is not one this server issued"), field="cursor") from exc
 
 
 async def list_contacts(
@@ -397,7 +398,7 @@ async def get_contact(session: AsyncSession, p: Principal, ident: uuid.UUID) -> 
         conds.append(mine)
     row = (await session.execute(select(Contact).where(*conds))).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"no contact {ident}")
+        raise NotFound(N_("no contact {id}"), id=ident)
     return row
 
 
@@ -409,27 +410,27 @@ async def _check_areas(session: AsyncSession, p: Principal, area_ids: Sequence[u
             select(AdminArea.id).where(AdminArea.id.in_(wanted), AdminArea.deleted_at.is_(None))
         )
         if set(found.scalars()) != wanted:
-            raise InvalidInput("area_ids names an area that does not exist", field="area_ids")
+            raise InvalidInput(N_("area_ids names an area that does not exist"), field="area_ids")
     if p.role is Role.ADMIN:
         return
     if not wanted:
-        raise Forbidden("only administrators manage contacts that serve everywhere")
+        raise Forbidden(N_("only administrators manage contacts that serve everywhere"))
     inside = await session.execute(
         select(func.count(AdminArea.id)).where(
             AdminArea.id.in_(wanted), AdminArea.id.in_(home_area_subtree(p))
         )
     )
     if inside.scalar_one() != len(wanted):
-        raise Forbidden("the contact serves an area outside your command area")
+        raise Forbidden(N_("the contact serves an area outside your command area"))
 
 
 async def _check_links(
     session: AsyncSession, org_id: uuid.UUID | None, user_id: uuid.UUID | None
 ) -> None:
     if org_id is not None and await session.get(Organisation, org_id) is None:
-        raise InvalidInput("no such organisation", field="org_id")
+        raise InvalidInput(N_("no such organisation"), field="org_id")
     if user_id is not None and await session.get(User, user_id) is None:
-        raise InvalidInput("no such user", field="user_id")
+        raise InvalidInput(N_("no such user"), field="user_id")
 
 
 def _area_strs(area_ids: Sequence[uuid.UUID]) -> list[str]:

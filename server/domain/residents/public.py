@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import i18n
+from i18n import N_
 from schemas import residents as s
 from server import geo
 from server.db import dialect_of
@@ -191,7 +192,7 @@ def parse_point(point: str | None) -> tuple[float, float] | None:
         lon_s, lat_s = point.split(",")
         lon, lat = float(lon_s), float(lat_s)
     except ValueError:
-        raise InvalidInput("point is LON,LAT in WGS-84 degrees", field="point") from None
+        raise InvalidInput(N_("point is LON,LAT in WGS-84 degrees"), field="point") from None
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise InvalidInput("point is outside WGS-84 bounds", field="point")
+        raise InvalidInput(N_("point is outside WGS-84 bounds"), field="point")
     return lon, lat

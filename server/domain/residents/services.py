@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
+from i18n import N_
 from push.base import Channel, PushMessage
 from push.endpoints import EndpointRefused, check_endpoint
 from schemas import residents as s
@@ -87,7 +88,10 @@ async def count_hit(
     if count >= limit:
         wait = window_s - int((now - oldest).total_seconds()) if oldest else window_s
         raise TooManyRequests(
-            f"at most {limit} per {window_s} s from one address", retry_after=max(wait, 1)
+            N_("at most {limit} per {window} s from one address"),
+            retry_after=max(wait, 1),
+            limit=limit,
+            window=window_s,
         )
     session.add(RateHit(bucket=bucket, client=client[:64], at=now))
 
@@ -103,7 +107,10 @@ async def _checked_push_address(settings: Settings, sub: s.PushSubscriptionJSON)
         )
     except EndpointRefused as exc:
         raise InvalidInput(
-            f"push endpoint refused ({exc.reason}): {exc.detail}", field="subscription.endpoint"
+            N_("push endpoint refused ({reason}): {detail}"),
+            reason=exc.reason,
+            detail=exc.detail,
+            field="subscription.endpoint",
         ) from exc
     address = msgspec.json.encode(
         {"endpoint": sub.endpoint, "keys": {"p256dh": sub.keys.p256dh, "auth": sub.keys.auth}}
@@ -133,7 +140,10 @@ async def _address_for(
     extra = [name for name, present in given.items() if present and name != wanted]
     if not given[wanted] or extra:
         raise InvalidInput(
-            f"channel {channel.value} takes `{wanted}` and nothing else", field=wanted
+            N_("channel {channel} takes `{wanted}` and nothing else"),
+            channel=channel.value,
+            wanted=wanted,
+            field=wanted,
         )
     if subscription is not None:
         address, service = await _checked_push_address(settings, subscription)
@@ -149,20 +159,20 @@ async def _place_rows(session: AsyncSession, places: list[s.Place]) -> list[dict
         field = f"places[{index}]"
         if place.area_id is not None:
             if place.lon is not None or place.lat is not None:
-                raise InvalidInput("a place is a point or an area, not both", field=field)
+                raise InvalidInput(N_("a place is a point or an area, not both"), field=field)
             found = await session.scalar(
                 select(AdminArea.id).where(
                     AdminArea.id == place.area_id, AdminArea.deleted_at.is_(None)
                 )
             )
             if found is None:
-                raise InvalidInput("unknown area", field=f"{field}.area_id")
+                raise InvalidInput(N_("unknown area"), field=f"{field}.area_id")
             rows.append({"area_id": place.area_id, "location": None})
         elif place.lon is not None and place.lat is not None:
             lon, lat = round_place(place.lon, place.lat)
             rows.append({"area_id": None, "location": from_shape(ShPoint(lon, lat), srid=4326)})
         else:
-            raise InvalidInput("a place needs lon and lat, or area_id", field=field)
+            raise InvalidInput(N_("a place needs lon and lat, or area_id"), field=field)
     return rows
 
 
@@ -272,7 +282,7 @@ async def owned(
     """The subscription if `secret` is its secret; NotFound otherwise (same answer for both)."""
     row = await session.get(ResidentSubscription, sub_id)
     if row is None or not secret or not hmac.compare_digest(row.secret_hash, _sha256(secret)):
-        raise NotFound("no such subscription (or a wrong secret)")
+        raise NotFound(N_("no such subscription (or a wrong secret)"))
     return row
 
 
@@ -303,7 +313,7 @@ async def update(
             s.ResidentChannel.FCM if row.channel == Channel.FCM.value else s.ResidentChannel.WEBPUSH
         )
         if row.channel == Channel.SMS.value:
-            raise InvalidInput("an SMS subscription has no push address", field="subscription")
+            raise InvalidInput(N_("an SMS subscription has no push address"), field="subscription")
         channel, address, service = await _address_for(
             settings, wanted, data.subscription, data.fcm_token, None
         )
@@ -330,12 +340,12 @@ async def confirm(
     expired = row.code_expires_at is None or row.code_expires_at < utcnow()
     if expired or row.code_attempts >= CODE_MAX_ATTEMPTS:
         raise InvalidInput(
-            "the code has expired or was tried too often: register again", field="code"
+            N_("the code has expired or was tried too often: register again"), field="code"
         )
     row.code_attempts += 1
     if not hmac.compare_digest(row.code_hash or "", _sha256(f"{row.id}:{code}")):
         await session.flush()
-        raise InvalidInput("wrong code", field="code")
+        raise InvalidInput(N_("wrong code"), field="code")
     row.confirmed = True
     row.code_hash = row.code_expires_at = None
     await session.flush()

@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from i18n import N_
 from schemas.common import Input, Role
 from schemas.sync import (
     Conflict,
@@ -80,9 +81,9 @@ def _body(raw: bytes, request: Request[Any, Any, Any]) -> bytes:
     try:
         out = d.decompress(raw, MAX_SYNC_BODY + 1)
     except zlib.error as exc:
-        raise InvalidInput("body is not valid gzip", field="body") from exc
+        raise InvalidInput(N_("body is not valid gzip"), field="body") from exc
     if len(out) > MAX_SYNC_BODY or d.unconsumed_tail:
-        raise InvalidInput("decompressed body too large", field="body")
+        raise InvalidInput(N_("decompressed body too large"), field="body")
     return out
 
 
@@ -95,7 +96,7 @@ def _decode(request: Request[Any, Any, Any], raw: bytes, mp: Any, js: Any) -> An
     try:
         return (mp if _is_msgpack(request) else js).decode(body)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(f"bad sync message: {exc}", field="body") from exc
+        raise InvalidInput(N_("bad sync message: {reason}"), reason=exc, field="body") from exc
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         # Not a message at all: bad bytes, invalid UTF-8, nesting deeper than a decoder goes.
         raise decode_failure(exc) from exc

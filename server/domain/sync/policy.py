@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
+from i18n import N_
 from schemas.checks import CheckSubmissionCreate
 from schemas.common import Role
 from schemas.dispatch import PositionReport, TaskNote, TaskTransition
@@ -348,7 +349,7 @@ class ServerPolicy:
             and (ctx.current is not None or ctx.fields["status"] != "reported")
         ):
             raise Conflict(
-                "hazard steps go through hazard_step",
+                N_("hazard steps go through hazard_step"),
                 field="status" if "status" in ctx.fields else "timeline",
                 code="use_hazard_step",
             )
@@ -359,7 +360,8 @@ class ServerPolicy:
             fixed = sorted(ctx.changed - {*_HAZARD_EDITABLE, "photo_ids"})
             if fixed:
                 raise Forbidden(
-                    f"{fixed[0]} cannot change after the report",
+                    N_("{name} cannot change after the report"),
+                    name=fixed[0],
                     field=fixed[0],
                     code="not_editable",
                 )

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from i18n import N_
 from schemas.common import Role
 from schemas.sync import (
     Conflict,
@@ -135,9 +136,9 @@ async def resolve_conflict(
     try:
         out = await db.run_sync(run)
     except ConflictNotFoundError as exc:
-        raise NotFound("no such conflict") from exc
+        raise NotFound(N_("no such conflict")) from exc
     except ValueError as exc:
-        raise InvalidInput(str(exc), field="value") from exc
+        raise InvalidInput(N_("value refused: {reason}"), reason=str(exc), field="value") from exc
     audit.record(db, p, "sync.resolve", out.entity, out.record_id, conflict=conflict_id, take=take)
     return out
 
