@@ -193,8 +193,10 @@ def get(base: str, path: str, user: str) -> Any:
     return r.json()
 
 
-def many_hazards(base: str, n: int, threads: int = 8) -> None:
-    """`n` hazards in grid A reported by its inspector (REST, a few at a time)."""
+def many_hazards(base: str, n: int, threads: int = 2) -> None:
+    """`n` hazards in grid A reported by its inspector (REST, a few at a time; a shed request
+    (503 overloaded, SQLite admits two writers) is retried after its Retry-After)."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     h = login(base, "inspector1")
@@ -203,17 +205,24 @@ def many_hazards(base: str, n: int, threads: int = 8) -> None:
 
     def one(i: int) -> None:
         with httpx.Client(timeout=60) as c:
-            r = c.post(
-                f"{base}/api/v1/hazards",
-                headers=h,
-                json={
-                    "category": cats[i % len(cats)],
-                    "severity": sev[i % len(sev)],
-                    "description": f"巡查发现隐患第 {i} 号：消防器材过期，需要更换。",
-                    "location": point(121.4755 + (i % 97) * 0.00014, 31.2325 + (i % 89) * 0.00012),
-                    "accuracy_m": 5.0,
-                },
-            )
+            r = httpx.Response(503)
+            for _attempt in range(30):
+                r = c.post(
+                    f"{base}/api/v1/hazards",
+                    headers=h,
+                    json={
+                        "category": cats[i % len(cats)],
+                        "severity": sev[i % len(sev)],
+                        "description": f"巡查发现隐患第 {i} 号：消防器材过期，需要更换。",
+                        "location": point(
+                            121.4755 + (i % 97) * 0.00014, 31.2325 + (i % 89) * 0.00012
+                        ),
+                        "accuracy_m": 5.0,
+                    },
+                )
+                if r.status_code != 503:
+                    break
+                time.sleep(float(r.headers.get("retry-after", "1")))
             assert r.status_code == 201, r.text
 
     with ThreadPoolExecutor(threads) as pool:
