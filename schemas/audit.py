@@ -19,3 +19,5 @@ class AuditEntry(Output):
     entity: str
     entity_id: str | None
     detail: dict[str, Any]
+    #: the area it happened in (the record's, else the actor's); null for older entries
+    area_id: uuid.UUID | None = None

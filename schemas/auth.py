@@ -65,6 +65,12 @@ class User(Output):
     language: Language = Language.ZH_CN
 
 
+class PasswordReset(Input):
+    """A new password set by an administrator; the user is signed out everywhere."""
+
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+
+
 class UserCreate(Input):
     """Create a user (administrators only)."""
 
@@ -84,6 +90,11 @@ class MePatch(Input):
 
 
 class UserPatch(Input):
-    """What an administrator changes about a user (the language of their pushes and exports)."""
+    """What an administrator changes about a user: name, role, home organisation, area, and
+    the language of their pushes and exports. Absent fields stay as they are."""
 
     language: Language | msgspec.UnsetType = msgspec.UNSET
+    display_name: Name | msgspec.UnsetType = msgspec.UNSET
+    role: Role | msgspec.UnsetType = msgspec.UNSET
+    org_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+    area_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET

@@ -89,6 +89,42 @@ class OrganisationCreate(Input):
     id: uuid.UUID | None = None
 
 
+class OrganisationPatch(Input):
+    """Change an organisation (or linked unit); absent fields stay as they are."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    unit_kind: UnitKind | msgspec.UnsetType | None = msgspec.UNSET
+    area_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+    location: Point | msgspec.UnsetType | None = msgspec.UNSET
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class MemberRole(enum.StrEnum):
+    """A user's part in a unit they belong to beyond their home organisation."""
+
+    MEMBER = "member"
+    LEADER = "leader"
+
+
+class Member(Output):
+    """Someone who belongs to a unit: by their home organisation, or by a membership."""
+
+    user_id: uuid.UUID
+    username: str
+    display_name: str
+    role: str
+    disabled: bool
+    #: True: the unit is the user's home organisation (`org_id`); False: a membership
+    home: bool
+    member_role: MemberRole | None = None
+
+
+class MemberSet(Input):
+    """Add a user to a unit (or change their part in it)."""
+
+    role: MemberRole = MemberRole.MEMBER
+
+
 class Grid(Output):
     """A patrol grid (网格) with its inspector."""
 
@@ -118,6 +154,16 @@ class GridPatch(Input):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     boundary: Polygon | msgspec.UnsetType = msgspec.UNSET
     inspector_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class EnterprisePatch(Input):
+    """Change an enterprise; absent fields stay as they are. A new location moves its grid and
+    area with it."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    location: Point | msgspec.UnsetType = msgspec.UNSET
+    org_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
+    address: Text | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Enterprise(Output):

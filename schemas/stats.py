@@ -26,10 +26,19 @@ class IncidentCount(Output):
     count: int
 
 
-class ResponseTimes(Output):
-    """Seconds from dispatch to accepted and to on scene, per linked-unit kind."""
+class ResponseBy(enum.StrEnum):
+    """What response times are grouped by (several may be combined)."""
 
-    unit_kind: str
+    UNIT_KIND = "unit_kind"
+    INCIDENT_TYPE = "incident_type"
+    UNIT = "unit"
+    PERIOD = "period"
+
+
+class ResponseTimes(Output):
+    """Seconds from dispatch to accepted and to on scene, per group: linked-unit kind (the
+    default), incident type, unit and/or period; fields of groups not asked for are null."""
+
     tasks: int
     accepted: int
     on_scene: int
@@ -37,6 +46,39 @@ class ResponseTimes(Output):
     accept_p90_s: float | None
     on_scene_p50_s: float | None
     on_scene_p90_s: float | None
+    unit_kind: str | None = None
+    incident_type: str | None = None
+    unit_id: uuid.UUID | None = None
+    unit_name: str | None = None
+    period_start: str | None = None
+
+
+class HazardBy(enum.StrEnum):
+    """What hazard statistics are grouped by (several may be combined)."""
+
+    SOURCE = "source"
+    CATEGORY = "category"
+    GRID = "grid"
+    STATUS = "status"
+
+
+class HazardCounts(Output):
+    """Hazards of one group: how many, how many had a rectification assigned and how many of
+    those were rectified (`rectification_rate` = rectified / rectification_assigned, null when
+    none was assigned), and how many rectifications are overdue now (assigned, not rectified,
+    past the deadline). Fields of groups not asked for are null."""
+
+    total: int
+    closed: int
+    rectification_assigned: int
+    rectified: int
+    rectification_rate: float | None
+    overdue: int
+    source: str | None = None
+    category: str | None = None
+    grid_id: uuid.UUID | None = None
+    grid_name: str | None = None
+    status: str | None = None
 
 
 class TaskFlag(Output):

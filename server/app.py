@@ -29,7 +29,13 @@ from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
-from server.domain.admin.controllers import AuditController, UserController
+from server.domain.admin.controllers import (
+    AuditController,
+    EnterpriseAdminController,
+    GridAdminController,
+    OrganisationAdminController,
+    UserController,
+)
 from server.domain.alerts.controllers import (
     AlertAuthorityController,
     AlertController,
@@ -234,6 +240,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DeviceController,
             UserController,
             AuditController,
+            OrganisationAdminController,
+            EnterpriseAdminController,
+            GridAdminController,
             AreaController,
             OrganisationController,
             GridController,

@@ -1,4 +1,5 @@
-"""The `liandong` command: serve, migrate, seed-demo, user create|list|disable."""
+"""The `liandong` command: serve, migrate, seed-demo, user create|list|disable|enable|
+reset-password|set, org deactivate|reactivate|add-member|remove-member, and the jobs."""
 
 from __future__ import annotations
 
@@ -149,24 +150,202 @@ def user_list(settings: Settings) -> None:
         click.echo(f"{row.username:16} {row.role:18} {state:9} {row.id}")
 
 
+def _by_username(username: str) -> Callable[[AsyncSession], Awaitable[Any]]:
+    """A loader of the user named `username` (a ClickException when there is none)."""
+
+    async def load(session: AsyncSession) -> Any:
+        from server.models import User
+
+        row = (
+            await session.execute(select(User).where(User.username == username))
+        ).scalar_one_or_none()
+        if row is None:
+            raise click.ClickException(f"no user {username}")
+        return row
+
+    return load
+
+
+def _refused(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _admin_action(
+    settings: Settings, username: str, act: Callable[[AsyncSession, Any], Any]
+) -> Any:
+    """Run `act(session, user)` for the user named `username` in one transaction; a refusal
+    (`DomainError`) becomes the command's error message."""
+    from server.errors import DomainError
+
+    async def run(session: AsyncSession) -> Any:
+        return await act(session, await _by_username(username)(session))
+
+    try:
+        return _in_transaction(settings, run)
+    except DomainError as exc:
+        raise _refused(exc) from exc
+
+
 @user.command("disable")
 @click.argument("username")
 @click.pass_obj
 def user_disable(settings: Settings, username: str) -> None:
     """Disable a user: sessions end, devices stop receiving pushes."""
     from server.domain.auth.services import disable_user
-    from server.models import User
 
-    async def run(session: AsyncSession) -> None:
-        row = (
-            await session.execute(select(User).where(User.username == username))
-        ).scalar_one_or_none()
-        if row is None:
-            raise click.ClickException(f"no user {username}")
-        await disable_user(session, None, row)
-
-    _in_transaction(settings, run)
+    _admin_action(settings, username, lambda s, u: disable_user(s, None, u))
     click.echo(f"disabled {username}")
+
+
+@user.command("enable")
+@click.argument("username")
+@click.pass_obj
+def user_enable(settings: Settings, username: str) -> None:
+    """Re-enable a disabled user."""
+    from server.domain.admin.services import enable_user
+
+    _admin_action(settings, username, lambda s, u: enable_user(s, None, u))
+    click.echo(f"enabled {username}")
+
+
+@user.command("reset-password")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.pass_obj
+def user_reset_password(settings: Settings, username: str, password: str) -> None:
+    """Set a new password (prompted, or `--password`); the user is signed out everywhere."""
+    from server.domain.admin.services import reset_password
+
+    if len(password) < 8:
+        raise click.BadParameter("at least 8 characters", param_hint="--password")
+    _admin_action(settings, username, lambda s, u: reset_password(s, None, u, password))
+    click.echo(f"password reset for {username}; every session ended")
+
+
+@user.command("set")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=None)
+@click.option("--org-id", default=None, help="home organisation UUID ('none' to clear)")
+@click.option("--area-id", default=None, help="area UUID ('none' to clear)")
+@click.option("--display-name", default=None)
+@click.pass_obj
+def user_set(
+    settings: Settings,
+    username: str,
+    role: str | None,
+    org_id: str | None,
+    area_id: str | None,
+    display_name: str | None,
+) -> None:
+    """Change a user's role, organisation, area or name."""
+    import uuid
+
+    import msgspec
+
+    from server.domain.admin.services import update_user
+
+    def ident(value: str | None, hint: str) -> Any:
+        if value is None:
+            return msgspec.UNSET
+        if value.lower() == "none":
+            return None
+        try:
+            return uuid.UUID(value)
+        except ValueError as exc:
+            raise click.BadParameter("not a UUID", param_hint=hint) from exc
+
+    changes = {
+        "role": Role(role) if role else msgspec.UNSET,
+        "org_id": ident(org_id, "--org-id"),
+        "area_id": ident(area_id, "--area-id"),
+        "display_name": display_name if display_name is not None else msgspec.UNSET,
+    }
+    row = _admin_action(settings, username, lambda s, u: update_user(s, None, u, **changes))
+    click.echo(f"{row.username} {row.role} org={row.org_id} area={row.area_id}")
+
+
+@main.group()
+def org() -> None:
+    """Manage organisations and linked units."""
+
+
+def _org_action(settings: Settings, org_id: str, act: Callable[[AsyncSession, Any], Any]) -> Any:
+    import uuid
+
+    from server.domain.admin.services import get_any
+    from server.errors import DomainError
+    from server.models import Organisation
+
+    try:
+        ident = uuid.UUID(org_id)
+    except ValueError as exc:
+        raise click.BadParameter("not a UUID", param_hint="ORG_ID") from exc
+
+    async def run(session: AsyncSession) -> Any:
+        return await act(session, await get_any(session, Organisation, ident))
+
+    try:
+        return _in_transaction(settings, run)
+    except DomainError as exc:
+        raise _refused(exc) from exc
+
+
+@org.command("deactivate")
+@click.argument("org_id")
+@click.pass_obj
+def org_deactivate(settings: Settings, org_id: str) -> None:
+    """Deactivate an organisation (no task is dispatched to it any more)."""
+    from server.domain.admin.services import set_active
+    from server.models import Organisation
+
+    _org_action(settings, org_id, lambda s, o: set_active(s, None, Organisation, o.id, False))
+    click.echo(f"deactivated {org_id}")
+
+
+@org.command("reactivate")
+@click.argument("org_id")
+@click.pass_obj
+def org_reactivate(settings: Settings, org_id: str) -> None:
+    """Reactivate an organisation."""
+    from server.domain.admin.services import set_active
+    from server.models import Organisation
+
+    _org_action(settings, org_id, lambda s, o: set_active(s, None, Organisation, o.id, True))
+    click.echo(f"reactivated {org_id}")
+
+
+@org.command("add-member")
+@click.argument("org_id")
+@click.argument("username")
+@click.option("--leader", is_flag=True, help="as the unit's leader")
+@click.pass_obj
+def org_add_member(settings: Settings, org_id: str, username: str, leader: bool) -> None:
+    """Make a user a member of a unit (beyond their home organisation)."""
+    from schemas.reference import MemberRole, MemberSet
+    from server.domain.admin.services import add_member
+
+    data = MemberSet(role=MemberRole.LEADER if leader else MemberRole.MEMBER)
+
+    async def act(session: AsyncSession, o: Any) -> Any:
+        return await add_member(session, None, o, await _by_username(username)(session), data)
+
+    _org_action(settings, org_id, act)
+    click.echo(f"{username} is a member of {org_id}")
+
+
+@org.command("remove-member")
+@click.argument("org_id")
+@click.argument("username")
+@click.pass_obj
+def org_remove_member(settings: Settings, org_id: str, username: str) -> None:
+    """End a user's membership of a unit."""
+    from server.domain.admin.services import remove_member
+
+    async def act(session: AsyncSession, o: Any) -> None:
+        await remove_member(session, None, o, await _by_username(username)(session))
+
+    _org_action(settings, org_id, act)
+    click.echo(f"{username} is no longer a member of {org_id}")
 
 
 @main.command("escalate")

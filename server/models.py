@@ -652,6 +652,9 @@ class AuditLog(Base):
     entity_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ip: Mapped[str | None] = mapped_column(String(64))
+    # The area it happened in (server/audit.py), so a dispatcher reads their area's audit. No
+    # FOREIGN KEY: adding one would make SQLite rebuild this trigger-guarded table.
+    area_id: Mapped[uuid.UUID | None] = mapped_column(default=None, index=True)
 
 
 class EmergencyPlan(Record):

@@ -60,9 +60,9 @@ def test_response_times_follow_the_timeline(client: TestClient[Any], auth: Sessi
     text = client.get("/api/v1/stats/response-times", headers=d, params={"format": "csv"})
     assert text.status_code == 200
     assert text.headers["content-type"] == "text/csv; charset=utf-8"  # the charset once
-    rows = list(csv.DictReader(io.StringIO(text.text)))
-    assert "police" in {r["unit_kind"] for r in rows}
-    assert set(rows[0]) >= {"unit_kind", "accept_p50_s", "accept_p90_s", "on_scene_p90_s"}
+    rows = list(csv.DictReader(io.StringIO(text.content.decode("utf-8-sig"))))
+    assert "police" in {r["Unit kind"] for r in rows}
+    assert set(rows[0]) >= {"Unit kind", "Accept p50 (s)", "Accept p90 (s)", "On scene p90 (s)"}
 
 
 def test_incident_counts_by_period_as_json_and_csv(client: TestClient[Any], auth: Sessions) -> None:
@@ -87,7 +87,7 @@ def test_incident_counts_by_period_as_json_and_csv(client: TestClient[Any], auth
         "/api/v1/stats/incidents", headers={**d, "Accept": "text/csv"}, params={"period": "week"}
     )
     assert as_csv.headers["content-type"].startswith("text/csv")
-    assert as_csv.text.splitlines()[0] == "period_start,type,level,count"
+    assert as_csv.content.decode("utf-8-sig").splitlines()[0] == "Period,Type,Level,Count"
 
 
 def test_overdue_and_escalated_lists_defuse_formulas(

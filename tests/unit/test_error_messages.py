@@ -60,6 +60,8 @@ def error_classes() -> set[str]:
 
 
 def _is_marked(node: ast.expr, constants: set[str]) -> bool:
+    if isinstance(node, ast.IfExp):  # N_("a") if cond else N_("b")
+        return _is_marked(node.body, constants) and _is_marked(node.orelse, constants)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "N_":
         return len(node.args) == 1 and isinstance(node.args[0], ast.Constant)
     return isinstance(node, ast.Name) and node.id in constants

@@ -321,6 +321,20 @@ class PlanController(Controller):
         row = await plans.get_plan(db, plan_id)
         return plans.plan_out(await plans.update_plan(db, request.user, row, data))
 
+    @post("/{plan_id:uuid}/retire", operation_id="RetirePlan", status_code=200)
+    async def retire_plan(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        plan_id: FromPath[uuid.UUID],
+    ) -> ps.Plan:
+        """Retire the plan: no version runs any more, every version stays readable
+        (`all_versions=true`); `PUT` writes a new active version again."""
+        require(request.user, Role.ADMIN)
+        row = await plans.get_plan(db, plan_id)
+        await plans.retire_plan(db, request.user, row)
+        return plans.plan_out(row)
+
     @delete("/{plan_id:uuid}", operation_id="DeletePlan")
     async def delete_plan(
         self,

@@ -175,6 +175,20 @@ async def delete_plan(session: AsyncSession, p: Principal, row: EmergencyPlan) -
     audit.record(session, p, "delete", "plan", row.id, code=row.code)
 
 
+async def retire_plan(session: AsyncSession, p: Principal, row: EmergencyPlan) -> None:
+    """Retire the plan: every version inactive (kept and readable; an update makes a new active
+    version again); 409 when no version is active."""
+    rows = await session.execute(select(EmergencyPlan).where(EmergencyPlan.code == row.code))
+    active = [v for v in rows.scalars() if v.active and v.deleted_at is None]
+    if not active:
+        raise Conflict(N_("the plan is already retired"), code="already_inactive")
+    for version in active:
+        version.active = False
+        changes.record(session, version)
+    await session.flush()
+    audit.record(session, p, "retire", "plan", row.id, code=row.code)
+
+
 async def matching_plans(session: AsyncSession, incident: Incident) -> list[EmergencyPlan]:
     """Active plans for the incident's type whose minimum level covers its level."""
     rows = await session.execute(

@@ -178,6 +178,21 @@ class EnterpriseController(Controller):
         require(request.user, Role.ADMIN)
         return svc.enterprise_out(await svc.create_enterprise(db, request.user, data))
 
+    @patch("/{enterprise_id:uuid}", operation_id="UpdateEnterprise")
+    async def patch_enterprise(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        enterprise_id: FromPath[uuid.UUID],
+        data: JSONBody[s.EnterprisePatch],
+    ) -> s.Enterprise:
+        """Change an enterprise; a new location moves its grid and area (administrators)."""
+        require(request.user, Role.ADMIN)
+        row = await db.get(Enterprise, enterprise_id)
+        if row is None:
+            row = await crud.get_visible(db, request.user, Enterprise, enterprise_id)
+        return svc.enterprise_out(await svc.patch_enterprise(db, request.user, row, data))
+
 
 class ResourceController(Controller):
     """Shelters, supply depots and rescue teams, sorted by distance with `near`."""

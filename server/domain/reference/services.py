@@ -279,6 +279,26 @@ async def create_enterprise(
     return row
 
 
+async def patch_enterprise(
+    session: AsyncSession, p: Principal, row: Enterprise, data: s.EnterprisePatch
+) -> Enterprise:
+    """Change an enterprise; a new location moves its grid and area with it."""
+    if data.org_id is not msgspec.UNSET and data.org_id is not None:
+        org = await session.get(Organisation, data.org_id)
+        if org is None or org.kind != s.OrgKind.ENTERPRISE:
+            raise InvalidInput(N_("org_id must be an enterprise organisation"), field="org_id")
+    changed = apply_patch(row, data, ("name", "org_id", "address"))
+    if data.location is not msgspec.UNSET:
+        lon, lat = data.location.coordinates
+        row.location = geo.point_to_db(data.location)
+        row.grid_id = await locate_grid(session, lon, lat)
+        row.area_id = await locate_area(session, lon, lat)
+        changed.update(location=[lon, lat], grid_id=row.grid_id, area_id=row.area_id)
+    await session.flush()
+    audit.record(session, p, "update", "enterprise", row.id, **changed)
+    return row
+
+
 async def create_resource(session: AsyncSession, p: Principal, data: s.ResourceCreate) -> Resource:
     """Add a resource at a point."""
     await ensure_new_id(session, p, Resource, data.id)

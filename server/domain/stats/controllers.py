@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import stats as s
@@ -18,24 +17,11 @@ from schemas.common import Role
 from server.auth.principal import Principal
 from server.crud import require_aware
 from server.domain.stats import services as svc
+from server.exports import Format, answer, csv_response, wants_csv
 from server.models import utcnow
 from server.scope import require
 
 STATS = (Role.ADMIN, Role.DISPATCHER)
-
-
-class Format(enum.StrEnum):
-    """Response format."""
-
-    JSON = "json"
-    CSV = "csv"
-
-
-def _wants_csv(request: Request[Any, Any, Any], fmt: Format | None) -> bool:
-    if fmt is not None:
-        return fmt is Format.CSV
-    accept = request.headers.get("accept", "")
-    return "text/csv" in accept and "application/json" not in accept
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime | None]:
@@ -43,20 +29,23 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     return since or svc.since_default(utcnow()), until
 
 
-def _answer(
+def _grouped(
     request: Request[Any, Any, Any],
     fmt: Format | None,
     rows: Sequence[msgspec.Struct],
     row_type: type[msgspec.Struct],
     name: str,
 ) -> Response[Any]:
-    if _wants_csv(request, fmt):
-        return Response(
-            svc.to_csv(rows, row_type.__struct_fields__),
-            media_type="text/csv",  # Litestar adds `; charset=utf-8` to text/* itself
-            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-        )
-    return Response(msgspec.to_builtins(list(rows)))
+    """JSON, or CSV whose columns are the groups asked for (those some row has), then the
+    figures (the fields without a default)."""
+    if not wants_csv(request, fmt):
+        return Response(msgspec.to_builtins(list(rows)))
+    fields = row_type.__struct_fields__
+    figures = fields[: len(fields) - len(row_type.__struct_defaults__)]
+    groups = [
+        f for f in fields if f not in figures and any(getattr(r, f) is not None for r in rows)
+    ]
+    return csv_response(request, rows, [*groups, *figures], name)
 
 
 class StatsController(Controller):
@@ -79,7 +68,7 @@ class StatsController(Controller):
         require(request.user, *STATS)
         start, end = _window(since, until)
         rows = await svc.incident_counts(db, request.user, period, start, end)
-        return _answer(request, format, rows, s.IncidentCount, "incidents")
+        return answer(request, format, rows, s.IncidentCount, "incidents")
 
     @get("/response-times", operation_id="ResponseTimeStats")
     async def response_times(
@@ -88,13 +77,42 @@ class StatsController(Controller):
         db: NamedDependency[AsyncSession],
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
+        by: Annotated[
+            list[s.ResponseBy] | None,
+            QueryParameter(description="group by (repeat to combine); default unit_kind"),
+        ] = None,
+        period: FromQuery[s.Period] = s.Period.MONTH,
         format: FromQuery[Format | None] = None,
     ) -> Response[list[s.ResponseTimes]]:
-        """Per unit kind: dispatch -> accepted and dispatch -> on scene, p50 and p90 seconds."""
+        """Dispatch -> accepted and dispatch -> on scene, p50 and p90 seconds, per unit kind,
+        incident type, unit and/or `period` of the dispatch (`by`, repeatable)."""
         require(request.user, *STATS)
         start, end = _window(since, until)
-        rows = await svc.response_times(db, request.user, start, end)
-        return _answer(request, format, rows, s.ResponseTimes, "response-times")
+        groups = by or [s.ResponseBy.UNIT_KIND]
+        rows = await svc.response_times(db, request.user, start, end, groups, period)
+        return _grouped(request, format, rows, s.ResponseTimes, "response-times")
+
+    @get("/hazards", operation_id="HazardReportStats")
+    async def hazards(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        by: Annotated[
+            list[s.HazardBy] | None,
+            QueryParameter(description="group by (repeat to combine); default category"),
+        ] = None,
+        format: FromQuery[Format | None] = None,
+    ) -> Response[list[s.HazardCounts]]:
+        """Hazards reported in the window by source, category, grid and/or status (`by`,
+        repeatable): totals, closed, rectifications assigned and rectified with the rate, and
+        rectifications overdue now."""
+        require(request.user, *STATS)
+        start, end = _window(since, until)
+        groups = by or [s.HazardBy.CATEGORY]
+        rows = await svc.hazard_counts(db, request.user, groups, start, end, utcnow())
+        return _grouped(request, format, rows, s.HazardCounts, "hazards")
 
     @get("/overdue-tasks", operation_id="OverdueTaskStats")
     async def overdue(
@@ -106,7 +124,7 @@ class StatsController(Controller):
         """Open tasks past their deadline."""
         require(request.user, *STATS)
         rows = await svc.flagged_tasks(db, request.user, "overdue", utcnow())
-        return _answer(request, format, rows, s.TaskFlag, "overdue-tasks")
+        return answer(request, format, rows, s.TaskFlag, "overdue-tasks")
 
     @get("/escalated-tasks", operation_id="EscalatedTaskStats")
     async def escalated(
@@ -118,4 +136,4 @@ class StatsController(Controller):
         """Tasks that were not accepted within their window."""
         require(request.user, *STATS)
         rows = await svc.flagged_tasks(db, request.user, "escalated", utcnow())
-        return _answer(request, format, rows, s.TaskFlag, "escalated-tasks")
+        return answer(request, format, rows, s.TaskFlag, "escalated-tasks")
