@@ -302,7 +302,12 @@ class Authority(Output):
     approver_ids: list[uuid.UUID]
 
 
-CapSender = Annotated[str, msgspec.Meta(min_length=3, max_length=200, pattern=r"^[^\s,<&]+$")]
+# Python's `\s` and JSON Schema's (ECMA-262) differ (\x1c-\x1f, \x85, \ufeff): name them all, so
+# the OpenAPI document refuses exactly what the server does.
+CapSender = Annotated[
+    str,
+    msgspec.Meta(min_length=3, max_length=200, pattern=r"^[^\s\x1c-\x1f\x85\ufeff,<&]+$"),
+]
 
 
 class AuthorityPut(Input):

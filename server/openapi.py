@@ -775,7 +775,7 @@ def _query_kwargs(handler: HTTPRouteHandler) -> dict[str, ParameterKwarg]:
         for name, param in sig.parameters.items():
             kwarg = param.kwarg_definition
             if isinstance(kwarg, ParameterKwarg):
-                out[kwarg.query or name] = kwarg
+                out[kwarg.query or kwarg.name or name] = kwarg
     return out
 
 

@@ -130,7 +130,8 @@ def _query_checks(handler: Any) -> tuple[tuple[str, bool], ...]:
                     continue
                 is_time = _mentions_datetime(param.annotation)
                 if is_time or _typed_optional(param.annotation):
-                    found.append((getattr(kwarg, "query", None) or name, is_time))
+                    alias = getattr(kwarg, "query", None) or getattr(kwarg, "name", None)
+                    found.append((alias or name, is_time))
         _time_params[key] = tuple(found)
     return _time_params[key]
 

@@ -95,7 +95,10 @@ CONFIG: dict[str, Any] = {
         },
         {
             # tus 1.0 answers a missing or unknown Tus-Resumable with 412 Precondition Failed,
-            # and an Upload-Length past the server's maximum (a setting) with 413.
+            # and an Upload-Length past the server's maximum (a setting) with 413. An
+            # Upload-Checksum must also hold a digest of its algorithm's length, which no
+            # pattern says, and schemathesis' coverage phase sends `Upload-Checksum: 0` as
+            # valid despite the declared pattern: 400 counts as a refusal of such a header.
             "include-path-regex": "^/api/v1/uploads",
             "checks": {
                 "missing_required_header": _with(MISSING_REQUIRED_HEADER_EXPECTED_STATUSES, "412"),
@@ -103,7 +106,7 @@ CONFIG: dict[str, Any] = {
                     NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "412", "413"
                 ),
                 "positive_data_acceptance": _with(
-                    POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "413", "422"
+                    POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "400", "413", "422"
                 ),
             },
             # Headers the document does not name are not errors: every request carries some
@@ -137,6 +140,8 @@ def api_schema(fuzz_url: str, admin_token: str) -> Any:
 
 # tus PATCH bodies are raw bytes under their own media type (docs/media.md).
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+# CAP imports are XML documents read by hand: random bytes are a fair probe of the parser.
+schemathesis.serializer.alias("application/cap+xml", "application/octet-stream")
 
 # Event streams never end by design (test_sync_api.py and the residents' tests cover them);
 # logout and disable would end the sessions the other examples rely on (test_auth.py).

@@ -25,6 +25,7 @@ from server.domain.alerts import services as svc
 from server.domain.alerts.feeds import poll_feed
 from server.errors import InvalidInput, NotFound
 from server.models import Alert, AlertAuthority, AlertFeed, utcnow
+from server.openapi import Doc
 from server.scope import require
 from server.strict import UnsupportedMediaType
 
@@ -162,6 +163,7 @@ class AlertController(Controller):
         "/import",
         operation_id="ImportAlert",
         status_code=200,
+        opt={"doc": Doc(body=bytes, body_media_types=CAP_TYPES)},  # read by hand
         request_max_body_size=IMPORT_MAX_BODY,
         responses={
             201: ResponseSpec(s.ImportResult, description="Imported"),

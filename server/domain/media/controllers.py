@@ -59,7 +59,9 @@ UPLOAD_METADATA = HeaderDoc(
     "comma-separated `key base64(value)` pairs: sha256 (hex of the whole file), filename, filetype",
 )
 UPLOAD_CHECKSUM = HeaderDoc(
-    "Upload-Checksum", "`sha1|sha256 base64(digest)` of this request's body (checksum)"
+    "Upload-Checksum",
+    "`sha1|sha256 base64(digest)` of this request's body (checksum)",
+    schema={"type": "string", "pattern": "^(sha1|sha256) [A-Za-z0-9+/]+={0,2}$"},
 )
 UPLOAD_EXPIRES = HeaderDoc("Upload-Expires", "when an unfinished upload is dropped (HTTP date)")
 MEDIA_ID = HeaderDoc("Media-Id", "the stored photo's id, once the upload is complete")
