@@ -12,8 +12,8 @@ Phones (one locust user each, one device session each from the fixture's session
   (msgpack + gzip, its own cursors, every page), and with probability `POLL_S / WRITE_EVERY_S`
   writes: a position report (REST), or now and then a hazard by sync push, half of those with a
   photo sent by tus (creation-with-upload of a unique JPEG).
-- **streaming**: holds `GET /api/v1/sync/events` (a plain socket, read line by line), and on a
-  `pull` event pulls; it does not poll.
+- **streaming**: a phone already in sync: holds `GET /api/v1/sync/events` (a plain socket, read
+  line by line), and on a `pull` event pulls; it does not poll.
 - A 503 (or 429) is honoured as the phone does: wait `Retry-After`, then go on. Shed requests
   are reported under their own name, `shed`, so the served requests' percentiles stay theirs.
 
@@ -291,7 +291,8 @@ class Phone(FastHttpUser):
             gevent.sleep(max(0.0, POLL_S - (time.monotonic() - started)))
 
     def hold_stream(self) -> None:
-        self.pull("initial pull")
+        # A phone already in sync opens its stream first (an initial pull from ten thousand
+        # phones at once would measure a cold start, not phones holding their streams).
         url = urlsplit(self.host)
         while True:
             retry = self._stream_once(url.hostname or "127.0.0.1", url.port or 80)
