@@ -9,7 +9,10 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import Input, Name, Output, Point, Polygon, Text
+from schemas.common import NO_NUL, Input, Name, Output, Point, Polygon, Text
+
+# An enterprise's address is stored in a 400-character column (PostgreSQL refuses more).
+EnterpriseAddress = Annotated[str, msgspec.Meta(max_length=400, pattern=NO_NUL)]
 
 
 class AreaLevel(enum.StrEnum):
@@ -163,7 +166,7 @@ class EnterprisePatch(Input):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     location: Point | msgspec.UnsetType = msgspec.UNSET
     org_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
-    address: Text | msgspec.UnsetType | None = msgspec.UNSET
+    address: EnterpriseAddress | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Enterprise(Output):
@@ -191,7 +194,7 @@ class EnterpriseCreate(Input):
     name: Name
     location: Point
     org_id: uuid.UUID | None = None
-    address: Text | None = None
+    address: EnterpriseAddress | None = None
     id: uuid.UUID | None = None
     kind: EnterpriseKind | None = None
 

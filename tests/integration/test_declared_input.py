@@ -95,3 +95,16 @@ def test_a_sync_body_in_an_unknown_coding_is_a_415(client: TestClient[Any], auth
     headers = {**auth("admin"), "Content-Type": "application/json", "Content-Encoding": "br"}
     r = client.post("/api/v1/sync/pull", headers=headers, content=b"{}")
     assert r.status_code == 415, r.text
+
+
+def test_an_enterprise_address_fits_its_column(client: TestClient[Any], auth: Sessions) -> None:
+    """A 401-character address was a 500 on PostgreSQL (a 400-character column) though the
+    document allowed 4,000; now both say 400 and it is a 400 naming the field."""
+    long = "x" * 401
+    patch = client.patch(
+        "/api/v1/enterprises/e3e70682-c209-1cac-a29f-6fbed82c07cd",
+        headers=auth("admin"),
+        json={"address": long},
+    )
+    assert patch.status_code == 400, patch.text
+    assert "address" in patch.json()["detail"]
