@@ -8,13 +8,14 @@ PORT ?= $(or $(LIANDONG_PORT),8000)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run app screenshots test lint typecheck layers pytest bench lock clean
+.PHONY: help setup run app screenshots test lint typecheck layers pytest fuzz bench lock clean
 
 help:
 	@echo "make run    set up, migrate var/liandong.db, load demo data, serve on :$(PORT)"
 	@echo "make test   set up, then ruff, mypy, import contracts and pytest"
 	@echo "make app    the field app on this desktop, against make run's server, as APP_USER"
 	@echo "make screenshots  a PNG of every app screen in Chinese and English (var/screenshots)"
+	@echo "make fuzz   the deep API fuzz: schemathesis' every phase on both databases (~15 min)"
 	@echo "make bench  run the benchmarks; figures land in var/bench/*.json"
 
 # The environment is rebuilt when the lock file changes. infra/bootstrap.sh picks a Python that
@@ -65,6 +66,12 @@ pytest: setup
 	LIANDONG_TEST_PG_URL="$$url" $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck layers pytest
+
+# The API against its own document, deeper than `make test` (which fuzzes a few cases per
+# operation on one database): schemathesis' coverage phase and 25 cases per operation, on both.
+fuzz: setup
+	@url="$${LIANDONG_TEST_PG_URL:-$$(bash infra/pg_test_env.sh)}"; \
+	LIANDONG_FUZZ=full LIANDONG_TEST_PG_URL="$$url" $(BIN)/pytest -q tests/integration/test_schemathesis.py
 
 # PostGIS figures (sync server apply, push latency) use the same database set-up as the tests.
 bench: setup

@@ -4,7 +4,7 @@ Schemathesis generates valid and invalid requests from /schema/openapi.json and 
 of its checks on each answer: no server error; a declared status code, content type and
 headers; a body matching the declared schema; invalid data refused and valid data accepted; a
 missing required header refused; no operation that ignores its token; 405 with a correct
-`Allow` for undeclared methods. Runs on both databases, each with a database of its own (so its
+`Allow` for undeclared methods. Runs with a database of its own (so its
 random logins cannot throttle the other suites), over real HTTP, as the administrator, who
 reaches every route. Bounded (examples per operation) and derandomized with a fixed seed, to fit
 CI and to fail the same way every time.
@@ -12,6 +12,7 @@ CI and to fail the same way every time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,20 @@ from server.app import create_app
 from tests.conftest import BACKENDS, fresh_database, make_settings, seed_demo
 from tests.servers import serve_in_thread
 
+# Two depths (docs/api.md): `make test` fuzzes every operation with a few random cases on one
+# database, PostGIS where there is one (always in CI), the stricter and the production one;
+# `make fuzz` (LIANDONG_FUZZ=full) adds schemathesis' coverage phase and more cases, on both.
+FULL = os.environ.get("LIANDONG_FUZZ") == "full"
+EXAMPLES = 25 if FULL else 4
+if FULL:
+    FUZZ_BACKENDS = BACKENDS
+elif os.environ.get("LIANDONG_TEST_PG_URL") or os.environ.get("CI"):
+    FUZZ_BACKENDS = [b for b in BACKENDS if b.id == "postgis"]
+else:
+    FUZZ_BACKENDS = [b for b in BACKENDS if b.id == "spatialite"]
 
-@pytest.fixture(scope="module", params=BACKENDS)
+
+@pytest.fixture(scope="module", params=FUZZ_BACKENDS)
 def fuzz_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Litestar:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     url = fresh_database(request.param, tmp, scratch="fuzz")
@@ -65,6 +78,9 @@ def _with(defaults: list[str], *extra: str) -> dict[str, list[str]]:
 # Where a check's expectations must differ from schemathesis' defaults, and why.
 CONFIG: dict[str, Any] = {
     "seed": 13,
+    # The coverage phase (every boundary and every wrong type of every parameter, about 200 s
+    # per database here) runs in `make fuzz`; `make test` fuzzes (below).
+    "phases": {"coverage": {"enabled": FULL}},
     "generation": {
         # The same cases every run (with the seed and Hypothesis' derandomize below).
         "deterministic": True,
@@ -156,7 +172,7 @@ schema = (
 @schema.parametrize()
 @pytest.mark.timeout(900)  # one item for every operation; CI time is budgeted, this guards hangs
 @settings(
-    max_examples=6,
+    max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
