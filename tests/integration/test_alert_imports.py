@@ -33,12 +33,13 @@ def foreign(
     msg_type: str = "Alert",
     refs: tuple[cap.Reference, ...] = (),
     at: tuple[float, float] = f.IN_GRID_A,
+    sent: datetime | None = None,
 ) -> bytes:
-    """Another authority's CAP document: an orange heat warning around `at`."""
+    """Another authority's CAP document: an orange heat warning around `at`, sent `sent` (now)."""
     lon, lat = at
     d = 0.003
     ring = ((lat - d, lon - d), (lat - d, lon + d), (lat + d, lon + d), (lat - d, lon - d))
-    sent = datetime.now(UTC).replace(microsecond=0)
+    sent = sent or datetime.now(UTC).replace(microsecond=0)
     severity, params = cap.warning_parameters("orange")
     info = cap.Info(
         category=("Met",),
@@ -69,9 +70,7 @@ def foreign(
 
 
 def upload(client: TestClient[Any], auth: Sessions, body: bytes) -> Any:
-    return client.post(
-        "/api/v1/alerts/import", headers={**auth("dispatcher"), **CAP_XML}, content=body
-    )
+    return client.post("/api/v1/alerts/import", headers={**auth("admin"), **CAP_XML}, content=body)
 
 
 def test_an_uploaded_alert_keeps_its_sender_and_is_shown_like_our_own(
@@ -142,12 +141,16 @@ def test_hostile_or_unusable_documents_are_refused(
     assert r.json()["code"] == code
 
 
-def test_import_needs_cap_xml_and_dispatch(client: TestClient[Any], auth: Sessions) -> None:
+def test_import_needs_cap_xml_and_an_administrator(client: TestClient[Any], auth: Sessions) -> None:
+    """An import is public at once, without our two-person approval: administrators only (a
+    dispatcher could otherwise publish a red warning under any sender alone)."""
     doc = foreign("PD-2026-0100")
-    r = client.post("/api/v1/alerts/import", headers=auth("dispatcher"), json={"x": 1})
+    r = client.post("/api/v1/alerts/import", headers=auth("admin"), json={"x": 1})
     assert r.status_code == 415
-    r = client.post("/api/v1/alerts/import", headers={**auth("fire1"), **CAP_XML}, content=doc)
-    assert r.status_code == 403
+    for who in ("dispatcher", "chief", "fire1"):
+        r = client.post("/api/v1/alerts/import", headers={**auth(who), **CAP_XML}, content=doc)
+        assert r.status_code == 403, (who, r.text)
+    assert upload(client, auth, doc).status_code == 201
     assert client.post("/api/v1/alerts/import", headers=CAP_XML, content=doc).status_code == 401
 
 

@@ -23,7 +23,7 @@ from server.crud import ListQuery, Page, provide_list_query
 from server.domain.alerts import capdoc
 from server.domain.alerts import services as svc
 from server.domain.alerts.feeds import poll_feed
-from server.errors import InvalidInput, NotFound
+from server.errors import InvalidInput
 from server.models import Alert, AlertAuthority, AlertFeed, utcnow
 from server.openapi import Doc
 from server.scope import require
@@ -67,7 +67,11 @@ class AlertController(Controller):
         if current:
             filters.extend(svc.current_filter(utcnow(), public=False))
         rows, nxt = await crud.list_page(db, request.user, Alert, q, "area", filters)
-        items = [await _out(db, r) for r, _ in rows]
+        authorities = await svc.authorities_of(db, [r for r, _ in rows])
+        items = [
+            svc.alert_out(r, authorities.get(r.authority_id) if r.authority_id else None)
+            for r, _ in rows
+        ]
         return crud.respond(request, items, nxt, lambda a: a.area)
 
     @get("/{alert_id:uuid}", operation_id="GetAlert")
@@ -177,9 +181,10 @@ class AlertController(Controller):
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
     ) -> Response[s.ImportResult]:
-        """Import another authority's CAP 1.2 alert (body: the XML, `application/cap+xml`).
-        201 when new; 200 when this document was imported before."""
-        require(request.user, Role.ADMIN, Role.DISPATCHER)
+        """Import another authority's CAP 1.2 alert (body: the XML, `application/cap+xml`),
+        administrators only: an import is public at once, without the approval of our own
+        warnings (docs/alerts.md). 201 when new; 200 when this document was imported before."""
+        require(request.user, Role.ADMIN)
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in CAP_TYPES:
             raise UnsupportedMediaType(detail="send the CAP document as application/cap+xml")
@@ -255,9 +260,7 @@ class AlertFeedController(Controller):
     ) -> None:
         """Stop polling it (what it imported stays)."""
         require(request.user, Role.ADMIN)
-        row = await db.get(AlertFeed, feed_id)
-        if row is None or row.deleted_at is not None:
-            raise NotFound(N_("no feed {id}"), id=feed_id)
+        row = await crud.get_visible(db, request.user, AlertFeed, feed_id)
         await svc.delete_feed(db, request.user, row)
 
     @post("/{feed_id:uuid}/poll", operation_id="PollAlertFeed", status_code=200)
@@ -270,9 +273,7 @@ class AlertFeedController(Controller):
     ) -> s.PollResult:
         """Poll it now."""
         require(request.user, Role.ADMIN)
-        row = await db.get(AlertFeed, feed_id)
-        if row is None or row.deleted_at is not None:
-            raise NotFound(N_("no feed {id}"), id=feed_id)
+        row = await crud.get_visible(db, request.user, AlertFeed, feed_id)
         if not row.enabled:
             raise InvalidInput(N_("this feed is disabled"), code="disabled")
         return await poll_feed(db, request.user, settings, row)

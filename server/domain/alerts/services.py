@@ -75,7 +75,11 @@ PUBLISHED_HOOKS: list[PublishedHook] = []
 
 async def on_published(session: AsyncSession, row: Alert) -> None:
     """A message became public (published by us or imported): run the delivery hooks in this
-    transaction. `row.status` tells who may receive it (Actual: the public; others: staff)."""
+    transaction. `row.status` tells who may receive it (Actual: the public; others: staff).
+    A message that is already superseded when it arrives (an imported Update older than the
+    chain's current message) is delivered to nobody."""
+    if row.superseded_by is not None:
+        return
     for hook in PUBLISHED_HOOKS:
         await hook(session, row)
 
@@ -579,17 +583,20 @@ async def _referenced(
             field="references",
             code="references_required",
         )
-    rows = list(
-        (
-            await session.execute(
-                select(Alert).where(
-                    Alert.id.in_(refs),
-                    Alert.state == s.AlertState.PUBLISHED.value,
-                    Alert.deleted_at.is_(None),
-                )
-            )
-        ).scalars()
+    # Locked (PostgreSQL) and read afresh: two publishes superseding one head wait for each
+    # other, and the second sees the first's `superseded_by` (no forked chain).
+    stmt = (
+        select(Alert)
+        .where(
+            Alert.id.in_(refs),
+            Alert.state == s.AlertState.PUBLISHED.value,
+            Alert.deleted_at.is_(None),
+        )
+        .order_by(Alert.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
+    rows = list((await session.execute(stmt)).scalars())
     found = {r.id for r in rows}
     unknown = [str(r) for r in refs if r not in found]
     if unknown:
@@ -799,6 +806,19 @@ async def authority_of(session: AsyncSession, row: Alert) -> AlertAuthority | No
     return await get_authority(session, row.authority_id) if row.authority_id else None
 
 
+async def authorities_of(
+    session: AsyncSession, rows: Sequence[Alert]
+) -> dict[uuid.UUID, AlertAuthority]:
+    """The authorities of a page of messages, by organisation id, in one query."""
+    orgs = {r.authority_id for r in rows if r.authority_id is not None}
+    if not orgs:
+        return {}
+    stmt = select(AlertAuthority).where(
+        AlertAuthority.org_id.in_(orgs), AlertAuthority.deleted_at.is_(None)
+    )
+    return {a.org_id: a for a in (await session.execute(stmt)).scalars()}
+
+
 # ---- publishing -------------------------------------------------------------------------------
 
 
@@ -822,7 +842,17 @@ async def publish(
     the draft's author; their publish is the approval (`approved_by`). An Update/Cancel must
     still supersede the latest message of its warning.
     """
-    if row.state != s.AlertState.DRAFT:
+    # The draft is locked (PostgreSQL) and read afresh: of two concurrent publishes of one
+    # draft, the second waits, then finds it published.
+    locked = (
+        await session.execute(
+            select(Alert)
+            .where(Alert.id == row.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if locked.state != s.AlertState.DRAFT or locked.deleted_at is not None:
         raise Conflict(N_("already published"), code="published")
     authority = await get_authority(session, cast(uuid.UUID, row.authority_id))
     if authority is None:
@@ -905,6 +935,10 @@ async def _advance_chain(session: AsyncSession, row: Alert, superseded: Sequence
             or (row.sent is not None and row.sent >= current.sent)
         )
         if not newer:
+            # An older message arriving late (imports): superseded on arrival, never current.
+            row.superseded_by = chain.current_id
+            row.updated_at = utcnow()
+            await session.flush()
             return
         chain.current_id = row.id
     if row.msg_type == s.MsgType.CANCEL:
@@ -1073,18 +1107,25 @@ async def import_document(
             N_("the alert's area lies outside every area this server serves"), code="outside"
         )
     info = doc.infos[0]
-    refs = [(r.sender, r.identifier) for r in doc.references]
+    # Only the sender's own published messages are superseded (and give the chain): a
+    # reference to another sender's message, ours included, stays in `references` and
+    # supersedes nothing.
+    own_refs = [r.identifier for r in doc.references if r.sender == doc.sender]
     known: list[Alert] = []
-    if refs:
-        known = list(
-            (
-                await session.execute(
-                    select(Alert).where(
-                        or_(*(and_(Alert.sender == a, Alert.identifier == b) for a, b in refs))
-                    )
-                )
-            ).scalars()
+    if own_refs:
+        stmt = (
+            select(Alert)
+            .where(
+                Alert.sender == doc.sender,
+                Alert.identifier.in_(own_refs),
+                Alert.imported.is_(True),
+                Alert.state == s.AlertState.PUBLISHED.value,
+                Alert.deleted_at.is_(None),
+            )
+            .order_by(Alert.id)
+            .with_for_update()
         )
+        known = list((await session.execute(stmt)).scalars())
     ident = uuid7()
     centre = shape.representative_point()
     now = utcnow()
