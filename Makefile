@@ -68,7 +68,7 @@ pytest: setup
 test: lint typecheck layers pytest
 
 # The API against its own document, deeper than `make test` (which fuzzes a few cases per
-# operation on one database): schemathesis' coverage phase and 25 cases per operation, on both.
+# operation): schemathesis' coverage phase and 25 cases per operation, on both databases.
 fuzz: setup
 	@url="$${LIANDONG_TEST_PG_URL:-$$(bash infra/pg_test_env.sh)}"; \
 	LIANDONG_FUZZ=full LIANDONG_TEST_PG_URL="$$url" $(BIN)/pytest -q tests/integration/test_schemathesis.py
