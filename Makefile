@@ -59,8 +59,10 @@ typecheck: setup
 layers: setup
 	$(BIN)/lint-imports
 
-# PostGIS suites use LIANDONG_TEST_PG_URL, or a local cluster infra/pg_test_env.sh can start.
+# PostGIS suites use LIANDONG_TEST_PG_URL, or a local cluster infra/pg_test_env.sh can start;
+# infra/test_packages.sh installs what the app, browser and PostGIS suites drive when it may.
 pytest: setup
+	@bash infra/test_packages.sh
 	@url="$${LIANDONG_TEST_PG_URL:-$$(bash infra/pg_test_env.sh)}"; \
 	echo "PostGIS for tests: $${url:-none (PostGIS suites skip outside CI)}"; \
 	LIANDONG_TEST_PG_URL="$$url" $(BIN)/pytest $(PYTEST_ARGS)
