@@ -95,6 +95,9 @@ class JobState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    # Replaced before it was sent: a newer message of the same chain (an Update or Cancel of a
+    # warning) took its place in the publishing transaction. Never claimed again.
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,12 +105,14 @@ class PushKey(Output):
 
 
 class DeliveryCounts(Output):
-    """One channel of a warning's delivery: jobs targeted, delivered, failed, still pending."""
+    """One channel of a warning's delivery: jobs targeted, delivered, failed, still pending, and
+    superseded (replaced by a later Update or Cancel of the chain before they were sent)."""
 
     targeted: int
     delivered: int
     failed: int
     pending: int
+    superseded: int
 
 
 class DeliveryReport(Output):

@@ -14,7 +14,11 @@ Selection (both databases, spatial index):
 - **Alert**: every confirmed subscription with a point place inside the area (GiST /
   SpatiaLite R-tree) or a named-area place whose area intersects it;
 - **Update**: the same people as any earlier message of the chain, plus everyone now inside;
-- **Cancel**: those who were delivered an earlier message of the chain, and nobody else.
+- **Cancel**: everyone who had a job for an earlier message of the chain, and nobody else.
+
+An Update or Cancel marks the residents' still-unsent jobs of the chain's earlier messages
+`superseded` in the same transaction (`supersede_pending`): a resident whose Alert was still
+pending, backing off or mid fan-out gets the newer message instead, never the withdrawn one.
 
 The resident jobs are written by one `INSERT ... SELECT` (no rows through Python): 100,000
 jobs cost the database a few seconds, not the server a few minutes. One job per (event,
@@ -47,12 +51,14 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
 from push.base import Channel, PushMessage
 from push.notices import Notice, build
+from push.outbox import JobState
 from schemas.common import MultiPolygon, Polygon
 from server import geo
 from server.db import dialect_of
@@ -61,7 +67,6 @@ from server.models import (
     AdminArea,
     Alert,
     Contact,
-    PushDelivery,
     PushJobRow,
     ResidentPlace,
     ResidentSubscription,
@@ -184,12 +189,39 @@ def inside_subscriptions(dialect: str, area: Polygon | MultiPolygon) -> Select[A
     return select(union(points, named).subquery().c[0])
 
 
-def _chain_recipients(dialect: str, events: Sequence[str], *, delivered: bool) -> Select[Any]:
-    """Subscription device keys that were sent (or delivered) an earlier message of the chain."""
-    table = PushDelivery if delivered else PushJobRow
-    return select(table.device_id).where(
-        table.event_id.in_(list(events)), table.device_id.like("r:%")
+def _chain_recipients(events: Sequence[str]) -> Select[Any]:
+    """Subscription device keys that had a job for an earlier message of the chain, whatever
+    became of it (sent, still pending, superseded, failed)."""
+    return select(PushJobRow.device_id).where(
+        PushJobRow.event_id.in_(list(events)), PushJobRow.device_id.like("r:%")
     )
+
+
+async def supersede_pending(session: AsyncSession, events: Sequence[str], *, by: str) -> int:
+    """Mark the residents' jobs of the chain's earlier messages that are not sent yet (pending,
+    backing off, or claimed mid fan-out) `superseded`: the newer message replaces them, so a
+    withdrawn or outdated warning is not sent after its Update or Cancel. A send already under
+    way may still be accepted; its delivery record is written all the same, and the newer
+    message reaches that resident too (`_chain_recipients`). Returns how many jobs."""
+    if not events:
+        return 0
+    t = PushJobRow
+    result = await session.execute(
+        update(t)
+        .where(
+            t.event_id.in_(list(events)),
+            t.device_id.like("r:%"),
+            t.state == JobState.PENDING.value,
+        )
+        .values(
+            state=JobState.SUPERSEDED.value,
+            leased_until=None,
+            lease_token=None,
+            last_error=f"superseded by {by}",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def enqueue_residents(
@@ -209,12 +241,14 @@ async def enqueue_residents(
     events = [event_of(a) for a in chain]
     device = _device_expr(dialect)
     who: ColumnElement[bool]
+    if alert.msg_type in ("Update", "Cancel"):
+        await supersede_pending(session, events, by=event_of(alert.id))
     if alert.msg_type == "Cancel":
-        who = device.in_(_chain_recipients(dialect, events, delivered=True))
+        who = device.in_(_chain_recipients(events))
     elif alert.msg_type == "Update" and events:
         who = or_(
             ResidentSubscription.id.in_(inside_subscriptions(dialect, area)),
-            device.in_(_chain_recipients(dialect, events, delivered=False)),
+            device.in_(_chain_recipients(events)),
         )
     else:
         who = ResidentSubscription.id.in_(inside_subscriptions(dialect, area))
@@ -359,8 +393,18 @@ async def enqueue_warning(
     return counts
 
 
+COUNTS = ("targeted", "delivered", "failed", "pending", "superseded")
+_REPORTED = {
+    JobState.DELIVERED.value: "delivered",
+    JobState.DEAD.value: "failed",
+    JobState.PENDING.value: "pending",
+    JobState.SUPERSEDED.value: "superseded",
+}
+
+
 async def delivery_report(session: AsyncSession, alert_id: uuid.UUID) -> dict[str, dict[str, int]]:
-    """Per channel: targeted, delivered, failed (dead) and pending jobs of this warning."""
+    """Per channel: targeted, delivered, failed (dead), pending and superseded (replaced by a
+    later Update or Cancel before it was sent) jobs of this warning."""
     t = PushJobRow
     rows = await session.execute(
         select(t.channel, t.state, func.count())
@@ -368,13 +412,10 @@ async def delivery_report(session: AsyncSession, alert_id: uuid.UUID) -> dict[st
         .group_by(t.channel, t.state)
     )
     report: dict[str, dict[str, int]] = {}
-    names = {"delivered": "delivered", "dead": "failed", "pending": "pending"}
     for channel, state, count in rows.all():
-        entry = report.setdefault(
-            channel, {"targeted": 0, "delivered": 0, "failed": 0, "pending": 0}
-        )
+        entry = report.setdefault(channel, dict.fromkeys(COUNTS, 0))
         entry["targeted"] += count
-        entry[names.get(state, "pending")] += count
+        entry[_REPORTED.get(state, "pending")] += count
     return report
 
 

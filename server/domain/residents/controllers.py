@@ -246,10 +246,7 @@ class DeliveryReportController(Controller):
 
 def report_out(alert_id: uuid.UUID, channels: dict[str, dict[str, int]]) -> s.DeliveryReport:
     """Wire form of `audience.delivery_report`."""
-    total = {
-        k: sum(c[k] for c in channels.values())
-        for k in ("targeted", "delivered", "failed", "pending")
-    }
+    total = {k: sum(c[k] for c in channels.values()) for k in audience.COUNTS}
     return s.DeliveryReport(
         alert_id=alert_id,
         channels={name: s.DeliveryCounts(**counts) for name, counts in channels.items()},

@@ -118,6 +118,7 @@ def test_publish_reaches_everyone_inside_once_and_nobody_outside(
         "delivered": 5,
         "failed": 0,
         "pending": 0,
+        "superseded": 0,
     }
     with client.stream(
         "GET", f"/api/v1/alerts/{alert['id']}/delivery/stream", headers=auth("dispatcher")
@@ -202,3 +203,29 @@ def test_staff_inside_get_a_push_with_the_level_and_duty_contacts_an_sms(
     drain(settings.database_url, {Channel.SMS: sms_sender(sms)})
     assert sms.numbers() == ["+8613900000001"]
     assert sms.requests[0].template_id == "200001" and "红色预警" in sms.requests[0].params[0]
+
+
+def test_update_and_cancel_replace_the_chains_unsent_messages(
+    client: TestClient[Any], auth: Any, settings: Settings, receiver: WebPushReceiver
+) -> None:
+    """Nothing sent yet (the fan-out is pending, backing off or stopped): the Update replaces
+    the Alert, the Cancel replaces both, and the Cancel reaches everyone who had a job, so
+    nobody receives the withdrawn warning after (or instead of) its Cancel."""
+    one = subscribe(client, receiver, at(*CENTRE))
+    two = subscribe(client, receiver, at(121.4850, 31.2370))
+    alert = publish(client, auth)
+    body = {"msg_type": "Update", "references": [alert["id"]], "area": AREA, "color": "orange"}
+    updated = publish(client, auth, body)
+    cancelled = publish(client, auth, {"msg_type": "Cancel", "references": [updated["id"]]})
+    drain(settings.database_url)
+
+    got = [(p.sub_id, p.json()["data"]["event_id"]) for p in receiver.pushes()]
+    assert sorted(got) == sorted(
+        [(one, f"alert:{cancelled['id']}"), (two, f"alert:{cancelled['id']}")]
+    )
+    for replaced in (alert, updated):
+        r = client.get(f"/api/v1/alerts/{replaced['id']}/delivery", headers=auth("dispatcher"))
+        assert r.json()["channels"]["webpush"] == {
+            "targeted": 2, "delivered": 0, "failed": 0, "pending": 0, "superseded": 2,
+        }  # fmt: skip
+        assert r.json()["done"] is True
