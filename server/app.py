@@ -67,6 +67,7 @@ from server.domain.reference.controllers import (
     OrganisationController,
     ResourceController,
 )
+from server.domain.residents import audience as resident_audience
 from server.domain.residents.audience import WARNINGS_FLAG
 from server.domain.residents.controllers import (
     DeliveryReportController,
@@ -207,6 +208,9 @@ def allow_every_method(app: Litestar) -> None:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    # Published warnings queue their deliveries (residents, staff, duty contacts) in the
+    # publishing transaction: attach that hook explicitly, never by an import's side effect.
+    resident_audience.install()
     engine = make_engine(settings.database_url)
     admission = admission_from(settings)
 

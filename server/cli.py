@@ -38,6 +38,15 @@ def _in_transaction(settings: Settings, fn: Callable[[AsyncSession], Awaitable[T
 def main(ctx: click.Context) -> None:
     """Liandong server administration."""
     ctx.obj = Settings.from_env()
+    _install_delivery()
+
+
+def _install_delivery() -> None:
+    """Every command that can publish a warning (seed-demo, worker, jobs) queues its deliveries
+    with it, as the server does (`audience.install`, idempotent)."""
+    from server.domain.residents import audience
+
+    audience.install()
 
 
 @main.command()
@@ -366,6 +375,8 @@ def _run_worker(settings: Settings) -> None:
     import anyio
 
     from server.pushing import Background
+
+    _install_delivery()  # a spawned worker process does not run `main`
 
     async def run() -> None:
         engine = make_engine(settings.database_url)

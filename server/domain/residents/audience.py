@@ -2,7 +2,8 @@
 area or last position is inside it, and the duty contacts of the area by SMS.
 
 `deliver` is the hook at the alerts domain's delivery seam (`PUBLISHED_HOOKS`, run by
-`alerts.services.on_published` for every message that became public, ours or imported): it runs in
+`alerts.services.on_published` for every message that became public, ours or imported; attached
+by `install()`, which the app and the command line call at set-up): it runs in
 the publishing transaction and writes one outbox job per recipient (push/outbox.py does the rest),
 so a warning is published and its deliveries are queued in one commit, or neither. Residents and
 duty contacts get `Actual` messages only; staff get Exercise and Test too. Event ids are
@@ -424,7 +425,9 @@ async def deliver(session: AsyncSession, alert: Alert) -> None:
     await enqueue_warning(session, alert, chain=await earlier_in_chain(session, alert))
 
 
-# Delivery attaches at the alerts domain's seam when this module is imported (the app imports
-# it with the residents' routes): the jobs commit with the published message or not at all.
-if deliver not in PUBLISHED_HOOKS:
-    PUBLISHED_HOOKS.append(deliver)
+def install() -> None:
+    """Attach delivery at the alerts domain's seam, once (idempotent). Every process that can
+    publish calls it at set-up: `create_app`, the `liandong` command (seed-demo, worker, jobs)
+    and each worker process; the jobs then commit with the published message or not at all."""
+    if deliver not in PUBLISHED_HOOKS:
+        PUBLISHED_HOOKS.append(deliver)
