@@ -39,7 +39,6 @@ __all__ = [
     "Resolve",
     "check_endpoint",
     "check_url",
-    "origin_of",
     "refused_address",
 ]
 
@@ -134,16 +133,6 @@ def check_endpoint(
             "private_address", f"{endpoint.host} resolves to a non-public address ({bad[0]})"
         )
     return endpoint
-
-
-def origin_of(url: str) -> str:
-    """scheme://host[:port] of a URL (the VAPID audience and the per-service key)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    default = 443 if parts.scheme == "https" else 80
-    port = parts.port
-    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 class GuardedResolver(AbstractResolver):

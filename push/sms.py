@@ -185,6 +185,9 @@ class SmsSender:
         self._provider = provider
         self._linger_s = linger_s
         self._pending: dict[tuple[str, tuple[str, ...]], _Pending] = {}
+        # Batches being sent: the loop keeps only weak references to tasks, so a task nobody
+        # holds may be collected mid-send; `aclose` awaits them.
+        self._running: set[asyncio.Task[None]] = set()
         self.requests = 0  # provider requests made (tests prove the batching)
 
     @staticmethod
@@ -222,7 +225,9 @@ class SmsSender:
             pending.timer.cancel()
         batch = SmsBatch(key[0], key[1], tuple(pending.numbers))
         self.requests += 1
-        asyncio.get_running_loop().create_task(self._run(batch, pending.waiters))
+        task = asyncio.get_running_loop().create_task(self._run(batch, pending.waiters))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _run(
         self, batch: SmsBatch, waiters: Sequence[asyncio.Future[DeliveryResult]]
@@ -237,4 +242,9 @@ class SmsSender:
                 waiter.set_result(result)
 
     async def aclose(self) -> None:
-        """Nothing pooled to close (the SDK keeps its own session)."""
+        """Send the batches still lingering and wait for every batch under way, so no caller is
+        left waiting (nothing pooled to close: the SDK keeps its own session)."""
+        for key in list(self._pending):
+            self._flush(key)
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
