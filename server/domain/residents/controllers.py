@@ -22,10 +22,12 @@ from push.webpush import application_server_key
 from schemas import residents as s
 from schemas.common import Role
 from server import crud
+from server.auth.address import client_address
 from server.auth.principal import Principal
 from server.config import Settings
 from server.domain.residents import audience, public
 from server.domain.residents import services as svc
+from server.errors import InvalidInput
 from server.models import Alert
 from server.scope import require
 
@@ -37,10 +39,20 @@ Secret = Annotated[
 ]
 
 
-def client_address(request: Request[Any, Any, Any]) -> str:
-    """The client's address under the server's one rule: uvicorn believes X-Forwarded-For only
-    from `LIANDONG_TRUSTED_PROXIES` (server/serving.py), as for login throttling."""
-    return request.client.host if request.client else "unknown"
+async def _count_registration(request: Request[Any, Any, Any], settings: Settings) -> None:
+    """Count a request that checks a new address against the client's registration limit, in
+    its own transaction: a refused one (bad endpoint, unknown area) counts too, or the address
+    check would be a free DNS probe."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        await svc.count_hit(
+            session,
+            "subscribe",
+            client_address(request),
+            limit=settings.resident_register_limit,
+            window_s=settings.resident_register_window_s,
+        )
+        await session.commit()
 
 
 class ResidentController(Controller):
@@ -69,18 +81,7 @@ class ResidentController(Controller):
         Rate-limited per client address (429 with Retry-After). An SMS subscription receives
         nothing until confirmed with the code the SMS brings.
         """
-        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-        # Its own transaction: a refused registration (bad endpoint, unknown area) counts too,
-        # or the address check would be a free DNS probe.
-        async with maker() as session:
-            await svc.count_hit(
-                session,
-                "subscribe",
-                client_address(request),
-                limit=settings.resident_register_limit,
-                window_s=settings.resident_register_window_s,
-            )
-            await session.commit()
+        await _count_registration(request, settings)
         return await svc.register(db, settings, data)
 
     @get("/subscriptions/{sub_id:uuid}", operation_id="GetSubscription")
@@ -93,13 +94,18 @@ class ResidentController(Controller):
     @put("/subscriptions/{sub_id:uuid}", operation_id="UpdateSubscription")
     async def update_subscription(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         sub_id: FromPath[uuid.UUID],
         data: JSONBody[s.SubscriptionUpdate],
         secret: Secret = None,
     ) -> s.Subscription:
-        """Move, change language or push address; every call renews for 90 days."""
+        """Move, change language or push address; every call renews for 90 days. A new push
+        address counts against the registration rate limit (429), as registering does; one
+        another subscription holds is a 409."""
+        if data.subscription is not None or data.fcm_token is not None:
+            await _count_registration(request, settings)
         return await svc.update(db, settings, sub_id, secret, data)
 
     @post(
@@ -114,12 +120,16 @@ class ResidentController(Controller):
     ) -> s.Subscription:
         """Confirm an SMS subscription with its code (a wrong code counts as an attempt)."""
         maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-        # Its own transaction: a wrong code must count even though we answer 400.
+        # Its own transaction: a wrong code must count even though we answer 422. Anything
+        # unexpected rolls back (the session closes without a commit).
         async with maker() as session:
             try:
-                return await svc.confirm(session, sub_id, secret, data.code)
-            finally:
+                confirmed = await svc.confirm(session, sub_id, secret, data.code)
+            except InvalidInput:
                 await session.commit()
+                raise
+            await session.commit()
+            return confirmed
 
     @delete("/subscriptions/{sub_id:uuid}", operation_id="Unsubscribe", status_code=204)
     async def unsubscribe(

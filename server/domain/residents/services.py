@@ -23,6 +23,8 @@ import msgspec
 from geoalchemy2.shape import from_shape
 from shapely import Point as ShPoint
 from sqlalchemy import delete, func, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
@@ -31,7 +33,7 @@ from push.base import Channel, PushMessage
 from push.endpoints import EndpointRefused, check_endpoint
 from schemas import residents as s
 from server.config import Settings
-from server.errors import InvalidInput, NotFound, TooManyRequests
+from server.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from server.models import (
     AdminArea,
     PushJobRow,
@@ -237,6 +239,12 @@ async def enqueue_one(
     session.info[OUTBOX_FLAG] = True
 
 
+def pending_hash(address: str) -> str:
+    """The `address_hash` of a re-registration of a confirmed SMS number waiting for its code:
+    a second row beside the confirmed one, so the confirmed one is untouched until then."""
+    return outbox_address_hash(f"{Channel.SMS.value}+pending", address)
+
+
 async def register(
     session: AsyncSession, settings: Settings, data: s.SubscriptionCreate
 ) -> s.SubscriptionCreated:
@@ -244,7 +252,10 @@ async def register(
 
     One subscription per address: registering an address again replaces its places, language
     and secret (whoever holds a push subscription's capability URL, or receives the number's
-    SMS code, owns it). The caller counts the request against the address's rate limit.
+    SMS code, owns it). A confirmed SMS number stays as it is until the new registration's
+    code comes back: until then the new one is a second, unconfirmed row (`pending_hash`), so
+    knowing someone's number is not enough to switch off or move their warnings. The caller
+    counts the request against the address's rate limit.
     """
     channel, address, service = await _address_for(
         settings, data.channel, data.subscription, data.fcm_token, data.phone
@@ -254,6 +265,11 @@ async def register(
     row = await session.scalar(
         select(ResidentSubscription).where(ResidentSubscription.address_hash == address_hash)
     )
+    if channel is Channel.SMS and row is not None and row.confirmed:
+        address_hash = pending_hash(address)
+        row = await session.scalar(
+            select(ResidentSubscription).where(ResidentSubscription.address_hash == address_hash)
+        )
     now = utcnow()
     if row is None:
         row = ResidentSubscription(
@@ -317,12 +333,23 @@ async def update(
         channel, address, service = await _address_for(
             settings, wanted, data.subscription, data.fcm_token, None
         )
-        row.address, row.service = address, service
-        row.address_hash = outbox_address_hash(channel.value, address)
+        address_hash = outbox_address_hash(channel.value, address)
+        taken = await session.scalar(
+            select(ResidentSubscription.id).where(
+                ResidentSubscription.address_hash == address_hash,
+                ResidentSubscription.id != row.id,
+            )
+        )
+        if taken is not None:
+            raise _address_taken()
+        row.address, row.service, row.address_hash = address, service, address_hash
     if data.lang is not None:
         row.lang = data.lang
     row.renewed_at = utcnow()
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # registered at the same moment by another request
+        raise _address_taken() from exc
     if data.places is not None:
         count = await _set_places(session, row.id, data.places)
     else:
@@ -330,22 +357,54 @@ async def update(
     return out(row, count)
 
 
+def _address_taken() -> Conflict:
+    return Conflict(
+        N_("this push address belongs to another subscription: register it instead"),
+        field="subscription",
+    )
+
+
 async def confirm(
     session: AsyncSession, sub_id: uuid.UUID, secret: str | None, code: str
 ) -> s.Subscription:
-    """Confirm an SMS subscription with the code the SMS brought (5 tries, 10 minutes)."""
+    """Confirm an SMS subscription with the code the SMS brought (5 tries, 10 minutes).
+
+    The attempt is counted by one `UPDATE ... SET code_attempts = code_attempts + 1 WHERE
+    code_attempts < 5 ... RETURNING`, so concurrent guesses cannot share a count. A confirmed
+    re-registration (`pending_hash`) then replaces the number's earlier subscription."""
     row = await owned(session, sub_id, secret)
     if row.confirmed:
         return out(row, await _place_count(session, row.id))
-    expired = row.code_expires_at is None or row.code_expires_at < utcnow()
-    if expired or row.code_attempts >= CODE_MAX_ATTEMPTS:
+    t = ResidentSubscription
+    counted = await session.execute(
+        sql_update(t)
+        .where(
+            t.id == row.id,
+            t.confirmed.is_(False),
+            t.code_attempts < CODE_MAX_ATTEMPTS,
+            t.code_expires_at > utcnow(),
+        )
+        .values(code_attempts=t.code_attempts + 1)
+        .returning(t.code_hash)
+        .execution_options(synchronize_session=False)
+    )
+    code_hash = counted.scalar_one_or_none()
+    await session.refresh(row)
+    if code_hash is None:
         raise InvalidInput(
             N_("the code has expired or was tried too often: register again"), field="code"
         )
-    row.code_attempts += 1
-    if not hmac.compare_digest(row.code_hash or "", _sha256(f"{row.id}:{code}")):
-        await session.flush()
+    if not hmac.compare_digest(code_hash, _sha256(f"{row.id}:{code}")):
         raise InvalidInput(N_("wrong code"), field="code")
+    if row.address_hash == pending_hash(row.address):
+        # The number's new owner proved it: the earlier subscription (and its places) goes.
+        confirmed_hash = outbox_address_hash(row.channel, row.address)
+        earlier = select(t.id).where(t.address_hash == confirmed_hash)
+        await session.execute(
+            delete(ResidentPlace).where(ResidentPlace.subscription_id.in_(earlier))
+        )
+        await session.execute(delete(t).where(t.address_hash == confirmed_hash))
+        row.address_hash = confirmed_hash
     row.confirmed = True
     row.code_hash = row.code_expires_at = None
     await session.flush()

@@ -276,3 +276,145 @@ def test_sms_code_attempts_are_limited(client: TestClient[Any]) -> None:
     assert [a.status_code for a in answers] == [422] * 6
     assert "wrong code" in answers[4].json()["detail"]
     assert "too often" in answers[5].json()["detail"]
+
+
+def sms_code(settings: Settings, sub_id: str) -> str:
+    """The code the SMS for this subscription carries (the last one queued)."""
+
+    async def read(session: Any) -> str:
+        rows = await session.execute(
+            select(PushJobRow.message)
+            .where(PushJobRow.device_id == f"r:{uuid.UUID(sub_id).hex}")
+            .order_by(PushJobRow.created_at)
+        )
+        return str(json.loads(json.loads(rows.scalars().all()[-1])["data"]["sms_params"])[0])
+
+    return run_db(settings, read)
+
+
+def test_knowing_a_number_does_not_switch_off_its_confirmed_warnings(
+    client: TestClient[Any], settings: Settings
+) -> None:
+    phone = "+8613800138010"
+    owner = register(client, {"channel": "sms", "phone": phone, "places": [PEOPLES_SQUARE] * 2})
+    owner = owner.json()
+    mine = {"X-Subscription-Secret": owner["secret"]}
+    url = f"{API}/subscriptions/{owner['id']}"
+    code = sms_code(settings, owner["id"])
+    assert client.post(f"{url}/confirm", json={"code": code}, headers=mine).status_code == 200
+
+    # Someone else registers the same number somewhere else: nothing changes until the code
+    # sent to the number comes back.
+    other = register(
+        client, {"channel": "sms", "phone": phone, "places": [{"lon": 120, "lat": 30}]}
+    )
+    assert other.status_code == 201, other.text
+    other = other.json()
+    assert other["id"] != owner["id"] and other["confirmed"] is False
+    still = client.get(url, headers=mine)
+    assert still.status_code == 200 and still.json()["confirmed"] is True
+    assert still.json()["places"] == 2
+
+    # Whoever proves the number owns it: the earlier subscription goes.
+    theirs = {"X-Subscription-Secret": other["secret"]}
+    other_url = f"{API}/subscriptions/{other['id']}"
+    code = sms_code(settings, other["id"])
+    done = client.post(f"{other_url}/confirm", json={"code": code}, headers=theirs)
+    assert done.status_code == 200 and done.json()["confirmed"] is True
+    assert client.get(url, headers=mine).status_code == 404
+
+    async def numbers(session: Any) -> list[Any]:
+        rows = await session.execute(
+            select(ResidentSubscription.id, ResidentSubscription.confirmed).where(
+                ResidentSubscription.address == phone
+            )
+        )
+        return list(rows.all())
+
+    assert run_db(settings, numbers) == [(uuid.UUID(other["id"]), True)]
+
+
+def test_a_new_push_address_counts_against_the_limit_and_a_taken_one_is_a_conflict(
+    client: TestClient[Any], receiver: WebPushReceiver, settings: Settings
+) -> None:
+    first = register(client, webpush(receiver)).json()
+    second = webpush(receiver)
+    assert register(client, second).status_code == 201
+    url, headers = f"{API}/subscriptions/{first['id']}", {"X-Subscription-Secret": first["secret"]}
+    taken = client.put(url, json={"subscription": second["subscription"]}, headers=headers)
+    assert taken.status_code == 409, taken.text
+    assert taken.headers["content-type"].startswith("application/problem+json")
+
+    left = settings.resident_register_limit - 3  # two registrations and the refused move
+    answers = [
+        client.put(url, json={"subscription": webpush(receiver)["subscription"]}, headers=headers)
+        for _ in range(left + 1)
+    ]
+    assert [a.status_code for a in answers] == [200] * left + [429]
+    assert client.put(url, json={"lang": "en"}, headers=headers).status_code == 200  # no address
+
+
+def test_concurrent_wrong_codes_cannot_share_an_attempt(
+    client: TestClient[Any], settings: Settings
+) -> None:
+    out = register(
+        client, {"channel": "sms", "phone": "+8613800138011", "places": [PEOPLES_SQUARE]}
+    )
+    sub_id, secret = uuid.UUID(out.json()["id"]), out.json()["secret"]
+
+    async def last_try(session: Any) -> None:
+        await session.execute(
+            update(ResidentSubscription)
+            .where(ResidentSubscription.id == sub_id)
+            .values(code_attempts=svc.CODE_MAX_ATTEMPTS - 1)
+        )
+
+    run_db(settings, last_try)
+    wrong = "000000" if sms_code(settings, str(sub_id)) != "000000" else "111111"
+
+    async def guesses() -> list[str]:
+        engine = make_engine(settings.database_url)
+        maker = make_sessionmaker(engine)
+
+        async def guess() -> str:
+            async with maker() as session:
+                try:
+                    await svc.confirm(session, sub_id, secret, wrong)
+                except svc.InvalidInput as exc:
+                    await session.commit()
+                    return str(exc)
+                return "confirmed"
+
+        try:
+            return sorted(await asyncio.gather(guess(), guess()))
+        finally:
+            await engine.dispose()
+
+    answers = asyncio.run(guesses())
+    assert ["expired" in a for a in answers].count(True) == 1, answers  # one try was left
+
+
+def test_an_unexpected_error_while_confirming_commits_nothing(
+    client: TestClient[Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = register(
+        client, {"channel": "sms", "phone": "+8613800138012", "places": [PEOPLES_SQUARE]}
+    )
+    sub_id, secret = out.json()["id"], out.json()["secret"]
+    code = sms_code(settings, sub_id)
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug after the confirmation was flushed")
+
+    monkeypatch.setattr(svc, "out", broken)
+    r = client.post(
+        f"{API}/subscriptions/{sub_id}/confirm",
+        json={"code": code},
+        headers={"X-Subscription-Secret": secret},
+    )
+    assert r.status_code == 500
+
+    async def confirmed(session: Any) -> bool:
+        return bool(await session.scalar(select(ResidentSubscription.confirmed)))
+
+    assert run_db(settings, confirmed) is False
