@@ -64,8 +64,6 @@ class LiandongApp(App):  # type: ignore[misc]
         self._failures = 0
         self._next_sync: Any = None
         self.platform_parts: Any = None
-        self.frames = 0
-        self.frame_times: list[float] = []
         self.events: list[str] = []  # what happened, for tests and the log
         self.last_report: Any = None
         self._pulse: Any = None
@@ -92,7 +90,6 @@ class LiandongApp(App):  # type: ignore[misc]
         ui.load_styles()
         Builder.load_file(str(SCREENS_DIR / "common.kv"))
         self.sm = ScreenManager(transition=NoTransition())
-        Clock.schedule_interval(self._count_frame, 0)
         return self.sm
 
     def on_start(self) -> None:
@@ -130,7 +127,7 @@ class LiandongApp(App):  # type: ignore[misc]
             self.open_screen("signin")
             self.screen("signin").sign_in(o.server, o.user, o.password)
         elif signed_in:
-            self.go_home()
+            self.signed_in()
         else:
             self.open_screen("signin")
         if o.scenario:
@@ -169,6 +166,11 @@ class LiandongApp(App):  # type: ignore[misc]
         self.stack.clear()
         self.open_screen("home")
         self.stack.clear()
+
+    def signed_in(self) -> None:
+        """The user's data is open: the start screen and a first send round (later rounds
+        follow writes, the timer and "send now", not every visit to the start screen)."""
+        self.go_home()
         self.request_sync()
 
     @property
@@ -310,12 +312,6 @@ class LiandongApp(App):  # type: ignore[misc]
         """Hand a `geo:` or `tel:` URI to the phone's map or dialler."""
         self.opened_uris.append(uri)
         open_uri(uri)
-
-    def _count_frame(self, dt: float) -> None:
-        self.frames += 1
-        self.frame_times.append(time.perf_counter())
-        if len(self.frame_times) > 20000:
-            del self.frame_times[:10000]
 
     def on_stop(self) -> None:
         core = self.core

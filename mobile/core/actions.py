@@ -65,10 +65,6 @@ class CheckResult:
 InFlight = Callable[[str, uuid.UUID], bool]
 
 
-def _ids(photos: Sequence[PhotoRef]) -> list[str]:
-    return list(dict.fromkeys(p.media_id for p in photos))
-
-
 class FieldActions:
     """The actions of one signed-in user on one store."""
 
@@ -108,6 +104,13 @@ class FieldActions:
         if fix is not None:
             return fix
         return usable_fix(self.geolocator, max_age_s=self.fix_max_age_s, now=self._now)
+
+    def _ids(self, photos: Sequence[PhotoRef]) -> list[str]:
+        """The ids a write names: the server's where it answered one for the same bytes (a
+        screen or draft may hold a ref made before the photo was declared)."""
+        if self.photos is None:
+            return list(dict.fromkeys(p.media_id for p in photos))
+        return list(dict.fromkeys(self.photos.media_id(p) for p in photos))
 
     def _link(self, entity: str, rid: uuid.UUID, photos: Sequence[PhotoRef]) -> None:
         # Linked before the write: a link to a record that never got written is harmless,
@@ -158,7 +161,7 @@ class FieldActions:
                 "accuracy_m": where.accuracy_m,
                 "reported_at": self._stamp(),
                 "enterprise_id": enterprise_id,
-                "photo_ids": _ids(photos),
+                "photo_ids": self._ids(photos),
             },
         )
 
@@ -182,7 +185,7 @@ class FieldActions:
         if fix is not None:
             fields["location"], fields["accuracy_m"] = fix.point(), fix.accuracy_m
         if add_photos:
-            fields["photo_ids"] = _ids(add_photos)
+            fields["photo_ids"] = self._ids(add_photos)
         fields = {k: v for k, v in fields.items() if v is not None}
         if not fields:
             raise ActionRefusedError("invalid", "nothing to correct")
@@ -214,7 +217,7 @@ class FieldActions:
             "hazard_id": str(hazard_id),
             "to_status": str(to),
             "note": note,
-            "photo_ids": _ids(photos) or None,
+            "photo_ids": self._ids(photos) or None,
             "at": self._stamp(),
             **extra,
         }
@@ -310,7 +313,7 @@ class FieldActions:
             "location": where.point() if where else None,
             "accuracy_m": where.accuracy_m if where else None,
             "device_id": self.store.device_id,
-            "photo_ids": _ids(photos) or None,
+            "photo_ids": self._ids(photos) or None,
         }
         return self._write("task_step", step, fields)
 
@@ -382,7 +385,7 @@ class FieldActions:
                 "item_id": r.item_id,
                 "result": r.result,
                 **({"note": r.note} if r.note else {}),
-                "photo_ids": _ids(r.photos),
+                "photo_ids": self._ids(r.photos),
             }
             for r in results
         ]

@@ -1,9 +1,9 @@
 """The phone's SQLite file as the core's own modules see it (beside `sync.store.ClientStore`).
 
 `ClientStore` owns the sync tables (records, members, scopes, outbox, log, aside, meta). The
-core keeps its own tables in the same file (`mobile_*`: photos, sent history, drafts, data
-used per day) through its own
-connection, so `sync/` stays untouched. WAL lets the connections read while another writes;
+core keeps its own tables in the same file (`mobile_*`: photos and the ids the server gave
+them instead of ours, sent history, drafts, data used per day) through its own connection, so
+`sync/` stays untouched. WAL lets the connections read while another writes;
 writes from the core are short and wait for the lock (`busy_timeout`).
 """
 
@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS mobile_photo_links(
     entity TEXT NOT NULL, record_id TEXT NOT NULL, sha256 TEXT NOT NULL,
     PRIMARY KEY(entity, record_id, sha256)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mobile_photo_links_by_sha ON mobile_photo_links(sha256);
+CREATE TABLE IF NOT EXISTS mobile_photo_renames(
+    old TEXT PRIMARY KEY, new TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mobile_sent(
     seq INTEGER PRIMARY KEY, entity TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL,
     fields BLOB NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL);
@@ -45,7 +47,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
+def has_table(db: sqlite3.Connection, name: str) -> bool:
     row = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
     return row.fetchone() is not None
 
@@ -57,7 +59,7 @@ def unsent(path: Path) -> tuple[int, int]:
     db = connect(path)
     try:
         writes = 0
-        if _has_table(db, "outbox"):
+        if has_table(db, "outbox"):
             writes = db.execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()[0]
         photos = db.execute("SELECT count(*) FROM mobile_photos WHERE state!='stored'").fetchone()
         return int(writes), int(photos[0])
@@ -82,7 +84,7 @@ def wipe_except_unsent(path: Path) -> tuple[int, int]:
     removed: list[str] = []
     try:
         db.execute("BEGIN IMMEDIATE")
-        if _has_table(db, "outbox"):
+        if has_table(db, "outbox"):
             db.execute("DELETE FROM outbox WHERE state!='pending'")
             db.execute(
                 "DELETE FROM records WHERE NOT EXISTS (SELECT 1 FROM outbox o"

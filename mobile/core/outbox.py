@@ -232,6 +232,10 @@ class Sender:
             report.error = f"declare: {exc!r}"
             report.retry_after_s = getattr(exc, "retry_after_s", None)
             return report
+        # A write queued while a declare ran may name a photo id the server just replaced
+        # (same bytes known already): rewrite it before the push reads the queue (no await
+        # between them, and actions run on this loop).
+        photos.settle_renames()
         batch = store.pending()
         self.outbox.mark_sending({m.seq: (m.entity, m.id) for m in batch})
         try:

@@ -8,6 +8,13 @@ SHA-256 names it. `PhotoStore.add` records it (state `local`) with a media id th
 `mobile.core.tus_client.upload`) moves it `local -> declared -> uploading -> stored`, or
 `failed` when the server refuses the bytes (the reason is kept). Each photo is tracked on its
 own, so a record can show "2 of 3 photos sent".
+
+The server keeps one media object per hash: when the same bytes are already known (two phones
+photographing the same notice, a photo sent from a second phone), the declare answers the
+existing id. The phone then takes that id and, in the same local transaction, rewrites every
+queued write and local view that names its own id (`PhotoStore.adopt`); the pair is kept in
+`mobile_photo_renames`, so a write queued meanwhile with the old id is rewritten before the
+push reads the queue (`PhotoStore.settle_renames`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import enum
 import hashlib
 import io
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from PIL import Image, ImageFile
 
 from mobile.core import localdb
@@ -29,6 +38,8 @@ from mobile.core.clock import Now, rfc3339, utcnow
 from mobile.core.transport import check_busy
 from schemas.ids import uuid7
 
+_dec = msgspec.json.Decoder()
+_enc = msgspec.json.Encoder()
 DEFAULT_LONGEST_EDGE = 2048
 DEFAULT_QUALITY = 85
 
@@ -151,6 +162,7 @@ class PhotoStore:
     """The photo table in the phone's file (own connection beside the sync store)."""
 
     def __init__(self, path: Path, *, now: Now = utcnow) -> None:
+        self.path = path
         self.db: sqlite3.Connection = localdb.connect(path)
         self._now = now
 
@@ -218,16 +230,8 @@ class PhotoStore:
         return {(e, r): (int(done), int(n)) for e, r, n, done in rows}
 
     def update(self, sha256: str, **values: Any) -> None:
-        """Change a photo's tracked state (columns by name)."""
-        allowed = {"media_id", "state", "upload_url", "offset", "error", "attempts"}
-        if not values or set(values) - allowed:
-            raise ValueError(f"cannot set {sorted(set(values) - allowed)}")
-        sets = ", ".join(f"{k}=?" for k in values)
-        vals = [str(v) if isinstance(v, PhotoState) else v for v in values.values()]
-        self.db.execute(
-            f"UPDATE mobile_photos SET {sets} WHERE sha256=?",  # noqa: S608 - allowed names
-            (*vals, sha256),
-        )
+        """Change a photo's tracked state (columns by name; a new `media_id` through `adopt`)."""
+        _set(self.db, sha256, **values)
 
     def declare(self, http: httpx.Client, base_url: str, token: str) -> int:
         """Make every `local` photo known to the server by hash and id (POST /api/v1/media),
@@ -249,9 +253,129 @@ class PhotoStore:
                 continue
             body = r.json()
             state = PhotoState.STORED if body.get("status") == "stored" else PhotoState.DECLARED
-            # The hash was known already: the server's id is the photo's id. Records queued
-            # with ours are refused (`unknown_photo`) and show why; it needs the same bytes
-            # declared by someone else first, which a fresh camera photo never is.
-            self.update(p.sha256, state=state, media_id=str(body["id"]), error=None)
+            # A hash the server knew already: its id is the photo's id from now on (`adopt`
+            # rewrites the queued writes naming ours, in the same transaction).
+            self.adopt(p.sha256, str(body["id"]), state=state, error=None)
             done += 1
         return done
+
+    def media_id(self, ref: PhotoRef) -> str:
+        """The id a record should name for `ref` now (the server's, once it answered one)."""
+        row = self.db.execute(
+            "SELECT media_id FROM mobile_photos WHERE sha256=?", (ref.sha256,)
+        ).fetchone()
+        return str(row[0]) if row else ref.media_id
+
+    def adopt(self, sha256: str, media_id: str, **values: Any) -> None:
+        """Set a photo's id (and `values`) as the server has it. When the id is not the one
+        the phone made, every queued write, local view and draft naming the old id is
+        rewritten in the same transaction, and the pair is remembered for writes queued
+        while this ran (`settle_renames`)."""
+        current = self.get(sha256)
+        if current is None or current.media_id == media_id:
+            self.update(sha256, media_id=media_id, **values)
+            return
+        with _transaction(self.path) as db:
+            _set(db, sha256, media_id=media_id, **values)
+            db.execute(
+                "INSERT OR REPLACE INTO mobile_photo_renames(old, new) VALUES(?,?)",
+                (current.media_id, media_id),
+            )
+            _rewrite(db, {current.media_id: media_id})
+
+    def settle_renames(self) -> int:
+        """Rewrite queued writes that still name a photo id the server replaced (queued while
+        a declare ran). Returns how many writes were rewritten."""
+        renames = dict(self.db.execute("SELECT old, new FROM mobile_photo_renames").fetchall())
+        if not renames or not localdb.has_table(self.db, "outbox"):
+            return 0
+        if not any(
+            self.db.execute(
+                "SELECT 1 FROM outbox WHERE instr(fields, ?) > 0 LIMIT 1", (old.encode(),)
+            ).fetchone()
+            for old in renames
+        ):
+            return 0
+        with _transaction(self.path) as db:
+            return _rewrite(db, renames)
+
+
+@contextmanager
+def _transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """A write transaction on a connection of its own: `adopt` runs in the sender's thread
+    while the loop thread may use the store's connection (a transaction begun on a shared
+    connection would swallow the other thread's statements)."""
+    db = localdb.connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+_SETTABLE = {"media_id", "state", "upload_url", "offset", "error", "attempts"}
+
+
+def _set(db: sqlite3.Connection, sha256: str, **values: Any) -> None:
+    if not values or set(values) - _SETTABLE:
+        raise ValueError(f"cannot set {sorted(set(values) - _SETTABLE)}")
+    sets = ", ".join(f"{k}=?" for k in values)
+    vals = [str(v) if isinstance(v, PhotoState) else v for v in values.values()]
+    db.execute(
+        f"UPDATE mobile_photos SET {sets} WHERE sha256=?",  # noqa: S608 - allowed names
+        (*vals, sha256),
+    )
+
+
+def _swap(value: Any, renames: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return renames.get(value, value)
+    if isinstance(value, list):
+        return [_swap(v, renames) for v in value]
+    if isinstance(value, dict):
+        return {k: _swap(v, renames) for k, v in value.items()}
+    return value
+
+
+def _rewrite(db: sqlite3.Connection, renames: dict[str, str]) -> int:
+    """Replace photo ids (`renames`: old -> new) in the queued writes (`outbox`), the local
+    views of their records and the drafts, inside the caller's transaction. Returns how many
+    queued writes changed. The ids are uuids: an equal string anywhere else in a write is the
+    photo's id."""
+    changed = 0
+    if localdb.has_table(db, "outbox"):
+        touched: set[tuple[str, bytes]] = set()
+        for old in renames:
+            rows = db.execute(
+                "SELECT seq, entity, id, fields FROM outbox WHERE instr(fields, ?) > 0",
+                (old.encode(),),
+            ).fetchall()
+            for seq, entity, rid, blob in rows:
+                fields = _swap(_dec.decode(blob), renames)
+                db.execute("UPDATE outbox SET fields=? WHERE seq=?", (_enc.encode(fields), seq))
+                touched.add((entity, rid))
+                changed += 1
+        for entity, rid in touched:
+            row = db.execute(
+                "SELECT local FROM records WHERE entity=? AND id=?", (entity, rid)
+            ).fetchone()
+            if row and row[0] is not None:
+                view = _swap(_dec.decode(row[0]), renames)
+                db.execute(
+                    "UPDATE records SET local=? WHERE entity=? AND id=?",
+                    (_enc.encode(view), entity, rid),
+                )
+    for form, key, blob in db.execute("SELECT form, key, photos FROM mobile_drafts").fetchall():
+        refs = _dec.decode(blob)
+        swapped = _swap(refs, renames)
+        if swapped != refs:
+            db.execute(
+                "UPDATE mobile_drafts SET photos=? WHERE form=? AND key=?",
+                (_enc.encode(swapped), form, key),
+            )
+    return changed

@@ -152,12 +152,8 @@ class TusUploader:
             offset = int(r.headers["Upload-Offset"])
             if offset >= len(data):
                 media_id = r.headers.get("Media-Id", photo.media_id)
-                self.photos.update(
-                    photo.sha256,
-                    state=PhotoState.STORED,
-                    offset=offset,
-                    media_id=media_id,
-                    error=None,
+                self.photos.adopt(
+                    photo.sha256, media_id, state=PhotoState.STORED, offset=offset, error=None
                 )
                 return UploadResult(photo.sha256, PhotoState.STORED, media_id, sent)
             self.photos.update(photo.sha256, offset=offset)

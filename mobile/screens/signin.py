@@ -41,7 +41,7 @@ class SigninScreen(FieldScreen):
         self.ids.password.text = ""
         self.say("")
         self.app.events.append("signed-in")
-        self.app.go_home()
+        self.app.signed_in()
         if result.unsent:
             self.app.current.say(
                 tr._("{n} items from your last session will be sent now.", n=result.unsent)

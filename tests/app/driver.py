@@ -81,6 +81,36 @@ def tap(w: Widget) -> None:
     touch.touch_up()
 
 
+def settled(w: Widget) -> Callable[[], bool]:
+    """A condition: `w` is on screen and has not moved for two frames (its layout is done;
+    a tap computed from a position still settling lands beside it)."""
+    seen: dict[str, Any] = {"rect": None, "same": 0}
+
+    def still() -> bool:
+        if not visible(w):
+            seen["rect"] = None
+            return False
+        rect = (*w.to_window(*w.pos), w.width, w.height)
+        seen["same"] = seen["same"] + 1 if rect == seen["rect"] else 0
+        seen["rect"] = rect
+        return bool(seen["same"] >= 2)
+
+    still.__doc__ = f"{type(w).__name__} {getattr(w, 'text', '')!r} laid out"
+    return still
+
+
+def released(w: Widget) -> Callable[[], bool]:
+    """A condition: the button is up again. A tap inside a ScrollView reaches the button's
+    release 0.2 s after the touch ends (Kivy waits to tell a tap from a scroll); leaving the
+    screen before that detaches the button mid-tap."""
+
+    def up() -> bool:
+        return getattr(w, "state", "normal") == "normal"
+
+    up.__doc__ = f"{type(w).__name__} {getattr(w, 'text', '')!r} released"
+    return up
+
+
 def xtap(w: Widget) -> threading.Thread:
     """A real X pointer click at the widget's centre (xdotool, on a helper thread so the
     UI keeps drawing); returns the thread."""

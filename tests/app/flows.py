@@ -13,8 +13,19 @@ import httpx
 from kivy.core.window import Window
 
 from mobile.screens import NAMES
+from mobile.ui import tr
 from tests.app.a11y import audit
-from tests.app.driver import Scenario, by_text, check, tap, visible, walk, xtap
+from tests.app.driver import (
+    Scenario,
+    by_text,
+    check,
+    released,
+    settled,
+    tap,
+    visible,
+    walk,
+    xtap,
+)
 from tests.app.scenarios import control, idle, on, press, scenario, screenshot
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -290,32 +301,83 @@ def visible_texts() -> list[str]:
     return out
 
 
+def speaks(lang: str) -> Any:
+    def switched() -> bool:
+        return bool(tr.lang == lang)
+
+    switched.__doc__ = f"the app switched to {lang}"
+    return switched
+
+
+def switch_language_by_touch(app: Any, lang: str) -> Scenario:
+    """Open settings and tap the language's button; wait until the app speaks it and the
+    button's release is over (it comes 0.2 s after the touch, see `released`)."""
+    app.open_screen("settings")
+    yield on(app, "settings")
+    button = next(b for b in app.current.ids.langs.children if b.value == lang)
+    yield settled(button)
+    tap(button)
+    yield released(button)
+    yield speaks(lang)
+
+
 @scenario
 def languages_and_a11y(app: Any) -> Scenario:
+    """Every screen in both languages; touch targets and contrast in both themes (in Chinese:
+    colours do not depend on the language, and Chinese labels make the narrowest buttons),
+    and the English layout's in the light theme."""
     r = app.scenario_results
     yield from signed_in(app)
     r["a11y"] = {}
     r["texts"] = {}
-    for lang in ("zh_CN", "en"):
-        # switch through the settings screen, by touch, without a restart
-        app.open_screen("settings")
-        yield on(app, "settings")
-        tap(next(b for b in app.current.ids.langs.children if b.value == lang))
-        yield 0.05
+    # English first: the app starts in Chinese, so the tap must really switch it
+    for lang, themes in (("en", ("light",)), ("zh_CN", ("light", "dark"))):
+        yield from switch_language_by_touch(app, lang)
         app.go_home()
         yield on(app, "home")
-        gen = open_every_screen(app)
-        for step in gen:
+        for step in open_every_screen(app):
             if isinstance(step, str):
                 r["texts"][f"{step}-{lang}"] = visible_texts()
-                for theme_name in ("light", "dark"):
-                    app.set_theme(theme_name)
-                    yield 0.05
+                for theme_name in themes:
+                    if theme_name != "light":
+                        app.set_theme(theme_name)
+                        yield 0.05
                     r["a11y"][f"{step}-{lang}-{theme_name}"] = audit()
-                app.set_theme("light")
+                if themes != ("light",):
+                    app.set_theme("light")
                 continue
             yield step
-    app.set_language("zh_CN")
+
+
+# -- one phone's day: several scenarios in one app process ------------------------------
+def parts(app: Any, names: tuple[str, ...]) -> Scenario:
+    """Run scenarios one after another in this app (one start-up instead of one each); each
+    records into its own dict under its name, marked `ok` once it ran to its end."""
+    from tests.app.scenarios import SCENARIOS
+
+    combined = app.scenario_results
+    for i, name in enumerate(names):
+        if i:
+            app.go_home()
+            yield on(app, "home")
+        part: dict[str, Any] = {}
+        combined[name] = part
+        app.scenario_results = part
+        try:
+            yield from SCENARIOS[name](app)
+        finally:
+            app.scenario_results = combined
+        part["ok"] = True
+
+
+RESPONDER_DAY = ("signin_responder", "held_sync", "languages_and_a11y", "responder_flow")
+
+
+@scenario
+def responder_day(app: Any) -> Scenario:
+    """Firefighter 1 on a fresh phone: sign in by touch, a held sync, every screen in both
+    languages, then a task to its end offline and back (last: it changes the task list)."""
+    yield from parts(app, RESPONDER_DAY)
 
 
 # -- screenshots -------------------------------------------------------------------------

@@ -1,15 +1,16 @@
-"""Real processes for the app tests, screenshots and benchmark: `liandong serve` on a fresh
-SQLite file with the demo data, a loopback proxy in front of it that the test steers (offline:
-connections are cut and refused; hold: sync pulls wait until released), one Xvfb display, and
-the app itself (`python -m mobile.app --scenario NAME`) as a separate process.
+"""Real parts for the app tests, screenshots and benchmark: the server (uvicorn, as `liandong
+serve` runs it, on a thread of the test process) on a fresh SQLite file with the demo data, a
+loopback proxy in front of it that the test steers (offline: connections are cut and refused;
+hold: sync pulls wait until released), one Xvfb display, and the app itself
+(`python -m mobile.app --scenario NAME`) as a separate process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,45 +27,81 @@ import httpx
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-LIANDONG = str(Path(sys.executable).parent / "liandong")
 PASSWORD = "liandong-demo"
 
 
 # -- the server ---------------------------------------------------------------------------
 @contextmanager
 def demo_server(var: Path) -> Iterator[str]:
-    """`liandong migrate`, `seed-demo` and `serve` on a fresh var dir; yields the base URL."""
+    """A fresh var dir with the demo data (`liandong migrate` and `seed-demo`, run as the CLI
+    runs them), served by uvicorn with the app and options `liandong serve` uses, on a thread
+    of this process (its imports are paid already: a cold `serve` process took ~30 s to
+    answer on a loaded machine). Yields the base URL."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import Settings
+    from server.serving import uvicorn_options
+
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
-    env.update({"LIANDONG_VAR_DIR": str(var), "LIANDONG_PORT": str(port)})
-    for cmd in (["migrate"], ["seed-demo"]):
-        subprocess.run([LIANDONG, *cmd], env=env, capture_output=True, check=True)
-    log = (var / "server.log").open("wb")
-    proc = subprocess.Popen([LIANDONG, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {"LIANDONG_VAR_DIR": str(var), "LIANDONG_PORT": str(port)}
+    cli_in_process(env, "migrate")
+    cli_in_process(env, "seed-demo")
+    with liandong_environment(env):
+        settings = Settings.from_env()
+    options = uvicorn_options(settings, host="127.0.0.1", port=port, workers=1, log_level="warning")
+    options.update(factory=False, log_config=None)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+    thread = threading.Thread(target=server.run, name="liandong-serve", daemon=True)
+    thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120  # a shared, loaded machine can be slow
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(var / 'server.log').read_text()[-2000:]}")
-            with suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server stopped while starting (see the log above)")
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become ready")
-            time.sleep(0.1)
+            time.sleep(0.05)
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
         yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.should_exit = True
+        thread.join(15)
 
 
+@contextmanager
+def liandong_environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment with exactly `env`'s LIANDONG_* variables, for a while."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("LIANDONG_")}
+    for k in saved:
+        del os.environ[k]
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+
+
+def cli_in_process(env: dict[str, str], *args: str) -> None:
+    """Run a `liandong` command as the CLI would, in this process, with exactly `env`'s
+    LIANDONG_* settings (click's runner swaps the environment during the call)."""
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    with liandong_environment(env):
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if result.exit_code != 0:
+        raise RuntimeError(f"liandong {' '.join(args)}: {result.output}")
+
+
+@functools.cache
 def login(base: str, user: str) -> dict[str, str]:
-    """Bearer headers for a demo user (REST, the way dispatch's console would act)."""
+    """Bearer headers for a demo user (REST, the way dispatch's console would act); one
+    sign-in per user and server (argon2 makes each one slow on purpose)."""
     r = httpx.post(
         f"{base}/api/v1/auth/login",
         json={"username": user, "password": PASSWORD, "device_id": f"console-{user}"},

@@ -48,7 +48,8 @@ def idle(app: Any) -> Callable[[], bool]:
 
 def on(app: Any, name: str) -> Callable[[], bool]:
     def there() -> bool:
-        return bool(app.sm.current == name and idle(app)())
+        shown = app.sm.current == name and not app.sm.transition.is_active
+        return bool(shown and idle(app)())
 
     there.__doc__ = f"screen {name} shown and loaded"
     return there

@@ -1,9 +1,12 @@
-"""The field app, driven under Xvfb against a real `liandong serve` process.
+"""The field app, driven under Xvfb against the real server (uvicorn, as `liandong serve`
+runs it) through a proxy the test steers.
 
-Each test starts the app as its own process (one Kivy window per process) with a scenario
-from tests/app/scenarios.py. Touches are Kivy motion events dispatched through the real
-window's input path (`UnitTestTouch`), and in the held-sync test real X pointer events
-(xdotool). Nothing is mocked: the server, the proxy in front of it and the app are real.
+The app runs as its own process (one Kivy window per process) with a scenario from
+tests/app/flows.py: firefighter 1's phone runs four scenarios in one process
+(`responder_day`; each test asserts on its part), the inspector's and the enterprise officer's
+one each. Touches are Kivy motion events dispatched through the real window's input path
+(`UnitTestTouch`), and in the held-sync scenario real X pointer events (xdotool). Nothing is
+mocked: the server, the proxy in front of it and the app are real.
 """
 
 from __future__ import annotations
@@ -57,11 +60,35 @@ def no_a11y_violations(result: dict[str, Any]) -> None:
         assert audit["min_contrast"] >= 7.0, where
 
 
-def test_responder_signs_in_by_touch_and_sees_their_tasks(
-    display: str, proxy: Proxy, fire: dict[str, object], tmp_path: Path
-) -> None:
-    r = run_app(display, "signin_responder", server=proxy.url, data_dir=tmp_path / "phone")
-    assert r["ok"], r["error"]
+@pytest.fixture(scope="module")
+def responder_day(
+    display: str, proxy: Proxy, fire: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Firefighter 1's phone, one app process for four scenarios (tests/app/flows.py
+    `responder_day`): each test below asserts on its part."""
+    try:
+        return run_app(
+            display,
+            "responder_day",
+            server=proxy.url,
+            data_dir=tmp_path_factory.mktemp("responder") / "phone",
+            timeout=300,
+            **control(proxy),
+        )
+    finally:
+        proxy.set("release")
+        proxy.set("online")
+
+
+def part(day: dict[str, Any], name: str) -> dict[str, Any]:
+    """One scenario's results from a chained run (it ran to its end, or why not)."""
+    got: dict[str, Any] = day.get(name) or {}
+    assert got.get("ok"), day["error"] or f"{name} did not run"
+    return got
+
+
+def test_responder_signs_in_by_touch_and_sees_their_tasks(responder_day: dict[str, Any]) -> None:
+    r = part(responder_day, "signin_responder")
     assert r["refused_message"] == "用户名或密码错误。"  # Chinese by default
     titles = r["rows"]
     assert titles[0].startswith("我的任务")
@@ -89,18 +116,9 @@ def control(proxy: Proxy) -> dict[str, str]:
 
 
 def test_responder_takes_a_task_to_the_end_offline_and_back(
-    display: str, proxy: Proxy, server: str, fire: dict[str, Any], tmp_path: Path
+    responder_day: dict[str, Any], server: str
 ) -> None:
-    r = run_app(
-        display,
-        "responder_flow",
-        server=proxy.url,
-        data_dir=tmp_path / "phone",
-        args=signed_in_as("fire1"),
-        **control(proxy),
-    )
-    proxy.set("online")
-    assert r["ok"], r["error"]
+    r = part(responder_day, "responder_flow")
     assert r["opened"] and r["opened"][0].startswith("geo:31.2381,121.4842")
     assert "原因" in r["decline_without_reason"]  # the core's rule, in Chinese
     assert r["after_accept"].startswith("已接受")  # shown at once, before any network
@@ -118,11 +136,6 @@ def test_responder_takes_a_task_to_the_end_offline_and_back(
     no_a11y_violations(r)
 
 
-@pytest.mark.xfail(
-    reason="open: in the full run the reported hazard does not reach the server (refused "
-    "unknown_photo before the declare fix; not yet re-checked after it)",
-    strict=False,
-)
 def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     display: str, proxy: Proxy, server: str, hazards: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -149,11 +162,6 @@ def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     no_a11y_violations(r)
 
 
-@pytest.mark.xfail(
-    reason="open: the app shows the rectified step sent, the server's hazard stays "
-    "rectification_assigned in the full run; not yet explained",
-    strict=False,
-)
 def test_enterprise_fills_the_self_check_and_rectifies_with_a_photo(
     display: str, proxy: Proxy, server: str, hazards: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -176,37 +184,17 @@ def test_enterprise_fills_the_self_check_and_rectifies_with_a_photo(
 
 
 def test_a_held_sync_leaves_the_app_drawing_and_answering_touches(
-    display: str, proxy: Proxy, fire: dict[str, Any], tmp_path: Path
+    responder_day: dict[str, Any],
 ) -> None:
-    try:
-        r = run_app(
-            display,
-            "held_sync",
-            server=proxy.url,
-            data_dir=tmp_path / "phone",
-            args=signed_in_as("fire1"),
-            **control(proxy),
-        )
-    finally:
-        proxy.set("release")
-    assert r["ok"], r["error"]
+    r = part(responder_day, "held_sync")
     assert r["still_syncing"] is True  # the pull was still held at the server
     assert r["screen_during_hold"] == "settings"  # a real X click changed the screen
     assert r["frames_during_hold"] >= 3, r  # the sync strip animates: frames are drawn
     assert r["after_release"] == "sync-ok", r
 
 
-def test_every_screen_in_both_languages_and_themes(
-    display: str, proxy: Proxy, fire: dict[str, Any], tmp_path: Path
-) -> None:
-    r = run_app(
-        display,
-        "languages_and_a11y",
-        server=proxy.url,
-        data_dir=tmp_path / "phone",
-        args=signed_in_as("fire1"),
-    )
-    assert r["ok"], r["error"]
+def test_every_screen_in_both_languages_and_themes(responder_day: dict[str, Any]) -> None:
+    r = part(responder_day, "languages_and_a11y")
     no_a11y_violations(r)
     screens = {k.rsplit("-", 1)[0] for k in r["texts"]}
     assert {"home", "task", "nearby", "warnings", "outbox", "settings", "hazard_report"} <= screens
