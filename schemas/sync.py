@@ -249,8 +249,30 @@ class UpgradeRequired(
     message: str = msgspec.field(name="m", default="")
 
 
+class ExchangeRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`POST /api/v1/sync/exchange`: a push and the pull that follows it, in one round trip.
+
+    The server applies `push` (committed before anything else), then answers `pull` as
+    `/sync/pull` would at that moment: the same two messages, one round trip instead of two
+    (docs/sync-protocol.md). Both carry the schema version; the push's is the one checked.
+    """
+
+    push: PushRequest = msgspec.field(name="p")
+    pull: PullRequest = msgspec.field(name="q")
+
+
+class ExchangeResponse(
+    msgspec.Struct, kw_only=True, omit_defaults=True, tag="exchange", tag_field="t"
+):
+    """Answer to an exchange: the push's acks and the pull's pages."""
+
+    push: PushResponse = msgspec.field(name="p")
+    pull: PullResponse = msgspec.field(name="q")
+
+
 PushReply = PushResponse | UpgradeRequired
 PullReply = PullResponse | UpgradeRequired
+ExchangeReply = ExchangeResponse | UpgradeRequired
 
 
 class ConflictKind(enum.StrEnum):
@@ -297,3 +319,7 @@ push_request_json = msgspec.json.Decoder(PushRequest)
 pull_request_json = msgspec.json.Decoder(PullRequest)
 push_reply_json = msgspec.json.Decoder(PushReply)
 pull_reply_json = msgspec.json.Decoder(PullReply)
+exchange_request_msgpack = msgspec.msgpack.Decoder(ExchangeRequest)
+exchange_request_json = msgspec.json.Decoder(ExchangeRequest)
+exchange_reply_msgpack = msgspec.msgpack.Decoder(ExchangeReply)
+exchange_reply_json = msgspec.json.Decoder(ExchangeReply)

@@ -12,12 +12,15 @@ import enum
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 
 from schemas.sync import (
     SCHEMA_VERSION,
+    ExchangeReply,
+    ExchangeRequest,
+    ExchangeResponse,
     PullReply,
     PullRequest,
     PullResponse,
@@ -40,6 +43,15 @@ class Transport(Protocol):
         ...
 
 
+class ExchangeTransport(Transport, Protocol):
+    """A transport that can also send a push and a pull in one round trip."""
+
+    async def exchange(self, req: ExchangeRequest) -> ExchangeReply:
+        """Send both; return the server's two answers. Raise `ExchangeUnsupportedError` when
+        the server has no exchange (one older than the client)."""
+        ...
+
+
 class TransportError(Exception):
     """The request or its answer was lost; the client retries later.
 
@@ -48,6 +60,10 @@ class TransportError(Exception):
     """
 
     retry_after_s: float | None = None
+
+
+class ExchangeUnsupportedError(TransportError):
+    """The server does not know `/sync/exchange`: the client pushes and pulls separately."""
 
 
 class UpgradeRequiredError(Exception):
@@ -124,6 +140,7 @@ class SyncClient:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 300.0,
         fetch_ahead: bool = True,
+        exchange: bool = True,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -136,6 +153,8 @@ class SyncClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.fetch_ahead = fetch_ahead
+        #: push and first pull page in one round trip while the server takes it
+        self.use_exchange = exchange and callable(getattr(transport, "exchange", None))
         self.failures = 0
         self.progress: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -161,22 +180,61 @@ class SyncClient:
             reply = await self.transport.push(req)
             result.requests += 1
             if not isinstance(reply, PushResponse):
-                self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
-                raise UpgradeRequiredError(reply.min_version, reply.message)
-            report = self.store.apply_acks(batch, reply.acks, reply.hlc)
-            result.pushed += len(batch)
-            result.accepted += report.accepted
-            result.duplicate += report.duplicate
-            result.refused += len(report.refused)
-            result.lost += len(report.lost)
-            self._emit(
-                EventKind.PUSHED,
-                {"accepted": report.accepted, "duplicate": report.duplicate},
-            )
-            for m, refusal in report.refused:
-                self._emit(EventKind.REFUSED, detail=(m, refusal))
-            for m, fields in report.lost:
-                self._emit(EventKind.LOST, detail=(m, fields))
+                self._upgrade(reply)
+            self._settle(batch, reply, result)
+
+    def _upgrade(self, reply: Any) -> NoReturn:
+        self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
+        raise UpgradeRequiredError(reply.min_version, reply.message)
+
+    def _settle(self, batch: list[Any], reply: PushResponse, result: SyncResult) -> None:
+        """Apply a push's acks to the store and report them."""
+        report = self.store.apply_acks(batch, reply.acks, reply.hlc)
+        result.pushed += len(batch)
+        result.accepted += report.accepted
+        result.duplicate += report.duplicate
+        result.refused += len(report.refused)
+        result.lost += len(report.lost)
+        self._emit(
+            EventKind.PUSHED,
+            {"accepted": report.accepted, "duplicate": report.duplicate},
+        )
+        for m, refusal in report.refused:
+            self._emit(EventKind.REFUSED, detail=(m, refusal))
+        for m, fields in report.lost:
+            self._emit(EventKind.LOST, detail=(m, fields))
+
+    async def _exchange(self, result: SyncResult) -> bool:
+        """The first push batch and the first pull page in one round trip, then whatever is
+        left as separate pushes and pulls. False (nothing sent) when there is nothing to push,
+        or the server has no exchange: the caller pushes and pulls as before."""
+        batch = self.store.pending(self.push_batch)
+        if not batch:
+            return False
+        push = PushRequest(
+            schema_version=self.schema_version, device_id=self.store.device_id, mutations=batch
+        )
+        exchange: ExchangeTransport = self.transport  # type: ignore[assignment]
+        try:
+            reply = await exchange.exchange(ExchangeRequest(push=push, pull=self._pull_request()))
+        except ExchangeUnsupportedError:
+            self.use_exchange = False
+            return False
+        result.requests += 1
+        if not isinstance(reply, ExchangeResponse):
+            self._upgrade(reply)
+        self._settle(batch, reply.push, result)
+        self.progress = {}
+        report = self.store.apply_pull(reply.pull)
+        self._report_pull(report, result)
+        if self.store.pending(1):  # more than one batch, or a renewed device id
+            await self.push(result)
+            await self.pull(result)
+        elif reply.pull.has_more or report.checksum_mismatch:
+            await self.pull(result)
+        else:
+            self.store.finish_pull()
+        return True
 
     def _pull_request(self) -> PullRequest:
         return PullRequest(
@@ -214,8 +272,7 @@ class SyncClient:
                 fetch = None
                 result.requests += 1
                 if not isinstance(reply, PullResponse):
-                    self._emit(EventKind.UPGRADE_REQUIRED, detail=reply.min_version)
-                    raise UpgradeRequiredError(reply.min_version, reply.message)
+                    self._upgrade(reply)
                 ahead = None
                 if reply.has_more and self.fetch_ahead:
                     ahead = next_pull_request(req, reply)
@@ -259,10 +316,13 @@ class SyncClient:
             self._emit(EventKind.CHECKSUM_MISMATCH, detail=scope)
 
     async def sync_once(self) -> SyncResult:
-        """Push everything, then pull everything. Raises on transport failure."""
+        """Push everything, then pull everything (the first push batch and pull page in one
+        exchange where the server takes it). Raises on transport failure."""
         self._emit(EventKind.STARTED)
-        result = await self.push()
-        await self.pull(result)
+        result = SyncResult()
+        if not (self.use_exchange and await self._exchange(result)):
+            await self.push(result)
+            await self.pull(result)
         self._emit(EventKind.DONE, dict(result.pulled), detail=result)
         return result
 

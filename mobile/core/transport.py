@@ -29,10 +29,14 @@ import httpx
 import msgspec
 
 from schemas.sync import (
+    ExchangeReply,
+    ExchangeRequest,
     PullReply,
     PullRequest,
     PushReply,
     PushRequest,
+    exchange_reply_json,
+    exchange_reply_msgpack,
     json_encoder,
     msgpack_encoder,
     pull_reply_json,
@@ -40,7 +44,7 @@ from schemas.sync import (
     push_reply_json,
     push_reply_msgpack,
 )
-from sync.client import TransportError
+from sync.client import ExchangeUnsupportedError, TransportError
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -48,6 +52,7 @@ JSON = "application/json"
 TokenSource = str | Callable[[], str]
 #: statuses a server answers when it sheds load or throttles (with `Retry-After`)
 BUSY = frozenset({429, 503})
+EXCHANGE = "/api/v1/sync/exchange"
 
 
 class ServerBusyError(TransportError):
@@ -82,7 +87,7 @@ def check_busy(r: httpx.Response, what: str) -> None:
 
 
 class HttpTransport:
-    """POST /api/v1/sync/push|pull against `base_url` (see docs/sync-protocol.md §2)."""
+    """POST /api/v1/sync/push|pull|exchange against `base_url` (docs/sync-protocol.md §2)."""
 
     def __init__(
         self,
@@ -146,6 +151,8 @@ class HttpTransport:
             raise TransportError(f"{path}: {exc!r}") from exc
         self._count(r)
         check_busy(r, path)
+        if path == EXCHANGE and r.status_code in (404, 405):  # a server older than the app
+            raise ExchangeUnsupportedError(f"{path}: HTTP {r.status_code}")
         if r.status_code not in (200, 426):
             raise TransportError(f"{path}: HTTP {r.status_code}")
         try:
@@ -177,6 +184,13 @@ class HttpTransport:
         """Send a pull."""
         reply: PullReply = await self._post(
             "/api/v1/sync/pull", req, pull_reply_msgpack, pull_reply_json
+        )
+        return reply
+
+    async def exchange(self, req: ExchangeRequest) -> ExchangeReply:
+        """Send a push and a pull in one round trip."""
+        reply: ExchangeReply = await self._post(
+            EXCHANGE, req, exchange_reply_msgpack, exchange_reply_json
         )
         return reply
 

@@ -15,6 +15,8 @@ from schemas.sync import (
     SCHEMA_VERSION,
     PullRequest,
     PullResponse,
+    exchange_reply_json,
+    exchange_reply_msgpack,
     json_encoder,
     msgpack_encoder,
     pull_reply_json,
@@ -55,6 +57,8 @@ def post(
         ("push", False): push_reply_json,
         ("pull", True): pull_reply_msgpack,
         ("pull", False): pull_reply_json,
+        ("exchange", True): exchange_reply_msgpack,
+        ("exchange", False): exchange_reply_json,
     }[(path, is_mp)]
     return r.status_code, dec.decode(r.content), dict(r.headers)
 
@@ -77,14 +81,23 @@ class TestClientTransport(HttpTransport):
 
     def _exchange(self, path: str, msg: Any, mp: Any, js: Any) -> Any:
         kind = path.rsplit("/", 1)[-1]
-        if self.drop == (kind, "before"):
+        when = self._dropped(kind)
+        if when == "before":
             self.drop = None
             raise TransportError("request lost")
         reply = super()._exchange(path, msg, mp, js)
-        if self.drop == (kind, "after"):
+        if when == "after":
             self.drop = None
             raise TransportError("answer lost")
         return reply
+
+    def _dropped(self, kind: str) -> str | None:
+        """When this request is lost, if it is: an exchange carries a push and a pull, so a
+        loss meant for either hits it."""
+        if self.drop is None:
+            return None
+        meant, when = self.drop
+        return when if kind in (meant, "exchange") else None
 
 
 class Phone:

@@ -366,7 +366,7 @@ def test_a_shedding_server_holds_the_round_and_nothing_is_refused(
     before = len(net.requests)
     report = asyncio.run(core.background.round())
     assert report is not None and not report.ok and report.retry_after_s == 45
-    assert not any("/sync/push" in r for r in net.requests[before:])
+    assert not any("/sync/push" in r or "/sync/exchange" in r for r in net.requests[before:])
     status = core.background.status
     assert status.state.value == "backing_off" and status.retry_at is not None
     assert (status.retry_at - utcnow()).total_seconds() >= 44

@@ -15,6 +15,8 @@ from litestar.testing import TestClient
 from schemas.sync import (
     SCHEMA_VERSION,
     AckStatus,
+    ExchangeRequest,
+    ExchangeResponse,
     Mutation,
     Op,
     PullRequest,
@@ -208,14 +210,57 @@ def test_rest_write_appears_in_next_pull_and_reassignment_evicts(
 
 def test_old_schema_version_gets_upgrade_answer(client: TestClient[Any], auth: Sessions) -> None:
     h = auth("fire1")
+    old_push = PushRequest(schema_version=SCHEMA_VERSION - 1, device_id="old", mutations=[])
+    old_pull = PullRequest(schema_version=SCHEMA_VERSION - 1, cursors={})
     for path, msg in (
-        ("push", PushRequest(schema_version=SCHEMA_VERSION - 1, device_id="old", mutations=[])),
-        ("pull", PullRequest(schema_version=SCHEMA_VERSION - 1, cursors={})),
+        ("push", old_push),
+        ("pull", old_pull),
+        ("exchange", ExchangeRequest(push=old_push, pull=old_pull)),
     ):
         for fmt in ("msgpack", "json"):
             status, reply, _ = post(client, path, h, msg, fmt=fmt)
             assert status == 426
             assert isinstance(reply, UpgradeRequired) and reply.min_version == SCHEMA_VERSION
+
+
+def test_exchange_is_a_push_then_a_pull_in_one_round_trip(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    """The phone's round with edits is one request; what it pushed is in the pull's answer,
+    the same as a device that pushed and then pulled sees; a second device agrees."""
+    h = auth("inspector1")
+    phone = Phone(client, h)
+    try:
+        ids = [uuid.uuid4() for _ in range(3)]
+        for rid in ids:
+            phone.store.write("hazard", rid, new_hazard_fields(), op=Op.CREATE)
+        before = phone.transport.requests
+        result = phone.sync()
+        assert phone.transport.requests - before == 1 and result.accepted == 3
+        assert all(phone.get("hazard", rid) is not None for rid in ids)
+        assert phone.store.pending_count() == 0
+        records, _ = pull_everything(client, h)
+        mine = {rid: rec for (entity, rid), rec in records.items() if entity == "hazard"}
+        assert set(ids) <= set(mine)
+        # The raw answer: the push's acks and the pull's pages, in JSON too.
+        m = Mutation(
+            seq=1, entity="hazard", id=uuid.uuid4(), op=Op.CREATE, hlc=hlc(),
+            fields=new_hazard_fields(),
+        )  # fmt: skip
+        msg = ExchangeRequest(
+            push=PushRequest(schema_version=SCHEMA_VERSION, device_id="raw-x", mutations=[m]),
+            pull=PullRequest(schema_version=SCHEMA_VERSION, device_id="raw-x", cursors={}),
+        )
+        status, reply, _ = post(client, "exchange", h, msg, fmt="json")
+        assert status == 200 and isinstance(reply, ExchangeResponse)
+        assert [a.status for a in reply.push.acks] == [AckStatus.ACCEPTED]
+        pulled = {r.id for page in reply.pull.scopes for r in page.changes}
+        assert m.id in pulled
+        # Sent again (its answer lost): a duplicate, nothing applied twice.
+        status, again, _ = post(client, "exchange", h, msg)
+        assert [a.status for a in again.push.acks] == [AckStatus.DUPLICATE]
+    finally:
+        phone.close()
 
 
 def test_sync_needs_auth_and_valid_bodies(client: TestClient[Any], auth: Sessions) -> None:

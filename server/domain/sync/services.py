@@ -19,6 +19,8 @@ from i18n import N_
 from schemas.common import Role
 from schemas.sync import (
     Conflict,
+    ExchangeRequest,
+    ExchangeResponse,
     PullRequest,
     PullResponse,
     PushRequest,
@@ -68,6 +70,22 @@ async def pull(
         return drive(rt.server(s).pull(p, req))
 
     return await db.run_sync(run)
+
+
+async def exchange(
+    db: AsyncSession, rt: SyncRuntime, p: Principal, req: ExchangeRequest, settings: Settings
+) -> ExchangeResponse | UpgradeRequired:
+    """A push and then a pull for one round trip. The push is committed first (as a push
+    request would be), so the pull starts its own snapshot and sees it; a failure in the pull
+    leaves the acked push applied, which the device's retry finds as duplicates."""
+    pushed = await push(db, rt, p, req.push, settings)
+    if isinstance(pushed, UpgradeRequired):
+        return pushed
+    await db.commit()
+    pulled = await pull(db, rt, p, req.pull)
+    if isinstance(pulled, UpgradeRequired):
+        return pulled
+    return ExchangeResponse(push=pushed, pull=pulled)
 
 
 async def user_scopes(db: AsyncSession, p: Principal) -> frozenset[str]:
