@@ -24,7 +24,12 @@ def free_port() -> int:
 def serve_in_thread(app: Litestar) -> Iterator[str]:
     """Serve `app` on 127.0.0.1; yields the base URL and stops the server afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # Open streams (a browser's SSE, a phone's "pull now") are cut after 2 s at shutdown, as
+    # in production; waiting for them would keep the app, and its database, past the test.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -41,4 +46,6 @@ def serve_in_thread(app: Litestar) -> Iterator[str]:
         yield base
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=20)
+        if thread.is_alive():
+            raise RuntimeError("test server did not stop within 20 s")
