@@ -82,6 +82,9 @@ class Settings:
     # Residents' subscriptions (issue 15). `push_test_hosts`: hosts push endpoints may name over
     # plain http and on non-public addresses (loopback receivers in tests); empty in production.
     push_test_hosts: tuple[str, ...] = ()
+    # Other authorities' CAP feeds (docs/alerts.md) are fetched over https from public
+    # addresses only; `alert_feed_test_hosts` are exempt (loopback feeds in tests).
+    alert_feed_test_hosts: tuple[str, ...] = ()
     resident_register_limit: int = 10  # registrations per client address per window
     resident_register_window_s: int = 3600
     warning_poll_s: float = 2.0  # how often the warning stream checks for changes
@@ -170,6 +173,11 @@ class Settings:
             push_test_hosts=tuple(
                 h.strip().lower()
                 for h in env("LIANDONG_PUSH_TEST_HOSTS", "").split(",")
+                if h.strip()
+            ),
+            alert_feed_test_hosts=tuple(
+                h.strip().lower()
+                for h in env("LIANDONG_ALERT_FEED_TEST_HOSTS", "").split(",")
                 if h.strip()
             ),
             resident_register_limit=int(env("LIANDONG_RESIDENT_REGISTER_LIMIT", "10")),

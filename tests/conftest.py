@@ -119,6 +119,8 @@ def make_settings(url: str, tmp: Path, **overrides: Any) -> Settings:
         "access_ttl_s": 6 * 3600,
         # The loopback Web Push receivers are listed as an operator lists test hosts.
         "push_test_hosts": ("127.0.0.1",),
+        # So are the loopback "other authorities" whose CAP feeds are polled.
+        "alert_feed_test_hosts": ("127.0.0.1",),
         "vapid_private_key": TEST_VAPID_PRIVATE_KEY,
     }
     base.update(overrides)

@@ -129,8 +129,9 @@ def test_an_uploaded_alert_keeps_its_sender_and_is_shown_like_our_own(
             "invalid_cap",
         ),
         (foreign("PD-far", at=(116.4, 39.9)), "outside"),  # Beijing: none of our areas
+        (foreign("PD-" + "9" * 300), "invalid_cap"),  # longer than its column (PostgreSQL: 500)
     ],
-    ids=["entities", "external", "oversize", "schema", "outside"],
+    ids=["entities", "external", "oversize", "schema", "outside", "long-identifier"],
 )
 def test_hostile_or_unusable_documents_are_refused(
     client: TestClient[Any], auth: Sessions, body: bytes, code: str
@@ -161,6 +162,12 @@ class _Files(BaseHTTPRequestHandler):
         body = self.files.get(self.path)
         if body is None:
             self.send_response(404)
+            self.end_headers()
+            return
+        if body.startswith(b"REDIRECT "):  # a redirect to the rest of the line
+            self.send_response(302)
+            self.send_header("Location", body.removeprefix(b"REDIRECT ").decode())
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         self.send_response(200)

@@ -11,9 +11,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from i18n import N_
 from schemas import alerts as s
 from schemas.common import Problem, Role
 from server import crud
@@ -23,7 +22,6 @@ from server.crud import ListQuery, Page, provide_list_query
 from server.domain.alerts import capdoc
 from server.domain.alerts import services as svc
 from server.domain.alerts.feeds import poll_feed
-from server.errors import InvalidInput
 from server.models import Alert, AlertAuthority, AlertFeed, utcnow
 from server.openapi import Doc
 from server.scope import require
@@ -245,11 +243,14 @@ class AlertFeedController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
         data: JSONBody[s.FeedCreate],
     ) -> s.Feed:
-        """Poll this feed from now on."""
+        """Poll this feed from now on (https; 422 `not_https` or `malformed` otherwise)."""
         require(request.user, Role.ADMIN)
-        return svc.feed_out(await svc.add_feed(db, request.user, data))
+        return svc.feed_out(
+            await svc.add_feed(db, request.user, data, settings.alert_feed_test_hosts)
+        )
 
     @delete("/{feed_id:uuid}", operation_id="DeleteAlertFeed")
     async def delete_feed(
@@ -267,13 +268,14 @@ class AlertFeedController(Controller):
     async def poll(
         self,
         request: Request[Principal, Any, Any],
-        db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         feed_id: FromPath[uuid.UUID],
     ) -> s.PollResult:
-        """Poll it now."""
+        """Poll it now (409 `polling` while another poll of it runs)."""
         require(request.user, Role.ADMIN)
-        row = await crud.get_visible(db, request.user, AlertFeed, feed_id)
-        if not row.enabled:
-            raise InvalidInput(N_("this feed is disabled"), code="disabled")
-        return await poll_feed(db, request.user, settings, row)
+        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        # Its own short transactions: no database transaction stays open while the feed and
+        # its documents are fetched.
+        result = await poll_feed(maker, request.user, settings, feed_id)
+        assert result is not None  # a poll asked for now is claimed or refused  # noqa: S101
+        return result

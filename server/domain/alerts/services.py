@@ -23,7 +23,7 @@ not at all. Only `status == "Actual"` messages are for the public; Exercise/Test
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import i18n
 from i18n import N_
 from push import cap
+from push.endpoints import EndpointRefused, check_url
 from schemas import alerts as s
 from schemas.common import MultiPolygon, Polygon, Role
 from schemas.ids import uuid7
@@ -1074,6 +1075,20 @@ async def import_document(
         raise InvalidInput(N_("a CAP Draft is not a warning"), code="invalid_cap")
     if not doc.infos:
         raise InvalidInput(N_("the alert has no info block"), code="invalid_cap")
+    info = doc.infos[0]
+    for name, value, limit in (
+        ("identifier", doc.identifier, 200),
+        ("sender", doc.sender, 200),
+        ("web", info.web, 500),
+        ("contact", info.contact, 200),
+    ):
+        if value is not None and len(value) > limit:  # what its column holds
+            raise InvalidInput(
+                N_("{name} is longer than {limit} characters"),
+                name=name,
+                limit=limit,
+                code="invalid_cap",
+            )
     existing = (
         await session.execute(
             select(Alert).where(Alert.sender == doc.sender, Alert.identifier == doc.identifier)
@@ -1106,7 +1121,6 @@ async def import_document(
         raise InvalidInput(
             N_("the alert's area lies outside every area this server serves"), code="outside"
         )
-    info = doc.infos[0]
     # Only the sender's own published messages are superseded (and give the chain): a
     # reference to another sender's message, ours included, stays in `references` and
     # supersedes nothing.
@@ -1279,8 +1293,20 @@ def feed_out(row: AlertFeed) -> s.Feed:
     )
 
 
-async def add_feed(session: AsyncSession, p: Principal, data: s.FeedCreate) -> AlertFeed:
-    """Poll another authority's feed from now on (administrators)."""
+async def add_feed(
+    session: AsyncSession, p: Principal, data: s.FeedCreate, test_hosts: Collection[str] = ()
+) -> AlertFeed:
+    """Poll another authority's feed from now on (administrators). Its URL must be https (or
+    name one of the operator's `test_hosts`); its addresses are checked at each fetch."""
+    try:
+        check_url(data.url, allow_hosts=test_hosts)
+    except EndpointRefused as exc:
+        raise InvalidInput(
+            N_("a feed is polled over https: {reason}"),
+            reason=exc.reason,
+            field="url",
+            code=exc.reason,
+        ) from exc
     taken = await session.execute(select(AlertFeed).where(AlertFeed.url == data.url))
     if taken.first() is not None:
         raise Conflict(N_("this feed is polled already"), field="url")
