@@ -93,7 +93,18 @@ class LiandongApp(App):  # type: ignore[misc]
         return self.sm
 
     def on_start(self) -> None:
+        self.worker.on_error = self._core_error
         self.worker.submit(self._make_core, then=self._core_ready)
+
+    def _core_error(self, exc: BaseException) -> None:
+        """A core call nobody waited for failed: logged and said on the screen (the app
+        goes on)."""
+        from mobile.screens.common import refusal
+
+        log.error("core call failed", exc_info=exc)
+        screen = self.sm.current_screen
+        if screen is not None and hasattr(screen, "say"):
+            screen.say(refusal(exc), alarm=True)
 
     def _make_core(self) -> bool:
         geolocator, camera = desktop_parts(self.options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from kivy.uix.textinput import TextInput
 
 import i18n
 
+log = logging.getLogger("liandong.app")
 HERE = Path(__file__).parent
 FONT = HERE / "assets" / "fonts" / "NotoSansSC-Liandong.otf"
 #: the smallest touch target (Android's and WCAG's 48 dp)
@@ -168,6 +170,10 @@ def rgba(hex_colour: str) -> list[float]:
 theme = Theme()
 
 
+def _log_error(exc: BaseException) -> None:
+    log.error("core call failed", exc_info=exc)
+
+
 class Worker:
     """One thread with an asyncio loop that owns the core: every core call (network, disk,
     queries) runs there; results come back on Kivy's thread through the Clock."""
@@ -177,6 +183,9 @@ class Worker:
         self.thread = threading.Thread(target=self._run, name="core", daemon=True)
         self.thread.start()
         self.busy = 0  # jobs submitted and not yet answered (read on the UI thread)
+        #: told (on Kivy's thread) of an exception from a call submitted without `fail`;
+        #: by default it is logged: re-raising it there would end the app
+        self.on_error: Callable[[BaseException], None] = _log_error
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -204,7 +213,7 @@ class Worker:
                 if cb is not None:
                     cb(value)
                 elif isinstance(value, BaseException):
-                    raise value
+                    self.on_error(value)
 
             Clock.schedule_once(run, 0)
 

@@ -101,8 +101,11 @@ class FieldActions:
         return rfc3339(at)
 
     def _fix(self, fix: Fix | None) -> Fix | None:
+        """The fix a write carries: the one given if it is fresh, else the geolocator's
+        current one if fresh (a fix older than `fix_max_age_s` is nobody's position now: a
+        form left open for an hour must not report the hazard where the user was then)."""
         if fix is not None:
-            return fix
+            return fix if fix.age_s(self._now()) <= self.fix_max_age_s else None
         return usable_fix(self.geolocator, max_age_s=self.fix_max_age_s, now=self._now)
 
     def _ids(self, photos: Sequence[PhotoRef]) -> list[str]:

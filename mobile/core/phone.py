@@ -6,6 +6,7 @@ network except `sign_in`/`sign_out` (call them off the UI thread) and the awaite
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from mobile.core.photos import (
     DEFAULT_QUALITY,
     PhotoRef,
     PhotoStore,
+    PreparedPhoto,
     prepare_photo,
 )
 from mobile.core.secret_store import SecretStore
@@ -171,7 +173,18 @@ class PhoneCore:
     # -- photos and sending -----------------------------------------------------------------
     def add_photo(self, source: Path | None = None) -> PhotoRef | None:
         """Take a photo with the camera (or use `source`), prepare it for upload and track it.
-        None when the user cancelled the camera."""
+        None when the user cancelled the camera. Blocks on the camera and Pillow: on an
+        event loop use `take_photo`."""
+        prepared = self._capture_and_prepare(source)
+        return None if prepared is None else self.photos.add(prepared)
+
+    async def take_photo(self, source: Path | None = None) -> PhotoRef | None:
+        """`add_photo` for the core's event loop: the camera and Pillow (a second or more
+        for a 12 MP picture) run in a thread, so sync rounds and other calls go on."""
+        prepared = await asyncio.to_thread(self._capture_and_prepare, source)
+        return None if prepared is None else self.photos.add(prepared)
+
+    def _capture_and_prepare(self, source: Path | None) -> PreparedPhoto | None:
         photo_dir = self.session.photo_dir()
         if source is None:
             if self.camera is None:
@@ -179,10 +192,9 @@ class PhoneCore:
             source = self.camera.capture(photo_dir / "captured")
             if source is None:
                 return None
-        prepared = prepare_photo(
+        return prepare_photo(
             source, photo_dir, longest_edge=self.photo_edge, quality=self.photo_quality
         )
-        return self.photos.add(prepared)
 
     async def send_now(self) -> SendReport:
         """One round now: declare photos, push and pull, upload photos (the background loop

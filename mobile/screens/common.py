@@ -108,6 +108,22 @@ def refusal(exc: BaseException) -> str:
     return tr._("Something went wrong: {error}", error=type(exc).__name__)
 
 
+class RecordPhotos:
+    """Photos taken on a record's screen for its next step, kept per record: the screen is
+    reused for every record, and a photo taken on hazard A must never go with B's step."""
+
+    def __init__(self) -> None:
+        self._by_record: dict[str, list[Any]] = {}
+
+    def of(self, key: Any) -> list[Any]:
+        """The photos waiting on record `key` (the list itself)."""
+        return self._by_record.setdefault(str(key), [])
+
+    def take(self, key: Any) -> list[Any]:
+        """The photos of record `key`, handed to its step (none wait afterwards)."""
+        return self._by_record.pop(str(key), [])
+
+
 class FieldScreen(Screen):  # type: ignore[misc]
     """A screen over the core: `refresh` fetches off the UI thread, then `show`s."""
 

@@ -12,6 +12,7 @@ from mobile.screens.common import (
     SEVERITY,
     STATUS,
     FieldScreen,
+    RecordPhotos,
     distance_text,
     distance_to,
     local_time,
@@ -25,8 +26,13 @@ class HazardDetailScreen(FieldScreen):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.photos: list[Any] = []
+        self.pending = RecordPhotos()
         self.steps: list[StepChoice] = []
+
+    @property
+    def photos(self) -> list[Any]:
+        """The photos taken for this hazard's next step."""
+        return self.pending.of(self.params.get("key"))
 
     @property
     def hazard_id(self) -> uuid.UUID:
@@ -93,12 +99,14 @@ class HazardDetailScreen(FieldScreen):
         ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
 
     def take_photo(self) -> None:
+        key = self.params.get("key")
+
         def got(ref: Any) -> None:
             if ref is not None:
-                self.photos.append(ref)
+                self.pending.of(key).append(ref)
             self.ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
 
-        self.app.run_core(self.app.core.add_photo, then=got, fail=self._failed)
+        self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
     def take(self, step: StepChoice) -> None:
         """Take a step with the note and photos on the form (the core refuses what is missing)."""
@@ -115,7 +123,7 @@ class HazardDetailScreen(FieldScreen):
             self.act(fn, self.hazard_id, note or None, done=done, then=self._clear)
 
     def _clear(self, _result: Any) -> None:
-        self.photos = []
+        self.pending.take(self.params.get("key"))
         self.ids.note.text = ""
 
 

@@ -34,6 +34,11 @@ class HazardReportScreen(FieldScreen):
     def on_pre_enter(self, *_args: Any) -> None:
         self.start_locating()
 
+    def on_leave(self, *_args: Any) -> None:
+        """A fix is where the user stood while the form was open: the next visit locates
+        again (the core also refuses a fix older than its `fix_max_age_s`)."""
+        self.fix = self.best = None
+
     def show(self, data: Any) -> None:
         self._show_fix()
         self._show_choices()
@@ -121,7 +126,7 @@ class HazardReportScreen(FieldScreen):
                 self.photos.append(ref)
             self.ids.photos.text = tr._("{n} photos", n=len(self.photos))
 
-        self.app.run_core(self.app.core.add_photo, then=got, fail=self._failed)
+        self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
     def submit(self) -> None:
         if not self.category or not self.severity:

@@ -123,7 +123,7 @@ class SelfCheckScreen(FieldScreen):
                 item.photos.append(ref)
             item.retranslate()
 
-        self.app.run_core(self.app.core.add_photo, then=got, fail=self._failed)
+        self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
     def submit(self) -> None:
         missing = [i for i in self.items if not i.result]

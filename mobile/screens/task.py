@@ -10,6 +10,7 @@ from i18n import N_
 from mobile.screens.common import (
     STATUS,
     FieldScreen,
+    RecordPhotos,
     distance_text,
     distance_to,
     local_time,
@@ -32,8 +33,13 @@ class TaskScreen(FieldScreen):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.photos: list[Any] = []
+        self.pending = RecordPhotos()
         self.detail: Any = None
+
+    @property
+    def photos(self) -> list[Any]:
+        """The photos taken for this task's next step."""
+        return self.pending.of(self.params.get("key"))
 
     @property
     def task_id(self) -> uuid.UUID:
@@ -106,7 +112,7 @@ class TaskScreen(FieldScreen):
         fn = getattr(actions, action)
         if action == "complete_task":
             note = self.ids.note.text.strip() or None
-            photos, self.photos = list(self.photos), []
+            photos = self.pending.take(self.params.get("key"))
             self.ids.note.text = ""
             self.act(
                 fn,
@@ -127,7 +133,7 @@ class TaskScreen(FieldScreen):
 
     def add_note(self) -> None:
         note = self.ids.note.text
-        photos, self.photos = list(self.photos), []
+        photos = self.pending.take(self.params.get("key"))
         self.ids.note.text = ""
         self.act(
             self.app.core.actions.task_note,
@@ -138,14 +144,16 @@ class TaskScreen(FieldScreen):
         )
 
     def take_photo(self) -> None:
+        key = self.params.get("key")
+
         def got(ref: Any) -> None:
             if ref is not None:
-                self.photos.append(ref)
+                self.pending.of(key).append(ref)
             self.ids.photo_count.text = tr._(
                 "{n} photos to send with the next step", n=len(self.photos)
             )
 
-        self.app.run_core(self.app.core.add_photo, then=got, fail=self._failed)
+        self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
     def navigate(self) -> None:
         if self.detail is None:

@@ -13,9 +13,9 @@ import pytest
 from buildozer import Buildozer
 
 try:  # the names the core's Android adapters use
-    from mobile.core.android import FILE_PROVIDER_AUTHORITY_SUFFIX, SERVICE_NAME
+    from mobile.core.android import FILE_PROVIDER_AUTHORITY_SUFFIX
 except ImportError:  # pragma: no cover - before the core's adapters are on this branch
-    FILE_PROVIDER_AUTHORITY_SUFFIX, SERVICE_NAME = ".fileprovider", "Sync"
+    FILE_PROVIDER_AUTHORITY_SUFFIX = ".fileprovider"
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "buildozer.spec"
@@ -48,12 +48,8 @@ def test_requirements_permissions_and_service(spec: Buildozer) -> None:
         "FOREGROUND_SERVICE_LOCATION",
         "FOREGROUND_SERVICE_DATA_SYNC",
     } <= perms
-    services = spec.config.getlist("app", "services")
-    assert any(
-        s.startswith(f"{SERVICE_NAME}:service.py:foreground")
-        and "foregroundServiceType=location|dataSync" in s
-        for s in services
-    ), services
+    # no service entry until a service process is wired (docs/app.md, Android)
+    assert spec.config.getlist("app", "services", []) == []
     assert spec.config.getdefault("buildozer", "warn_on_root", "1") == "0"
     assert {"otf", "mo", "kv", "py"} <= set(spec.config.getlist("app", "source.include_exts"))
     for key in ("android.res_xml", "p4a.hook"):
@@ -68,7 +64,6 @@ def test_buildozer_copies_the_app_and_nothing_else(spec: Buildozer, tmp_path: Pa
     copied = {str(p.relative_to(app)) for p in app.rglob("*") if p.is_file()}
     must = {
         "main.py",
-        "service.py",
         "mobile/app.py",
         "mobile/gui.py",
         "mobile/ui.kv",
@@ -87,7 +82,7 @@ def test_buildozer_copies_the_app_and_nothing_else(spec: Buildozer, tmp_path: Pa
         assert not [c for c in copied if c.startswith(banned)], banned
     assert not [c for c in copied if c.endswith((".po", ".pyc", ".lock"))]
     # what the app imports at start is all there
-    for module in ("mobile.gui", "mobile.screens.home", "mobile.service", "mobile.core.phone"):
+    for module in ("mobile.gui", "mobile.screens.home", "mobile.core.phone"):
         assert module.replace(".", "/") + ".py" in copied or (
             module.replace(".", "/") + "/__init__.py" in copied
         ), module

@@ -11,7 +11,7 @@ import pytest
 
 from mobile.core.actions import ActionRefusedError, BeingSentError, FieldActions
 from mobile.core.clock import ManualClock
-from mobile.core.geo import FixedGeolocator
+from mobile.core.geo import Fix, FixedGeolocator
 from mobile.core.outbox import ItemState, Outbox
 from mobile.core.photos import PhotoStore
 from sync.store import ClientStore
@@ -79,6 +79,23 @@ def test_a_hazard_needs_a_place(tmp_path: Path) -> None:
     with pytest.raises(ActionRefusedError) as refused:
         actions.report_hazard(category="fire", severity="high", description="exit blocked")
     assert refused.value.rule == "location_required" and store.pending_count() == 0
+
+
+def test_a_fix_older_than_fix_max_age_is_nobodys_position_now(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = ClientStore(tmp_path / "p.db", device_id="dev-1")
+    actions = FieldActions(store, now=clock, fix_max_age_s=120.0)
+    fix = Fix(121.4855, 31.2375, 150.0, clock())  # accepted on the form, then left there
+    clock.advance(121)
+    with pytest.raises(ActionRefusedError) as refused:
+        actions.report_hazard(category="gas", severity="high", description="smell", fix=fix)
+    assert refused.value.rule == "location_required" and store.pending_count() == 0
+    actions.accept_task(uuid.uuid4(), fix=fix)  # a step goes, without the old place
+    [m] = store.pending()
+    assert "location" not in m.fields
+    clock.advance(-2)  # 119 s old: still the user's position
+    actions.report_hazard(category="gas", severity="high", description="smell", fix=fix)
+    assert store.pending()[-1].fields["accuracy_m"] == 150.0
 
 
 def test_an_item_being_sent_cannot_be_edited(
