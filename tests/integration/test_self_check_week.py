@@ -4,13 +4,17 @@ officer submits offline through the real sync client with one failed item and a 
 hazard appears with the photo and the inspector is told; the next week's check is missed and
 flagged; the enterprise rectifies, the inspector is told, re-inspects and closes. Pushes are
 read from the outbox (each recipient's jobs, in their saved language: the inspector and one
-officer read English, the other officer Chinese). The time-driven steps run the real jobs
+officer read English, the other officer Chinese); the story's refusals (a role that may not
+assign checks, a second submission of the week) are read in Chinese and in English, with the
+same machine-readable parts. The time-driven steps run the real jobs
 (`server.jobs.run_once`) at the readings of a `ManualClock`; the requests run at real time."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -69,6 +73,25 @@ def count(database_url: str, stmt: Any) -> int:
     return in_db(database_url, read)
 
 
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def told_in_both(send: Callable[[dict[str, str]], Any], status: int) -> None:
+    """The same refusal asked for in Chinese and in English: the words change, the
+    machine-readable parts (`type`, `code`, `status`, field names) do not."""
+    said = {}
+    for lang in ("zh-CN", "en"):
+        r = send({"Accept-Language": lang})
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        said[lang] = r.json()
+    zh, en = said["zh-CN"], said["en"]
+    assert {k: zh.get(k) for k in ("type", "code", "status")} == {
+        k: en.get(k) for k in ("type", "code", "status")
+    }
+    assert HAN.search(zh["title"]) and not HAN.search(en["title"] + str(en.get("detail", "")))
+
+
 def test_an_enterprise_through_a_week_of_self_checks(
     client: TestClient[Any], auth: Sessions, database_url: str, settings: Settings
 ) -> None:
@@ -94,6 +117,10 @@ def test_an_enterprise_through_a_week_of_self_checks(
     for who in ("dispatcher", "inspector1", "enterprise1"):
         denied = client.post("/api/v1/check-assignments", headers=auth(who), json=assignment)
         assert denied.status_code == 403, who
+    told_in_both(
+        lambda h: client.post("/api/v1/check-assignments", headers={**ent, **h}, json=assignment),
+        403,
+    )
     r = client.post("/api/v1/check-assignments", headers=admin, json=assignment)
     assert r.status_code == 201, r.text
 
@@ -175,6 +202,10 @@ def test_an_enterprise_through_a_week_of_self_checks(
         assert again.status_code == 200, again.text
         twin = client.post("/api/v1/check-submissions", headers=ent, json=fields)
         assert twin.status_code == 409
+        told_in_both(
+            lambda h: client.post("/api/v1/check-submissions", headers={**ent, **h}, json=fields),
+            409,
+        )
         opened = select(func.count()).select_from(Hazard).where(Hazard.check_submission_id == sid)
         assert count(database_url, opened) == 1
     finally:
