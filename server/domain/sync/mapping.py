@@ -326,15 +326,23 @@ def _check_due(row: CheckDue) -> dict[str, Any]:
     }
 
 
+HAZARD_SCOPE_KEYS = (
+    ("grid", "grid_id"),
+    ("enterprise", "enterprise_id"),
+    ("reporter", "reporter_id"),
+    ("harea", "area_id"),
+    # Whoever must rectify it holds it, as REST shows it to them (scope._assigned_to_my_org):
+    # the assigned enterprise's staff, and the members of the assigned organisation.
+    ("enterprise", "rectify_enterprise_id"),
+    ("org", "rectify_org_id"),
+)
+
+
 def hazard_scopes(values: dict[str, Any]) -> list[str]:
-    """The scopes of a hazard with these synced values (grid, enterprise, reporter, area)."""
-    keys = (
-        ("grid", "grid_id"),
-        ("enterprise", "enterprise_id"),
-        ("reporter", "reporter_id"),
-        ("harea", "area_id"),
-    )
-    return [f"{prefix}:{values[name]}" for prefix, name in keys if values.get(name)]
+    """The scopes of a hazard with these synced values (grid, enterprise, reporter, area, and
+    the enterprise and organisation assigned to rectify it)."""
+    found = (f"{prefix}:{values[name]}" for prefix, name in HAZARD_SCOPE_KEYS if values.get(name))
+    return list(dict.fromkeys(found))
 
 
 def _media(row: MediaObject) -> dict[str, Any]:

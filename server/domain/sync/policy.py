@@ -232,6 +232,8 @@ class ServerPolicy:
                 stmt = stmt.where(mine_tasks)
             out |= {f"incident:{i}" for i in s.execute(stmt).scalars()}
             out.add(f"user:{p.user_id}")
+        if p.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and p.org_id is not None:
+            out.add(f"org:{p.org_id}")  # hazards their organisation must rectify
         if p.role is Role.RESPONDER:
             if p.org_id is not None:
                 out.add(f"unit:{p.org_id}")
