@@ -476,6 +476,8 @@ def jobs_run_once(settings: Settings, now: str | None) -> None:
             f"{report.discarded_uploads} discarded; temp blobs swept: {report.swept_temp}"
         )
         click.echo(f"resident subscriptions lapsed: {report.lapsed_subscriptions}")
+        if report.failed:
+            raise click.ClickException(f"jobs failed (see the log): {', '.join(report.failed)}")
 
     asyncio.run(run())
 

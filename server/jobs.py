@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 
 import anyio.to_thread
 from litestar import Litestar
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from media.errors import MediaError
@@ -59,6 +58,8 @@ class JobReport:
     swept_temp: int = 0
     retired_alerts: int = 0
     lapsed_subscriptions: int = 0
+    failed: list[str] = field(default_factory=list)
+    """Jobs that raised this run (logged whole; the others ran)."""
 
 
 def _owner(owner: str | None) -> uuid.UUID | None:
@@ -95,24 +96,48 @@ async def run_once(
     now: datetime | None = None,
     checks: CheckPolicy = DEFAULT_POLICY,
 ) -> JobReport:
-    """Run every job once, each in its own transaction, at `now` (the clock's reading)."""
-    now = now or utcnow()
+    """Run every job once, each in its own transaction, at `now` (the clock's reading). A job
+    that fails is logged whole and named in `report.failed`; the others still run."""
+    at = now or utcnow()
     report = JobReport()
-    async with sessionmaker() as session, session.begin():
-        report.escalated = await mark_overdue(session, now)
-    async with sessionmaker() as session, session.begin():
-        report.retired_alerts = await retire_expired(session, now)
-    async with sessionmaker() as session, session.begin():
-        report.deadline_reminders = await remind_deadlines(session, now)
-    async with sessionmaker() as session, session.begin():
-        report.checks = await run_schedule(session, now, checks)
-    async with sessionmaker() as session, session.begin():
-        report.lapsed_subscriptions = await lapse_subscriptions(session, now)
+
+    async def overdue(s: AsyncSession) -> None:
+        report.escalated = await mark_overdue(s, at)
+
+    async def alerts(s: AsyncSession) -> None:
+        report.retired_alerts = await retire_expired(s, at)
+
+    async def reminders(s: AsyncSession) -> None:
+        report.deadline_reminders = await remind_deadlines(s, at)
+
+    async def schedule(s: AsyncSession) -> None:
+        report.checks = await run_schedule(s, at, checks)
+
+    async def subscriptions(s: AsyncSession) -> None:
+        report.lapsed_subscriptions = await lapse_subscriptions(s, at)
+
+    for name, job in (
+        ("overdue", overdue),
+        ("alerts", alerts),
+        ("deadline_reminders", reminders),
+        ("self_checks", schedule),
+        ("subscriptions", subscriptions),
+    ):
+        try:
+            async with sessionmaker() as session, session.begin():
+                await job(session)
+        except Exception:
+            log.exception("job %s failed; the other jobs go on", name)
+            report.failed.append(name)
     if rt is not None:
-        report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, now))
-        await _recover_uploads(sessionmaker, rt, now, report)
-        if isinstance(rt.store, DiskBlobStore):
-            report.swept_temp = await anyio.to_thread.run_sync(rt.store.sweep_temp)
+        try:
+            report.expired_uploads = len(await anyio.to_thread.run_sync(rt.manager.expire, at))
+            await _recover_uploads(sessionmaker, rt, at, report)
+            if isinstance(rt.store, DiskBlobStore):
+                report.swept_temp = await anyio.to_thread.run_sync(rt.store.sweep_temp)
+        except Exception:
+            log.exception("job uploads failed; the other jobs went on")
+            report.failed.append("uploads")
     return report
 
 
@@ -128,9 +153,9 @@ async def _loop(app: Litestar, interval: float) -> None:
             )
             if report.escalated:
                 log.info("escalated %d overdue hazard(s)", len(report.escalated))
-        except (SQLAlchemyError, OSError, MediaError) as exc:
-            # A database blip must not end the loop; the next round retries.
-            log.warning("hazard jobs failed this round: %s", exc)
+        except Exception:
+            # Whatever went wrong, the loop must not end: the next round retries.
+            log.exception("hazard jobs failed this round")
         await asyncio.sleep(interval)
 
 

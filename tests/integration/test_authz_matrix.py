@@ -145,6 +145,25 @@ def test_dispatcher_cannot_act_outside_their_area(client: TestClient[Any], auth:
     )
 
 
+def test_a_dispatcher_cannot_attach_a_task_to_another_areas_incident(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    far = client.post(
+        "/api/v1/incidents", headers=auth("admin"), json=f.incident(at=f.OUTSIDE_DISTRICT)
+    )
+    assert far.status_code == 201, far.text
+    d = auth("dispatcher")
+    # The task itself is in the dispatcher's area; its incident is not.
+    r = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=far.json()["id"]))
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "incident_id"
+    assert "no such incident" in r.json()["detail"]
+    # Their own incident they may.
+    mine = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+    ok = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=mine["id"]))
+    assert ok.status_code == 201, ok.text
+
+
 def test_every_private_route_needs_a_token(client: TestClient[Any]) -> None:
     schema = client.get("/schema/openapi.json").json()
     public = {"/healthz", "/readyz", "/api/v1/auth/login", "/api/v1/auth/refresh"}

@@ -98,3 +98,36 @@ def test_enterprise_registration_derives_grid(client: TestClient[Any], auth: Ses
     assert (
         client.post("/api/v1/enterprises", headers=auth("admin"), json=wrong_org).status_code == 422
     )
+
+
+def test_an_organisation_with_two_enterprises_names_the_one_it_acts_for(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    org = str(did("org:enterprise"))
+    body = {"name": "外滩二店", "location": f.point(*f.IN_GRID_A), "org_id": org}
+    second = client.post("/api/v1/enterprises", headers=auth("admin"), json=body)
+    assert second.status_code == 201, second.text
+    staff = auth("enterprise1")
+    # Naming none is ambiguous now: a clear 422, not a 500 (nor an arbitrary pick).
+    r = client.post("/api/v1/hazards", headers=staff, json=f.hazard())
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "enterprise_id"
+    tpl = _weekly(client, auth)
+    results = [{"item_id": i["id"], "result": "pass"} for i in tpl["items"]]
+    sub = {"template_id": tpl["id"], "week": f.week(), "results": results}
+    r = client.post("/api/v1/check-submissions", headers=staff, json=sub)
+    assert r.status_code == 422, r.text
+    # Naming one of theirs works; another organisation's is refused.
+    sid = second.json()["id"]
+    r = client.post("/api/v1/hazards", headers=staff, json=f.hazard(enterprise_id=sid))
+    assert r.status_code == 201, r.text
+    assert r.json()["enterprise_id"] == sid
+    r = client.post("/api/v1/check-submissions", headers=staff, json={**sub, "enterprise_id": sid})
+    assert r.status_code == 201, r.text
+    assert r.json()["enterprise_id"] == sid
+    # A deactivated enterprise no longer counts: the one left is theirs again.
+    off = client.post(f"/api/v1/enterprises/{sid}/deactivate", headers=auth("admin"))
+    assert off.status_code == 200, off.text
+    r = client.post("/api/v1/hazards", headers=staff, json=f.hazard())
+    assert r.status_code == 201, r.text
+    assert r.json()["enterprise_id"] == str(did("enterprise:bund-mall"))

@@ -23,7 +23,7 @@ from server import audit, changes
 from server.auth.principal import Principal
 from server.crud import refuse_taken_id
 from server.domain.checks import schedule
-from server.domain.hazards.services import open_from_check
+from server.domain.hazards.services import my_enterprises, only_enterprise, open_from_check
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.models import (
     CheckItem,
@@ -121,15 +121,6 @@ def stored_results(results: list[s.ItemResult]) -> list[dict[str, Any]]:
     ]
 
 
-async def _my_enterprise(session: AsyncSession, p: Principal) -> uuid.UUID:
-    found = await session.scalar(
-        select(Enterprise.id).where(Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None))
-    )
-    if found is None:
-        raise Forbidden(N_("your account is not linked to an enterprise"))
-    return found
-
-
 async def _photos(
     session: AsyncSession, p: Principal, enterprise: Enterprise, results: list[s.ItemResult]
 ) -> dict[uuid.UUID, MediaObject]:
@@ -224,9 +215,10 @@ async def submit(
                 await refuse_taken_id(session, p, CheckSubmission, data.id)
             return existing, False
     if p.role is Role.ENTERPRISE_STAFF:
-        enterprise_id = await _my_enterprise(session, p)
-        if data.enterprise_id not in (None, enterprise_id):
+        mine = await my_enterprises(session, p)
+        if data.enterprise_id is not None and data.enterprise_id not in mine:
             raise Forbidden(N_("enterprise staff submit for their own enterprise only"))
+        enterprise_id = data.enterprise_id or only_enterprise(mine)
     elif p.role is Role.ADMIN and data.enterprise_id is not None:
         found = await session.get(Enterprise, data.enterprise_id)
         if found is None or found.deleted_at is not None:

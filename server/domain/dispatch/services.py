@@ -238,9 +238,10 @@ async def create_task(
                 await refuse_taken_id(session, p, Task, data.id)
             return existing, False
     if data.incident_id is not None:
-        incident = await session.get(Incident, data.incident_id)
-        if incident is None or incident.deleted_at is not None:
-            raise InvalidInput(N_("no such incident"), field="incident_id")
+        try:  # another area's incident is no incident of ours (its existence is not told)
+            await get_visible(session, p, Incident, data.incident_id)
+        except NotFound:
+            raise InvalidInput(N_("no such incident"), field="incident_id") from None
     await _check_assignees(session, data.assignee_user_id, data.assignee_unit_id)
     lon, lat = data.location.coordinates
     area_id = await locate_area(session, lon, lat)

@@ -314,6 +314,30 @@ def _source(p: Principal, named: s.HazardSource | None) -> s.HazardSource:
     return named
 
 
+async def my_enterprises(session: AsyncSession, p: Principal) -> list[uuid.UUID]:
+    """The live enterprises of the user's organisation (one organisation may run several);
+    Forbidden when there is none."""
+    found = (
+        await session.scalars(
+            select(Enterprise.id)
+            .where(Enterprise.org_id == p.org_id, Enterprise.deleted_at.is_(None))
+            .order_by(Enterprise.id)
+        )
+    ).all()
+    if p.org_id is None or not found:
+        raise Forbidden(N_("your account is not linked to an enterprise"))
+    return list(found)
+
+
+def only_enterprise(mine: Sequence[uuid.UUID]) -> uuid.UUID:
+    """The enterprise a staff member acts for when they name none: their only one."""
+    if len(mine) > 1:
+        raise InvalidInput(
+            N_("your organisation runs several enterprises: name one"), field="enterprise_id"
+        )
+    return mine[0]
+
+
 async def create_hazard(
     session: AsyncSession, p: Principal, data: s.HazardCreate
 ) -> tuple[Hazard, bool]:
@@ -333,16 +357,14 @@ async def create_hazard(
     reported_at = data.reported_at
     enterprise_id = data.enterprise_id
     if p.role is Role.ENTERPRISE_STAFF:
-        mine = (
-            await session.execute(select(Enterprise.id).where(Enterprise.org_id == p.org_id))
-        ).scalar_one_or_none()
-        if mine is None:
-            raise Forbidden(N_("your account is not linked to an enterprise"))
-        if enterprise_id not in (None, mine):
+        mine = await my_enterprises(session, p)
+        if enterprise_id is not None and enterprise_id not in mine:
             raise Forbidden(N_("enterprise staff report for their own enterprise only"))
-        enterprise_id = mine
-    elif enterprise_id is not None and await session.get(Enterprise, enterprise_id) is None:
-        raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
+        enterprise_id = enterprise_id or only_enterprise(mine)
+    elif enterprise_id is not None:
+        found = await session.get(Enterprise, enterprise_id)
+        if found is None or found.deleted_at is not None:
+            raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
     photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     lon, lat = data.location.coordinates
     row = Hazard(
