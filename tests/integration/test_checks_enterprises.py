@@ -131,3 +131,29 @@ def test_an_organisation_with_two_enterprises_names_the_one_it_acts_for(
     r = client.post("/api/v1/hazards", headers=staff, json=f.hazard())
     assert r.status_code == 201, r.text
     assert r.json()["enterprise_id"] == str(did("enterprise:bund-mall"))
+
+
+def test_a_new_version_published_mid_week_does_not_open_a_second_submission(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    v1 = _weekly(client, auth)
+    staff = auth("enterprise1")
+    fail_one = [{"item_id": i["id"], "result": "fail", "note": "x"} for i in v1["items"][:1]]
+    results = fail_one + [{"item_id": i["id"], "result": "pass"} for i in v1["items"][1:]]
+    body = {"template_id": v1["id"], "week": f.week(), "results": results}
+    assert client.post("/api/v1/check-submissions", headers=staff, json=body).status_code == 201
+    new = {"code": v1["code"], "name": v1["name"], "items": [{"text": "消防通道畅通"}]}
+    v2 = client.post("/api/v1/check-templates", headers=auth("admin"), json=new)
+    assert v2.status_code == 201, v2.text
+    item = v2.json()["items"][0]["id"]
+    again = {
+        "template_id": v2.json()["id"],
+        "week": f.week(),
+        "results": [{"item_id": item, "result": "fail", "note": "堵塞"}],
+    }
+    r = client.post("/api/v1/check-submissions", headers=staff, json=again)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "week_taken"
+    # The week's check stays done once, by the first submission.
+    due = client.get("/api/v1/check-dues", headers=staff).json()
+    assert [d["status"] for d in due if d["week"] == f.week()] == ["done"]

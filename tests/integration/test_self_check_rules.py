@@ -10,18 +10,22 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+import pytest
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.checks import CheckSubmissionCreate
 from schemas.common import Role
 from schemas.sync import Mutation, Op, Reason
 from server.auth.principal import Principal
 from server.db import make_engine, make_sessionmaker
 from server.demo import did
 from server.domain.checks import schedule
+from server.domain.checks import services as check_services
 from server.jobs import JobReport, run_once
-from server.models import PushJobRow, utcnow
+from server.models import CheckDue, PushJobRow, utcnow
 from tests import factories as f
 from tests.conftest import Sessions
 from tests.integration.dispatch_helpers import in_db, register_device
@@ -284,7 +288,8 @@ def test_a_reminder_claimed_by_a_concurrent_runner_is_not_sent_again(
         "enterprise_id": str(did("enterprise:bund-mall")),
         "due_weekday": 7,
     }
-    assert client.post("/api/v1/check-assignments", headers=auth("admin"), json=body).status_code
+    made = client.post("/api/v1/check-assignments", headers=auth("admin"), json=body)
+    assert made.status_code == 201, made.text
     at = datetime.combine(schedule.due_day(f.week(), 6), time(1), tzinfo=SHANGHAI).astimezone(UTC)
     in_db(database_url, lambda s: schedule.open_weeks(s, at))
 
@@ -305,3 +310,72 @@ def test_a_reminder_claimed_by_a_concurrent_runner_is_not_sent_again(
 
     won, lost = asyncio.run(interleaved())
     assert len(won) == 1 and lost == []
+
+
+def test_opening_a_week_inserts_in_bounded_chunks_and_only_what_is_missing(
+    client: TestClient[Any], auth: Sessions, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = auth("admin")
+    for n in range(3):
+        body = {"name": f"商铺 {n}", "location": f.point(*f.IN_GRID_B)}
+        assert client.post("/api/v1/enterprises", headers=admin, json=body).status_code == 201
+    by_area = {"template_code": "weekly-safety", "area_id": str(did("area:huangpu"))}
+    assert client.post("/api/v1/check-assignments", headers=admin, json=by_area).status_code == 201
+    monkeypatch.setattr(schedule, "INSERT_ROWS", 3, raising=False)  # 4 enterprises: two INSERTs
+    now = utcnow()
+
+    def opened() -> tuple[int, list[str]]:
+        statements: list[str] = []
+
+        async def run() -> int:
+            engine = make_engine(database_url)
+            event.listen(
+                engine.sync_engine,
+                "before_cursor_execute",
+                lambda _c, _cur, stmt, *_rest: statements.append(stmt),
+            )
+            try:
+                async with make_sessionmaker(engine)() as session, session.begin():
+                    return await schedule.open_weeks(session, now)
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run()), statements
+
+    made, first = opened()
+    assert made == 4
+    assert sum(s.startswith("INSERT INTO check_due") for s in first) == 2
+    assert sum("FROM check_templates" in s for s in first) == 1  # one query for all codes
+    again, second = opened()
+    assert again == 0
+    assert not [s for s in second if s.startswith("INSERT")]  # nothing new: nothing written
+
+
+def test_a_submission_dates_its_weeks_row_in_the_deployments_zone(
+    client: TestClient[Any], auth: Sessions, database_url: str
+) -> None:
+    # A deployment far from Shanghai (LIANDONG_LOCAL_TZ): the row a submission opens ends the
+    # week at that zone's midnight, as the schedule's own rows do.
+    policy = schedule.CheckPolicy(local_tz="America/Los_Angeles")
+    tpl = _template(client, auth)
+    week = schedule.week_of(utcnow(), policy)
+    staff = Principal(
+        did("user:enterprise1"),
+        "enterprise1",
+        Role.ENTERPRISE_STAFF,
+        did("org:enterprise"),
+        None,
+        uuid.uuid4(),
+        "t",
+    )
+
+    async def submit(session: AsyncSession) -> datetime:
+        data = msgspec.convert(_body(tpl, week), CheckSubmissionCreate)
+        row, _ = await check_services.submit(session, staff, data, policy=policy)
+        due = await session.scalar(select(CheckDue).where(CheckDue.submission_id == row.id))
+        assert due is not None
+        return due.due_at
+
+    got = in_db(database_url, submit)
+    got = got if got.tzinfo else got.replace(tzinfo=UTC)  # SQLite reads UTC back naive
+    assert got.astimezone(UTC) == schedule.week_end(week, policy).astimezone(UTC)

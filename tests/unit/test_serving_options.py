@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from uvicorn.importer import import_from_string
+
 from server.config import Settings
-from server.serving import APP_FACTORY, uvicorn_options
+from server.serving import APP_FACTORY, create_served_app, uvicorn_options
 
 
 def test_a_busy_worker_is_not_killed_as_hung_and_workers_run_the_tuned_app(tmp_path: Path) -> None:
@@ -13,4 +15,6 @@ def test_a_busy_worker_is_not_killed_as_hung_and_workers_run_the_tuned_app(tmp_p
     opts = uvicorn_options(settings, host="127.0.0.1", port=8000, workers=2, log_level="info")
     # uvicorn's 5 s default killed workers that were busy or still starting under load.
     assert opts["timeout_worker_healthcheck"] >= 30
-    assert APP_FACTORY == "server.serving:create_served_app"
+    # Workers import the app by name: the name must resolve to the tuned factory.
+    assert import_from_string(APP_FACTORY) is create_served_app
+    assert opts.get("factory") is True

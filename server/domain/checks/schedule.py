@@ -12,7 +12,7 @@ the winner queues the push.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -135,19 +135,35 @@ def _matches(assignment: CheckAssignment) -> list[ColumnElement[bool]]:
     return conds
 
 
-async def active_template(session: AsyncSession, code: str) -> CheckTemplate | None:
-    """The active version of a template code (None once the template is retired)."""
+async def active_templates(
+    session: AsyncSession, codes: Collection[str]
+) -> dict[str, CheckTemplate]:
+    """The active version of each template code, in one query (a retired code is absent)."""
+    if not codes:
+        return {}
     stmt = (
         select(CheckTemplate)
         .where(
-            CheckTemplate.code == code,
+            CheckTemplate.code.in_(sorted(codes)),
             CheckTemplate.active.is_(True),
             CheckTemplate.deleted_at.is_(None),
         )
-        .order_by(CheckTemplate.version.desc())
-        .limit(1)
+        .order_by(CheckTemplate.code, CheckTemplate.version.desc())
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    out: dict[str, CheckTemplate] = {}
+    for template in (await session.execute(stmt)).scalars():
+        out.setdefault(template.code, template)
+    return out
+
+
+async def active_template(session: AsyncSession, code: str) -> CheckTemplate | None:
+    """The active version of a template code (None once the template is retired)."""
+    return (await active_templates(session, [code])).get(code)
+
+
+INSERT_ROWS = 1000
+"""Rows per INSERT when a week opens: 11 parameters each, far below PostgreSQL's 32,767 (and
+SQLite's 32,766) bound parameters per statement, whatever the number of enterprises."""
 
 
 async def open_weeks(
@@ -155,58 +171,73 @@ async def open_weeks(
 ) -> int:
     """Make sure every assigned enterprise has its row for this week (and for last week, if the
     assignment existed by then: a job that did not run for days still flags the miss).
-    Returns how many rows this call created."""
+    Only enterprises without their row are read and inserted, so a pass with nothing new writes
+    nothing. Returns how many rows this call created."""
     current = week_of(now, policy)
     created = 0
-    assignments = (
-        await session.execute(
-            select(CheckAssignment)
-            .where(CheckAssignment.deleted_at.is_(None))
-            .order_by(CheckAssignment.created_at, CheckAssignment.id)
-        )
-    ).scalars()
-    for assignment in list(assignments):
-        template = await active_template(session, assignment.template_code)
+    assignments = list(
+        (
+            await session.execute(
+                select(CheckAssignment)
+                .where(CheckAssignment.deleted_at.is_(None))
+                .order_by(CheckAssignment.created_at, CheckAssignment.id)
+            )
+        ).scalars()
+    )
+    templates = await active_templates(session, {a.template_code for a in assignments})
+    for assignment in assignments:
+        template = templates.get(assignment.template_code)
         if template is None:
             continue  # retired: nothing is due any more
-        enterprises = (
-            await session.execute(
-                # In id order: racing runners insert in the same order (no deadlock).
-                select(Enterprise.id, Enterprise.grid_id, Enterprise.area_id)
-                .where(*_matches(assignment))
-                .order_by(Enterprise.id)
-            )
-        ).all()
         for week in (week_offset(current, -1), current):
             if week_end(week, policy) <= assignment.created_at:
                 continue
-            values = [
-                {
-                    "id": uuid.uuid4(),
-                    "enterprise_id": ent_id,
-                    "template_code": template.code,
-                    "template_id": template.id,
-                    "week": week,
-                    "due_at": due_at(week, assignment.due_weekday, policy),
-                    "status": DUE,
-                    "grid_id": grid_id,
-                    "area_id": area_id,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for ent_id, grid_id, area_id in enterprises
-            ]
-            if not values:
-                continue
-            stmt = (
-                dialect_insert(session, CheckDue.__table__)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["enterprise_id", "template_code", "week"])
-                .returning(CheckDue.__table__.c.id)
+            has_row = (
+                select(CheckDue.id)
+                .where(
+                    CheckDue.enterprise_id == Enterprise.id,
+                    CheckDue.template_code == template.code,
+                    CheckDue.week == week,
+                )
+                .exists()
             )
-            for new_id in (await session.execute(stmt)).scalars():
-                changes.record_ref(session, CheckDue, new_id)
-                created += 1
+            owing = (
+                await session.execute(
+                    # In id order: racing runners insert in the same order (no deadlock).
+                    select(Enterprise.id, Enterprise.grid_id, Enterprise.area_id)
+                    .where(*_matches(assignment), ~has_row)
+                    .order_by(Enterprise.id)
+                )
+            ).all()
+            day_ends = due_at(week, assignment.due_weekday, policy)
+            for start in range(0, len(owing), INSERT_ROWS):
+                values = [
+                    {
+                        "id": uuid.uuid4(),
+                        "enterprise_id": ent_id,
+                        "template_code": template.code,
+                        "template_id": template.id,
+                        "week": week,
+                        "due_at": day_ends,
+                        "status": DUE,
+                        "grid_id": grid_id,
+                        "area_id": area_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for ent_id, grid_id, area_id in owing[start : start + INSERT_ROWS]
+                ]
+                stmt = (
+                    dialect_insert(session, CheckDue.__table__)
+                    .values(values)
+                    .on_conflict_do_nothing(
+                        index_elements=["enterprise_id", "template_code", "week"]
+                    )
+                    .returning(CheckDue.__table__.c.id)
+                )
+                for new_id in (await session.execute(stmt)).scalars():
+                    changes.record_ref(session, CheckDue, new_id)
+                    created += 1
     return created
 
 
@@ -404,6 +435,7 @@ async def mark_done(
     week: str,
     submission_id: uuid.UUID,
     at: datetime,
+    policy: CheckPolicy = DEFAULT_POLICY,
 ) -> None:
     """The week's row is done (a late submission within the grace keeps its `missed_at`)."""
     stmt = select(CheckDue).where(
@@ -418,7 +450,7 @@ async def mark_done(
             template_code=template.code,
             template_id=template.id,
             week=week,
-            due_at=week_end(week),
+            due_at=week_end(week, policy),
             grid_id=enterprise.grid_id,
             area_id=enterprise.area_id,
         )

@@ -253,10 +253,14 @@ async def submit(
     if not answers_every_item(item_ids, [r.item_id for r in data.results]):
         raise InvalidInput(ANSWER_EVERY_ITEM, field="results", code="incomplete_checklist")
     photos = await _photos(session, p, enterprise, data.results)
+    # One per template *code* and week: a version published mid-week is the same checklist.
     duplicate = await session.scalar(
-        select(func.count()).where(
+        select(func.count())
+        .select_from(CheckSubmission)
+        .join(CheckTemplate, CheckTemplate.id == CheckSubmission.template_id)
+        .where(
             CheckSubmission.enterprise_id == enterprise_id,
-            CheckSubmission.template_id == template.id,
+            CheckTemplate.code == template.code,
             CheckSubmission.week == data.week,
         )
     )
@@ -278,7 +282,7 @@ async def submit(
     await session.flush()
     changes.record(session, row)
     hazards = await _open_hazards(session, p, enterprise, row, data, photos)
-    await schedule.mark_done(session, template, enterprise, data.week, row.id, at)
+    await schedule.mark_done(session, template, enterprise, data.week, row.id, at, policy)
     audit.record(
         session,
         p,
