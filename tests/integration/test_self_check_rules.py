@@ -379,3 +379,21 @@ def test_a_submission_dates_its_weeks_row_in_the_deployments_zone(
     got = in_db(database_url, submit)
     got = got if got.tzinfo else got.replace(tzinfo=UTC)  # SQLite reads UTC back naive
     assert got.astimezone(UTC) == schedule.week_end(week, policy).astimezone(UTC)
+
+
+def test_a_deactivated_enterprise_owes_no_more_checks(
+    client: TestClient[Any], auth: Sessions, database_url: str
+) -> None:
+    admin = auth("admin")
+    ent = str(did("enterprise:bund-mall"))
+    body = {"template_code": "weekly-safety", "enterprise_id": ent}
+    made = client.post("/api/v1/check-assignments", headers=admin, json=body)
+    assert made.status_code == 201, made.text
+    now = utcnow()
+    assert in_db(database_url, lambda s: schedule.open_weeks(s, now)) == 1
+    off = client.post(f"/api/v1/enterprises/{ent}/deactivate", headers=admin)
+    assert off.status_code == 200, off.text
+    assert client.get("/api/v1/check-dues", headers=admin).json() == []  # withdrawn
+    # Neither a reminder nor a missed flag follows.
+    report = in_db(database_url, lambda s: schedule.run_schedule(s, now + timedelta(weeks=1)))
+    assert (report.opened, report.reminded, report.missed) == (0, [], [])

@@ -25,6 +25,7 @@ from server.auth import tokens
 from server.auth.passwords import hash_password
 from server.auth.principal import Principal
 from server.crud import apply_patch, noun
+from server.domain.checks import schedule
 from server.errors import Conflict, InvalidInput, NotFound
 from server.models import (
     AdminArea,
@@ -72,6 +73,8 @@ async def set_active(
     await session.flush()
     if isinstance(row, _SYNCED):
         changes.record(session, row)
+    if isinstance(row, Enterprise) and not active:
+        await schedule.close_enterprise(session, row.id)
     entity = next(k for k, v in DEACTIVATABLE.items() if v is model)
     audit.record(session, p, "reactivate" if active else "deactivate", entity, row.id)
     return row

@@ -463,17 +463,17 @@ async def mark_done(
     changes.record(session, due)
 
 
-async def retire_code(session: AsyncSession, code: str, now: datetime | None = None) -> int:
-    """A retired template stops being due: open rows of its code are withdrawn (their phones
-    see them deleted). Returns how many."""
+async def withdraw_open(
+    session: AsyncSession, *which: ColumnElement[bool], now: datetime | None = None
+) -> int:
+    """Open (`due`) rows matching `which` stop being due: withdrawn, so their phones see them
+    deleted and no reminder or missed flag follows. Returns how many."""
     at = now or utcnow()
     ids = list(
         (
             await session.execute(
                 select(CheckDue.id).where(
-                    CheckDue.template_code == code,
-                    CheckDue.status == DUE,
-                    CheckDue.deleted_at.is_(None),
+                    *which, CheckDue.status == DUE, CheckDue.deleted_at.is_(None)
                 )
             )
         ).scalars()
@@ -481,6 +481,17 @@ async def retire_code(session: AsyncSession, code: str, now: datetime | None = N
     for due_id in ids:
         await _claim(session, due_id, CheckDue.status == DUE, deleted_at=at, updated_at=at)
     return len(ids)
+
+
+async def retire_code(session: AsyncSession, code: str, now: datetime | None = None) -> int:
+    """A retired template stops being due: open rows of its code are withdrawn."""
+    return await withdraw_open(session, CheckDue.template_code == code, now=now)
+
+
+async def close_enterprise(session: AsyncSession, enterprise_id: uuid.UUID) -> int:
+    """A deactivated enterprise owes nothing more: its open rows are withdrawn (a reactivated
+    one owes its checks again from the week after)."""
+    return await withdraw_open(session, CheckDue.enterprise_id == enterprise_id)
 
 
 # ---------------------------------------------------------------------------- reading
