@@ -251,3 +251,14 @@ REPORTS = ["/api/v1/stats/hazards", "/api/v1/stats/response-times", "/api/v1/aud
 def test_reports_and_audit(client: TestClient[Any], auth: Sessions, role: str, url: str) -> None:
     r = client.get(url, headers=auth(role), params={"format": "csv"})
     assert r.status_code == (200 if role in DISPATCH else 403), (url, role, r.text)
+
+
+def test_a_task_is_not_dispatched_to_a_deactivated_unit(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    unit = str(f.did("org:gas"))
+    off = client.post(f"/api/v1/organisations/{unit}/deactivate", headers=auth("admin"))
+    assert off.status_code == 200, off.text
+    r = client.post("/api/v1/tasks", headers=auth("dispatcher"), json=f.task(unit="gas"))
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "assignee_unit_id"

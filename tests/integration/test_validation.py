@@ -178,3 +178,14 @@ def test_times_without_a_zone_are_refused_at_decode(
         problem = _problem(client.request(method, url, headers=d, json=body), 400)
         assert problem["errors"][0]["field"] == field, (url, problem)
     assert client.get(f"/api/v1/tasks/{task['id']}", headers=d).json()["deadline"] is None
+
+
+def test_an_audit_page_cursor_past_64_bits_is_a_400_not_a_500(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    admin = auth("admin")
+    for bad in (2**63, -(2**63) - 1, 0):
+        r = client.get("/api/v1/audit", headers=admin, params={"before_id": bad})
+        assert r.status_code == 400, (bad, r.text)
+    top = client.get("/api/v1/audit", headers=admin, params={"before_id": 2**63 - 1})
+    assert top.status_code == 200, top.text

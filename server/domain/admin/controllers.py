@@ -283,7 +283,7 @@ class AuditController(Controller):
         actor_id: FromQuery[uuid.UUID | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
-        before_id: FromQuery[int | None] = None,
+        before_id: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
         limit: Annotated[
             int, QueryParameter(ge=1, le=100_000, description="at most 1000 as JSON")
         ] = 100,

@@ -213,13 +213,18 @@ async def _check_assignees(
         )
     if user_id is not None:
         user = await session.get(User, user_id)
-        if user is None or user.disabled or user.role not in (Role.RESPONDER, Role.INSPECTOR):
+        if (
+            user is None
+            or user.disabled
+            or user.deleted_at is not None
+            or user.role not in (Role.RESPONDER, Role.INSPECTOR)
+        ):
             raise InvalidInput(
                 N_("assignee must be an active responder or inspector"), field="assignee_user_id"
             )
     if unit_id is not None:
         unit = await session.get(Organisation, unit_id)
-        if unit is None or unit.kind != "linked_unit":
+        if unit is None or unit.deleted_at is not None or unit.kind != "linked_unit":
             raise InvalidInput(N_("assignee unit must be a linked unit"), field="assignee_unit_id")
 
 
