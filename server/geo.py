@@ -236,9 +236,22 @@ def within_polygon(
 def contains_point(
     dialect: str, column: InstrumentedAttribute[Any], lon: float, lat: float
 ) -> ColumnElement[bool]:
-    """Rows whose polygon contains the point."""
+    """Rows whose polygon contains the point (a point on the boundary does not count)."""
+    return _point_test(dialect, column, lon, lat, func.ST_Contains)
+
+
+def covers_point(
+    dialect: str, column: InstrumentedAttribute[Any], lon: float, lat: float
+) -> ColumnElement[bool]:
+    """Rows whose area covers the point, its boundary included (ST_Intersects)."""
+    return _point_test(dialect, column, lon, lat, func.ST_Intersects)
+
+
+def _point_test(
+    dialect: str, column: InstrumentedAttribute[Any], lon: float, lat: float, fn: Any
+) -> ColumnElement[bool]:
     pt = func.ST_GeomFromText(f"POINT({lon!r} {lat!r})", SRID)
-    test = func.ST_Contains(column, pt)
+    test = fn(column, pt)
     eps = 1e-9
     box = in_box(dialect, column, (lon - eps, lat - eps, lon + eps, lat + eps))
     return and_(box, test == 1 if dialect == "sqlite" else test)

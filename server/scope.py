@@ -85,8 +85,14 @@ def _my_tasks(p: Principal) -> ColumnElement[bool]:
 
 def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
     """The rows of `model` that `p` may read."""
-    if p.role is Role.ADMIN or model in (Alert, Resource, Organisation, AdminArea):
+    if p.role is Role.ADMIN or model in (Resource, Organisation, AdminArea):
         return None
+    if model is Alert:
+        # Every published warning message (all statuses); drafts only to dispatch of their area.
+        published = Alert.state == "published"
+        if p.role is Role.DISPATCHER:
+            return or_(published, Alert.area_id.in_(home_area_subtree(p)))
+        return published
     if model is User or model is AuditLog:
         raise Forbidden(N_("only administrators manage users and read the audit log"))
     area = home_area_subtree(p)

@@ -1,6 +1,7 @@
 """A warning's chain stays one line with one current message: another sender's import never
 supersedes our messages, an imported Update that arrives late is superseded on arrival (and
-reaches nobody), and two publishes racing for one head never fork the chain."""
+reaches nobody), and two publishes racing for one head never fork the chain. Drafts are hidden
+by the one scope rule (server/scope.py) on every route that reads an alert."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from server.demo import did
 from server.domain.alerts import services as svc
 from server.errors import Conflict
 from server.models import Alert, User
+from tests import factories as f
 from tests.conftest import Sessions
 from tests.integration.test_alert_imports import SENDER, foreign, upload
 from tests.integration.test_alerts import draft, public_ids, publish
@@ -126,3 +128,20 @@ def test_racing_publishes_never_fork_a_chain(
         "/api/v1/alerts", headers=d, params={"chain_id": head["chain_id"], "current": "true"}
     ).json()["items"]
     assert [a["id"] for a in current] == [one]
+
+
+def test_a_draft_is_hidden_from_dispatch_of_other_areas_on_every_route(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    a = draft(client, auth("dispatcher"))  # in Nanjing Rd E
+    body = f.user("dispatcher", org="command", area_id=str(did("area:yuyuan")))
+    r = client.post("/api/v1/users", headers=auth("admin"), json=body)
+    assert r.status_code == 201, r.text
+    elsewhere, here = auth(body["username"], body["password"]), auth("chief")
+    for path in (f"/api/v1/alerts/{a['id']}", f"/api/v1/alerts/{a['id']}/delivery"):
+        assert client.get(path, headers=elsewhere).status_code == 404, path
+        assert client.get(path, headers=here).status_code == 200, path
+    listed = client.get("/api/v1/alerts", headers=elsewhere, params={"state": "draft"})
+    assert a["id"] not in {x["id"] for x in listed.json()["items"]}
+    listed = client.get("/api/v1/alerts", headers=here, params={"state": "draft"})
+    assert a["id"] in {x["id"] for x in listed.json()["items"]}

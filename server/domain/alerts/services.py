@@ -36,7 +36,7 @@ from geoalchemy2.shape import from_shape, to_shape
 from shapely import MultiPolygon as ShMultiPolygon
 from shapely import Polygon as ShPolygon
 from shapely.geometry import mapping
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
@@ -46,7 +46,7 @@ from push.endpoints import EndpointRefused, check_url
 from schemas import alerts as s
 from schemas.common import MultiPolygon, Polygon, Role
 from schemas.ids import uuid7
-from server import audit, changes, geo
+from server import audit, changes, crud, geo
 from server.auth.principal import Principal
 from server.config import Settings
 from server.db import dialect_of
@@ -62,7 +62,6 @@ from server.models import (
     User,
     utcnow,
 )
-from server.scope import home_area_subtree
 
 APPROVAL_ALWAYS = frozenset({"orange", "red"})
 """Colours that always need a second person's approval (an authority may add others)."""
@@ -747,28 +746,10 @@ async def discard_draft(session: AsyncSession, p: Principal, row: Alert) -> None
 # ---- reading ----------------------------------------------------------------------------------
 
 
-def staff_visible(p: Principal) -> ColumnElement[bool]:
-    """What staff read: every published message (all statuses); drafts only in dispatch's own
-    area (administrators: all)."""
-    published = Alert.state == s.AlertState.PUBLISHED.value
-    if p.role is Role.ADMIN:
-        return Alert.deleted_at.is_(None)
-    if p.role is Role.DISPATCHER:
-        return and_(
-            Alert.deleted_at.is_(None),
-            or_(published, Alert.area_id.in_(home_area_subtree(p))),
-        )
-    return and_(Alert.deleted_at.is_(None), published)
-
-
 async def get_alert(session: AsyncSession, p: Principal, ident: uuid.UUID) -> Alert:
-    """A message the caller may read, else 404."""
-    row = (
-        await session.execute(select(Alert).where(Alert.id == ident, staff_visible(p)))
-    ).scalar_one_or_none()
-    if row is None:
-        raise NotFound(N_("no alert {id}"), id=ident)
-    return row
+    """A message the caller may read (`server.scope.visible`: every published one, drafts only
+    to dispatch of their area), else 404."""
+    return await crud.get_visible(session, p, Alert, ident)
 
 
 _CAP_COLUMNS = (
@@ -991,15 +972,7 @@ async def public_current(
     """Current Actual warnings, most severe first then newest; covering `point` (lon, lat)."""
     conds = current_filter(now)
     if point is not None:
-        lon, lat = point
-        dialect = dialect_of(session)
-        pt = f"POINT({lon!r} {lat!r})"
-        from sqlalchemy import func
-
-        test = func.ST_Intersects(Alert.area, func.ST_GeomFromText(pt, geo.SRID))
-        eps = 1e-9
-        conds.append(geo.in_box(dialect, Alert.area, (lon - eps, lat - eps, lon + eps, lat + eps)))
-        conds.append(test == 1 if dialect == "sqlite" else test)
+        conds.append(geo.covers_point(dialect_of(session), Alert.area, *point))
     rows = list((await session.execute(select(Alert).where(*conds))).scalars())
     rank = {"red": 0, "orange": 1, "yellow": 2, "blue": 3}
     rows.sort(key=lambda r: (rank.get(r.color or "", 4), -(r.sent or now).timestamp()))
