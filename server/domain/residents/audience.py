@@ -75,6 +75,7 @@ from server.models import (
 )
 from server.notify import StaffInside, notify
 from server.outbox import OUTBOX_FLAG, dialect_insert
+from server.scope import serving_areas
 
 COLOUR_TITLES = {
     "blue": i18n.N_("Blue warning"),
@@ -297,30 +298,28 @@ async def enqueue_residents(
 async def duty_contacts_inside(
     session: AsyncSession, area: Polygon | MultiPolygon
 ) -> list[Contact]:
-    """Duty contacts serving an area that intersects the warning (or serving everywhere)."""
+    """Duty contacts serving an area that intersects the warning (or serving everywhere), with
+    a number that takes an SMS. The database filters (`scope.serving_areas`, the one
+    definition of whom a contact serves); only the number's form is checked here."""
     dialect = dialect_of(session)
-    areas = {
-        str(a)
-        for a in (
-            await session.execute(
-                select(AdminArea.id).where(
-                    AdminArea.deleted_at.is_(None),
-                    geo.within_polygon(dialect, AdminArea.boundary, area),
-                )
-            )
-        ).scalars()
-    }
-    contacts = (
+    areas = (
         await session.execute(
-            select(Contact).where(Contact.duty.is_(True), Contact.deleted_at.is_(None))
+            select(AdminArea.id).where(
+                AdminArea.deleted_at.is_(None),
+                geo.within_polygon(dialect, AdminArea.boundary, area),
+            )
         )
     ).scalars()
-    hexes = {uuid.UUID(a).hex for a in areas} | areas
-    return [
-        c
-        for c in contacts
-        if (not c.area_ids or hexes.intersection(c.area_ids)) and sms_number(c.phone)
-    ]
+    contacts = (
+        await session.execute(
+            select(Contact).where(
+                Contact.duty.is_(True),
+                Contact.deleted_at.is_(None),
+                serving_areas(dialect, list(areas)),
+            )
+        )
+    ).scalars()
+    return [c for c in contacts if sms_number(c.phone)]
 
 
 def sms_number(phone: str) -> str | None:

@@ -9,13 +9,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select
 
 from push.base import Channel
+from schemas.common import Polygon
 from server.config import Settings
 from server.demo import did
+from server.domain.residents.audience import duty_contacts_inside
 from server.models import PushJobRow, ResidentSubscription
 from tests import factories as f
 from tests.integration.dispatch_helpers import in_db, register_device
@@ -27,6 +30,7 @@ API = "/api/v1/public/subscriptions"
 CENTRE = (121.4855, 31.2375)  # inside the warning square below
 AREA = f.square(*CENTRE, d=0.004)
 OUTSIDE = (121.4990, 31.2200)
+AREA_GEOMETRY = msgspec.convert(AREA, Polygon)
 
 
 @pytest.fixture
@@ -229,3 +233,25 @@ def test_update_and_cancel_replace_the_chains_unsent_messages(
             "targeted": 2, "delivered": 0, "failed": 0, "pending": 0, "superseded": 2,
         }  # fmt: skip
         assert r.json()["done"] is True
+
+
+def test_duty_contacts_are_those_serving_an_intersecting_area_or_everywhere_with_a_mobile(
+    client: TestClient[Any], auth: Any, settings: Settings
+) -> None:
+    def contact(name: str, phone: str, areas: list[str], duty: bool = True) -> None:
+        body = {"kind": "person", "name": name, "phone": phone, "duty": duty, "area_ids": areas}
+        r = client.post("/api/v1/contacts", headers=auth("admin"), json=body)
+        assert r.status_code in (200, 201), r.text
+
+    inside, elsewhere = str(did("area:guizhoulu")), str(did("area:yuyuan"))
+    contact("inside", "13900000011", [inside])
+    contact("everywhere", "+86 139 0000 0012", [])
+    contact("both", "13900000013", [elsewhere, inside])
+    contact("elsewhere", "13900000014", [elsewhere])
+    contact("not on duty", "13900000015", [inside], duty=False)
+    contact("landline", "021-6321 0000", [inside])
+
+    async def chosen(session: Any) -> set[str]:
+        return {c.name for c in await duty_contacts_inside(session, AREA_GEOMETRY)}
+
+    assert in_db(settings.database_url, chosen) == {"inside", "everywhere", "both"}
