@@ -23,7 +23,7 @@ import i18n
 from i18n import N_
 from push.base import PushMessage
 
-__all__ = ["TEXTS", "Notice", "build", "kinds"]
+__all__ = ["TEXTS", "VALUE_TEXTS", "Notice", "build", "colour_text", "kinds"]
 
 #: kind -> (title, body): the English source of each notification's texts. `{name}` fields are
 #: filled from `Notice.params`; a kind's title and body may use any of them.
@@ -140,6 +140,12 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
 def kinds() -> frozenset[str]:
     """Every notice kind this module can build."""
     return frozenset(TEXTS)
+
+
+def colour_text(colour: str | None) -> str:
+    """A warning level's name (English source; `i18n.gettext` shows it): "Red warning", or
+    "Warning" for a message without a colour."""
+    return VALUE_TEXTS.get(f"colour:{colour or ''}", VALUE_TEXTS["colour:"])
 
 
 class _Fields(dict[str, str]):

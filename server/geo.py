@@ -147,6 +147,21 @@ def parse_near(near: str, radius_m: float | None) -> tuple[float, float, float]:
     return lon, lat, radius_m
 
 
+def parse_point(point: str | None) -> tuple[float, float] | None:
+    """`point=LON,LAT` (WGS-84 degrees) as a tuple, None when absent (the public warning routes
+    and the residents' stream)."""
+    if point is None:
+        return None
+    try:
+        lon_s, lat_s = point.split(",")
+        lon, lat = float(lon_s), float(lat_s)
+    except ValueError:
+        raise InvalidInput(N_("point is LON,LAT in WGS-84 degrees"), field="point") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon + lat):
+        raise InvalidInput(N_("point is outside WGS-84 bounds"), field="point")
+    return lon, lat
+
+
 def parse_bbox(bbox: str) -> tuple[float, float, float, float]:
     """`bbox=W,S,E,N` into a validated tuple."""
     try:

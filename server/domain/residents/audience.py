@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
 from push.base import Channel, PushMessage
-from push.notices import Notice, build
+from push.notices import Notice, build, colour_text
 from push.outbox import JobState
 from schemas.common import MultiPolygon, Polygon
 from server import geo
@@ -77,13 +77,6 @@ from server.notify import StaffInside, notify
 from server.outbox import OUTBOX_FLAG, dialect_insert
 from server.scope import serving_areas
 
-COLOUR_TITLES = {
-    "blue": i18n.N_("Blue warning"),
-    "yellow": i18n.N_("Yellow warning"),
-    "orange": i18n.N_("Orange warning"),
-    "red": i18n.N_("Red warning"),
-}
-WARNING = i18n.N_("Warning")
 # Set in `session.info` when a warning was published: the app wakes the live streams on commit.
 WARNINGS_FLAG = "warnings_changed"
 DEFAULT_TTL_S = 24 * 3600
@@ -133,7 +126,7 @@ def warning_notice(alert: Alert, *, now: datetime, audience: str = "residents") 
         }
 
     params = {**fields(zh), "colour": alert.color or ""}
-    level = i18n.gettext("zh_CN", COLOUR_TITLES.get(alert.color or "", WARNING))
+    level = i18n.gettext("zh_CN", colour_text(alert.color))
     sms = [level, params["headline"][:60], params["instruction"][:60]]
     return Notice(
         kind=KINDS.get(alert.msg_type, "warning.alert"),

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 import anyio
 import msgspec
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from push.webpush import application_server_key
 from schemas import residents as s
-from schemas.common import Role
-from server import crud
+from schemas.common import Problem, Role
+from server import crud, geo
 from server.auth.address import client_address
 from server.auth.principal import Principal
 from server.config import Settings
+from server.domain.alerts.public import PROBLEM, _cached, _matches, _throttle
 from server.domain.residents import audience, public
 from server.domain.residents import services as svc
 from server.errors import InvalidInput
@@ -151,11 +154,12 @@ class PublicWarningController(Controller):
     async def alert_stream(
         self, request: Request[Any, Any, Any], point: FromQuery[str | None] = None
     ) -> ServerSentEvent:
-        """Server-sent events: `alerts` (what `GET /api/v1/public/alerts?point=` answers) at
-        once and whenever it changes; a comment every 15 s keeps proxies from closing it."""
-        where = public.parse_point(point)
+        """Server-sent events: `alerts` (what `GET /api/v1/public/alerts?point=` answers, the
+        point rounded to 0.001°) at once and whenever it changes; a comment every 15 s keeps
+        proxies from closing it. Opening one counts against the public rate limit."""
+        _throttle(request)
+        where = geo.parse_point(point)
         feed = warning_feed(request)
-        maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
 
         async def events() -> AsyncIterator[ServerSentEventMessage]:
             last: bytes | None = None
@@ -163,34 +167,55 @@ class PublicWarningController(Controller):
                 if not changed:
                     yield ServerSentEventMessage(comment="keep-alive")
                     continue
-                async with maker() as session:
-                    data = _json.encode(await public.alerts_at(session, where))
+                data = await feed.answer(where)
                 if data != last:
                     last = data
                     yield ServerSentEventMessage(event="alerts", data=data.decode())
 
         return ServerSentEvent(events(), headers={"Cache-Control": "no-store"})
 
-    @get("/areas", operation_id="PublicAreas")
-    async def areas(self, db: NamedDependency[AsyncSession]) -> dict[str, Any]:
-        """The district's area boundaries as GeoJSON (the page draws its own map from them)."""
-        return await public.areas_geojson(db)
+    @get(
+        "/areas",
+        operation_id="PublicAreas",
+        media_type="application/geo+json",
+        responses={
+            304: ResponseSpec(
+                None, description="Not modified: the client's copy (If-None-Match) is current"
+            ),
+            429: ResponseSpec(
+                Problem, description="Too many requests (see Retry-After)", media_type=PROBLEM
+            ),
+        },
+    )
+    async def areas(
+        self, request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]
+    ) -> Response[dict[str, Any]]:
+        """The district's area boundaries as GeoJSON (the page draws its own map from them),
+        with an ETag that changes when an area does (304 on `If-None-Match`)."""
+        _throttle(request)
+        tag, body = await areas_cache(request).get(db)
+        return _cached(
+            request, tag, "application/geo+json", None if _matches(request, tag) else body, 300
+        )
 
     @get("/shelters", operation_id="PublicShelters")
     async def shelters(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[AsyncSession],
         lon: FromQuery[float],
         lat: FromQuery[float],
         limit: FromQuery[int] = 3,
     ) -> list[s.Shelter]:
         """The nearest shelters to the point (at most 10)."""
-        where = public.parse_point(f"{lon},{lat}") or (lon, lat)
+        _throttle(request)
+        where = geo.parse_point(f"{lon},{lat}") or (lon, lat)
         return await public.nearest_shelters(db, *where, limit=max(1, min(limit, 10)))
 
     @get("/texts/{lang:str}", operation_id="PublicTexts")
-    async def texts(self, lang: FromPath[str]) -> dict[str, str]:
+    async def texts(self, request: Request[Any, Any, Any], lang: FromPath[str]) -> dict[str, str]:
         """The residents' page texts in `zh_CN` or `en` (from the gettext catalogue)."""
+        _throttle(request)
         return public.page_texts(lang)
 
 
@@ -199,9 +224,23 @@ def warning_feed(request: Request[Any, Any, Any]) -> public.WarningFeed:
     state = request.app.state
     feed: public.WarningFeed | None = state.get("warning_feed")
     if feed is None:
-        feed = public.WarningFeed(state.sessionmaker, poll_s=state.settings.warning_poll_s)
+        settings: Settings = state.settings
+        feed = public.WarningFeed(
+            state.sessionmaker,
+            poll_s=settings.warning_poll_s,
+            retention=timedelta(hours=settings.cap_feed_retention_h),
+        )
         state.warning_feed = feed
     return feed
+
+
+def areas_cache(request: Request[Any, Any, Any]) -> public.AreasCache:
+    """This process's `/areas` answer (made on first use)."""
+    state = request.app.state
+    cache: public.AreasCache | None = state.get("areas_cache")
+    if cache is None:
+        cache = state.areas_cache = public.AreasCache()
+    return cache
 
 
 class DeliveryReportController(Controller):
