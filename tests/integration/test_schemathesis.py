@@ -96,7 +96,7 @@ CONFIG: dict[str, Any] = {
             # A message from a client older than the oldest schema version the server speaks
             # is answered 426 with an UpgradeRequired body (docs/sync-protocol.md); the
             # version is a plain integer on the wire so that old clients can decode the answer.
-            "include-path-regex": "^/api/v1/sync/(push|pull)$",
+            "include-path-regex": "^/api/v1/sync/(push|pull|exchange)$",
             "checks": {
                 "positive_data_acceptance": _with(
                     POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "422", "426"
