@@ -856,7 +856,9 @@ class ResidentSubscription(Base):
     """A resident's subscription to warnings: one push address, a language, up to five places.
 
     `address` is a Web Push / UnifiedPush subscription JSON, an FCM token or an E.164 phone
-    number; `address_hash` (SHA-256) keeps one subscription per address. Only the SHA-256 of
+    number; `address_hash` (SHA-256) keeps one subscription per address, plus at most one
+    re-registration of a confirmed SMS number waiting for its code (`pending_hash`), which
+    replaces it when confirmed. Only the SHA-256 of
     the secret handed out at registration is kept (`secret_hash`); moving, renewing and
     deleting need the secret. SMS subscriptions stay unconfirmed (and receive nothing) until
     the code sent to the number comes back. `renewed_at` older than 90 days: lapsed, deleted.
