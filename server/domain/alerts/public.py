@@ -41,10 +41,11 @@ from i18n import N_
 from push import cap
 from schemas import alerts as s
 from schemas.common import Feature, FeatureCollection, Output, Problem
+from server import geo
 from server.auth.address import client_address
 from server.config import Settings
 from server.domain.alerts import services as svc
-from server.errors import InvalidInput, TooManyRequests
+from server.errors import TooManyRequests
 from server.models import Alert, utcnow
 
 CAP_XML = "application/cap+xml"
@@ -104,7 +105,7 @@ def limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
     return limiter
 
 
-def _throttle(request: Request[Any, Any, Any]) -> None:
+def throttle(request: Request[Any, Any, Any]) -> None:
     wait = limiter_of(request).take(client_address(request))
     if wait > 0:
         raise TooManyRequests(
@@ -143,7 +144,7 @@ def _built(request: Request[Any, Any, Any]) -> Built:
     return built
 
 
-async def _fingerprint(session: AsyncSession, now: datetime, retention: timedelta) -> str:
+async def fingerprint(session: AsyncSession, now: datetime, retention: timedelta) -> str:
     """What the public answers depend on, in one aggregate over the public messages: their
     number and latest change (a new message, a supersession), and how many have expired or
     left the feed since (time passing changes the answers too)."""
@@ -167,7 +168,7 @@ async def _fingerprint(session: AsyncSession, now: datetime, retention: timedelt
     return "|".join(str(v) for v in row)
 
 
-def _matches(request: Request[Any, Any, Any], tag: str) -> bool:
+def matches(request: Request[Any, Any, Any], tag: str) -> bool:
     header = request.headers.get("if-none-match")
     if not header:
         return False
@@ -177,7 +178,7 @@ def _matches(request: Request[Any, Any, Any], tag: str) -> bool:
     return tag in wanted
 
 
-def _cached(
+def cached(
     request: Request[Any, Any, Any], tag: str, media_type: str, body: bytes | None, max_age: int
 ) -> Response[Any]:
     headers = {"ETag": tag, "Cache-Control": f"public, max-age={max_age}"}
@@ -196,30 +197,17 @@ async def _answer(
     """304 when the client holds the current answer, else the answer (built once per tag)."""
     now = utcnow()
     retention = timedelta(hours=settings.cap_feed_retention_h)
-    key = f"{request.url.path}?{request.url.query}|{await _fingerprint(session, now, retention)}"
+    key = f"{request.url.path}?{request.url.query}|{await fingerprint(session, now, retention)}"
     if request.url.path.endswith(".atom"):
         key += f"|{_base_url(request, settings)}"
     tag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
-    if _matches(request, tag):
-        return _cached(request, tag, media_type, None, settings.public_max_age_s)
+    if matches(request, tag):
+        return cached(request, tag, media_type, None, settings.public_max_age_s)
     body = _built(request).get(tag)
     if body is None:
         body = await build(now)
         _built(request).put(tag, body)
-    return _cached(request, tag, media_type, body, settings.public_max_age_s)
-
-
-def _point(point: str | None) -> tuple[float, float] | None:
-    if point is None:
-        return None
-    try:
-        lon_s, lat_s = point.split(",")
-        lon, lat = float(lon_s), float(lat_s)
-    except ValueError:
-        raise InvalidInput(N_("point is LON,LAT in WGS-84 degrees"), field="point") from None
-    if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon + lat):
-        raise InvalidInput(N_("point is outside WGS-84 bounds"), field="point")
-    return lon, lat
+    return cached(request, tag, media_type, body, settings.public_max_age_s)
 
 
 def _base_url(request: Request[Any, Any, Any], settings: Settings) -> str:
@@ -273,8 +261,8 @@ class PublicAlertController(Controller):
         point: POINT = None,
     ) -> Response[PublicAlerts]:
         """Current Actual warnings (most severe first), those covering `point` if given."""
-        _throttle(request)
-        where = _point(point)
+        throttle(request)
+        where = geo.parse_point(point)
 
         async def build(now: datetime) -> bytes:
             rows = await svc.public_current(db, now, where)
@@ -296,8 +284,8 @@ class PublicAlertController(Controller):
         point: POINT = None,
     ) -> Response[FeatureCollection]:
         """Current Actual warnings as GeoJSON: each area with its colour level."""
-        _throttle(request)
-        where = _point(point)
+        throttle(request)
+        where = geo.parse_point(point)
 
         async def build(now: datetime) -> bytes:
             rows = await svc.public_current(db, now, where)
@@ -320,7 +308,7 @@ class PublicAlertController(Controller):
         """Atom feed: the latest message of each warning, linking its CAP document; cancelled
         and expired warnings leave after `cap_feed_retention_h`; superseded messages never
         appear (Google's public-alerts feed rules)."""
-        _throttle(request)
+        throttle(request)
         base = _base_url(request, settings)
 
         async def build(now: datetime) -> bytes:
@@ -356,12 +344,12 @@ class PublicAlertController(Controller):
     ) -> Response[bytes]:
         """One published Actual message as CAP 1.2 XML (signed when the server signs), the
         same bytes forever; imported alerts as their authority sent them."""
-        _throttle(request)
+        throttle(request)
         row = await svc.public_document(db, alert_id)
         body = row.cap_xml or b""
         tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        if _matches(request, tag):
-            return _cached(request, tag, CAP_XML, None, 31_536_000)
-        response = _cached(request, tag, CAP_XML, body, 31_536_000)
+        if matches(request, tag):
+            return cached(request, tag, CAP_XML, None, 31_536_000)
+        response = cached(request, tag, CAP_XML, body, 31_536_000)
         response.headers["Cache-Control"] += ", immutable"
         return response

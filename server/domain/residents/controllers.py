@@ -27,7 +27,7 @@ from server import crud, geo
 from server.auth.address import client_address
 from server.auth.principal import Principal
 from server.config import Settings
-from server.domain.alerts.public import PROBLEM, _cached, _matches, _throttle
+from server.domain.alerts.public import PROBLEM, cached, matches, throttle
 from server.domain.residents import audience, public
 from server.domain.residents import services as svc
 from server.errors import InvalidInput
@@ -157,7 +157,7 @@ class PublicWarningController(Controller):
         """Server-sent events: `alerts` (what `GET /api/v1/public/alerts?point=` answers, the
         point rounded to 0.001°) at once and whenever it changes; a comment every 15 s keeps
         proxies from closing it. Opening one counts against the public rate limit."""
-        _throttle(request)
+        throttle(request)
         where = geo.parse_point(point)
         feed = warning_feed(request)
 
@@ -192,10 +192,10 @@ class PublicWarningController(Controller):
     ) -> Response[dict[str, Any]]:
         """The district's area boundaries as GeoJSON (the page draws its own map from them),
         with an ETag that changes when an area does (304 on `If-None-Match`)."""
-        _throttle(request)
+        throttle(request)
         tag, body = await areas_cache(request).get(db)
-        return _cached(
-            request, tag, "application/geo+json", None if _matches(request, tag) else body, 300
+        return cached(
+            request, tag, "application/geo+json", None if matches(request, tag) else body, 300
         )
 
     @get("/shelters", operation_id="PublicShelters")
@@ -208,14 +208,14 @@ class PublicWarningController(Controller):
         limit: FromQuery[int] = 3,
     ) -> list[s.Shelter]:
         """The nearest shelters to the point (at most 10)."""
-        _throttle(request)
+        throttle(request)
         where = geo.parse_point(f"{lon},{lat}") or (lon, lat)
         return await public.nearest_shelters(db, *where, limit=max(1, min(limit, 10)))
 
     @get("/texts/{lang:str}", operation_id="PublicTexts")
     async def texts(self, request: Request[Any, Any, Any], lang: FromPath[str]) -> dict[str, str]:
         """The residents' page texts in `zh_CN` or `en` (from the gettext catalogue)."""
-        _throttle(request)
+        throttle(request)
         return public.page_texts(lang)
 
 

@@ -36,7 +36,7 @@ from schemas import residents as s
 from server import geo
 from server.db import dialect_of
 from server.domain.alerts import services as alert_svc
-from server.domain.alerts.public import PublicAlerts, _fingerprint
+from server.domain.alerts.public import PublicAlerts, fingerprint
 from server.domain.residents.services import round_place
 from server.models import AdminArea, Resource, utcnow
 
@@ -218,7 +218,7 @@ class WarningFeed:
 
     async def _version_now(self) -> str:
         async with self._sessions() as session:
-            return await _fingerprint(session, utcnow(), self._retention)
+            return await fingerprint(session, utcnow(), self._retention)
 
     async def version(self) -> str:
         """The published warnings' fingerprint as last read (read now if unknown)."""
