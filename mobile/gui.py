@@ -8,10 +8,13 @@ first screen is up quickly.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from kivy.utils import platform
 
 from mobile import ui  # registers the Chinese font before any widget is built
 from mobile.app import AppOptions
-from mobile.core.background import Connectivity
+from mobile.core.background import Connectivity, LinkState, SyncStatus
+from mobile.core.outbox import SendReport
 from mobile.core.phone import PhoneCore
 from mobile.core.secret_store import FileSecretStore, SecretStore
 from mobile.devices import desktop_parts, open_uri
@@ -35,7 +39,6 @@ from mobile.ui import theme, tr
 log = logging.getLogger("liandong.app")
 SCREENS_DIR = Path(__file__).parent / "screens"
 SYNC_EVERY_S = 60.0
-BACKOFF_S = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0)
 
 
 class LiandongApp(App):  # type: ignore[misc]
@@ -60,9 +63,10 @@ class LiandongApp(App):  # type: ignore[misc]
         self.stack: list[str] = []
         self.prefs: dict[str, Any] = {}
         self.opened_uris: list[str] = []
-        self._sync_again = False
-        self._failures = 0
-        self._next_sync: Any = None
+        self._sending: Any = None  # the send loop's (stop, tasks), a future on the worker
+        self._news: deque[tuple[str, Any]] = deque()  # what the send loop told, for Kivy
+        self._news_trigger = Clock.create_trigger(self._from_core)
+        self.sync_status: SyncStatus | None = None
         self.platform_parts: Any = None
         self.events: list[str] = []  # what happened, for tests and the log
         self.last_report: Any = None
@@ -125,6 +129,7 @@ class LiandongApp(App):  # type: ignore[misc]
             camera=camera,
             photo_edge=int(self.prefs.get("photo_edge", 2048)),
             connectivity=connectivity,
+            interval_s=SYNC_EVERY_S,
         )
         if self.core.session.account is not None:
             self.core.open()
@@ -179,10 +184,11 @@ class LiandongApp(App):  # type: ignore[misc]
         self.stack.clear()
 
     def signed_in(self) -> None:
-        """The user's data is open: the start screen and a first send round (later rounds
-        follow writes, the timer and "send now", not every visit to the start screen)."""
+        """The user's data is open: the start screen, and the send loop (its first round at
+        once; later ones after writes, pushes, the timer and "send now", not on every visit
+        to the start screen)."""
         self.go_home()
-        self.request_sync()
+        self.start_sending()
 
     @property
     def current(self) -> Any:
@@ -232,29 +238,72 @@ class LiandongApp(App):  # type: ignore[misc]
         self.worker.submit(fn, *args, then=then, fail=fail, long=long)
 
     def wrote(self) -> None:
-        """An action queued something: show it in the badge and try to send."""
+        """An action queued something: show it in the badge (the core's write woke the send
+        loop, which waits out a backoff first)."""
         self._update_badge()
-        self.request_sync()
 
-    # -- sending ----------------------------------------------------------------------------
-    def request_sync(self, *_args: Any) -> None:
-        """Start a send round now (or right after the one under way)."""
-        if self.core is None or self.core.account is None:
-            return
-        if self.syncing:
-            self._sync_again = True
-            return
-        if self._next_sync is not None:
-            self._next_sync.cancel()
-        self.syncing = True
-        self.events.append("sync-start")
+    # -- sending: the core's BackgroundSync on the worker's loop ----------------------------
+    def start_sending(self) -> None:
+        """Run the core's send loop (`BackgroundSync.run`) and its "pull now" listener on the
+        worker's loop for the signed-in user: a round at once, then after writes, pushes,
+        "pull now", the network coming back, every `SYNC_EVERY_S`, with the core's backoff
+        and the server's Retry-After. Its news comes to Kivy's thread through one trigger."""
         core = self.core
+        if core is None or core.account is None or self._sending is not None:
+            return
+        bg = core.background
+        news: deque[tuple[str, Any]] = self._news
 
-        async def round_() -> tuple[Any, dict[str, int], int]:
-            report = await core.send_now()
-            return report, _counts(core), _bytes(core)
+        def told(kind: str, value: Any) -> None:  # the worker's thread
+            news.append((kind, value))
+            self._news_trigger()
 
-        self.worker.submit(round_, then=self._synced, fail=self._sync_failed)
+        def reported(report: SendReport) -> None:
+            told("report", (report, _counts(core), _bytes(core)))
+
+        bg.on_round = lambda: told("round", None)
+        bg.on_report = reported
+        bg.on_status = lambda status: told("status", status)
+
+        async def start() -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            return stop, [loop.create_task(bg.run(stop)), loop.create_task(bg.listen(stop))]
+
+        self._sending = self.worker.run(start())
+
+    async def stop_sending(self) -> None:
+        """Stop the send loop and the listener (a round under way ends first, 30 s at most);
+        on the worker's loop, before the core signs out or closes."""
+        sending, self._sending = self._sending, None
+        if sending is None:
+            return
+        stop, (runner, listener) = await asyncio.wrap_future(sending)
+        stop.set()
+        listener.cancel()  # it waits on the open stream; it holds nothing to finish
+        _done, late = await asyncio.wait({runner, listener}, timeout=30)
+        for t in late:
+            t.cancel()
+
+    def request_sync(self, *_args: Any) -> None:
+        """ "Send now": a round at once (after the one under way; never before the server's
+        Retry-After)."""
+        core = self.core
+        if core is None or core.account is None:
+            return
+        self.worker.call_soon(core.background.send_now)
+
+    def _from_core(self, _dt: float) -> None:
+        """What the send loop told, on Kivy's thread."""
+        while self._news:
+            kind, value = self._news.popleft()
+            if kind == "round":
+                self.syncing = True
+                self.events.append("sync-start")
+            elif kind == "report":
+                self._synced(*value)
+            elif kind == "status":
+                self._status(value)
 
     def on_syncing(self, _app: Any, syncing: bool) -> None:
         """Animate the strip under the top bar while a round runs."""
@@ -269,37 +318,31 @@ class LiandongApp(App):  # type: ignore[misc]
             self._pulse.repeat = True
             self._pulse.start(self)
 
-    def _synced(self, result: tuple[Any, dict[str, int], int]) -> None:
-        report, counts, used = result
+    def _synced(self, report: SendReport, counts: dict[str, int], used: int) -> None:
         self.last_report = report
         self.syncing = False
         self.data_used = used
         self.online = report.ok
         if report.ok:
-            self._failures = 0
             self.last_sync = time.time()
         else:
-            self._failures += 1
+            log.warning("send round failed: %s", report.error)
         self.events.append("sync-ok" if report.ok else "sync-failed")
         self._show_counts(counts)
         self.current.refresh()
-        self._schedule_next()
 
-    def _sync_failed(self, exc: BaseException) -> None:
-        log.warning("send round failed: %r", exc)
+    def _status(self, status: SyncStatus) -> None:
+        self.sync_status = status
+        if status.state in (LinkState.ONLINE, LinkState.BACKING_OFF):
+            return  # the report of the round says it
         self.syncing = False
         self.online = False
-        self._failures += 1
-        self.events.append("sync-failed")
-        self._schedule_next()
-
-    def _schedule_next(self) -> None:
-        if self._sync_again:
-            self._sync_again = False
-            self.request_sync()
-            return
-        delay = BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1] if self._failures else 0
-        self._next_sync = Clock.schedule_once(self.request_sync, delay or SYNC_EVERY_S)
+        self.events.append(f"status:{status.state}")
+        if status.state is LinkState.SIGN_IN_AGAIN and self.sm.current != "signin":
+            self.open_screen("signin")
+            self.current.say(status.text(tr.lang), alarm=True)
+        elif status.state is LinkState.UPGRADE_REQUIRED:
+            self.current.say(status.text(tr.lang), alarm=True)
 
     def _update_badge(self) -> None:
         core = self.core
@@ -325,7 +368,12 @@ class LiandongApp(App):  # type: ignore[misc]
         open_uri(uri)
 
     def on_stop(self) -> None:
+        if not self.worker.thread.is_alive():
+            return  # Kivy may call this twice; the loop is gone after the first
         core = self.core
+        stopped = asyncio.run_coroutine_threadsafe(self.stop_sending(), self.worker.loop)
+        with contextlib.suppress(Exception):
+            stopped.result(timeout=35)
         if core is not None:
             self.worker.submit(core.close)
         self.worker.stop()

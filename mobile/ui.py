@@ -9,12 +9,13 @@ rules: screens show the core's read models and call its actions through `Worker`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kivy.core.text import DEFAULT_FONT, LabelBase
 from kivy.event import EventDispatcher
@@ -33,6 +34,7 @@ from kivy.uix.textinput import TextInput
 import i18n
 
 log = logging.getLogger("liandong.app")
+T = TypeVar("T")
 HERE = Path(__file__).parent
 FONT = HERE / "assets" / "fonts" / "NotoSansSC-Liandong.otf"
 #: the smallest touch target (Android's and WCAG's 48 dp)
@@ -228,6 +230,11 @@ class Worker:
                 deliver(then, result)
 
         asyncio.run_coroutine_threadsafe(job(), self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `coro` on the core's loop and return its future (not counted in `busy`:
+        for what runs as long as the user is signed in, like the send loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run `fn` on the core's thread, no answer wanted."""

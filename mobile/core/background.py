@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 import sqlite3
 import threading
@@ -40,6 +41,8 @@ from mobile.core import i18n
 from mobile.core.clock import Now, utcnow
 from mobile.core.outbox import Sender, SendReport
 from sync.client import TransportError, UpgradeRequiredError
+
+log = logging.getLogger("liandong.phone")
 
 #: push `data` keys naming a record, in the order they are looked for
 RECORD_KEYS = (
@@ -224,6 +227,7 @@ class BackgroundSync:
         backoff_cap_s: float = 600.0,
         on_status: StatusHook | None = None,
         on_report: Callable[[SendReport], None] | None = None,
+        on_round: Callable[[], None] | None = None,
         now: Now = utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -238,6 +242,7 @@ class BackgroundSync:
         self.backoff_cap_s = backoff_cap_s
         self.on_status = on_status
         self.on_report = on_report
+        self.on_round = on_round  # told when a round starts (the app animates its strip)
         self._now = now
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
@@ -303,8 +308,15 @@ class BackgroundSync:
         if self.needs_login():
             self._set(state=LinkState.SIGN_IN_AGAIN)
             return None
+        if self.on_round is not None:
+            self.on_round()
         try:
             report = await self.sender.send_now()
+        except (UpgradeRequiredError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug or a full disk: a failed round, never a dead loop
+            log.exception("send round failed")
+            report = SendReport(error=f"round: {exc!r}")
         finally:
             if self.usage is not None:
                 self.usage.flush()

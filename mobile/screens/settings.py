@@ -49,8 +49,15 @@ class SettingsScreen(FieldScreen):
         self.show(None)
 
     def sign_out(self) -> None:
-        core = self.app.core
-        self.app.run_core(core.sign_out, then=self._signed_out, fail=self._failed)
+        app = self.app
+        core = app.core
+
+        async def out() -> SignOut:
+            await app.stop_sending()  # no round may run on the files being wiped
+            result: SignOut = core.sign_out()
+            return result
+
+        app.run_core(out, then=self._signed_out, fail=self._failed)
 
     def _signed_out(self, result: SignOut) -> None:
         app = self.app

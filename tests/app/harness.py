@@ -50,7 +50,8 @@ def demo_server(var: Path) -> Iterator[str]:
     with liandong_environment(env):
         settings = Settings.from_env()
     options = uvicorn_options(settings, host="127.0.0.1", port=port, workers=1, log_level="warning")
-    options.update(factory=False, log_config=None)
+    # open "pull now" streams must not hold the shutdown
+    options.update(factory=False, log_config=None, timeout_graceful_shutdown=2)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     thread = threading.Thread(target=server.run, name="liandong-serve", daemon=True)
     thread.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,8 @@ from sync.client import UpgradeRequiredError
 
 
 class ScriptedSender:
-    """Answers rounds from a script: "ok", "fail", ("busy", seconds) or "upgrade"."""
+    """Answers rounds from a script: "ok", "fail", ("busy", seconds), "upgrade" or "bug"
+    (an exception that is not the network's)."""
 
     def __init__(self, clock: ManualClock, script: list[Any]) -> None:
         self.clock = clock
@@ -38,6 +40,8 @@ class ScriptedSender:
             return SendReport()
         if step == "upgrade":
             raise UpgradeRequiredError(99, "update the app")
+        if step == "bug":
+            raise sqlite3.OperationalError("database or disk is full")
         if isinstance(step, tuple):
             return SendReport(error="sync: HTTP 503", retry_after_s=float(step[1]))
         return SendReport(error="sync: connect failed")
@@ -162,3 +166,15 @@ def test_upgrade_required_stops_the_loop_and_says_so() -> None:
     assert loop.status.text("en") == "Update the app to keep sending"
     assert loop.status.text() == "请更新应用以继续发送"
     assert clock() - sender.start == timedelta(seconds=300)
+
+
+def test_a_round_that_raises_is_a_failed_round_and_the_loop_goes_on() -> None:
+    clock = ManualClock()
+    sender = ScriptedSender(clock, ["bug", "ok"])
+    loop = _loop(clock, sender)
+    started: list[int] = []
+    loop.on_round = lambda: started.append(len(sender.at))
+    _run_until(loop, sender, 2)
+    assert 1 <= sender.at[1] <= 2  # backed off like any failed round, then went on
+    assert started == [0, 1]
+    assert loop.status.state is LinkState.ONLINE and loop.status.rounds == 2
