@@ -40,9 +40,10 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
-from schemas.common import Problem
+import i18n
 from server.config import Settings
 from server.db import is_sqlite
+from server.errors import overloaded_problem
 
 PROBLEM_JSON = b"application/problem+json"
 EXEMPT_PATHS = (r"^/healthz$", r"^/readyz$")
@@ -134,18 +135,9 @@ def _forget(line: collections.deque[asyncio.Future[None]], fut: asyncio.Future[N
         pass
 
 
-def overloaded_answer(path: str, retry_after: int) -> tuple[Message, Message]:
-    """The 503 `overloaded` problem details, as ASGI messages."""
-    body = msgspec.json.encode(
-        Problem(
-            type="https://liandong.invalid/problems/overloaded",
-            title="Service unavailable",
-            status=503,
-            detail=f"the server is at capacity; try again in {retry_after} s",
-            instance=path,
-            code="overloaded",
-        )
-    )
+def overloaded_answer(path: str, retry_after: int, lang: str) -> tuple[Message, Message]:
+    """The 503 `overloaded` problem details in `lang`, as ASGI messages."""
+    body = msgspec.json.encode(overloaded_problem(path, retry_after, lang))
     start: Message = {
         "type": "http.response.start",
         "status": 503,
@@ -154,9 +146,19 @@ def overloaded_answer(path: str, retry_after: int) -> tuple[Message, Message]:
             (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(retry_after).encode()),
             (b"cache-control", b"no-store"),
+            (b"content-language", lang.replace("_", "-").encode()),
+            (b"vary", b"Accept-Language"),
         ],
     }
     return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+def _lang(scope: Scope) -> str:
+    """The language the request asks for (its `Accept-Language`)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"accept-language":
+            return i18n.negotiate(value.decode("latin-1"))
+    return i18n.negotiate(None)
 
 
 async def _prefetch(receive: Receive, limit: int) -> tuple[list[ReceiveMessage], bool]:
@@ -202,7 +204,7 @@ class AdmissionMiddleware(ASGIMiddleware):
         method = str(scope.get("method", "GET"))
         messages, _complete = await _prefetch(receive, adm.prefetch_bytes)
         if not await adm.acquire(is_urgent(method, scope["path"])):
-            start, body = overloaded_answer(scope["path"], adm.retry_after())
+            start, body = overloaded_answer(scope["path"], adm.retry_after(), _lang(scope))
             await send(start)
             await send(body)
             return

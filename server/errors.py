@@ -410,6 +410,22 @@ def integrity_error_handler(
     )
 
 
+OVERLOADED_TITLE: Final = N_("Service unavailable")
+OVERLOADED_DETAIL: Final = N_("the server is at capacity; try again in {retry} s")
+
+
+def overloaded_problem(path: str, retry: int, lang: str) -> Problem:
+    """The 503 `overloaded` problem (load shedding, SQLite busy), in `lang`."""
+    return Problem(
+        type="https://liandong.invalid/problems/overloaded",
+        title=i18n.gettext(lang, OVERLOADED_TITLE),
+        status=503,
+        detail=i18n.gettext(lang, OVERLOADED_DETAIL).format(retry=retry),
+        instance=path,
+        code="overloaded",
+    )
+
+
 def operational_error_handler(
     request: Request[Any, Any, Any], exc: OperationalError
 ) -> Response[bytes]:
@@ -421,13 +437,16 @@ def operational_error_handler(
     admission = request.app.state.get("admission")
     retry = admission.retry_after() if admission is not None else 10
     log.warning("SQLite busy past its timeout on %s; answered 503", request.url.path)
+    lang = request_lang(request)
+    problem = overloaded_problem(request.url.path, retry, lang)
     return problem_response(
         request,
         status=503,
-        title="Service unavailable",
-        detail=f"the server is at capacity; try again in {retry} s",
-        code="overloaded",
+        title=problem.title,
+        detail=problem.detail,
+        code=problem.code,
         headers={"Retry-After": str(retry)},
+        lang=lang,
     )
 
 

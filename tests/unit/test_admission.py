@@ -150,13 +150,17 @@ def _wrapped(adm: Admission, inner: Any) -> Any:
 
 
 async def _call(
-    app: Any, path: str, method: str = "GET", chunks: tuple[bytes, ...] = (b"",)
+    app: Any,
+    path: str,
+    method: str = "GET",
+    chunks: tuple[bytes, ...] = (b"",),
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> list[dict[str, Any]]:
     scope = {
         "type": "http",
         "method": method,
         "path": path,
-        "headers": [],
+        "headers": list(headers),
         "raw_path": path.encode(),
     }
     pending = [
@@ -195,6 +199,28 @@ async def test_the_middleware_answers_503_problem_with_retry_after_when_full() -
     inner.gate.set()
     assert (await first)[0]["status"] == 200
     assert adm.active == 0
+
+
+async def test_the_503_reads_in_the_language_the_request_asks_for() -> None:
+    adm = Admission(limit=1, queue=0, retry_after_s=3)
+    inner = _Slow()
+    app = _wrapped(adm, inner)
+    first = asyncio.create_task(_call(app, "/api/v1/tasks"))
+    await asyncio.sleep(0.01)
+    zh = ((b"accept-language", b"zh-CN,zh;q=0.9"),)
+    start, body = await asyncio.wait_for(_call(app, "/api/v1/tasks", headers=zh), 1)
+    problem = json.loads(body["body"])
+    retry = dict(start["headers"])[b"retry-after"].decode()
+    assert (problem["title"], problem["detail"]) == (
+        "服务不可用",
+        f"服务器繁忙，请在 {retry} 秒后重试",
+    )
+    assert problem["code"] == "overloaded"  # machine-readable parts stay as they are
+    assert dict(start["headers"])[b"content-language"] == b"zh-CN"
+    _, plain = await asyncio.wait_for(_call(app, "/api/v1/tasks"), 1)
+    assert json.loads(plain["body"])["title"] == "Service unavailable"
+    inner.gate.set()
+    await first
 
 
 async def test_an_open_stream_gives_its_slot_back_and_the_body_is_passed_on_whole() -> None:
