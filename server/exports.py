@@ -14,11 +14,13 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.datastructures.headers import Accept
 
 import i18n
 from i18n import N_
@@ -93,12 +95,23 @@ LABELS: dict[str, str] = {
 }
 
 
+_REFUSED = re.compile(r";\s*q\s*=\s*0(\.0{0,3})?\s*(;|$)", re.I)
+
+
 def wants_csv(request: Request[Any, Any, Any], fmt: Format | None) -> bool:
-    """CSV when `format=csv`, or when no format is named and `Accept` asks for text/csv only."""
+    """CSV when `format=csv`, or when no format is named and `Accept` prefers text/csv to JSON
+    (RFC 9110 q-values; a tie goes to the type listed first, JSON when neither is named)."""
     if fmt is not None:
         return fmt is Format.CSV
-    accept = request.headers.get("accept", "")
-    return "text/csv" in accept and "application/json" not in accept
+    return prefers_csv(request.headers.get("accept", ""))
+
+
+def prefers_csv(accept: str) -> bool:
+    """Whether an `Accept` header prefers text/csv to application/json."""
+    # `q=0` means "not this one" (Litestar's Accept would still match it).
+    acceptable = ",".join(p for p in accept.split(",") if p.strip() and not _REFUSED.search(p))
+    choice = Accept(acceptable).best_match(["application/json", CSV_MEDIA_TYPE], "application/json")
+    return choice == CSV_MEDIA_TYPE
 
 
 def _cell(value: object) -> object:
