@@ -11,9 +11,8 @@ import msgspec
 
 from schemas.common import Input, Name, Output, Text
 
-Week = Annotated[
-    str, msgspec.Meta(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$", examples=["2026-W47"])
-]
+WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
+Week = Annotated[str, msgspec.Meta(pattern=WEEK_PATTERN, examples=["2026-W47"])]
 
 
 class CheckItem(Output):

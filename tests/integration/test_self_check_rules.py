@@ -219,9 +219,28 @@ def test_completion_counts_done_late_and_missed(
 
         return in_db(database_url, read)
 
-    boss = Principal(did("user:admin"), "admin", Role.ADMIN, None, None, uuid.uuid4(), "t")
-    got = {(r.week, r.due, r.done, r.late, r.missed) for r in rows(boss)}
-    assert got == {(f.week(), 1, 1, 1, 0), (f.week(1), 1, 0, 0, 0)}
+    # Statistics read them: JSON, or CSV headed in the reader's language.
+    url = "/api/v1/stats/self-checks"
+    window = {"week_from": f.week(), "week_to": f.week(1)}
+    got = client.get(url, headers=admin, params=window)
+    assert got.status_code == 200, got.text
+    figures = {(r["week"], r["due"], r["done"], r["late"], r["missed"]) for r in got.json()}
+    assert figures == {(f.week(), 1, 1, 1, 0), (f.week(1), 1, 0, 0, 0)}
+    assert client.get(url, headers=auth("dispatcher"), params=window).json() == got.json()
+    elsewhere = {**window, "enterprise_id": str(uuid.uuid4())}
+    assert client.get(url, headers=admin, params=elsewhere).json() == []
+    for who in ("inspector1", "enterprise1", "fire1"):
+        assert client.get(url, headers=auth(who)).status_code == 403, who
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=admin, params={"week_from": "2026-48"}).status_code == 400
+    bad_week = client.get("/api/v1/check-dues", headers=admin, params={"week": "2026-48"})
+    assert bad_week.status_code == 400
+    zh = {**admin, "Accept-Language": "zh-CN", "Accept": "text/csv"}
+    csv = client.get(url, headers=zh, params=window)
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "企业,周次,应检次数,已检次数,补检次数,漏检"
+    assert len(lines) == 3
     outsider = Principal(
         did("user:inspector2"), "inspector2", Role.INSPECTOR, None, None, uuid.uuid4(), "t"
     )

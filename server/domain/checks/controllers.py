@@ -191,7 +191,7 @@ class CheckDueController(Controller):
         self,
         request: Request[Principal, Any, Any],
         db: NamedDependency[AsyncSession],
-        week: FromQuery[s.Week | None] = None,
+        week: Annotated[str | None, QueryParameter(pattern=s.WEEK_PATTERN)] = None,
         enterprise_id: FromQuery[uuid.UUID | None] = None,
         status: FromQuery[s.DueStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,

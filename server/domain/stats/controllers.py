@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,10 +13,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas import checks as cs
 from schemas import stats as s
 from schemas.common import Role
 from server.auth.principal import Principal
 from server.crud import require_aware
+from server.domain.checks import schedule
 from server.domain.stats import services as svc
 from server.exports import Format, answer, csv_response, wants_csv
 from server.models import utcnow
@@ -137,3 +140,27 @@ class StatsController(Controller):
         require(request.user, *STATS)
         rows = await svc.flagged_tasks(db, request.user, "escalated", utcnow())
         return answer(request, format, rows, s.TaskFlag, "escalated-tasks")
+
+    @get("/self-checks", operation_id="SelfCheckStats")
+    async def self_checks(
+        self,
+        request: Request[Principal, Any, Any],
+        db: NamedDependency[AsyncSession],
+        week_from: Annotated[str | None, QueryParameter(pattern=cs.WEEK_PATTERN)] = None,
+        week_to: Annotated[str | None, QueryParameter(pattern=cs.WEEK_PATTERN)] = None,
+        enterprise_id: Annotated[
+            list[uuid.UUID] | None, QueryParameter(description="repeat for several")
+        ] = None,
+        format: FromQuery[Format | None] = None,
+    ) -> Response[list[cs.CheckCompletionRow]]:
+        """Weekly self-check completion per enterprise and ISO week (dispatchers: their area):
+        checks due, done (of which late: submitted after being flagged missed) and missed."""
+        require(request.user, *STATS)
+        rows = await schedule.completion(
+            db,
+            request.user,
+            week_from=week_from,
+            week_to=week_to,
+            enterprise_ids=enterprise_id or (),
+        )
+        return answer(request, format, rows, cs.CheckCompletionRow, "self-checks")
