@@ -102,13 +102,13 @@ async def run_once(
     report = JobReport()
 
     async def overdue(s: AsyncSession) -> None:
-        report.escalated = await mark_overdue(s, at)
+        report.escalated = await mark_overdue(s, at, zone=checks.local_tz)
 
     async def alerts(s: AsyncSession) -> None:
         report.retired_alerts = await retire_expired(s, at)
 
     async def reminders(s: AsyncSession) -> None:
-        report.deadline_reminders = await remind_deadlines(s, at)
+        report.deadline_reminders = await remind_deadlines(s, at, zone=checks.local_tz)
 
     async def schedule(s: AsyncSession) -> None:
         report.checks = await run_schedule(s, at, checks)

@@ -213,7 +213,7 @@ async def test_the_503_reads_in_the_language_the_request_asks_for() -> None:
     retry = dict(start["headers"])[b"retry-after"].decode()
     assert (problem["title"], problem["detail"]) == (
         "服务不可用",
-        f"服务器繁忙，请在 {retry} 秒后重试",
+        f"服务器繁忙，请在 {retry} 秒后重试",  # noqa: RUF001
     )
     assert problem["code"] == "overloaded"  # machine-readable parts stay as they are
     assert dict(start["headers"])[b"content-language"] == b"zh-CN"

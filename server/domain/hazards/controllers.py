@@ -187,7 +187,8 @@ class HazardController(Controller):
         """One step of reported → verified → rectification_assigned → rectified → reinspected
         → closed (or rejected / reopened), by the right role with its evidence. 201 when
         taken; a retry with the same step id answers 200 with `Idempotent-Replayed`."""
-        event, fresh = await svc.transition_hazard(db, request.user, hazard_id, data)
+        zone = request.app.state.settings.local_tz
+        event, fresh = await svc.transition_hazard(db, request.user, hazard_id, data, zone=zone)
         return crud.created(svc.event_out(event), fresh)
 
     @get("/{hazard_id:uuid}/timeline", operation_id="GetHazardTimeline")

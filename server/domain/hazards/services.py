@@ -435,10 +435,13 @@ async def _reported(
 URGENT = frozenset({s.Severity.HIGH.value, s.Severity.CRITICAL.value})
 
 
-def hazard_notice(row: Hazard, kind: str, event_id: str, **params: str) -> Notice:
-    """A notice about `row` that opens the hazard on the phone."""
+def hazard_notice(
+    row: Hazard, kind: str, event_id: str, *, zone: str | None = None, **params: str
+) -> Notice:
+    """A notice about `row` that opens the hazard on the phone (its deadline on the wall clock
+    of `zone`, the deployment's `LIANDONG_LOCAL_TZ`)."""
     if row.rectify_deadline is not None:
-        params.setdefault("deadline", display_time(row.rectify_deadline))
+        params.setdefault("deadline", display_time(row.rectify_deadline, zone))
     return Notice(
         kind=kind,
         event_id=event_id,
@@ -470,7 +473,7 @@ async def notify_reported(session: AsyncSession, row: Hazard, actor: uuid.UUID |
 
 
 async def _notify_step(
-    session: AsyncSession, row: Hazard, event: HazardEvent, new: HazardStatus
+    session: AsyncSession, row: Hazard, event: HazardEvent, new: HazardStatus, zone: str | None
 ) -> None:
     """Who hears of a step: the rectifier of an assignment or a reopening (with the reason),
     the inspector who must re-inspect a rectification (dispatch where no inspector is)."""
@@ -486,7 +489,7 @@ async def _notify_step(
     else:
         return
     kind = f"hazard.{new.value}"
-    notice = hazard_notice(row, kind, f"{kind}:{event.id}", **params)
+    notice = hazard_notice(row, kind, f"{kind}:{event.id}", zone=zone, **params)
     await notify(session, notice, Without(audience, event.actor_id))
 
 
@@ -689,11 +692,17 @@ async def _assignment(
 
 
 async def transition_hazard(
-    session: AsyncSession, p: Principal, hazard_id: uuid.UUID, data: s.HazardTransition
+    session: AsyncSession,
+    p: Principal,
+    hazard_id: uuid.UUID,
+    data: s.HazardTransition,
+    *,
+    zone: str | None = None,
 ) -> tuple[HazardEvent, bool]:
     """Move a hazard one step along its loop (both doors: REST and a device's `hazard_step`),
     enforcing role and evidence (see `_authorise` and HazardTransition). Returns the step and
-    whether this call took it: a repeated step id returns the event already recorded."""
+    whether this call took it: a repeated step id returns the event already recorded. `zone`
+    (`Settings.local_tz`) is the wall clock its notice shows a deadline in."""
     row = await get_visible(session, p, Hazard, hazard_id)
     if data.id is not None:
         seen = await session.get(HazardEvent, data.id)
@@ -767,7 +776,7 @@ async def transition_hazard(
         photos=[m.sha256 for m in photos],
         **{k: v for k, v in detail.items() if k != "photo_ids"},
     )
-    await _notify_step(session, row, event, new)
+    await _notify_step(session, row, event, new, zone)
     return event, True
 
 
@@ -802,7 +811,9 @@ async def timeline(session: AsyncSession, hazard_id: uuid.UUID) -> list[HazardEv
 # ------------------------------------------------------------------------------ overdue and stats
 
 
-async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> list[uuid.UUID]:
+async def mark_overdue(
+    session: AsyncSession, now: datetime | None = None, *, zone: str | None = None
+) -> list[uuid.UUID]:
     """Mark rectifications past their deadline overdue and record one escalation for each.
 
     Safe with several processes: each hazard is claimed by `UPDATE ... WHERE NOT overdue`, which
@@ -858,7 +869,7 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
                 detail=detail,
             )
             session.add(escalation)
-            await _push_escalation(session, row, escalation, now)
+            await _push_escalation(session, row, escalation, now, zone)
         escalated_event = HazardEvent(
             hazard_id=hazard_id,
             kind="escalation",
@@ -878,7 +889,11 @@ async def mark_overdue(session: AsyncSession, now: datetime | None = None) -> li
 
 
 async def _push_escalation(
-    session: AsyncSession, hazard: Hazard, escalation: Escalation, now: datetime
+    session: AsyncSession,
+    hazard: Hazard,
+    escalation: Escalation,
+    now: datetime,
+    zone: str | None,
 ) -> None:
     """Queue the escalation's push in the same transaction (the outbox delivers it): to the
     dispatchers of the hazard's area, the grid's inspector and the unit that was to rectify
@@ -889,12 +904,17 @@ async def _push_escalation(
         GridInspector(hazard.grid_id),
         OrgMembers.of(hazard.rectify_org_id),
     )
-    await notify(session, hazard_notice(hazard, "hazard.overdue", event_id), audience, now=now)
+    notice = hazard_notice(hazard, "hazard.overdue", event_id, zone=zone)
+    await notify(session, notice, audience, now=now)
     escalation.delivered_at = now
 
 
 async def remind_deadlines(
-    session: AsyncSession, now: datetime, ahead: timedelta = timedelta(days=1)
+    session: AsyncSession,
+    now: datetime,
+    ahead: timedelta = timedelta(days=1),
+    *,
+    zone: str | None = None,
 ) -> list[uuid.UUID]:
     """Remind the rectifier of each rectification due within `ahead` (a day by default), once
     per deadline: the reminder's key is claimed in `notice_claims` (INSERT ... ON CONFLICT DO
@@ -925,7 +945,7 @@ async def remind_deadlines(
         )
         if claimed.first() is None:
             continue  # reminded already (or by a racing runner)
-        notice = hazard_notice(row, "hazard.deadline_soon", key[:128])
+        notice = hazard_notice(row, "hazard.deadline_soon", key[:128], zone=zone)
         await notify(session, notice, OrgMembers.of(row.rectify_org_id), now=now)
         reminded.append(row.id)
     return reminded

@@ -330,7 +330,8 @@ class ServerPolicy:
                 hazard_id = msgspec.convert(v.get("hazard_id"), uuid.UUID, strict=False)
                 hnames = [n for n in ctx.spec.fields if n != "hazard_id"]
                 hstep = _convert(v, hnames, HazardTransition, id=ctx.record_id)
-                await hazards.transition_hazard(a.db, p, hazard_id, hstep)
+                zone = a.settings.local_tz
+                await hazards.transition_hazard(a.db, p, hazard_id, hstep, zone=zone)
             case "position_fix":
                 fix = _convert(v, list(ctx.spec.fields), PositionReport)
                 await dispatch.report_position(a.db, p, fix)
