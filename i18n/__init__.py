@@ -110,8 +110,3 @@ def _compile_in_memory(po: Path) -> _gettext.NullTranslations:
 def gettext(lang: str, message: str) -> str:
     """`message` (English source) in `lang`; the source itself where no translation exists."""
     return translations(lang).gettext(message)
-
-
-def ngettext(lang: str, singular: str, plural: str, n: int) -> str:
-    """The singular or plural form of a message for `n`, in `lang`."""
-    return translations(lang).ngettext(singular, plural, n)

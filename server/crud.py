@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
 from schemas.common import Feature, FeatureCollection, MultiPolygon, Polygon
-from server import geo
+from server import changes, geo
 from server.auth.principal import Principal
 from server.db import dialect_of
 from server.errors import Conflict, InvalidInput, NotFound, Term
@@ -208,6 +208,29 @@ async def get_visible(
     if row is None:
         raise NotFound(N_("no {record} {id}"), record=noun(model), id=ident)
     return row
+
+
+async def retire_versions(session: AsyncSession, model: Any, code: str) -> list[Any]:
+    """Set every active version of `code` (plans, check templates) inactive, each recorded
+    for sync; 409 `already_inactive` when none is active. Returns those versions."""
+    rows = list(
+        (
+            await session.execute(
+                select(model).where(
+                    model.code == code, model.active.is_(True), model.deleted_at.is_(None)
+                )
+            )
+        ).scalars()
+    )
+    if not rows:
+        raise Conflict(
+            N_("the {record} is already retired"), record=noun(model), code="already_inactive"
+        )
+    for version in rows:
+        version.active = False
+        changes.record(session, version)
+    await session.flush()
+    return rows
 
 
 def require_aware(**times: datetime | None) -> None:

@@ -44,6 +44,7 @@ from server.config import Settings
 from server.domain.alerts import services as alerts
 from server.domain.reference import services as ref
 from server.models import (
+    Alert,
     AlertAuthority,
     CheckItem,
     CheckTemplate,
@@ -550,9 +551,14 @@ async def _warnings(session: AsyncSession, settings: Settings | None) -> None:
     updated and then cancelled (so `make run` shows the public feed at work)."""
     dispatcher, chief = _as("dispatcher", Role.DISPATCHER), _as("chief", Role.DISPATCHER)
     soon = utcnow() + timedelta(days=7)
-    gale, _, _ = await alerts.create_draft(
-        session,
-        dispatcher,
+
+    async def issue(draft: AlertDraft, approver: Principal = dispatcher) -> Alert:
+        """Draft a warning as the dispatcher and publish it (orange and red: by `approver`)."""
+        row, _, _ = await alerts.create_draft(session, dispatcher, draft)
+        await alerts.publish(session, approver, settings, row)
+        return row
+
+    await issue(
         AlertDraft(
             id=did("alert:gale"),
             color=AlertColor.YELLOW,
@@ -574,12 +580,9 @@ async def _warnings(session: AsyncSession, settings: Settings | None) -> None:
                 "walk is closed; beware of falling objects.",
                 area_desc="The Bund, Huangpu District",
             ),
-        ),
+        )
     )
-    await alerts.publish(session, dispatcher, settings, gale)
-    storm, _, _ = await alerts.create_draft(
-        session,
-        dispatcher,
+    storm = await issue(
         AlertDraft(
             id=did("alert:rainstorm"),
             color=AlertColor.ORANGE,
@@ -599,11 +602,9 @@ async def _warnings(session: AsyncSession, settings: Settings | None) -> None:
                 instruction="Keep out of underground spaces and low-lying streets.",
             ),
         ),
+        approver=chief,
     )
-    await alerts.publish(session, chief, settings, storm)
-    weaker, _, _ = await alerts.create_draft(
-        session,
-        dispatcher,
+    weaker = await issue(
         AlertDraft(
             id=did("alert:rainstorm:update"),
             msg_type=MsgType.UPDATE,
@@ -615,16 +616,12 @@ async def _warnings(session: AsyncSession, settings: Settings | None) -> None:
                 headline="Rainstorm warning lowered to yellow",
                 description="The rain weakens; 20 mm more expected within 3 hours.",
             ),
-        ),
+        )
     )
-    await alerts.publish(session, dispatcher, settings, weaker)
-    ended, _, _ = await alerts.create_draft(
-        session,
-        dispatcher,
+    await issue(
         AlertDraft(
             id=did("alert:rainstorm:cancel"),
             msg_type=MsgType.CANCEL,
             references=[weaker.id],
-        ),
+        )
     )
-    await alerts.publish(session, dispatcher, settings, ended)

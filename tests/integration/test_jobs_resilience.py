@@ -28,13 +28,13 @@ def test_a_failing_job_is_logged_and_the_others_still_run(
 ) -> None:
     ran: list[str] = []
 
-    async def broken(session: Any, now: datetime) -> list[Any]:
+    async def broken(session: Any, now: datetime, **_: Any) -> list[Any]:
         raise KeyError("a bug, not a database blip")
 
     def spy(name: str, real: Any) -> Any:
-        async def wrapped(*args: Any) -> Any:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
             ran.append(name)
-            return await real(*args)
+            return await real(*args, **kwargs)
 
         return wrapped
 

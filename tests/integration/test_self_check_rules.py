@@ -153,6 +153,9 @@ def test_assignments_select_enterprises_and_only_admins_make_them(
     assert client.post(retire, headers=auth("dispatcher")).status_code == 403
     r = client.post(retire, headers=admin)
     assert r.status_code == 200 and r.json()["active"] is False, r.text
+    again = client.post(retire, headers={**admin, "Accept-Language": "zh-CN"})
+    assert _problem(again, 409)["code"] == "already_inactive"  # as a plan's retirement
+    assert again.json()["detail"] == "该检查表模板已停用"
     assert client.get("/api/v1/check-dues", headers=admin).json() == []
     assert in_db(database_url, open_now) == 0
     refused = client.post(SUBMIT, headers=auth("enterprise1"), json=_body(tpl, f.week()))

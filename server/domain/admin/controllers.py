@@ -4,12 +4,15 @@ and the audit log (which dispatchers read for their own area)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,11 +31,34 @@ from server.models import AuditLog, Enterprise, Grid, Organisation, User
 from server.scope import home_area_subtree, require
 
 
+def admins_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of the administrators' controllers: 403 for every other role."""
+    require(connection.user, Role.ADMIN)
+
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+
+async def _set_active(
+    db: AsyncSession,
+    p: Principal,
+    model: type[M],
+    ident: uuid.UUID,
+    active: bool,
+    out: Callable[[M], T],
+) -> T:
+    """Deactivate or reactivate one record (`svc.set_active`) and answer it with `out`."""
+    row: M = await svc.set_active(db, p, model, ident, active)
+    return out(row)
+
+
 class UserController(Controller):
     """Users (administrators only)."""
 
     path = "/api/v1/users"
     tags = ["admin"]
+    guards = [admins_only]
 
     @get("/", operation_id="ListUsers")
     async def list_users(
@@ -42,7 +68,6 @@ class UserController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> list[s.User]:
         """Every user."""
-        require(request.user, Role.ADMIN)
         rows = await db.execute(select(User).order_by(User.username).limit(limit))
         return [auth_svc.user_out(u) for u in rows.scalars()]
 
@@ -54,7 +79,6 @@ class UserController(Controller):
         data: JSONBody[s.UserCreate],
     ) -> s.User:
         """Add a user."""
-        require(request.user, Role.ADMIN)
         return auth_svc.user_out(await auth_svc.create_user(db, request.user, data))
 
     @patch("/{user_id:uuid}", operation_id="UpdateUser")
@@ -67,7 +91,6 @@ class UserController(Controller):
     ) -> s.User:
         """Change a user's name, role, home organisation or area (the next request already
         sees them), or the saved language of their pushes and exports."""
-        require(request.user, Role.ADMIN)
         user = await auth_svc.get_user(db, user_id)
         await svc.update_user(
             db,
@@ -90,7 +113,6 @@ class UserController(Controller):
         user_id: FromPath[uuid.UUID],
     ) -> s.User:
         """Disable an account; its sessions end at once."""
-        require(request.user, Role.ADMIN)
         user = await auth_svc.get_user(db, user_id)
         await auth_svc.disable_user(db, request.user, user)
         return auth_svc.user_out(user)
@@ -103,7 +125,6 @@ class UserController(Controller):
         user_id: FromPath[uuid.UUID],
     ) -> s.User:
         """Re-enable a disabled account (409 when it is active)."""
-        require(request.user, Role.ADMIN)
         user = await auth_svc.get_user(db, user_id)
         return auth_svc.user_out(await svc.enable_user(db, request.user, user))
 
@@ -116,7 +137,6 @@ class UserController(Controller):
         data: JSONBody[s.PasswordReset],
     ) -> s.User:
         """Set a new password; the user is signed out everywhere (every session and device)."""
-        require(request.user, Role.ADMIN)
         user = await auth_svc.get_user(db, user_id)
         return auth_svc.user_out(await svc.reset_password(db, request.user, user, data.password))
 
@@ -126,6 +146,7 @@ class OrganisationAdminController(Controller):
 
     path = "/api/v1/organisations"
     tags = ["admin"]
+    guards = [admins_only]
 
     @patch("/{org_id:uuid}", operation_id="UpdateOrganisation")
     async def patch_org(
@@ -136,7 +157,6 @@ class OrganisationAdminController(Controller):
         data: JSONBody[rs.OrganisationPatch],
     ) -> rs.Organisation:
         """Change an organisation (administrators)."""
-        require(request.user, Role.ADMIN)
         row = await svc.get_any(db, Organisation, org_id)
         return ref_svc.org_out(await svc.patch_org(db, request.user, row, data))
 
@@ -148,8 +168,7 @@ class OrganisationAdminController(Controller):
         org_id: FromPath[uuid.UUID],
     ) -> rs.Organisation:
         """Deactivate: no task is dispatched to it and lists leave it out (administrators)."""
-        require(request.user, Role.ADMIN)
-        return ref_svc.org_out(await svc.set_active(db, request.user, Organisation, org_id, False))
+        return await _set_active(db, request.user, Organisation, org_id, False, ref_svc.org_out)
 
     @post("/{org_id:uuid}/reactivate", operation_id="ReactivateOrganisation", status_code=200)
     async def reactivate(
@@ -159,8 +178,7 @@ class OrganisationAdminController(Controller):
         org_id: FromPath[uuid.UUID],
     ) -> rs.Organisation:
         """Undo a deactivation (administrators)."""
-        require(request.user, Role.ADMIN)
-        return ref_svc.org_out(await svc.set_active(db, request.user, Organisation, org_id, True))
+        return await _set_active(db, request.user, Organisation, org_id, True, ref_svc.org_out)
 
     @get("/{org_id:uuid}/members", operation_id="ListOrganisationMembers")
     async def members(
@@ -170,7 +188,6 @@ class OrganisationAdminController(Controller):
         org_id: FromPath[uuid.UUID],
     ) -> list[rs.Member]:
         """Who belongs to the unit: home members, then members by membership."""
-        require(request.user, Role.ADMIN)
         return await svc.members(db, await svc.get_any(db, Organisation, org_id))
 
     @put("/{org_id:uuid}/members/{user_id:uuid}", operation_id="AddOrganisationMember")
@@ -183,7 +200,6 @@ class OrganisationAdminController(Controller):
         data: JSONBody[rs.MemberSet],
     ) -> Response[list[rs.Member]]:
         """Add a user to the unit, or change their part in it: 201 when new, else 200."""
-        require(request.user, Role.ADMIN)
         org = await svc.get_any(db, Organisation, org_id)
         user = await auth_svc.get_user(db, user_id)
         fresh = await svc.add_member(db, request.user, org, user, data)
@@ -198,7 +214,6 @@ class OrganisationAdminController(Controller):
         user_id: FromPath[uuid.UUID],
     ) -> None:
         """End a membership (a home member moves by changing the user's organisation)."""
-        require(request.user, Role.ADMIN)
         org = await svc.get_any(db, Organisation, org_id)
         await svc.remove_member(db, request.user, org, await auth_svc.get_user(db, user_id))
 
@@ -208,6 +223,7 @@ class EnterpriseAdminController(Controller):
 
     path = "/api/v1/enterprises"
     tags = ["admin"]
+    guards = [admins_only]
 
     @post("/{enterprise_id:uuid}/deactivate", operation_id="DeactivateEnterprise", status_code=200)
     async def deactivate(
@@ -217,9 +233,9 @@ class EnterpriseAdminController(Controller):
         enterprise_id: FromPath[uuid.UUID],
     ) -> rs.Enterprise:
         """Deactivate an enterprise (administrators)."""
-        require(request.user, Role.ADMIN)
-        row = await svc.set_active(db, request.user, Enterprise, enterprise_id, False)
-        return ref_svc.enterprise_out(row)
+        return await _set_active(
+            db, request.user, Enterprise, enterprise_id, False, ref_svc.enterprise_out
+        )
 
     @post("/{enterprise_id:uuid}/reactivate", operation_id="ReactivateEnterprise", status_code=200)
     async def reactivate(
@@ -229,9 +245,9 @@ class EnterpriseAdminController(Controller):
         enterprise_id: FromPath[uuid.UUID],
     ) -> rs.Enterprise:
         """Undo a deactivation (administrators)."""
-        require(request.user, Role.ADMIN)
-        row = await svc.set_active(db, request.user, Enterprise, enterprise_id, True)
-        return ref_svc.enterprise_out(row)
+        return await _set_active(
+            db, request.user, Enterprise, enterprise_id, True, ref_svc.enterprise_out
+        )
 
 
 class GridAdminController(Controller):
@@ -239,6 +255,7 @@ class GridAdminController(Controller):
 
     path = "/api/v1/grids"
     tags = ["admin"]
+    guards = [admins_only]
 
     @post("/{grid_id:uuid}/deactivate", operation_id="DeactivateGrid", status_code=200)
     async def deactivate(
@@ -248,8 +265,7 @@ class GridAdminController(Controller):
         grid_id: FromPath[uuid.UUID],
     ) -> rs.Grid:
         """Deactivate a grid: new hazards there take no grid (administrators)."""
-        require(request.user, Role.ADMIN)
-        return ref_svc.grid_out(await svc.set_active(db, request.user, Grid, grid_id, False))
+        return await _set_active(db, request.user, Grid, grid_id, False, ref_svc.grid_out)
 
     @post("/{grid_id:uuid}/reactivate", operation_id="ReactivateGrid", status_code=200)
     async def reactivate(
@@ -259,8 +275,7 @@ class GridAdminController(Controller):
         grid_id: FromPath[uuid.UUID],
     ) -> rs.Grid:
         """Undo a deactivation (administrators)."""
-        require(request.user, Role.ADMIN)
-        return ref_svc.grid_out(await svc.set_active(db, request.user, Grid, grid_id, True))
+        return await _set_active(db, request.user, Grid, grid_id, True, ref_svc.grid_out)
 
 
 AUDIT_FIELDS = ("id", "at", "actor_id", "action", "entity", "entity_id", "area_id", "detail")

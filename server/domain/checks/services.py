@@ -21,7 +21,7 @@ from schemas import checks as s
 from schemas.common import Role
 from server import audit, changes
 from server.auth.principal import Principal
-from server.crud import refuse_taken_id
+from server.crud import refuse_taken_id, retire_versions
 from server.domain.checks import schedule
 from server.domain.hazards.services import my_enterprises, only_enterprise, open_from_check
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -300,15 +300,10 @@ async def retire_template(
     session: AsyncSession, p: Principal, template_id: uuid.UUID
 ) -> CheckTemplate:
     """Retire a template (every version of its code): it is no longer offered, submitted or
-    due; this week's open checks of it are withdrawn. Submissions already made stay."""
+    due; this week's open checks of it are withdrawn. Submissions already made stay. 409
+    `already_inactive` when it is retired already."""
     row = await get_template(session, template_id)
-    for version in (
-        await session.execute(select(CheckTemplate).where(CheckTemplate.code == row.code))
-    ).scalars():
-        if version.active:
-            version.active = False
-            changes.record(session, version)
-    await session.flush()
+    await retire_versions(session, CheckTemplate, row.code)
     withdrawn = await schedule.retire_code(session, row.code)
     audit.record(session, p, "retire", "check_template", row.id, code=row.code, withdrawn=withdrawn)
     return row

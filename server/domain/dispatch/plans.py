@@ -22,6 +22,7 @@ from schemas.dispatch import IncidentType
 from schemas.states import TaskStatus
 from server import audit, changes, geo
 from server.auth.principal import Principal
+from server.crud import retire_versions
 from server.domain.dispatch.assign import (
     DispatchPolicy,
     announce_assignment,
@@ -178,14 +179,7 @@ async def delete_plan(session: AsyncSession, p: Principal, row: EmergencyPlan) -
 async def retire_plan(session: AsyncSession, p: Principal, row: EmergencyPlan) -> None:
     """Retire the plan: every version inactive (kept and readable; an update makes a new active
     version again); 409 when no version is active."""
-    rows = await session.execute(select(EmergencyPlan).where(EmergencyPlan.code == row.code))
-    active = [v for v in rows.scalars() if v.active and v.deleted_at is None]
-    if not active:
-        raise Conflict(N_("the plan is already retired"), code="already_inactive")
-    for version in active:
-        version.active = False
-        changes.record(session, version)
-    await session.flush()
+    await retire_versions(session, EmergencyPlan, row.code)
     audit.record(session, p, "retire", "plan", row.id, code=row.code)
 
 
