@@ -251,6 +251,7 @@ def user_set(
 
     import msgspec
 
+    from schemas.auth import UserPatch
     from server.domain.admin.services import update_user
 
     def ident(value: str | None, hint: str) -> Any:
@@ -263,13 +264,13 @@ def user_set(
         except ValueError as exc:
             raise click.BadParameter("not a UUID", param_hint=hint) from exc
 
-    changes = {
-        "role": Role(role) if role else msgspec.UNSET,
-        "org_id": ident(org_id, "--org-id"),
-        "area_id": ident(area_id, "--area-id"),
-        "display_name": display_name if display_name is not None else msgspec.UNSET,
-    }
-    row = _admin_action(settings, username, lambda s, u: update_user(s, None, u, **changes))
+    patch = UserPatch(
+        role=Role(role) if role else msgspec.UNSET,
+        org_id=ident(org_id, "--org-id"),
+        area_id=ident(area_id, "--area-id"),
+        display_name=display_name if display_name is not None else msgspec.UNSET,
+    )
+    row = _admin_action(settings, username, lambda s, u: update_user(s, None, u, patch))
     click.echo(f"{row.username} {row.role} org={row.org_id} area={row.area_id}")
 
 

@@ -92,15 +92,7 @@ class UserController(Controller):
         """Change a user's name, role, home organisation or area (the next request already
         sees them), or the saved language of their pushes and exports."""
         user = await auth_svc.get_user(db, user_id)
-        await svc.update_user(
-            db,
-            request.user,
-            user,
-            display_name=data.display_name,
-            role=data.role,
-            org_id=data.org_id,
-            area_id=data.area_id,
-        )
+        await svc.update_user(db, request.user, user, data)
         if data.language is not msgspec.UNSET:
             await auth_svc.set_language(db, request.user, user, data.language)
         return auth_svc.user_out(user)

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
+from schemas import auth as auth_s
 from schemas import reference as s
 from schemas.common import Role
 from server import audit, changes, geo
@@ -230,35 +231,22 @@ async def reset_password(
 
 
 async def update_user(
-    session: AsyncSession,
-    p: Principal | None,
-    user: User,
-    *,
-    display_name: str | msgspec.UnsetType = msgspec.UNSET,
-    role: Role | msgspec.UnsetType = msgspec.UNSET,
-    org_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET,
-    area_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET,
+    session: AsyncSession, p: Principal | None, user: User, data: auth_s.UserPatch
 ) -> User:
-    """Change a user's name, role, home organisation or area (what is not given stays). The
-    next request already sees the new role and area (each request reloads the user); a
-    responder or enterprise member keeps an organisation."""
-    changed: dict[str, Any] = {}
-    if org_id is not msgspec.UNSET and org_id is not None:
-        org = await session.get(Organisation, org_id)
+    """Change a user's name, role, home organisation or area (what is not given stays; the
+    language is `auth.services.set_language`'s). The next request already sees the new role
+    and area (each request reloads the user); a responder or enterprise member keeps an
+    organisation."""
+    if data.org_id is not msgspec.UNSET and data.org_id is not None:
+        org = await session.get(Organisation, data.org_id)
         if org is None or org.deleted_at is not None:
             raise InvalidInput(N_("no such organisation"), field="org_id")
-    if area_id is not msgspec.UNSET:
-        await _check_area(session, area_id, "area_id")
-    for name, given in (
-        ("display_name", display_name),
-        ("role", role),
-        ("org_id", org_id),
-        ("area_id", area_id),
-    ):
-        value = given.value if isinstance(given, Role) else given
-        if value is not msgspec.UNSET and getattr(user, name) != value:
-            setattr(user, name, value)
-            changed[name] = value
+    if data.area_id is not msgspec.UNSET:
+        await _check_area(session, data.area_id, "area_id")
+    names = ("display_name", "role", "org_id", "area_id")
+    before = {name: getattr(user, name) for name in names}
+    sent = apply_patch(user, data, names)
+    changed = {name: value for name, value in sent.items() if before[name] != value}
     if user.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and user.org_id is None:
         raise InvalidInput(
             N_("a {role} belongs to an organisation"), role=user.role, field="org_id"
