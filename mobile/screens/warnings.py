@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kivy.metrics import dp
-from kivy.properties import ColorProperty, StringProperty
+from kivy.core.text import Label as CoreLabel
+from kivy.core.window import Window
+from kivy.metrics import dp, sp
+from kivy.properties import ColorProperty, NumericProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.label import Label
 
@@ -35,7 +37,23 @@ class AlertRow(BoxLayout, Painted):  # type: ignore[misc]
     line2 = StringProperty("")
     line3 = StringProperty("")
     line4 = StringProperty("")
+    line3_height = NumericProperty(0)
     bg_color = ColorProperty([0, 0, 0, 0])
+
+
+#: the row without its instruction: padding, headline, status and area lines
+ROW_BASE_DP = 16 + 3 * 30
+#: the badge and the gaps beside the texts
+TEXT_INSET_DP = 10 + 64 + 10 + 10
+
+
+def text_height(text: str, width: float, font_size: float) -> float:
+    """The height `text` takes wrapped to `width` (Kivy's own text layout, as drawn)."""
+    if not text:
+        return 0.0
+    label = CoreLabel(text=text, font_size=font_size, text_size=(width, None))
+    label.refresh()
+    return float(label.texture.height)
 
 
 class WarningsScreen(FieldScreen):
@@ -75,7 +93,6 @@ class WarningsScreen(FieldScreen):
                         )
                         if x
                     ),
-                    "size": (None, dp(150)),
                 }
             )
         return {"rows": rows}
@@ -83,6 +100,11 @@ class WarningsScreen(FieldScreen):
     def show(self, data: Any) -> None:
         if data is None:
             return
+        width = max(dp(120), (self.width or Window.width) - dp(TEXT_INSET_DP))
+        for row in data["rows"]:
+            tall = text_height(row["line3"], width, sp(16)) + dp(4)
+            row["line3_height"] = tall
+            row["size"] = (None, max(dp(150), dp(ROW_BASE_DP) + tall))
         self.ids.rv.data = data["rows"]
         self.ids.empty.text = "" if data["rows"] else tr._("No warnings for your area.")
 
