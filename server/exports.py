@@ -2,7 +2,7 @@
 
 A download is CSV with `?format=csv` or `Accept: text/csv` (and not `application/json`). The
 header row names each column in the request's language (`Accept-Language`, as problem details;
-English when none): the labels are marked with `N_` in `LABELS`, so the catalogue test holds
+without one, the signed-in reader's saved language): the labels are marked with `N_` in `LABELS`, so the catalogue test holds
 them to having Chinese. The body is UTF-8 with a byte-order mark: Excel, which a county office
 opens these files with, reads a CSV without one in the system's ANSI code page (GBK on Chinese
 Windows) and shows the Chinese as mojibake; with it, Excel, LibreOffice and Python's
@@ -141,14 +141,25 @@ def to_csv(
     return out.getvalue()
 
 
+def export_lang(request: Request[Any, Any, Any]) -> str:
+    """The language of a download: the one the request asks for, else the signed-in
+    person's saved language (a script or a spreadsheet's web query sends none), else
+    English as for every answer."""
+    if request.headers.get("accept-language"):
+        return request_lang(request)
+    saved = getattr(request.scope.get("user"), "language", None)
+    return saved if saved in i18n.LANGS else request_lang(request)
+
+
 def csv_response(
     request: Request[Any, Any, Any],
     rows: Iterable[msgspec.Struct | Mapping[str, Any]],
     fields: Sequence[str],
     name: str,
 ) -> Response[Any]:
-    """A CSV download named `name`.csv, headed in the request's language, with a BOM."""
-    lang = request_lang(request)
+    """A CSV download named `name`.csv, headed in the request's language (`Accept-Language`;
+    without one, the reader's saved language), with a BOM."""
+    lang = export_lang(request)
     body = (BOM + to_csv(rows, fields, lang)).encode("utf-8")
     return Response(
         body,

@@ -56,5 +56,6 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             area_id=user.area_id,
             session_id=claims.session_id,
             device_id=claims.device_id,
+            language=user.language,
         )
         return AuthenticationResult(user=principal, auth=token)

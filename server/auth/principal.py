@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import i18n
 from schemas.common import Role
 
 
@@ -19,6 +20,8 @@ class Principal:
     area_id: uuid.UUID | None
     session_id: uuid.UUID
     device_id: str
+    #: the person's saved language (i18n.LANGS): exports when the request names none
+    language: str = i18n.DEFAULT_LANG
 
     def has(self, *roles: Role) -> bool:
         """True when the user has one of `roles`."""

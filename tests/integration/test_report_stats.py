@@ -24,6 +24,7 @@ from tests import factories as f
 from tests.conftest import Sessions
 from tests.integration.dispatch_helpers import in_db, tasks_of
 from tests.integration.test_hazard_loop import report, step, verified_and_assigned
+from tests.integration.test_notify import set_language
 
 S = "/api/v1/stats"
 
@@ -132,8 +133,12 @@ def test_hazard_stats_as_csv_in_both_languages(client: TestClient[Any], auth: Se
     zh = _csv(client.get(f"{S}/hazards", headers={**d, "Accept-Language": "zh-CN"}, params=params))
     assert zh[0] == ["类别", "状态", "总数", "已销号", "已交办整改", "已整改", "整改率", "已超期"]
     assert ["gas", "reported"] in [row[:2] for row in zh[1:]]  # values are not translated
-    en = _csv(client.get(f"{S}/hazards", headers=d, params=params))
+    en = _csv(client.get(f"{S}/hazards", headers={**d, "Accept-Language": "en"}, params=params))
     assert en[0][:3] == ["Category", "Status", "Total"]
+    # Without Accept-Language (a script, a spreadsheet's web query): the saved language.
+    assert _csv(client.get(f"{S}/hazards", headers=d, params=params))[0] == zh[0]
+    set_language(client, d, "en")
+    assert _csv(client.get(f"{S}/hazards", headers=d, params=params))[0] == en[0]
 
 
 def test_response_times_by_incident_type_unit_and_period(
