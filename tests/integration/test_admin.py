@@ -244,7 +244,9 @@ def test_audit_export_as_csv(client: TestClient[Any], auth: Sessions) -> None:
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[0] == ["编号", "时间", "操作人", "操作", "记录类型", "记录", "区域", "详情"]
     assert rows[1][3] == "create" and rows[1][4] == "incident"  # values are not translated
-    english = client.get(f"{A}/audit", headers=admin, params={"format": "csv"})
+    english = client.get(
+        f"{A}/audit", headers={**admin, "Accept-Language": "en"}, params={"format": "csv"}
+    )
     assert english.content.decode("utf-8-sig").startswith("Id,Time,Actor,Action,")
 
 

@@ -57,7 +57,11 @@ def test_response_times_follow_the_timeline(client: TestClient[Any], auth: Sessi
     mine = next(r for r in window if r["unit_kind"] == "police")
     assert (mine["tasks"], mine["accept_p50_s"], mine["on_scene_p90_s"]) == (1, 40.0, 400.0)
 
-    text = client.get("/api/v1/stats/response-times", headers=d, params={"format": "csv"})
+    text = client.get(
+        "/api/v1/stats/response-times",
+        headers={**d, "Accept-Language": "en"},
+        params={"format": "csv"},
+    )
     assert text.status_code == 200
     assert text.headers["content-type"] == "text/csv; charset=utf-8"  # the charset once
     rows = list(csv.DictReader(io.StringIO(text.content.decode("utf-8-sig"))))
@@ -84,7 +88,9 @@ def test_incident_counts_by_period_as_json_and_csv(client: TestClient[Any], auth
     naive = client.get("/api/v1/stats/incidents", headers=d, params={"since": "2026-01-01T00:00"})
     assert naive.status_code in (400, 422)
     as_csv = client.get(
-        "/api/v1/stats/incidents", headers={**d, "Accept": "text/csv"}, params={"period": "week"}
+        "/api/v1/stats/incidents",
+        headers={**d, "Accept": "text/csv", "Accept-Language": "en"},
+        params={"period": "week"},
     )
     assert as_csv.headers["content-type"].startswith("text/csv")
     assert as_csv.content.decode("utf-8-sig").splitlines()[0] == "Period,Type,Level,Count"
