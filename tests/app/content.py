@@ -199,7 +199,7 @@ def many_hazards(base: str, n: int, threads: int = 2) -> None:
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    h = login(base, "inspector1")
+    h = dict(login(base, "inspector1"))
     cats = ("fire", "electrical", "gas", "structural", "road", "other")
     sev = ("low", "medium", "high", "critical")
 
@@ -220,6 +220,9 @@ def many_hazards(base: str, n: int, threads: int = 2) -> None:
                         "accuracy_m": 5.0,
                     },
                 )
+                if r.status_code == 401:  # a run longer than the access token's life
+                    h.update(login.__wrapped__(base, "inspector1"))
+                    continue
                 if r.status_code != 503:
                     break
                 time.sleep(float(r.headers.get("retry-after", "1")))
