@@ -2,11 +2,12 @@
 
 A download is CSV with `?format=csv` or `Accept: text/csv` (and not `application/json`). The
 header row names each column in the request's language (`Accept-Language`, as problem details;
-without one, the signed-in reader's saved language): the labels are marked with `N_` in `LABELS`, so the catalogue test holds
-them to having Chinese. The body is UTF-8 with a byte-order mark: Excel, which a county office
-opens these files with, reads a CSV without one in the system's ANSI code page (GBK on Chinese
-Windows) and shows the Chinese as mojibake; with it, Excel, LibreOffice and Python's
-`utf-8-sig` all read it right. Cells that a spreadsheet would run as a formula are defused.
+without one, the signed-in reader's saved language): the labels are marked with `N_` in
+`LABELS`, so the catalogue test holds them to having Chinese. The body is UTF-8 with a
+byte-order mark: Excel, which a county office opens these files with, reads a CSV without one
+in the system's ANSI code page (GBK on Chinese Windows) and shows the Chinese as mojibake; with
+it, Excel, LibreOffice and Python's `utf-8-sig` all read it right. Cells that a spreadsheet
+would run as a formula are defused.
 """
 
 from __future__ import annotations
