@@ -15,7 +15,7 @@ help:
 	@echo "make test   set up, then ruff, mypy, import contracts and pytest"
 	@echo "make app    the field app on this desktop, against make run's server, as APP_USER"
 	@echo "make screenshots  a PNG of every app screen in Chinese and English (var/screenshots)"
-	@echo "make fuzz   the deep API fuzz: schemathesis' every phase on both databases (~15 min)"
+	@echo "make fuzz   the deep API fuzz: schemathesis' every phase on both databases (slow)"
 	@echo "make bench  run the benchmarks; figures land in var/bench/*.json"
 
 # The environment is rebuilt when the lock file changes. infra/bootstrap.sh picks a Python that
