@@ -212,3 +212,22 @@ def test_process_killed_mid_pull_loses_nothing(tmp_path: Path) -> None:
     store = ClientStore(db, clock=ManualClock())
     assert store.device_id == "dev" and store.cursors() == {}
     assert store.pending_count() == 1 and len(store.all("hazard")) == 1
+
+
+async def test_a_pulled_change_keeps_the_devices_unsent_edit_on_top(rig: Rig) -> None:
+    """A record with a queued edit gets another field changed by someone else: the pull
+    shows both (the pull rebuilds the local view of records with outbox rows)."""
+    a, b = ClientStore(device_id="a"), ClientStore(device_id="b")
+    ca, cb = SyncClient(a, LocalTransport(rig, "a")), SyncClient(b, LocalTransport(rig, "b"))
+    rid = uuid.uuid4()
+    a.write("hazard", rid, hazard_fields(), op=Op.CREATE)
+    await ca.sync_once()
+    await cb.sync_once()
+    a.write("hazard", rid, {"description": "Exit cleared by A"})  # queued, not sent
+    b.write("hazard", rid, {"severity": "low"})
+    await cb.sync_once()
+    await ca.pull()
+    seen = a.get("hazard", rid)
+    assert seen is not None
+    assert (seen["description"], seen["severity"]) == ("Exit cleared by A", "low")
+    assert a.pending_count() == 1
