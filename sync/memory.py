@@ -165,6 +165,10 @@ class MemoryTx:
         self._writes.append(write)
 
     # -- reads ------------------------------------------------------------------------------
+    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
+        """Scopes with a feed item after their cursor (see the Protocol)."""
+        return {s for s, c in cursors.items() if (await self.changes_since(s, c, 1))[0]}
+
     async def changes_since(
         self, scope: str, cursor: int, limit: int
     ) -> tuple[list[ScopeItem], bool]:

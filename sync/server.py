@@ -560,9 +560,19 @@ class SyncServer:
             last = await tx.last_seq()
             pages: list[ScopePage] = []
             more = False
+            # Scopes the device holds and may follow from its cursor: one query says which
+            # have anything new; the others are skipped without a query each.
+            current = {
+                s: c
+                for s, c in req.cursors.items()
+                if s in scopes and (c == 0 or horizon <= c <= last)
+            }
+            changed = await tx.changed_scopes(current) if current else set()
             for scope in sorted(scopes):
                 known = scope in req.cursors
                 cursor = req.cursors.get(scope, 0)
+                if scope in current and scope not in changed:
+                    continue  # nothing after the cursor: no page (as below, without a query)
                 resync = cursor > 0 and (cursor < horizon or cursor > last)
                 if resync:
                     cursor = 0

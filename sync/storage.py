@@ -118,6 +118,13 @@ class SyncTx(Protocol):
         """
         ...
 
+    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
+        """The scopes among `cursors` whose feed has an item after their cursor: a superset
+        of those `changes_since` would answer with items (a snapshot at cursor 0 leaves out
+        tombstones and eviction markers). One query for all of them, so a pull
+        that finds nothing new (most pulls) costs one statement, not one per scope."""
+        ...
+
     async def scope_checksum(self, scope: str) -> int:
         """The scope's current checksum (0 for an unknown scope)."""
         ...

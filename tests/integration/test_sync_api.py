@@ -483,3 +483,46 @@ def test_a_newer_apps_unknown_field_is_ignored_not_refused(
     assert [a.ignored for a in reply.acks] == [["smell_index"], ["x_y"]]
     got = client.get(f"/api/v1/hazards/{rid}", headers=auth("dispatcher")).json()
     assert got["severity"] == "low" and got["description"] == body["description"]
+
+
+def test_a_pull_with_nothing_new_asks_the_feed_once(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    """Most pulls find nothing new: one statement probes every scope the phone holds (not one
+    per scope, which made a surge's polling cost 17 queries a pull); a change still arrives."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    h = auth("fire1")
+    cursors: dict[str, int] = {}
+    while True:
+        req = PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors, limit=300)
+        status, reply, _ = post(client, "pull", h, req)
+        assert status == 200 and not isinstance(reply, UpgradeRequired)
+        cursors.update({p.scope: p.cursor for p in reply.scopes})
+        if not reply.has_more:
+            break
+    assert len(cursors) > 5
+    feed: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if "sync_members" in statement:
+            feed.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        req = PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors)
+        status, reply, _ = post(client, "pull", h, req)
+        assert status == 200 and not isinstance(reply, UpgradeRequired)
+        assert reply.scopes == [] and not reply.has_more
+        assert len(feed) == 1, feed
+        d = auth("dispatcher")
+        task = client.post("/api/v1/tasks", headers=d, json=f.task()).json()
+        feed.clear()
+        status, reply, _ = post(client, "pull", h, req)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert status == 200 and not isinstance(reply, UpgradeRequired)
+    got = {(c.entity, str(c.id)) for p in reply.scopes for c in p.changes}
+    assert ("task", task["id"]) in got
+    assert 1 < len(feed) < len(cursors)  # the probe, then only the scopes that changed

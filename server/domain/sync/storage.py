@@ -311,6 +311,25 @@ class SqlTx:
             ],
         )
 
+    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
+        """Scopes with a member after their cursor: one index probe each (scope, seq), all in
+        one statement (a text statement: building it with the ORM cost more than running it)."""
+        out: set[str] = set()
+        items = list(cursors.items())
+        table = SyncMember.__tablename__
+        for start in range(0, len(items), _CHUNK):
+            part = items[start : start + _CHUNK]
+            sql = " UNION ALL ".join(
+                f"SELECT * FROM (SELECT scope FROM {table}"  # noqa: S608 - names are ours
+                f" WHERE scope = :s{i} AND seq > :c{i} LIMIT 1) AS q{i}"
+                for i in range(len(part))
+            )
+            params: dict[str, Any] = {}
+            for i, (scope, cursor) in enumerate(part):
+                params[f"s{i}"], params[f"c{i}"] = scope, cursor
+            out.update(self.s.execute(text(sql), params).scalars())
+        return out
+
     async def changes_since(
         self, scope: str, cursor: int, limit: int
     ) -> tuple[list[ScopeItem], bool]:
