@@ -209,6 +209,10 @@ class MemoryTx:
         """Seq up to which tombstones may be gone."""
         return self._s.horizon
 
+    async def feed_bounds(self) -> tuple[int, int]:
+        """(horizon, last seq)."""
+        return self._s.horizon, self._s.committed_seq
+
     async def purge_tombstones(self, before_ms: int) -> int:
         """Drop old tombstones and eviction markers; return the new horizon."""
         s = self._s

@@ -556,8 +556,7 @@ class SyncServer:
         budget = max(1, min(req.limit, self.max_pull_limit))
         async with self.storage.transaction() as tx:
             scopes = await self.policy.user_scopes(tx, user)
-            horizon = await tx.tombstone_horizon()
-            last = await tx.last_seq()
+            horizon, last = await tx.feed_bounds()
             pages: list[ScopePage] = []
             more = False
             # Scopes the device holds and may follow from its cursor: one query says which

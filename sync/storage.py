@@ -140,6 +140,10 @@ class SyncTx(Protocol):
         """
         ...
 
+    async def feed_bounds(self) -> tuple[int, int]:
+        """(`tombstone_horizon()`, `last_seq()`) in one read: a pull needs both."""
+        ...
+
     async def purge_tombstones(self, before_ms: int) -> int:
         """Delete tombstones and eviction markers written before `before_ms`.
 

@@ -374,6 +374,13 @@ class SqlTx:
         value = self.s.execute(select(SyncCounter.horizon).where(SyncCounter.id == 1))
         return int(value.scalar_one())
 
+    async def feed_bounds(self) -> tuple[int, int]:
+        """(horizon, last seq) from the counter row in one statement."""
+        row = self.s.execute(
+            select(SyncCounter.horizon, SyncCounter.seq).where(SyncCounter.id == 1)
+        ).one()
+        return int(row[0]), int(row[1])
+
     async def purge_tombstones(self, before_ms: int) -> int:
         """Delete tombstones and eviction markers older than `before_ms`; return the horizon."""
         old = await self.tombstone_horizon()
