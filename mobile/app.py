@@ -71,7 +71,11 @@ def parse(argv: list[str] | None = None) -> AppOptions:
 
 
 def prepare_environment(options: AppOptions) -> None:
-    """Kivy reads its environment at import: set it first."""
+    """Kivy reads its environment at import: set it first. httpx imports its command-line
+    client (click, rich, pygments: a third of the core's import time) when those are
+    installed, as on a desktop with the server's packages; the app never runs it."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
     os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")

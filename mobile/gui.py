@@ -184,11 +184,20 @@ class LiandongApp(App):  # type: ignore[misc]
         self.stack.clear()
 
     def signed_in(self) -> None:
-        """The user's data is open: the start screen, and the send loop (its first round at
-        once; later ones after writes, pushes, the timer and "send now", not on every visit
-        to the start screen)."""
+        """The user's data is open: the start screen, then the send loop once that screen
+        shows its list (its first round then; later ones after writes, pushes, the timer and
+        "send now", not on every visit to the start screen). The round waits for the list
+        so that the first screen does not share the core's thread and the GIL with it."""
         self.go_home()
-        self.start_sending()
+        home = self.current
+
+        def shown(*_args: Any) -> None:
+            if not home.loading:
+                home.unbind(loading=shown)
+                Clock.schedule_once(lambda _dt: self.start_sending(), 0)
+
+        home.bind(loading=shown)
+        shown()
 
     @property
     def current(self) -> Any:

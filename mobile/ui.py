@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -39,6 +42,9 @@ HERE = Path(__file__).parent
 FONT = HERE / "assets" / "fonts" / "NotoSansSC-Liandong.otf"
 #: the smallest touch target (Android's and WCAG's 48 dp)
 TOUCH = 48
+#: how much nicer than the UI thread the core's thread runs (Android's
+#: THREAD_PRIORITY_BACKGROUND is 10)
+BACKGROUND_NICE = 10
 
 # Kivy's Roboto has no Chinese glyphs: the subset Noto Sans SC is every label's default font.
 LabelBase.register(DEFAULT_FONT, str(FONT))
@@ -190,6 +196,7 @@ class Worker:
         self.on_error: Callable[[BaseException], None] = _log_error
 
     def _run(self) -> None:
+        background_priority()
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
@@ -244,6 +251,19 @@ class Worker:
         """Stop the loop (the app is closing)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+
+
+def background_priority() -> None:
+    """Run the calling thread, and the threads it starts afterwards (the transport's), at
+    background priority, as Android runs an app's workers: when the CPU is short (a sync
+    applying thousands of records on a cheap phone), drawing the next frame comes first.
+    Linux (Android too) sets the nice value per thread; elsewhere this does nothing."""
+    if not sys.platform.startswith(("linux", "android")):  # per-thread nice is Linux's
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + BACKGROUND_NICE))
 
 
 class Painted:

@@ -352,60 +352,45 @@ class Views:
         self,
         *,
         status: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
         overdue: bool | None = None,
         mine: bool | None = None,
+        ids: Iterable[uuid.UUID] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[HazardView]:
         """Hazards the phone holds (the server sends an inspector the hazards of their grids,
         an enterprise its own), overdue first, then newest reports; with their photos.
 
-        `mine`: reported by me (or queued here and not yet confirmed). A queued step's status
-        is shown (pending)."""
+        `status` / `exclude`: the status shown is (not) one of these. `mine`: reported by me
+        (or queued here and not yet confirmed). `ids`: only these. A queued step's status is
+        shown (pending). `offset` skips that many matching hazards (a list's next page)."""
+        steps = self._steps("hazard_step", "hazard_id")
+        where, params = self._hazard_where(steps, status, exclude, overdue, mine, ids)
         h = REC.format(a="h")
         sql = (
             f"SELECT h.id, {h}, h.data IS NULL OR h.local IS NOT NULL FROM records h"  # noqa: S608
             + (" INDEXED BY mobile_hazards_order" if self._hazard_index else "")
-            + " WHERE h.entity='hazard' AND coalesce(h.local, h.data) IS NOT NULL"
+            + where
+            + f" ORDER BY {HAZARD_ORDER}"
         )
-        params: list[Any] = []
-        steps = self._steps("hazard_step", "hazard_id")
-        wanted = {status} if isinstance(status, str) else set(status) if status else None
-        if wanted is not None:
-            # The record's status, or a step of this phone that may have moved it (checked
-            # below): only candidate rows are decoded.
-            moved = [uuid.UUID(k).bytes for k in steps]
-            sql += (
-                f" AND (json_extract({h}, '$.status') IN ({','.join('?' * len(wanted))})"
-                f" OR h.id IN ({','.join('?' * len(moved))}))"
-            )
-            params += sorted(wanted) + moved
-        if overdue is not None:
-            sql += f" AND coalesce(json_extract({h}, '$.overdue'), 0) = ?"
-            params.append(1 if overdue else 0)
-        if mine is not None:
-            sql += (
-                f" AND (json_extract({h}, '$.reporter_id') = ? OR h.data IS NULL)"
-                if mine
-                else f" AND coalesce(json_extract({h}, '$.reporter_id'), '') != ?"
-                " AND h.data IS NOT NULL"
-            )
-            params.append(self.me.user_id)
-        sql += f" ORDER BY {HAZARD_ORDER}"
+        wanted, unwanted = _codes(status), _codes(exclude) or set()
         page: list[tuple[uuid.UUID, dict[str, Any], str, bool, bool]] = []
         skipped = 0
         for rid, blob, local in self.db.execute(sql, params):  # decoded one by one, lazily
-            record = _dec.decode(blob)
             uid = uuid.UUID(bytes=rid)
-            confirmed = {str(e.get("id")) for e in record.get("timeline") or []}
-            moves = [s for s in steps.get(str(uid), []) if s["id"] not in confirmed]
-            shown = moves[-1]["to_status"] if moves else str(record.get("status") or "reported")
-            if wanted is not None and shown not in wanted:
+            own = steps.get(str(uid))
+            if own is None and skipped < offset:  # the SQL filter is exact for it: no decode
+                skipped += 1
+                continue
+            record = _dec.decode(blob)
+            shown, moved = _shown_status(record, own)
+            if (wanted is not None and shown not in wanted) or shown in unwanted:
                 continue
             if skipped < offset:
                 skipped += 1
                 continue
-            page.append((uid, record, shown, bool(local), bool(moves)))
+            page.append((uid, record, shown, bool(local), moved))
             if len(page) >= limit:
                 break
         photos = self._photo_states(
@@ -426,6 +411,77 @@ class Views:
             )
             for uid, record, shown, local, moved_ in page
         ]
+
+    def hazard_count(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+    ) -> int:
+        """How many hazards `hazards(status=..., exclude=...)` would list without a limit:
+        counted in SQL, decoding only the few hazards a queued step of this phone may move."""
+        steps = self._steps("hazard_step", "hazard_id")
+        where, params = self._hazard_where(steps, status, exclude, None, None, None)
+        moved = [uuid.UUID(k).bytes for k in steps]
+        h = REC.format(a="h")
+        (n,) = self.db.execute(
+            f"SELECT count(*) FROM records h{where}"  # noqa: S608
+            f" AND h.id NOT IN ({','.join('?' * len(moved))})",
+            [*params, *moved],
+        ).fetchone()
+        if moved:
+            wanted, unwanted = _codes(status), _codes(exclude) or set()
+            for rid, blob in self.db.execute(
+                f"SELECT h.id, {h} FROM records h{where}"  # noqa: S608
+                f" AND h.id IN ({','.join('?' * len(moved))})",
+                [*params, *moved],
+            ):
+                own = steps.get(str(uuid.UUID(bytes=rid)))
+                shown, _moved = _shown_status(_dec.decode(blob), own)
+                n += (wanted is None or shown in wanted) and shown not in unwanted
+        return int(n)
+
+    def _hazard_where(
+        self,
+        steps: dict[str, list[dict[str, Any]]],
+        status: str | Iterable[str] | None,
+        exclude: str | Iterable[str] | None,
+        overdue: bool | None,
+        mine: bool | None,
+        ids: Iterable[uuid.UUID] | None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of the hazard queries: exact for a hazard without a queued step
+        of this phone; one with a step is a candidate whatever its record's status (the
+        caller checks the status it shows)."""
+        h = REC.format(a="h")
+        shown = f"coalesce(json_extract({h}, '$.status'), 'reported')"
+        sql = " WHERE h.entity='hazard' AND coalesce(h.local, h.data) IS NOT NULL"
+        params: list[Any] = []
+        moved = [uuid.UUID(k).bytes for k in steps]
+        or_moved = f" OR h.id IN ({','.join('?' * len(moved))}))"
+        wanted, unwanted = _codes(status), _codes(exclude) or set()
+        if wanted is not None:
+            sql += f" AND ({shown} IN ({','.join('?' * len(wanted))})" + or_moved
+            params += sorted(wanted) + moved
+        if unwanted:
+            sql += f" AND ({shown} NOT IN ({','.join('?' * len(unwanted))})" + or_moved
+            params += sorted(unwanted) + moved
+        if ids is not None:
+            blobs = [i.bytes for i in ids]
+            sql += f" AND h.id IN ({','.join('?' * len(blobs))})"
+            params += blobs
+        if overdue is not None:
+            sql += f" AND coalesce(json_extract({h}, '$.overdue'), 0) = ?"
+            params.append(1 if overdue else 0)
+        if mine is not None:
+            sql += (
+                f" AND (json_extract({h}, '$.reporter_id') = ? OR h.data IS NULL)"
+                if mine
+                else f" AND coalesce(json_extract({h}, '$.reporter_id'), '') != ?"
+                " AND h.data IS NOT NULL"
+            )
+            params.append(self.me.user_id)
+        return sql, params
 
     def _photo_states(self, ids: set[str]) -> dict[str, tuple[bool, str]]:
         """media id -> (sent, state) for `ids`: the phone's upload state, else the server's
@@ -629,6 +685,23 @@ class Views:
             if (e, tpl["id"]) not in taken
         ]
         return ChecksWeek(week, due, done)
+
+
+def _shown_status(record: dict[str, Any], steps: list[dict[str, Any]] | None) -> tuple[str, bool]:
+    """The status a hazard shows: its newest step this phone made that the server has not
+    confirmed (True: moved by it), else its record's."""
+    confirmed = {str(e.get("id")) for e in record.get("timeline") or []}
+    moves = [s for s in steps or () if s["id"] not in confirmed]
+    if moves:
+        return str(moves[-1]["to_status"]), True
+    return str(record.get("status") or "reported"), False
+
+
+def _codes(value: str | Iterable[str] | None) -> set[str] | None:
+    """A status filter as a set (None: no filter)."""
+    if value is None:
+        return None
+    return {value} if isinstance(value, str) else set(value)
 
 
 def _time(value: Any) -> datetime | None:

@@ -39,8 +39,7 @@ class HazardDetailScreen(FieldScreen):
         return uuid.UUID(str(self.params["key"]))
 
     def fetch(self, core: Any) -> dict[str, Any] | None:
-        wanted = self.hazard_id
-        found = [h for h in core.views.hazards(limit=1_000_000) if h.id == wanted]
+        found = core.views.hazards(ids=[self.hazard_id], limit=1)
         if not found:
             return None
         h = found[0]

@@ -146,6 +146,7 @@ def inspector_flow(app: Any) -> Scenario:
     yield from signed_in(app)
     home = app.current
     r["rows"] = [x.get("title") for x in home.ids.rv.data]
+    yield from paged(app, r)
     r["a11y"] = {"home-inspector": audit()}
     press("上报隐患")
     yield on(app, "hazard_report")
@@ -183,6 +184,26 @@ def inspector_flow(app: Any) -> Scenario:
     yield from synced_again(app)
     yield from synced_again(app)
     yield from outbox_states(app)
+
+
+def paged(app: Any, r: dict[str, Any]) -> Scenario:
+    """The start list a hazard at a time: the first page, then the next ones loaded as the
+    list is scrolled near its end, which with a few rows is at once. It ends as the whole
+    list read at once."""
+    from mobile.screens import home as start
+
+    screen = app.current
+    size, start.PAGE = start.PAGE, 1
+    try:
+        screen.loaded = 0
+        screen.refresh()
+        yield idle(app)
+        yield lambda: screen.next_page is None
+        yield idle(app)
+    finally:
+        start.PAGE = size
+    r["paged_rows"] = [x.get("title") for x in screen.ids.rv.data]
+    r["pages_loaded"] = screen.pages
 
 
 # -- enterprise --------------------------------------------------------------------------
@@ -463,12 +484,20 @@ def bench_pull(app: Any) -> Scenario:
     sync_s = time.perf_counter() - t0
     during = flips[mark:]
     yield idle(app)
+    rv = app.current.ids.rv
+    rows = len(rv.data)
+    rss = _rss_mb()
+    rv.scroll_y = 0  # the end of the first page: the next one loads
+    t1 = time.perf_counter()
+    yield lambda: len(rv.data) > rows
     app.scenario_results.update(
         max_frame_gap_ms=_max_gap_ms(during),
         frames=len(during),
         sync_s=round(sync_s, 2),
         pulled=sum(app.last_report.sync.pulled.values()) if app.last_report.sync else 0,
-        rows=len(app.current.ids.rv.data),
-        rss_mb=_rss_mb(),
+        rows=rows,
+        rows_after_scroll=len(rv.data),
+        next_page_s=round(time.perf_counter() - t1, 3),
+        rss_mb=rss,
         ok="sync-ok" in app.events,
     )

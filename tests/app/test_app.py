@@ -149,6 +149,8 @@ def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     )
     assert r["ok"], r["error"]
     assert r["rows"][0].startswith("待复查（1）")
+    # a page at a time, the list ends up the same as read at once
+    assert r["paged_rows"] == r["rows"] and r["pages_loaded"] >= 3, r
     assert "定位" in r["refused_without_fix"]  # no report on a coarse fix nobody accepted
     assert "±150" in r["accepted_fix"]
     assert r["steps"] == ["复查合格", "重开：未整改到位"], r["steps"]
