@@ -17,7 +17,8 @@ Figures:
 
 - `keepalive_request_ms_{1,2}_workers`: median of `GET /healthz` on one kept-alive connection
   (the Nagle/delayed-ACK stall of issue 13 was 44 ms with two workers).
-- `surge_phones_at_p99_1s`: polling phones stepped up by `step` (each step warmed, then measured)
+- `surge_phones_at_p99_1s`: polling phones stepped up by `step` (each step's new phones first
+  sync to the end, `first_sync_s` in its record; then the step is warmed and measured)
   until one step has p99 > 1 s, an error or a shed request; the last good step is then held for
   5 minutes, which must pass too (`surge_phones_at_p99_1s_held`). Baseline: the issue's probe
   before load shedding (p99 about 100 ms at 2,000 phones, collapse at 4,000).

@@ -7,9 +7,11 @@ imported by the benchmark itself.
 
 Phones (one locust user each, one device session each from the fixture's sessions file):
 
-- **polling**: syncs at start (an initial pull, not measured), then every `POLL_S` (30 s, at a
-  random phase): refreshes its token when due (every 15 minutes, at a random first time), pulls
-  (msgpack + gzip, its own cursors, every page), and with probability `POLL_S / WRITE_EVERY_S`
+- **polling**: syncs at start (its first sync, to the end, retried after a shed; not measured:
+  a stage's warm-up starts once no phone is still in its first sync), then every `POLL_S`
+  (30 s, at a random phase): refreshes its token when due (every 15 minutes, at a random first
+  time), pulls (msgpack + gzip, its own cursors, every page), and with probability
+  `POLL_S / WRITE_EVERY_S`
   writes: a position report (REST), or now and then a hazard by sync push, half of those with a
   photo sent by tus (creation-with-upload of a unique JPEG).
 - **streaming**: a phone already in sync: holds `GET /api/v1/sync/events` (a plain socket, read
@@ -58,6 +60,7 @@ HAZARD_SHARE = 0.05  # of writes; the rest are position reports
 PHOTO_SHARE = 0.5  # of hazards
 REFRESH_EVERY_S = 900.0
 TIMEOUT_S = 30.0
+FIRST_SYNC_MAX_S = 600.0
 MSGPACK = "application/msgpack"
 DISTRICT = (121.462, 31.197, 121.510, 31.248)
 
@@ -70,6 +73,7 @@ class Shared:
     want_streaming = 0
     streaming = 0
     polling = 0
+    first_syncs = 0  # phones still in their first sync
     connected: dict[str, set[int]] = defaultdict(set)  # unit -> phones holding the stream
     triggers: dict[str, tuple[int, float]] = {}  # unit -> (trigger id, time of the POST)
     reached: list[float] = []  # seconds from a trigger to a phone's event
@@ -168,8 +172,8 @@ class Phone(FastHttpUser):
             self.access, self.refresh_token = body["access_token"], body["refresh_token"]
             self.next_refresh = time.monotonic() + REFRESH_EVERY_S
 
-    def pull(self, name: str = "pull") -> None:
-        """Pull every page after the phone's cursors."""
+    def pull(self, name: str = "pull") -> bool:
+        """Pull every page after the phone's cursors; False when a page was shed or failed."""
         for _ in range(20):
             req = PullRequest(
                 schema_version=SCHEMA_VERSION,
@@ -185,13 +189,13 @@ class Phone(FastHttpUser):
                 headers=self._headers(MSGPACK),
             )
             if r is None:
-                return
+                return False
             body = r.content
             if r.headers.get("content-encoding") == "gzip" and body[:2] == b"\x1f\x8b":
                 body = gzip.decompress(body)  # geventhttpclient may have left it compressed
             reply = pull_reply_msgpack.decode(body)
             if not isinstance(reply, PullResponse):
-                return
+                return False
             more = False
             for page in reply.scopes:
                 self.cursors[page.scope] = page.cursor
@@ -203,7 +207,8 @@ class Phone(FastHttpUser):
             for scope in reply.dropped:
                 self.cursors.pop(scope, None)
             if not more:
-                return
+                return True
+        return True
 
     def write(self) -> None:
         """A position report, or now and then a hazard (half of them with a photo)."""
@@ -280,7 +285,15 @@ class Phone(FastHttpUser):
             self.poll()
 
     def poll(self) -> None:
-        self.pull("initial pull")
+        # The phone's first sync, to the end (a shed page waits Retry-After and is asked
+        # again, as the app does): a stage measures phones that are in sync and polling, so
+        # it starts only when no phone is still in its first sync (`Shared.first_syncs`).
+        Shared.first_syncs += 1
+        try:
+            while not self.pull("initial pull"):
+                gevent.sleep(1.0)
+        finally:
+            Shared.first_syncs -= 1
         gevent.sleep(random.uniform(0, POLL_S))
         while True:
             started = time.monotonic()
@@ -452,11 +465,19 @@ def main(plan_path: str) -> int:
     def emit(record: dict[str, Any]) -> None:
         print(json.dumps(record), flush=True)
 
+    first_sync_s: dict[int, float] = {}
+
     def reach(users: int, streaming: int) -> None:
         Shared.want_streaming = streaming
+        t0 = time.monotonic()
         runner.start(users, spawn_rate=spawn_rate)
         while runner.user_count != users:
             gevent.sleep(0.5)
+        # New phones first sync their scopes (a cold start, not a surge's steady polling):
+        # the warm-up starts once they all have, or after FIRST_SYNC_MAX_S at most.
+        while Shared.first_syncs and time.monotonic() - t0 < FIRST_SYNC_MAX_S:
+            gevent.sleep(0.5)
+        first_sync_s[users] = round(time.monotonic() - t0, 1)
 
     def measure(name: str, warm_s: float, hold_s: float, **extra: Any) -> dict[str, Any]:
         gevent.sleep(warm_s)
@@ -480,6 +501,8 @@ def main(plan_path: str) -> int:
             "failures": failures,
             "shed": shed,
             "stats": stats,
+            "first_sync_s": first_sync_s.get(Shared.polling + Shared.streaming),
+            "still_in_first_sync": Shared.first_syncs,
             **extra,
         }
         if Shared.affected:
