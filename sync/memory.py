@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -197,9 +197,9 @@ class MemoryTx:
             items.append(item)
         return items, False
 
-    async def scope_checksum(self, scope: str) -> int:
-        """Current checksum of `scope`."""
-        return self._s.checksums.get(scope, 0)
+    async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
+        """Current checksum of each scope."""
+        return {scope: self._s.checksums.get(scope, 0) for scope in scopes}
 
     async def last_seq(self) -> int:
         """Highest committed seq."""

@@ -586,10 +586,14 @@ class SyncServer:
                 if not items and known and not resync:
                     continue
                 page = self._page(scope, cursor, base, items, has_more, resync)
-                if not has_more:
-                    page.checksum = await tx.scope_checksum(scope)
                 more = more or has_more
                 pages.append(page)
+            # A scope's last page carries its checksum: all of them in one read.
+            done = [p for p in pages if not p.has_more]
+            if done:
+                sums = await tx.scope_checksums([p.scope for p in done])
+                for p in done:
+                    p.checksum = sums[p.scope]
         dropped = sorted(s for s in req.cursors if s not in scopes)
         return PullResponse(scopes=pages, dropped=dropped, has_more=more, hlc=self.hlc.now())
 

@@ -15,7 +15,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -125,8 +125,8 @@ class SyncTx(Protocol):
         that finds nothing new (most pulls) costs one statement, not one per scope."""
         ...
 
-    async def scope_checksum(self, scope: str) -> int:
-        """The scope's current checksum (0 for an unknown scope)."""
+    async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
+        """The current checksum of each of `scopes` (0 for an unknown scope), in one read."""
         ...
 
     async def last_seq(self) -> int:

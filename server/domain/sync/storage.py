@@ -358,12 +358,17 @@ class SqlTx:
             return items[:limit], True
         return items, False
 
-    async def scope_checksum(self, scope: str) -> int:
-        """The scope's checksum (0 when unknown)."""
-        value = self.s.execute(
-            select(SyncChecksum.checksum).where(SyncChecksum.scope == scope)
-        ).scalar_one_or_none()
-        return int(value or 0)
+    async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
+        """Each scope's checksum (0 when unknown)."""
+        out = dict.fromkeys(scopes, 0)
+        for part in _chunks(list(out)):
+            rows = self.s.execute(
+                select(SyncChecksum.scope, SyncChecksum.checksum).where(
+                    SyncChecksum.scope.in_(part)
+                )
+            )
+            out.update({scope: int(value or 0) for scope, value in rows})
+        return out
 
     async def last_seq(self) -> int:
         """The highest committed seq."""
