@@ -300,3 +300,26 @@ def test_reference_reads_by_level(database_url: str, districts: dict[str, str]) 
     assert reads(_who(Role.ADMIN)) == {"ref", "refall", "plans"}
     # No home area, no tasks: only what serves everyone.
     assert reads(_who(Role.ENTERPRISE_STAFF)) == {"ref"}
+
+
+def test_a_new_neighbour_is_read_at_once(
+    client: TestClient[Any], auth: Sessions, database_url: str, districts: dict[str, str]
+) -> None:
+    """The reach of an area is kept per process between pulls; a new area next to it counts
+    from the next pull on, not after a restart."""
+    east = f.did("area:test-far-east-neighbour")
+    far_dispatcher = _who(Role.DISPATCHER, FAR)
+    before = _areas(_sync(database_url, lambda s: reference_reads(s, far_dispatcher)))
+    assert FAR in before and east not in before
+    body = {
+        "id": str(east),
+        "name": "测试 T-FAR-EAST",
+        "code": "T-FAR-EAST",
+        "level": "district",
+        "parent_id": str(f.did("area:shanghai")),
+        "boundary": _rect(121.570, 31.200, 121.600, 31.245),  # touches T-FAR's east edge
+    }
+    r = client.post("/api/v1/areas", headers=auth("admin"), json=body)
+    assert r.status_code == 201, r.text
+    after = _areas(_sync(database_url, lambda s: reference_reads(s, far_dispatcher)))
+    assert after == before | {east}
