@@ -133,6 +133,7 @@ class WebPushReceiver(LoopbackHttpServer):
     ) -> None:
         super().__init__(host=host, port=port)
         self._seed = seed
+        self._origin: tuple[object, str] | None = None
         self._record = record
         self._lock = threading.Condition()
         self._subscribers: dict[str, _Subscriber] = {}
@@ -151,7 +152,11 @@ class WebPushReceiver(LoopbackHttpServer):
 
     @property
     def origin(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        # Cached per socket: `port` asks the socket (a system call), and every push checks its
+        # `aud` against the origin.
+        if self._origin is None or self._origin[0] is not self._socket:
+            self._origin = (self._socket, f"http://{self._host}:{self.port}")
+        return self._origin[1]
 
     def subscribe(self) -> tuple[str, str]:
         """Act as a browser: new keys and secret. Returns (sub_id, subscription JSON)."""
@@ -214,6 +219,7 @@ class WebPushReceiver(LoopbackHttpServer):
                 "first_at": self.first_at,
                 "last_at": self.last_at,
                 "process_cpu_s": time.process_time(),
+                "connections": self.connections,
             }
 
     def event_counts(self, event_id: str) -> dict[str, int]:
