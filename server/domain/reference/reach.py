@@ -28,14 +28,30 @@ NEIGHBOUR_GAP_DEG = 1e-4
 _DONE = (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.DECLINED)
 
 
+def organisation_facts(
+    session: Session, org_id: uuid.UUID | None
+) -> tuple[uuid.UUID | None, str | None]:
+    """(area, unit kind) of an organisation, read once per transaction: a pull asks for both."""
+    if org_id is None:
+        return None, None
+    tx = session.get_transaction()
+    memo: dict[uuid.UUID, tuple[uuid.UUID | None, str | None]]
+    owner, memo = session.info.get("organisation_facts", (None, {}))
+    if owner is not tx:
+        memo = {}
+        session.info["organisation_facts"] = (tx, memo)
+    if org_id not in memo:
+        row = session.execute(
+            select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
+        ).one_or_none()
+        memo[org_id] = (row[0], row[1]) if row is not None else (None, None)
+    return memo[org_id]
+
+
 def _home_area(session: Session, p: Principal) -> uuid.UUID | None:
     if p.area_id is not None:
         return p.area_id
-    if p.org_id is None:
-        return None
-    return session.execute(
-        select(Organisation.area_id).where(Organisation.id == p.org_id)
-    ).scalar_one_or_none()
+    return organisation_facts(session, p.org_id)[0]
 
 
 def _task_areas(session: Session, p: Principal) -> set[uuid.UUID]:

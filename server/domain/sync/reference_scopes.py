@@ -31,14 +31,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.common import Role
 from server.auth.principal import Principal
-from server.domain.reference.reach import reference_areas
+from server.domain.reference.reach import organisation_facts, reference_areas
 from server.domain.sync.mapping import plan_unit_kinds
-from server.models import Organisation
 
 REF = "ref"
 """Everyone's scope (also check templates)."""
@@ -82,11 +80,7 @@ def reference_record_scopes(entity: str, values: dict[str, Any]) -> list[str] | 
 
 
 def _unit_kind(session: Session, org_id: uuid.UUID | None) -> str | None:
-    if org_id is None:
-        return None
-    return session.execute(
-        select(Organisation.unit_kind).where(Organisation.id == org_id)
-    ).scalar_one_or_none()
+    return organisation_facts(session, org_id)[1]
 
 
 def reference_reads(session: Session, p: Principal) -> set[str]:

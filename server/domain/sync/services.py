@@ -11,7 +11,6 @@ import uuid
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -63,8 +62,10 @@ async def pull(
 ) -> PullResponse | UpgradeRequired:
     """Answer a pull from one consistent snapshot."""
     if dialect_of(db) == "postgresql":
-        # First statement of the transaction: every read below sees one snapshot.
-        await db.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        # The transaction begins REPEATABLE READ (in its BEGIN, no statement of its own):
+        # every read below sees one snapshot. The pool resets the level when the connection
+        # goes back.
+        await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
     def run(s: Session) -> PullResponse | UpgradeRequired:
         return drive(rt.server(s).pull(p, req))

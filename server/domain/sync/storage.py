@@ -10,7 +10,7 @@ changes, the CLI and the benchmarks.
 Ordering promise (`next_seqs`): the writer takes the lock on the single `sync_counter` row
 (`UPDATE ... RETURNING`) and holds it to commit, so transactions commit in seq order on
 PostgreSQL; on SQLite every write transaction already holds the database write lock (BEGIN
-IMMEDIATE). Pulls on PostgreSQL run under REPEATABLE READ (see controllers), so one pull sees
+IMMEDIATE). Pulls on PostgreSQL run under REPEATABLE READ (see services.pull), so one pull sees
 one snapshot.
 
 `SqlTx` does not commit: the session's owner (the request, a job, the CLI) does.
