@@ -40,11 +40,26 @@ def signed_in(app: Any) -> Scenario:
 
 
 def synced_again(app: Any) -> Scenario:
-    """Start a round and wait for its answer."""
-    n = app.events.count("sync-ok") + app.events.count("sync-failed")
+    """Ask for a round and wait for the answer of a round that started afterwards: one
+    already under way (a "pull now" from the server, say) may have pushed before the last
+    write, and "send now" runs after it."""
+    mark = len(app.events)
+
+    def answered() -> bool:
+        later = app.events[mark:]
+        if "sync-start" not in later:
+            return False
+        return any(e in ("sync-ok", "sync-failed") for e in later[later.index("sync-start") :])
+
     app.request_sync()
-    yield lambda: app.events.count("sync-ok") + app.events.count("sync-failed") > n
+    yield answered
     yield idle(app)
+
+
+def outcome(app: Any) -> str:
+    """How the last finished round ended (the loop may have started the next one since: a
+    failed round is retried after its backoff)."""
+    return next((e for e in reversed(app.events) if e in ("sync-ok", "sync-failed")), "")
 
 
 def row(app: Any, text: str) -> dict[str, Any]:
@@ -116,13 +131,13 @@ def responder_flow(app: Any) -> Scenario:
     tap(task.ids.next)  # on scene
     yield lambda: task.ids.status.text.startswith("已到场")
     yield from synced_again(app)
-    r["offline_sync"] = app.events[-1]
+    r["offline_sync"] = outcome(app)
     r["offline_badge"] = app.badge_text
     yield from outbox_states(app)
     r["a11y"] = {"outbox-light": audit()}
     control("online")
     press("立即发送")
-    yield lambda: app.events[-1] == "sync-ok"
+    yield lambda: outcome(app) == "sync-ok"
     yield idle(app)
     r["online_badge"] = app.badge_text
     yield from outbox_states(app)
@@ -287,7 +302,7 @@ def held_sync(app: Any) -> Scenario:
     r["hold_seconds"] = round(time.perf_counter() - t0, 2)
     control("release")
     yield lambda: not app.syncing
-    r["after_release"] = app.events[-1]
+    r["after_release"] = outcome(app)
     r["report_error"] = app.last_report.error if app.last_report is not None else None
 
 
