@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 PORT ?= $(or $(LIANDONG_PORT),8000)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
+# Installed packages get their bytecode at install, as pip and every deployment image do (uv
+# leaves it to the first import otherwise): without it each process compiled SQLAlchemy,
+# Litestar, Kivy... from source at start, 4.6 s instead of 2.4 for `import server.app` here,
+# where PYTHONDONTWRITEBYTECODE is set and nothing was ever cached.
+export UV_COMPILE_BYTECODE := 1
+PACKAGES := schemas sync server media push mobile i18n tests
 
 .PHONY: help setup run app screenshots test lint typecheck layers pytest fuzz bench lock clean
 
@@ -31,6 +37,7 @@ MO := $(PO:.po=.mo)
 	@$(BIN)/pybabel --quiet compile -D liandong -i $< -o $@
 
 setup: $(VENV)/.synced $(MO)
+	@$(BIN)/python -m compileall -q -j 0 $(PACKAGES) >/dev/null
 
 run: setup
 	@mkdir -p var
