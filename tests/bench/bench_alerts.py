@@ -200,7 +200,7 @@ asyncio.run(main(float(sys.argv[1])))
 def _start_workers(env: dict[str, str]) -> list[subprocess.Popen[str]]:
     """Start the worker processes and wait until each has imported everything and claimed once:
     a worker process is started long before a warning (`liandong worker`), and its imports
-    (~10 s of CPU here, where nothing writes bytecode caches) are no part of a fan-out."""
+    (8-18 s here without installed bytecode) are no part of a fan-out."""
     procs = [
         subprocess.Popen(
             [PY, "-c", WORKER_CODE, str(LEASE_S)],
