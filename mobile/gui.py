@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -194,6 +195,10 @@ class LiandongApp(App):  # type: ignore[misc]
         def shown(*_args: Any) -> None:
             if not home.loading:
                 home.unbind(loading=shown)
+                # What the start made (Kivy, the widgets, the modules: ~70,000 objects) is
+                # kept to the end: the collector's full passes, which stop every thread and
+                # came during a sync's pages, no longer walk it.
+                gc.freeze()
                 Clock.schedule_once(lambda _dt: self.start_sending(), 0)
 
         home.bind(loading=shown)

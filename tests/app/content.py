@@ -205,8 +205,10 @@ def get(base: str, path: str, user: str) -> Any:
 
 
 #: hazards per seeding push: a push is one transaction, and a shorter one leaves the server's
-#: own jobs their turn at SQLite's write lock
+#: own jobs (the escalation pass) their turn at SQLite's write lock, with a pause after each
+#: (SQLite's busy handler polls: pushes back to back starved it, "database is locked")
 SEED_BATCH = 100
+SEED_PAUSE_S = 0.2
 
 
 def many_hazards(base: str, n: int) -> None:
@@ -259,3 +261,4 @@ def many_hazards(base: str, n: int) -> None:
             acks = push_reply_msgpack.decode(r.content).acks
             refused = [a for a in acks if a.status is AckStatus.REFUSED]
             assert not refused and len(acks) == len(batch), refused[:3]
+            time.sleep(SEED_PAUSE_S)
