@@ -1,5 +1,6 @@
 """Realistic demo content for the app, made the way dispatch's console makes it (REST): an
-incident with tasks for firefighter 1, hazards in grid A, and public warnings."""
+incident with tasks for firefighter 1, hazards in grid A, and public warnings; the
+benchmark's thousands of hazards as a phone sends them (sync pushes, `many_hazards`)."""
 
 from __future__ import annotations
 
