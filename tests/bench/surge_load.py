@@ -143,19 +143,34 @@ class Phone(FastHttpUser):
             h["Accept"] = ctype
         return h
 
-    def _call(self, method: str, path: str, name: str, **kw: Any) -> Any | None:
-        """One request; a 503/429 waits Retry-After and returns None; other failures too."""
+    def _call(
+        self, method: str, path: str, name: str, *, retried: bool = False, **kw: Any
+    ) -> Any | None:
+        """One request; a 503/429 waits Retry-After and returns None; other failures too. A
+        401 (the access token ran out: the sessions were minted before the run) is what the
+        app answers with a refresh and the same request again: so here, once, reported apart
+        as `expired token`."""
         with self.client.request(method, path, name=name, catch_response=True, **kw) as r:
             if r.status_code in (429, 503):
                 r.request_meta["name"] = "shed"
                 r.success()
                 gevent.sleep(_retry_after(r.headers))
                 return None
-            if r.status_code >= 400 or r.status_code == 0:
+            if r.status_code == 401 and name != "refresh" and not retried:
+                r.request_meta["name"] = "expired token"
+                r.success()
+            elif r.status_code >= 400 or r.status_code == 0:
                 r.failure(f"HTTP {r.status_code}")
                 return None
-            r.success()
-            return r
+            else:
+                r.success()
+                return r
+        self.next_refresh = 0.0
+        self.refresh_if_due()
+        headers = kw.get("headers")
+        if headers and "Authorization" in headers:
+            kw["headers"] = {**headers, "Authorization": f"Bearer {self.access}"}
+        return self._call(method, path, name, retried=True, **kw)
 
     def refresh_if_due(self) -> None:
         """Rotate the token pair every 15 minutes, as the phone does before it expires."""
@@ -338,6 +353,11 @@ class Phone(FastHttpUser):
             if code in (429, 503):
                 _fire("shed", started, None)
                 return _retry_after(headers)
+            if code == 401:  # the access token ran out: the app refreshes and reconnects
+                _fire("expired token", started, None)
+                self.next_refresh = 0.0
+                self.refresh_if_due()
+                return 0.1
             if code != 200:
                 _fire("stream connect", started, RuntimeError(f"HTTP {code}"))
                 return 5.0
