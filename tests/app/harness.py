@@ -267,17 +267,10 @@ def xvfb() -> Iterator[str]:
 
 def app_env(display: str, **extra: str) -> dict[str, str]:
     """The app process's environment: Kivy quiet, its own KIVY_HOME, software GL. Its
-    modules' bytecode is cached (under var/pycache, out of the source tree) as an installed
-    app's is: an APK carries compiled modules and pip compiles at install, while this
-    machine's PYTHONDONTWRITEBYTECODE would have every start compile Kivy, httpx and the core
-    from source again (~0.5 s of a cold start)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LIANDONG_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
+    modules' bytecode is the one `make setup` compiled, as an installed app's (an APK carries
+    compiled modules)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
     env.update(
-        PYTHONPYCACHEPREFIX=str(ROOT / "var" / "pycache"),
         DISPLAY=display,
         KIVY_NO_ARGS="1",
         KIVY_HOME=tempfile.mkdtemp(prefix="kivy-home-"),
