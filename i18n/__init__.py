@@ -7,8 +7,9 @@ so a missing build step never shows English to a Chinese reader.
 
 Machine-readable parts (problem `type`, codes, field names, enum values) are never passed
 through here. Mark a string for extraction where it is defined with `N_` and translate it where
-it is shown with `gettext(lang, ...)`; `tests/unit/test_i18n.py` fails when a marked string has
-no Chinese.
+it is shown with `gettext(lang, ...)`; a text with a count in it ("1 photo", "3 photos") is a
+singular and plural pair, marked with `N_plural` and shown with `ngettext(lang, s, p, n)`.
+`tests/unit/test_i18n.py` fails when a marked string has no Chinese.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ _ALIASES: Final = {
 def N_(message: str) -> str:  # the gettext name for "mark now, translate later"
     """Mark a string for extraction without translating it here."""
     return message
+
+
+def N_plural(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a count-bearing text (its singular and plural English source) for extraction;
+    show it with `ngettext(lang, *pair, n)`."""
+    return singular, plural
 
 
 def normalize(lang: str | None, default: str = DEFAULT_LANG) -> str:
@@ -110,3 +117,10 @@ def _compile_in_memory(po: Path) -> _gettext.NullTranslations:
 def gettext(lang: str, message: str) -> str:
     """`message` (English source) in `lang`; the source itself where no translation exists."""
     return translations(lang).gettext(message)
+
+
+def ngettext(lang: str, singular: str, plural: str, n: int) -> str:
+    """The form of a count-bearing text for `n` in `lang` (gettext's plural rules from the
+    catalogue's `Plural-Forms`: English has two forms, Chinese one); the English source's
+    form for `n` where no translation exists."""
+    return translations(lang).ngettext(singular, plural, n)

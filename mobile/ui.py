@@ -50,9 +50,14 @@ BACKGROUND_NICE = 10
 LabelBase.register(DEFAULT_FONT, str(FONT))
 
 
+#: the translator's methods a kv rule binds to (re-evaluated when the language changes)
+BOUND = frozenset({"_", "n_"})
+
+
 class Translator(Observable):  # type: ignore[misc]
     """`tr._("English source")` in kv: the text in the current language, re-evaluated for
-    every bound widget when `switch` changes the language (no restart)."""
+    every bound widget when `switch` changes the language (no restart). A text with a count
+    in it is `tr.n_("{n} photo", "{n} photos", n)` (gettext's plural forms)."""
 
     def __init__(self, lang: str = i18n.DEFAULT_LANG) -> None:
         super().__init__()
@@ -65,21 +70,26 @@ class Translator(Observable):  # type: ignore[misc]
         words = i18n.gettext(self.lang, text)
         return words.format(**values) if values else words
 
+    def n_(self, singular: str, plural: str, n: int, **values: Any) -> str:
+        """The form of a count-bearing text for `n` in the current language, `{n}` and the
+        other `{placeholders}` filled."""
+        return i18n.ngettext(self.lang, singular, plural, n).format(n=n, **values)
+
     def fbind(self, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
-        if name == "_":
+        if name in BOUND:
             self._uid += 1
             self.observers[self._uid] = (func, args[0] if args else ())
             return self._uid
         return int(super().fbind(name, func, *args, **kwargs))
 
     def unbind_uid(self, name: str, uid: int) -> None:
-        if name == "_":
+        if name in BOUND:
             self.observers.pop(uid, None)
         else:
             super().unbind_uid(name, uid)
 
     def funbind(self, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if name == "_":
+        if name in BOUND:
             for uid, (f, a) in list(self.observers.items()):
                 if f == func and (not args or a == args[0]):
                     del self.observers[uid]

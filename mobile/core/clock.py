@@ -1,13 +1,15 @@
 """Wall-clock time for the phone core, injectable so tests never sleep.
 
-Times the core writes are timezone-aware UTC and go on the wire as RFC 3339 with `Z`.
+Times the core writes are timezone-aware UTC and go on the wire as RFC 3339 with `Z`. Times
+shown to the user are on the phone's own wall clock (`display_time`: the zone the device is
+set to, as its status bar shows), everywhere the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 Now = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -24,6 +26,33 @@ def rfc3339(at: datetime) -> str:
         raise ValueError("a naive time has no place on the wire")
     text = at.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.removesuffix("+00:00") + "Z"
+
+
+def device_zone() -> tzinfo:
+    """The zone the phone is set to (the process's local time: `TZ`, `/etc/localtime`, or
+    Android's setting, which its C library reads)."""
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else UTC
+
+
+def display_time(
+    at: datetime | str | None, *, with_date: bool = True, zone: tzinfo | None = None
+) -> str:
+    """`at` (an aware time or RFC 3339 text) as the user reads it: `MM-DD HH:MM` (or `HH:MM`)
+    on the device's wall clock, or `zone`'s; empty for no time, the text itself when it is
+    not a time. A naive time is taken as UTC (the core writes only UTC)."""
+    if at is None or at == "":
+        return ""
+    if isinstance(at, str):
+        try:
+            parsed = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            return at
+        at = parsed
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    local = at.astimezone(zone or device_zone())
+    return local.strftime("%m-%d %H:%M" if with_date else "%H:%M")
 
 
 class ManualClock:

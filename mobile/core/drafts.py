@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from mobile.core import i18n
-from mobile.core.clock import Now, rfc3339, utcnow
+from mobile.core.clock import Now, display_time, rfc3339, utcnow
 from mobile.core.photos import PhotoRef
 
 _enc = msgspec.json.Encoder()
@@ -45,7 +45,7 @@ class Draft:
 
     def offer_text(self, lang: str = i18n.DEFAULT_LANG) -> str:
         """The question shown after a restart ("continue it?") with the time it was saved."""
-        when = self.saved_at.astimezone().strftime("%m-%d %H:%M") if self.saved_at else "?"
+        when = display_time(self.saved_at) or "?"
         return i18n.text("draft_offer", lang, when=when)
 
 

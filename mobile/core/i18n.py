@@ -11,7 +11,7 @@ closed `code`; a rule this phone does not know yet (a newer server) shows the se
 from __future__ import annotations
 
 import i18n as catalogue
-from i18n import N_
+from i18n import N_, N_plural
 
 DEFAULT_LANG = catalogue.DEFAULT_LANG
 LANGS = catalogue.LANGS
@@ -60,8 +60,6 @@ STATES: dict[str, str] = {
     "sending": N_("Sending"),
     "sent": N_("Sent"),
     "refused": N_("Refused"),
-    "photos": N_("{done} of {total} photos sent"),
-    "unsent_kept": N_("{n} unsent items stay on the phone and are sent at your next sign-in"),
     # the background sender's state (mobile.core.background.LinkState)
     "online": N_("Online"),
     "offline": N_("Offline: items wait on the phone"),
@@ -71,6 +69,16 @@ STATES: dict[str, str] = {
     "data_used": N_("Data used: {kb} KB sent, {kb_in} KB received"),
     # drafts (mobile.core.drafts)
     "draft_offer": N_("An unfinished form was saved {when}: continue it?"),
+}
+
+
+# a message key -> its singular and plural English source (a count in it: `count_text`)
+PLURALS: dict[str, tuple[str, str]] = {
+    "photos": N_plural("{done} of {total} photo sent", "{done} of {total} photos sent"),
+    "unsent_kept": N_plural(
+        "{n} unsent item stays on the phone and is sent at your next sign-in",
+        "{n} unsent items stay on the phone and are sent at your next sign-in",
+    ),
 }
 
 
@@ -86,3 +94,10 @@ def reason(rule: str | None, code: str | None, message: str = "", lang: str = DE
 def text(key: str, lang: str = DEFAULT_LANG, **values: object) -> str:
     """A state or message of the core in `lang`, with `{placeholders}` filled."""
     return catalogue.gettext(lang, STATES[key]).format(**values)
+
+
+def count_text(key: str, n: int, lang: str = DEFAULT_LANG, **values: object) -> str:
+    """A message with a count in it, in the form `n` takes in `lang` ("1 photo", "2 photos";
+    Chinese has one form), with `{n}` and the other `{placeholders}` filled."""
+    singular, plural = PLURALS[key]
+    return catalogue.ngettext(lang, singular, plural, n).format(n=n, **values)

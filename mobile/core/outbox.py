@@ -69,7 +69,9 @@ class OutboxItem:
         """The state in the user's language, with the photo count when there are photos."""
         words = i18n.text(str(self.state), lang)
         if self.photos_total:
-            photos = i18n.text("photos", lang, done=self.photos_done, total=self.photos_total)
+            photos = i18n.count_text(
+                "photos", self.photos_total, lang, done=self.photos_done, total=self.photos_total
+            )
             return f"{words} · {photos}"
         return words
 

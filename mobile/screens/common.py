@@ -7,7 +7,6 @@ the core: a refused action comes back as `ActionRefusedError` and is shown in th
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from kivy.app import App
@@ -20,8 +19,8 @@ from kivy.uix.screenmanager import Screen
 from i18n import N_
 from mobile.core import i18n as core_i18n
 from mobile.core.actions import ActionRefusedError
+from mobile.core.clock import display_time
 from mobile.core.geo import haversine_m
-from mobile.core.views import LOCAL_ZONE
 from mobile.ui import Painted, theme, tr
 
 # Words for machine-readable values the screens show (the values themselves never change).
@@ -75,14 +74,14 @@ def word(table: dict[str, str], value: Any) -> str:
 
 
 def local_time(iso: str | None, with_date: bool = True) -> str:
-    """An RFC 3339 time as local (Asia/Shanghai) `MM-DD HH:MM`."""
-    if not iso:
-        return ""
-    try:
-        at = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(LOCAL_ZONE)
-    except ValueError:
-        return iso
-    return at.strftime("%m-%d %H:%M" if with_date else "%H:%M")
+    """An RFC 3339 time as `MM-DD HH:MM` on the phone's wall clock (the zone the device is
+    set to: `mobile.core.clock.display_time`, as every time the app shows)."""
+    return display_time(iso, with_date=with_date)
+
+
+def photos_text(done: int, total: int) -> str:
+    """`2/3 photos` (sent of taken), `1/1 photo`."""
+    return tr.n_("{done}/{total} photo", "{done}/{total} photos", total, done=done, total=total)
 
 
 def distance_text(metres: float | None) -> str:
@@ -125,23 +124,102 @@ class RecordPhotos:
 
 
 class FieldScreen(Screen):  # type: ignore[misc]
-    """A screen over the core: `refresh` fetches off the UI thread, then `show`s."""
+    """A screen over the core: `refresh` fetches off the UI thread, then `show`s.
+
+    A screen that edits a record (`form` names it, `form_fields` are the ids of its text
+    fields) is reused for every record, so what is typed belongs to the record it was typed
+    for: when the record changes the fields, the photos waiting and the message are cleared,
+    and the record's own draft (the core's `Drafts`, saved on every change under the form's
+    name and the record's id) comes back. A draft is discarded when its action is written
+    (`form_sent`)."""
 
     message = StringProperty("")  # a refusal or a note shown to the user
     message_alarm = BooleanProperty(False)
     loading = BooleanProperty(False)
     params: dict[str, Any]
+    #: the draft's form name (empty: the screen edits no record)
+    form = ""
+    #: the ids of the form's text fields, kept per record
+    form_fields: tuple[str, ...] = ()
 
     def __init__(self, **kwargs: Any) -> None:
         self.params = {}
+        self.pending = RecordPhotos()
+        self.form_key: str | None = None  # the record the fields hold
+        self._quiet = False  # the fields are being set, not typed
         super().__init__(**kwargs)
+
+    def on_kv_post(self, base_widget: Any) -> None:
+        for name in self.form_fields:
+            self.ids[name].bind(text=self._typed)
 
     @property
     def app(self) -> Any:
         return App.get_running_app()
 
+    # -- the per-record form --------------------------------------------------------------
+    def _open_record(self, key: Any) -> None:
+        """The screen now shows record `key`: a different record starts from its own draft."""
+        key = str(key)
+        if key == self.form_key:
+            return
+        self.form_key = key
+        self._fill({})
+        self.say("")
+        drafts = getattr(self.app.core, "drafts", None)
+        if drafts is not None:
+            self.app.run_core(drafts.get, self.form, key, then=lambda d: self._restore(key, d))
+
+    def _restore(self, key: str, draft: Any) -> None:
+        if draft is None or key != self.form_key:
+            return
+        if not any(self.ids[name].text for name in self.form_fields):  # typed meanwhile
+            self._fill(draft.values)
+        if draft.photos and not self.pending.of(key):
+            self.pending.of(key).extend(draft.photos)
+        self.form_restored()
+
+    def form_restored(self) -> None:
+        """The record's draft is back on the form (show its photo count)."""
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        self._quiet = True
+        try:
+            for name in self.form_fields:
+                self.ids[name].text = str(values.get(name) or "")
+        finally:
+            self._quiet = False
+
+    def _typed(self, *_args: Any) -> None:
+        if not self._quiet:
+            self.save_draft()
+
+    def save_draft(self) -> None:
+        """Save what the form holds for its record (the core's draft; none when empty)."""
+        drafts = getattr(self.app.core, "drafts", None)
+        key = self.form_key
+        if drafts is None or key is None:
+            return
+        values = {n: self.ids[n].text for n in self.form_fields if self.ids[n].text}
+        photos = list(self.pending.of(key))
+        if values or photos:
+            self.app.run_core(lambda: drafts.save(self.form, values, key=key, photos=photos))
+        else:
+            self.app.run_core(drafts.discard, self.form, key)
+
+    def form_sent(self, key: str) -> None:
+        """The record's action was written with what the form held: start it empty."""
+        self.pending.take(key)
+        if key == self.form_key:
+            self._fill({})
+        drafts = getattr(self.app.core, "drafts", None)
+        if drafts is not None:
+            self.app.run_core(drafts.discard, self.form, key)
+
     def refresh(self) -> None:
         """Fetch this screen's data on the core's thread and show it."""
+        if self.form:
+            self._open_record(self.params.get("key"))
         core = self.app.core
         if core is None or core.account is None or not self.needs_data():
             self.show(None)

@@ -12,27 +12,36 @@ from mobile.screens.common import (
     SEVERITY,
     STATUS,
     FieldScreen,
-    RecordPhotos,
     distance_text,
     distance_to,
     local_time,
+    photos_text,
     word,
 )
 from mobile.ui import Btn, tr
 
 
 class HazardDetailScreen(FieldScreen):
-    """One hazard."""
+    """One hazard. The note and the photos belong to the hazard they were given for (a
+    draft per hazard)."""
+
+    form = "hazard_step"
+    form_fields = ("note",)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pending = RecordPhotos()
         self.steps: list[StepChoice] = []
 
     @property
     def photos(self) -> list[Any]:
         """The photos taken for this hazard's next step."""
-        return self.pending.of(self.params.get("key"))
+        return self.pending.of(self.form_key)
+
+    def form_restored(self) -> None:
+        self._show_photo_count()
+
+    def _show_photo_count(self) -> None:
+        self.ids.photo_count.text = tr.n_("{n} photo", "{n} photos", len(self.photos))
 
     @property
     def hazard_id(self) -> uuid.UUID:
@@ -76,9 +85,7 @@ class HazardDetailScreen(FieldScreen):
         deadline = local_time(rec.get("rectify_deadline"))
         ids.deadline.text = tr._("Rectify by {at}", at=deadline) if deadline else ""
         sent, total = h.photos_sent
-        ids.photo_state.text = (
-            tr._("{done}/{total} photos", done=sent, total=total) if total else tr._("No photos")
-        )
+        ids.photo_state.text = photos_text(sent, total) if total else tr._("No photos")
         lines = []
         for e in rec.get("timeline") or []:
             bits = [local_time(e.get("at")), word(STATUS, e.get("to")), e.get("note") or ""]
@@ -95,15 +102,17 @@ class HazardDetailScreen(FieldScreen):
             f"{tr._(s.label)}: {tr._(s.evidence)}" for s in self.steps if s.evidence
         )
         ids.no_steps.text = "" if self.steps else tr._("Nothing for you to do on this hazard now.")
-        ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
+        self._show_photo_count()
 
     def take_photo(self) -> None:
-        key = self.params.get("key")
+        key = self.form_key
 
         def got(ref: Any) -> None:
             if ref is not None:
                 self.pending.of(key).append(ref)
-            self.ids.photo_count.text = tr._("{n} photos", n=len(self.photos))
+                if key == self.form_key:
+                    self.save_draft()
+            self._show_photo_count()
 
         self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
@@ -113,17 +122,18 @@ class HazardDetailScreen(FieldScreen):
         fn = getattr(actions, step.action)
         note = self.ids.note.text.strip()
         done = tr._("Saved. It is sent when the network allows.")
+        key = str(self.form_key)
+
+        def sent(_result: Any) -> None:
+            self.form_sent(key)
+
         if step.needs_photos:
             photos = list(self.photos)
-            self.act(fn, self.hazard_id, photos, note or None, done=done, then=self._clear)
+            self.act(fn, self.hazard_id, photos, note or None, done=done, then=sent)
         elif step.needs_reason:
-            self.act(fn, self.hazard_id, note, done=done, then=self._clear)
+            self.act(fn, self.hazard_id, note, done=done, then=sent)
         else:
-            self.act(fn, self.hazard_id, note or None, done=done, then=self._clear)
-
-    def _clear(self, _result: Any) -> None:
-        self.pending.take(self.params.get("key"))
-        self.ids.note.text = ""
+            self.act(fn, self.hazard_id, note or None, done=done, then=sent)
 
 
 SCREEN = HazardDetailScreen

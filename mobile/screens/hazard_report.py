@@ -124,7 +124,7 @@ class HazardReportScreen(FieldScreen):
         def got(ref: Any) -> None:
             if ref is not None:
                 self.photos.append(ref)
-            self.ids.photos.text = tr._("{n} photos", n=len(self.photos))
+            self.ids.photos.text = tr.n_("{n} photo", "{n} photos", len(self.photos))
 
         self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 
@@ -152,7 +152,7 @@ class HazardReportScreen(FieldScreen):
         self.photos = []
         self.fix = self.best = None
         self.ids.description.text = ""
-        self.ids.photos.text = tr._("{n} photos", n=0)
+        self.ids.photos.text = tr.n_("{n} photo", "{n} photos", 0)
         self._show_choices()
         self.start_locating()
 

@@ -19,6 +19,7 @@ from mobile.screens.common import (
     distance_text,
     distance_to,
     local_time,
+    photos_text,
     word,
 )
 from mobile.ui import tr
@@ -64,7 +65,7 @@ def task_row(core: Any, t: Any) -> dict[str, Any]:
 def hazard_row(core: Any, h: Any) -> dict[str, Any]:
     rec = h.record
     sent, total = h.photos_sent
-    photos = tr._("{done}/{total} photos", done=sent, total=total) if total else ""
+    photos = photos_text(sent, total) if total else ""
     line3 = " · ".join(
         x
         for x in (
@@ -177,7 +178,11 @@ class HomeScreen(FieldScreen):
                     {
                         "viewclass": "RecordRow",
                         "title": tpl.get("name") or "",
-                        "line2": tr._("{n} items · not done yet", n=len(tpl.get("items") or [])),
+                        "line2": tr.n_(
+                            "{n} item · not done yet",
+                            "{n} items · not done yet",
+                            len(tpl.get("items") or []),
+                        ),
                         "line3": tr._("Tap to fill in"),
                         "tag": tr._("Due"),
                         "tag_alarm": True,
@@ -193,7 +198,7 @@ class HomeScreen(FieldScreen):
                     {
                         "viewclass": "RecordRow",
                         "title": tr._("Submitted"),
-                        "line2": tr._("{n} failed items", n=failed),
+                        "line2": tr.n_("{n} failed item", "{n} failed items", failed),
                         "line3": local_time(done.get("submitted_at")),
                         "tag": tr._("Done"),
                         "tag_alarm": False,
@@ -212,7 +217,7 @@ class HomeScreen(FieldScreen):
             ]
             rows.append(section(tr._("Hazards to rectify ({n})", n=len(mine))))
             rows += [hazard_row(core, h) for h in mine]
-            summary = tr._("{n} self-checks due", n=len(week.due))
+            summary = tr.n_("{n} self-check due", "{n} self-checks due", len(week.due))
         else:
             tasks = core.views.my_tasks()
             active = [t for t in tasks if t.status not in DONE_TASK]
@@ -222,7 +227,7 @@ class HomeScreen(FieldScreen):
             if done:
                 rows.append(section(tr._("Finished ({n})", n=len(done))))
                 rows += [task_row(core, t) for t in done]
-            summary = tr._("{n} open tasks", n=len(active))
+            summary = tr.n_("{n} open task", "{n} open tasks", len(active))
         who = f"{account.display_name} · {word(ROLE, role)}"
         return {"rows": rows, "who": who, "summary": summary, "role": role, "next": next_page}
 

@@ -64,7 +64,7 @@ class NearbyScreen(FieldScreen):
             rec = n.record
             kind = tr._(KIND.get(str(rec.get("kind")), "")) or str(rec.get("kind") or "")
             far = distance_text(n.distance_m) if fix is not None else ""
-            cap = tr._("{n} people", n=rec["capacity"]) if rec.get("capacity") else ""
+            cap = tr.n_("{n} person", "{n} people", rec["capacity"]) if rec.get("capacity") else ""
             rows.append(
                 place_row(
                     rec.get("name") or "",

@@ -57,12 +57,12 @@ class OutboxScreen(FieldScreen):
         c = data["counts"]
         ids = self.ids
         ids.rv.data = data["rows"]
-        ids.counts.text = tr._(
-            "{waiting} waiting · {refused} refused · {sent} sent · {photos} photos pending",
-            waiting=c.get("waiting", 0) + c.get("sending", 0),
-            refused=c.get("refused", 0),
-            sent=c.get("sent", 0),
-            photos=data["photos"],
+        waiting = c.get("waiting", 0) + c.get("sending", 0)
+        ids.waiting.text = tr.n_("{n} item waiting to send", "{n} items waiting to send", waiting)
+        ids.refused.text = tr.n_("{n} item refused", "{n} items refused", c.get("refused", 0))
+        ids.sent.text = tr.n_("{n} item sent", "{n} items sent", c.get("sent", 0))
+        ids.photos.text = tr.n_(
+            "{n} photo waiting to upload", "{n} photos waiting to upload", data["photos"]
         )
         if app.last_sync:
             ago = max(0, int(time.time() - app.last_sync))

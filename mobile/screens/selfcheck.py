@@ -20,7 +20,7 @@ class CheckItem(Surface):
     """One item of the form."""
 
     def __init__(self, screen: Any, item: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(orientation="vertical", size_hint_y=None, padding=dp(10), spacing=dp(6))
+        super().__init__(orientation="vertical", size_hint_y=None, padding=dp(10), spacing=dp(8))
         self.screen = screen
         self.item = item
         self.result = ""
@@ -30,7 +30,7 @@ class CheckItem(Surface):
         self.bind(minimum_height=self.setter("height"))
         self.label = Text(text=str(item.get("text") or ""))
         self.add_widget(self.label)
-        row = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(4))
+        row = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(8))
         self.buttons: dict[str, Any] = {}
         for value, words in RESULTS:
             b = Btn(text=tr._(words), kind="plain")
@@ -42,7 +42,7 @@ class CheckItem(Surface):
         self.add_widget(self.warning)
         self.note = Field(hint_text=tr._("Note"), multiline=False)
         self.add_widget(self.note)
-        prow = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(6))
+        prow = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(8))
         self.photo_btn = Btn(text=tr._("Take photo"), kind="plain")
         self.photo_btn.bind(on_release=lambda _b: screen.take_photo(self))
         self.photo_count = Text(text="", size_hint_y=1)
@@ -68,7 +68,8 @@ class CheckItem(Surface):
         self.warning.color = theme.danger
         self.note.hint_text = tr._("Note")
         self.photo_btn.text = tr._("Take photo")
-        self.photo_count.text = tr._("{n} photos", n=len(self.photos)) if self.photos else ""
+        n = len(self.photos)
+        self.photo_count.text = tr.n_("{n} photo", "{n} photos", n) if n else ""
 
 
 class SelfCheckScreen(FieldScreen):
@@ -141,7 +142,11 @@ class SelfCheckScreen(FieldScreen):
             template_id=self.template_id,
             week=self.week,
             results=results,
-            done=tr._("Self-check saved; {n} failed items will open hazards.", n=failed),
+            done=tr.n_(
+                "Self-check saved; {n} failed item will open a hazard.",
+                "Self-check saved; {n} failed items will open hazards.",
+                failed,
+            ),
             then=lambda _id: self._submitted(),
         )
 

@@ -67,8 +67,10 @@ class SettingsScreen(FieldScreen):
         app.stack.clear()
         if result.unsent:
             app.current.say(
-                tr._(
-                    "{n} unsent items stay on this phone until you sign in again.", n=result.unsent
+                tr.n_(
+                    "{n} unsent item stays on this phone until you sign in again.",
+                    "{n} unsent items stay on this phone until you sign in again.",
+                    result.unsent,
                 )
             )
 

@@ -44,7 +44,11 @@ class SigninScreen(FieldScreen):
         self.app.signed_in()
         if result.unsent:
             self.app.current.say(
-                tr._("{n} items from your last session will be sent now.", n=result.unsent)
+                tr.n_(
+                    "{n} item from your last session will be sent now.",
+                    "{n} items from your last session will be sent now.",
+                    result.unsent,
+                )
             )
 
     def _refused(self, exc: BaseException) -> None:

@@ -10,10 +10,10 @@ from i18n import N_
 from mobile.screens.common import (
     STATUS,
     FieldScreen,
-    RecordPhotos,
     distance_text,
     distance_to,
     local_time,
+    photos_text,
     word,
 )
 from mobile.ui import tr
@@ -29,17 +29,30 @@ NEXT_STEP = {
 
 
 class TaskScreen(FieldScreen):
-    """One task and what the responder does next."""
+    """One task and what the responder does next. The decline reason, the progress note and
+    the photos belong to the task they were given for (a draft per task)."""
+
+    form = "task"
+    form_fields = ("reason", "note")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pending = RecordPhotos()
         self.detail: Any = None
 
     @property
     def photos(self) -> list[Any]:
         """The photos taken for this task's next step."""
-        return self.pending.of(self.params.get("key"))
+        return self.pending.of(self.form_key)
+
+    def form_restored(self) -> None:
+        self._show_photo_count()
+
+    def _show_photo_count(self) -> None:
+        self.ids.photo_count.text = tr.n_(
+            "{n} photo to send with the next step",
+            "{n} photos to send with the next step",
+            len(self.photos),
+        )
 
     @property
     def task_id(self) -> uuid.UUID:
@@ -89,13 +102,13 @@ class TaskScreen(FieldScreen):
         ids.next.disabled = not action
         ids.decline_box.opacity = 1 if task.status == "assigned" else 0
         ids.decline_box.disabled = task.status != "assigned"
-        ids.photo_count.text = tr._("{n} photos to send with the next step", n=len(self.photos))
+        self._show_photo_count()
         lines = []
         for e in data["timeline"]:
             done, total = e["photos"]
             bits = [e["at"], e["status"], e["note"]]
             if total:
-                bits.append(tr._("{done}/{total} photos", done=done, total=total))
+                bits.append(photos_text(done, total))
             if e["pending"]:
                 bits.append(tr._("waiting to send"))
             lines.append(" · ".join(b for b in bits if b))
@@ -111,47 +124,51 @@ class TaskScreen(FieldScreen):
         actions = self.app.core.actions
         fn = getattr(actions, action)
         if action == "complete_task":
+            key = self.form_key
             note = self.ids.note.text.strip() or None
-            photos = self.pending.take(self.params.get("key"))
-            self.ids.note.text = ""
             self.act(
                 fn,
                 self.task_id,
                 note=note,
-                photos=photos,
+                photos=list(self.photos),
                 done=tr._("Saved. It is sent when the network allows."),
+                then=lambda _r: self.form_sent(str(key)),
             )
         else:
             self.act(fn, self.task_id, done=tr._("Saved. It is sent when the network allows."))
 
     def decline(self) -> None:
+        key = self.form_key
         reason = self.ids.reason.text.strip()
         actions = self.app.core.actions
         self.act(
-            actions.decline_task, self.task_id, reason, done=tr._("Declined; dispatch is told.")
+            actions.decline_task,
+            self.task_id,
+            reason,
+            done=tr._("Declined; dispatch is told."),
+            then=lambda _r: self.form_sent(str(key)),
         )
 
     def add_note(self) -> None:
-        note = self.ids.note.text
-        photos = self.pending.take(self.params.get("key"))
-        self.ids.note.text = ""
+        key = self.form_key
         self.act(
             self.app.core.actions.task_note,
             self.task_id,
-            note,
-            photos=photos,
+            self.ids.note.text,
+            photos=list(self.photos),
             done=tr._("Note saved."),
+            then=lambda _r: self.form_sent(str(key)),
         )
 
     def take_photo(self) -> None:
-        key = self.params.get("key")
+        key = self.form_key
 
         def got(ref: Any) -> None:
             if ref is not None:
                 self.pending.of(key).append(ref)
-            self.ids.photo_count.text = tr._(
-                "{n} photos to send with the next step", n=len(self.photos)
-            )
+                if key == self.form_key:
+                    self.save_draft()
+            self._show_photo_count()
 
         self.app.run_core(self.app.core.take_photo, then=got, fail=self._failed)
 

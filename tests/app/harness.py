@@ -277,6 +277,8 @@ def app_env(display: str, **extra: str) -> dict[str, str]:
         KIVY_NO_CONSOLELOG="1",
         LIBGL_ALWAYS_SOFTWARE="1",
         PYTHONPATH=str(ROOT),
+        # the phone is set to China's zone (times on screen are the device's wall clock)
+        TZ=os.environ.get("LIANDONG_APP_TZ", "Asia/Shanghai"),
         **extra,
     )
     return env

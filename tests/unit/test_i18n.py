@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,22 +13,37 @@ import i18n
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "sync", "server", "media", "push", "mobile", "i18n")
-KEYWORDS = {"N_": None, "_": None, "gettext": (2,), "ngettext": (2, 3)}
+KEYWORDS = {
+    "N_": None,
+    "_": None,
+    "gettext": (2,),
+    "ngettext": (2, 3),  # i18n.ngettext(lang, singular, plural, n)
+    "N_plural": (1, 2),
+    "n_": (1, 2),  # the app's tr.n_(singular, plural, n)
+}
 METHOD_MAP = [("**.py", "python"), ("**.kv", "python")]
 
 
-def extracted(folder: Path) -> dict[str, str]:
-    """msgid -> where it was found, for every string marked in `folder`."""
+def extracted(folder: Path, plurals: bool | None = None) -> dict[str, str]:
+    """msgid -> where it was found, for every string marked in `folder` (a singular and
+    plural pair by its singular, the catalogue's key); `plurals` True or False keeps only
+    pairs or only single strings."""
     found: dict[str, str] = {}
     if not folder.exists():
         return found
     for filename, lineno, message, _comments, _context in extract_from_dir(
         str(folder), method_map=METHOD_MAP, keywords=KEYWORDS
     ):
-        for msgid in message if isinstance(message, tuple) else (message,):
-            if msgid:
-                found.setdefault(msgid, f"{folder.name}/{filename}:{lineno}")
+        pair = isinstance(message, tuple)
+        msgid = message[0] if pair else message
+        if msgid and plurals in (None, pair):
+            found.setdefault(msgid, f"{folder.name}/{filename}:{lineno}")
     return found
+
+
+# a count followed by an English plural noun: "{n} photos", "{done}/{total} photos",
+# "{n} failed items" (not a unit: "{n} s ago", "{kb} KB")
+COUNTED_NOUN = re.compile(r"\{\w+\}(?:/\{\w+\})?\s+(?:[a-z-]+\s+)?[a-z-]+s\b")
 
 
 def untranslated(messages: dict[str, str], lang: str = "zh_CN") -> list[str]:
@@ -53,6 +69,28 @@ def test_every_marked_string_has_chinese() -> None:
     for package in PACKAGES:
         messages.update(extracted(ROOT / package))
     assert untranslated(messages) == []
+
+
+def test_a_count_with_a_noun_is_a_plural_pair() -> None:
+    """ "1 self-checks due": a text whose count is followed by a noun has a singular and a
+    plural form (gettext's ngettext: `N_plural`, `tr.n_`, `ngettext`), not one string."""
+    single: dict[str, str] = {}
+    for package in ("mobile", "i18n"):
+        single.update(extracted(ROOT / package, plurals=False))
+    counted = sorted(f"{where}: {m!r}" for m, where in single.items() if COUNTED_NOUN.search(m))
+    assert counted == []
+
+
+def test_plural_forms_in_english_and_chinese() -> None:
+    from mobile.core import i18n as core_i18n
+
+    forms = [i18n.ngettext("en", "{n} photo", "{n} photos", n).format(n=n) for n in (0, 1, 2)]
+    assert forms == ["0 photos", "1 photo", "2 photos"]
+    assert i18n.ngettext("zh_CN", "{n} photo", "{n} photos", 1) == "{n} 张照片"  # one form
+    assert i18n.ngettext("zh_CN", "{n} photo", "{n} photos", 5) == "{n} 张照片"
+    sent = core_i18n.count_text("photos", 1, "en", done=0, total=1)
+    assert sent == "0 of 1 photo sent"
+    assert core_i18n.count_text("photos", 3, "zh_CN", done=2, total=3) == "照片 2/3 已发送"
 
 
 def test_the_check_catches_a_string_without_chinese(tmp_path: Path) -> None:

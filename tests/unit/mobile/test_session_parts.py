@@ -35,7 +35,13 @@ def test_every_reason_and_state_has_chinese_and_english() -> None:
         assert catalogue.gettext("en", en) == en, key
         assert zh != en and any("\u4e00" <= ch <= "\u9fff" for ch in zh), key
         assert sorted(re.findall(r"{\w+}", zh)) == sorted(re.findall(r"{\w+}", en)), key
-    assert i18n.text("photos", "zh_CN", done=2, total=3) == "照片 2/3 已发送"
+    for key, (one, many) in i18n.PLURALS.items():
+        zh = catalogue.ngettext("zh_CN", one, many, 2)
+        assert catalogue.ngettext("en", one, many, 1) == one, key
+        assert catalogue.ngettext("en", one, many, 2) == many, key
+        assert zh != many and any("\u4e00" <= ch <= "\u9fff" for ch in zh), key
+        assert sorted(re.findall(r"{\w+}", zh)) == sorted(re.findall(r"{\w+}", many)), key
+    assert i18n.count_text("photos", 3, "zh_CN", done=2, total=3) == "照片 2/3 已发送"
     assert i18n.reason("reason_required", "rule", lang="en") == "A reason is required"
     newer = i18n.reason("a_rule_from_a_newer_server", "rule", "server words", lang="en")
     assert newer == "Refused by a business rule: server words"
