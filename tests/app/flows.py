@@ -154,6 +154,59 @@ def responder_flow(app: Any) -> Scenario:
     r["final_badge"] = app.badge_text
 
 
+def drafts_on_phone(app: Any) -> Scenario:
+    """Read the core's drafts (on its thread) into the results as (form, key, values)."""
+    got: list[Any] = []
+    app.run_core(app.core.drafts.all, then=got.append)
+    yield lambda: bool(got)
+    app.scenario_results["drafts"] = [[d.form, d.key, d.values] for d in got[0]]
+
+
+def task_form(app: Any, title: str) -> Scenario:
+    """Open the task `title` from the start screen; wait for its draft to be read."""
+    app.go_home()
+    yield on(app, "home")
+    yield from tap_row(app, title)
+    yield on(app, "task")
+    yield idle(app)
+
+
+@scenario
+def forms_per_record(app: Any) -> Scenario:
+    """What is typed on a task stays with that task: open A, type a note and a reason, go
+    back, open B (empty, no message of A's), type on B, back to A (A's words again, from its
+    draft); emptying the fields leaves no draft."""
+    r = app.scenario_results
+    yield from signed_in(app)
+    yield from task_form(app, "灭火救援")
+    task = app.current
+    a = str(task.params["key"])
+    task.ids.note.text = "A：二楼有人被困"
+    task.ids.reason.text = "A：车辆故障"
+    task.say("A 的提示")
+    yield idle(app)
+    yield from drafts_on_phone(app)
+    r["drafts_a"] = r.pop("drafts")
+    app.go_back()
+    yield from task_form(app, "疏散")
+    b = str(task.params["key"])
+    r["b"] = [task.ids.note.text, task.ids.reason.text, task.message]
+    task.ids.note.text = "B：已疏散一半"
+    yield idle(app)
+    yield from task_form(app, "灭火救援")
+    r["a"] = [task.ids.note.text, task.ids.reason.text]
+    yield from task_form(app, "疏散")
+    r["b_again"] = [task.ids.note.text, task.ids.reason.text]
+    task.ids.note.text = ""  # emptied: B's draft goes
+    yield idle(app)
+    yield from task_form(app, "灭火救援")
+    task.ids.note.text = ""
+    task.ids.reason.text = ""
+    yield idle(app)
+    yield from drafts_on_phone(app)
+    r["keys"] = [a, b]
+
+
 # -- inspector ---------------------------------------------------------------------------
 @scenario
 def inspector_flow(app: Any) -> Scenario:
@@ -406,13 +459,20 @@ def parts(app: Any, names: tuple[str, ...]) -> Scenario:
         part["ok"] = True
 
 
-RESPONDER_DAY = ("signin_responder", "held_sync", "languages_and_a11y", "responder_flow")
+RESPONDER_DAY = (
+    "signin_responder",
+    "held_sync",
+    "languages_and_a11y",
+    "forms_per_record",
+    "responder_flow",
+)
 
 
 @scenario
 def responder_day(app: Any) -> Scenario:
     """Firefighter 1 on a fresh phone: sign in by touch, a held sync, every screen in both
-    languages, then a task to its end offline and back (last: it changes the task list)."""
+    languages, forms kept per task, then a task to its end offline and back (last: it
+    changes the task list)."""
     yield from parts(app, RESPONDER_DAY)
 
 

@@ -136,6 +136,17 @@ def test_responder_takes_a_task_to_the_end_offline_and_back(
     no_a11y_violations(r)
 
 
+def test_what_is_typed_on_a_task_stays_with_that_task(responder_day: dict[str, Any]) -> None:
+    r = part(responder_day, "forms_per_record")
+    a, _b = r["keys"]
+    # A's words were saved as A's draft as they were typed
+    assert r["drafts_a"] == [["task", a, {"reason": "A：车辆故障", "note": "A：二楼有人被困"}]]
+    assert r["b"] == ["", "", ""]  # B opens empty: no note, reason or message of A's
+    assert r["a"] == ["A：二楼有人被困", "A：车辆故障"]  # A's draft came back on A
+    assert r["b_again"] == ["B：已疏散一半", ""]
+    assert r["drafts"] == []  # emptied fields leave no draft
+
+
 def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     display: str, proxy: Proxy, server: str, hazards: list[dict[str, Any]], tmp_path: Path
 ) -> None:
