@@ -42,8 +42,9 @@ def extracted(folder: Path, plurals: bool | None = None) -> dict[str, str]:
 
 
 # a count followed by an English plural noun: "{n} photos", "{done}/{total} photos",
-# "{n} failed items" (not a unit: "{n} s ago", "{kb} KB")
-COUNTED_NOUN = re.compile(r"\{\w+\}(?:/\{\w+\})?\s+(?:[a-z-]+\s+)?[a-z-]+s\b")
+# "{n} failed items" (not a unit: "{n} s ago", "{kb} KB"; not a verb: "{record} is retired")
+VERBS = r"(?:is|was|has|does|needs|takes|belongs|goes)\b"
+COUNTED_NOUN = re.compile(r"\{\w+\}(?:/\{\w+\})?\s+(?!" + VERBS + r")(?:[a-z-]+\s+)?[a-z-]+s\b")
 
 
 def untranslated(messages: dict[str, str], lang: str = "zh_CN") -> list[str]:
