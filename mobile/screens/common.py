@@ -146,6 +146,7 @@ class FieldScreen(Screen):  # type: ignore[misc]
         self.params = {}
         self.pending = RecordPhotos()
         self.form_key: str | None = None  # the record the fields hold
+        self.form_owner: str | None = None  # and whose it is
         self._quiet = False  # the fields are being set, not typed
         super().__init__(**kwargs)
 
@@ -159,11 +160,14 @@ class FieldScreen(Screen):  # type: ignore[misc]
 
     # -- the per-record form --------------------------------------------------------------
     def _open_record(self, key: Any) -> None:
-        """The screen now shows record `key`: a different record starts from its own draft."""
+        """The screen now shows record `key`: a different record (or another user's, after a
+        sign-out) starts from its own draft."""
         key = str(key)
-        if key == self.form_key:
+        account = getattr(self.app.core, "account", None)
+        owner = account.user_id if account is not None else None
+        if (owner, key) == (self.form_owner, self.form_key):
             return
-        self.form_key = key
+        self.form_key, self.form_owner = key, owner
         self._fill({})
         self.say("")
         drafts = getattr(self.app.core, "drafts", None)
