@@ -11,10 +11,12 @@ outbox mutations replayed on top (`local`), so an edit shows at once and survive
 Outbox rows stay until the server answers; accepted ones stay (marked acked) until a complete
 pull has brought the server's version, so an accepted edit never flickers away.
 
-Tables: `records(entity, id, version, data, local)`, `members(scope, entity, id, version,
-stale)`, `scopes(scope, cursor, base, checksum)`, `outbox(seq, entity, id, op, hlc, base, fields,
-state, ack_version)`, `log(kind, entity, id, seq, code, message, detail, at)`, `aside(entity,
-id, view, at)` (unsynced edits of records that left the device), `meta(k, v)`.
+Tables: `records(n, entity, id, version, data, local)`, `members(rec, scope, version, stale)`
+(`rec` is the record's `n`), `scopes(scope, cursor, base, checksum)`, `outbox(seq, entity, id,
+op, hlc, base, fields, state, ack_version)`, `log(kind, entity, id, seq, code, message, detail,
+at)`, `aside(entity, id, view, at)` (unsynced edits of records that left the device),
+`meta(k, v)`. `PRAGMA user_version` holds the layout (`_LAYOUT`); older files are upgraded
+when opened.
 """
 
 from __future__ import annotations
@@ -52,16 +54,28 @@ _dec = msgspec.json.Decoder()
 _NULL = b"null"
 _CHUNK = 500  # bound on SQL variables per IN (...) query
 
-_SCHEMA = """
+# The store's layout version (`PRAGMA user_version`); `ClientStore._migrate` upgrades older
+# files in place. Layout 1: a record has a number `n` (its rowid, given in arrival order) and a
+# membership is keyed by (record number, scope) in a WITHOUT ROWID table with only a partial
+# index on stale rows. Pulled records get increasing numbers, so their memberships are appended
+# to one B-tree; layout 0 keyed them by (scope, entity, id) with an index on the random UUID,
+# three B-tree inserts at random places per membership, the largest cost of an initial pull.
+# What asks by scope alone (dropping or resetting a scope, a resync) scans the table; rare.
+_LAYOUT = 1
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS records(
+    n INTEGER PRIMARY KEY, entity TEXT NOT NULL, id BLOB NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0, data BLOB, local BLOB, UNIQUE(entity, id))""",
+    """CREATE TABLE IF NOT EXISTS members(
+    rec INTEGER NOT NULL, scope TEXT NOT NULL, version INTEGER NOT NULL,
+    stale INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(rec, scope)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS members_stale ON members(scope) WHERE stale=1",
+)
+_SCHEMA = (
+    ";\n".join(_TABLES)
+    + """;
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records(
-    entity TEXT NOT NULL, id BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0,
-    data BLOB, local BLOB, PRIMARY KEY(entity, id));
-CREATE TABLE IF NOT EXISTS members(
-    scope TEXT NOT NULL, entity TEXT NOT NULL, id BLOB NOT NULL,
-    version INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY(scope, entity, id));
-CREATE INDEX IF NOT EXISTS members_by_record ON members(id);
 CREATE TABLE IF NOT EXISTS scopes(
     scope TEXT PRIMARY KEY, cursor INTEGER NOT NULL, base INTEGER NOT NULL DEFAULT 0,
     checksum INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
@@ -77,6 +91,7 @@ CREATE TABLE IF NOT EXISTS aside(
     entity TEXT NOT NULL, id BLOB NOT NULL, view BLOB, at INTEGER NOT NULL,
     PRIMARY KEY(entity, id)) WITHOUT ROWID;
 """
+)
 
 
 class LocalRefusalError(ValueError):
@@ -148,11 +163,12 @@ class ClientStore:
         # NORMAL in WAL mode is durable across a process kill (what phones do to apps); only
         # an OS crash may lose the last commits, and it never corrupts.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        # records and members are rowid tables (rows appended in arrival order, a small index
-        # on the random UUID key) and the page cache holds that index: a pull page of 5,000
-        # new records then dirties a few hundred pages instead of one per record, which halved
-        # the apply time of a 100,000-record initial pull (tests/bench/bench_sync.py).
+        # `records` is a rowid table (rows appended in arrival order, a small index on the
+        # random UUID key) and the page cache holds that index: a pull page of 5,000 new
+        # records then dirties a few hundred pages instead of one per record. `members` is
+        # clustered on its key with no other index on the hot path (see `_LAYOUT`).
         self._db.execute("PRAGMA cache_size=-16000")
+        self._migrate()
         self._db.executescript(_SCHEMA)
         self.registry = registry
         self._fault = fault
@@ -170,6 +186,47 @@ class ClientStore:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a store an older app wrote to the current layout, in one transaction."""
+        with self._tx():
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= _LAYOUT:
+                return
+            if self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='members'"
+            ).fetchone():
+                self._layout_0_to_1()
+            self._db.execute(f"PRAGMA user_version={_LAYOUT}")
+
+    def _layout_0_to_1(self) -> None:
+        # Layout 0: records(entity, id, ...) keyed by (entity, id) and members(scope, entity,
+        # id, version, stale) with a rowid and an index on id. Indexes others made on records
+        # (the app's read models) are made again on the new table.
+        made = [
+            sql
+            for (sql,) in self._db.execute(
+                "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='records'"
+                " AND sql IS NOT NULL"
+            )
+        ]
+        self._db.execute("DROP INDEX IF EXISTS members_by_record")
+        self._db.execute("ALTER TABLE records RENAME TO records_0")
+        self._db.execute("ALTER TABLE members RENAME TO members_0")
+        for ddl in _TABLES:
+            self._db.execute(ddl)
+        self._db.execute(
+            "INSERT INTO records(n, entity, id, version, data, local)"
+            " SELECT rowid, entity, id, version, data, local FROM records_0 ORDER BY rowid"
+        )
+        self._db.execute(
+            "INSERT INTO members(rec, scope, version, stale)"
+            " SELECT r.n, m.scope, m.version, m.stale FROM members_0 m"
+            " JOIN records r ON r.entity=m.entity AND r.id=m.id ORDER BY 1, 2"
+        )
+        self._db.execute("DROP TABLE members_0")
+        self._db.execute("DROP TABLE records_0")
+        for sql in made:
+            self._db.execute(sql)
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -248,15 +305,11 @@ class ClientStore:
     def snapshot(self, scope: str) -> Snapshot:
         """Server-confirmed records the device holds for `scope` (for checks and tests)."""
         out: Snapshot = {}
-        for entity, rid, data in self._db.execute(
-            "SELECT m.entity, m.id, r.data FROM members m JOIN records r"
-            " ON r.entity=m.entity AND r.id=m.id WHERE m.scope=? AND r.data IS NOT NULL",
+        for entity, rid, version, data in self._db.execute(
+            "SELECT r.entity, r.id, m.version, r.data FROM members m JOIN records r"
+            " ON r.n=m.rec WHERE m.scope=? AND r.data IS NOT NULL",
             (scope,),
         ):
-            version = self._db.execute(
-                "SELECT version FROM members WHERE scope=? AND entity=? AND id=?",
-                (scope, entity, rid),
-            ).fetchone()[0]
             out[(entity, UUID(bytes=rid))] = (version, _dec.decode(data))
         return out
 
@@ -509,7 +562,9 @@ class ClientStore:
         # the re-fetch then refreshes (or drops, if the server no longer has them).
         checksum = 0
         for entity, rid, version in self._db.execute(
-            "SELECT entity, id, version FROM members WHERE scope=?", (scope,)
+            "SELECT r.entity, r.id, m.version FROM members m JOIN records r ON r.n=m.rec"
+            " WHERE m.scope=?",
+            (scope,),
         ):
             checksum ^= record_hash(entity, UUID(bytes=rid), version)
         self._db.execute("UPDATE members SET stale=1 WHERE scope=?", (scope,))
@@ -518,7 +573,10 @@ class ClientStore:
         )
 
     def _drop_scope(self, scope: str, report: PullReport) -> None:
-        rows = self._db.execute("SELECT entity, id FROM members WHERE scope=?", (scope,)).fetchall()
+        rows = self._db.execute(
+            "SELECT r.entity, r.id FROM members m JOIN records r ON r.n=m.rec WHERE m.scope=?",
+            (scope,),
+        ).fetchall()
         self._db.execute("DELETE FROM members WHERE scope=?", (scope,))
         self._db.execute("DELETE FROM scopes WHERE scope=?", (scope,))
         for entity, rid in rows:
@@ -528,7 +586,9 @@ class ClientStore:
     def _remove_if_orphan(self, entity: str, rid: bytes, report: PullReport) -> None:
         """Remove a record no scope holds any more, keeping its unsynced edits aside."""
         if self._db.execute(
-            "SELECT 1 FROM members WHERE id=? AND entity=? LIMIT 1", (rid, entity)
+            "SELECT 1 FROM members WHERE rec=(SELECT n FROM records WHERE entity=? AND id=?)"
+            " LIMIT 1",
+            (entity, rid),
         ).fetchone():
             return
         self._remove_record(entity, rid, report, reason="evicted")
@@ -593,7 +653,9 @@ class ClientStore:
         """
         scope = page.scope
         for entity, rid in self._db.execute(
-            "SELECT entity, id FROM members WHERE scope=? AND stale=1", (scope,)
+            "SELECT r.entity, r.id FROM members m JOIN records r ON r.n=m.rec"
+            " WHERE m.scope=? AND m.stale=1",
+            (scope,),
         ).fetchall():
             checksum = self._forget(entity, rid, scope, checksum, report)
         if page.checksum is None or page.checksum == checksum:
@@ -612,22 +674,19 @@ class ClientStore:
         by_entity: dict[str, list[bytes]] = {}
         for entity, rid in keys:
             by_entity.setdefault(entity, []).append(rid)
-        members: list[tuple[Any, ...]] = []
-        records: list[tuple[Any, ...]] = []
+        held: list[tuple[Any, ...]] = []
         queued: list[tuple[Any, ...]] = []
         # An empty outbox (every initial pull, most pulls) needs no per-record probe of it.
         any_queued = self._db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
-        # Every lookup names the entity so it uses the (entity, id) primary keys.
+        # Every lookup names the entity so it uses the (entity, id) key; one probe per change
+        # finds the record and its membership of this scope.
         for entity, ids in by_entity.items():
-            members += self._load(
-                "SELECT entity, id, version FROM members WHERE scope=? AND entity=? AND id IN ({})",
+            held += self._load(
+                "SELECT r.entity, r.id, r.n, r.version, r.data, m.version FROM records r"
+                " LEFT JOIN members m ON m.rec=r.n AND m.scope=?"
+                " WHERE r.entity=? AND r.id IN ({})",
                 ids,
                 scope,
-                entity,
-            )
-            records += self._load(
-                "SELECT entity, id, version, data FROM records WHERE entity=? AND id IN ({})",
-                ids,
                 entity,
             )
             if any_queued:
@@ -637,10 +696,11 @@ class ClientStore:
                     entity,
                 )
         outbox_ids = {(e, i) for e, i in queued}
-        mem_version = {(e, i): v for e, i, v in members}
-        rec_rows = {(e, i): (v, d) for e, i, v, d in records}
-        rec_upserts: dict[tuple[str, bytes], tuple[str, bytes, int, bytes]] = {}
-        mem_upserts: dict[tuple[str, bytes], tuple[str, str, bytes, int]] = {}
+        mem_version = {(e, i): m for e, i, _, _, _, m in held if m is not None}
+        rec_rows = {(e, i): (v, d) for e, i, _, v, d, _ in held}
+        numbers = {(e, i): n for e, i, n, _, _, _ in held}
+        new_keys: list[tuple[str, bytes]] = []
+        mem_upserts: dict[tuple[str, bytes], int] = {}
         deletes: list[tuple[str, bytes]] = []
         recompute: list[tuple[str, bytes]] = []
         for c, key in zip(changes, keys, strict=True):
@@ -652,7 +712,7 @@ class ClientStore:
                 checksum ^= record_hash(c.entity, c.id, old)
             checksum ^= record_hash(c.entity, c.id, c.version)
             mem_version[key] = c.version
-            mem_upserts[key] = (scope, c.entity, key[1], c.version)
+            mem_upserts[key] = c.version
             prev = rec_rows.get(key)
             # A change carries only the fields changed after the cursor (all of them when the
             # record is new to the scope), so it merges into what the device holds.
@@ -660,24 +720,34 @@ class ClientStore:
                 values = {**_dec.decode(prev[1]), **c.fields}
             else:
                 values = c.fields
+            if prev is None and key not in numbers:
+                new_keys.append(key)
+                numbers[key] = 0
             version = max(c.version, prev[0]) if prev is not None else c.version
-            blob = _enc.encode(values)
-            rec_rows[key] = (version, blob)
-            rec_upserts[key] = (c.entity, key[1], version, blob)
+            rec_rows[key] = (version, _enc.encode(values))
             if key in outbox_ids:
                 recompute.append(key)
-        # In key order: each B-tree is then walked forwards once instead of being hit at 5,000
-        # random places (a third less time for a page of new records). A record twice in a
-        # page keeps its last state, as the upserts in page order would.
+        # New records are numbered in key order after the highest number held: both of their
+        # B-trees (records by number, the (entity, id) key) and the memberships (by number)
+        # are then walked forwards once, mostly appended to, instead of being hit at 5,000
+        # random places. A record twice in a page keeps its last state.
+        new_keys.sort()
+        first = self._db.execute("SELECT coalesce(max(n), 0) + 1 FROM records").fetchone()[0]
+        for k, key in enumerate(new_keys):
+            numbers[key] = first + k
+        fresh = set(new_keys)
         self._db.executemany(
-            "INSERT INTO records(entity, id, version, data) VALUES(?,?,?,?)"
-            " ON CONFLICT(entity, id) DO UPDATE SET version=excluded.version, data=excluded.data",
-            [rec_upserts[k] for k in sorted(rec_upserts)],
+            "UPDATE records SET version=?, data=? WHERE n=?",
+            [(*rec_rows[k], numbers[k]) for k in mem_upserts if k not in fresh],
         )
         self._db.executemany(
-            "INSERT INTO members(scope, entity, id, version, stale) VALUES(?,?,?,?,0)"
-            " ON CONFLICT(scope, entity, id) DO UPDATE SET version=excluded.version, stale=0",
-            [mem_upserts[k] for k in sorted(mem_upserts)],
+            "INSERT INTO records(n, entity, id, version, data) VALUES(?,?,?,?,?)",
+            [(numbers[k], *k, *rec_rows[k]) for k in new_keys],
+        )
+        self._db.executemany(
+            "INSERT INTO members(rec, scope, version, stale) VALUES(?,?,?,0)"
+            " ON CONFLICT(rec, scope) DO UPDATE SET version=excluded.version, stale=0",
+            sorted((numbers[k], scope, v) for k, v in mem_upserts.items()),
         )
         self._step("pull:records")
         for entity, rid in recompute:
@@ -699,14 +769,14 @@ class ClientStore:
         """Remove a record from `scope` (tombstone: from every scope); return the checksum."""
         uid = UUID(bytes=rid)
         rows = self._db.execute(
-            "SELECT scope, version FROM members WHERE id=? AND entity=?", (rid, entity)
+            "SELECT m.rec, m.scope, m.version FROM members m"
+            " JOIN records r ON r.n=m.rec WHERE r.entity=? AND r.id=?",
+            (entity, rid),
         ).fetchall()
-        for s, version in rows:
+        for n, s, version in rows:
             if s == scope:
                 checksum ^= record_hash(entity, uid, version)
-                self._db.execute(
-                    "DELETE FROM members WHERE scope=? AND entity=? AND id=?", (s, entity, rid)
-                )
+                self._db.execute("DELETE FROM members WHERE rec=? AND scope=?", (n, s))
             elif tombstone:
                 # The record is gone from every scope on the server too; keep each scope's
                 # checksum in step so it matches once that scope's cursor passes the delete.
@@ -715,9 +785,7 @@ class ClientStore:
                     "UPDATE scopes SET checksum = (checksum | ?1) - (checksum & ?1) WHERE scope=?2",
                     (record_hash(entity, uid, version), s),
                 )
-                self._db.execute(
-                    "DELETE FROM members WHERE scope=? AND entity=? AND id=?", (s, entity, rid)
-                )
+                self._db.execute("DELETE FROM members WHERE rec=? AND scope=?", (n, s))
         if tombstone:
             self._remove_record(entity, rid, report, reason="deleted")
         else:

@@ -231,3 +231,61 @@ async def test_a_pulled_change_keeps_the_devices_unsent_edit_on_top(rig: Rig) ->
     assert seen is not None
     assert (seen["description"], seen["severity"]) == ("Exit cleared by A", "low")
     assert a.pending_count() == 1
+
+
+# The records and members tables as apps before store layout 1 wrote them (kept here to build
+# such a file from a current one), with an index like the app's read models make.
+_LAYOUT_0 = """
+CREATE TABLE records_0(
+    entity TEXT NOT NULL, id BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0,
+    data BLOB, local BLOB, PRIMARY KEY(entity, id));
+INSERT INTO records_0 SELECT entity, id, version, data, local FROM records ORDER BY n DESC;
+CREATE TABLE members_0(
+    scope TEXT NOT NULL, entity TEXT NOT NULL, id BLOB NOT NULL,
+    version INTEGER NOT NULL, stale INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(scope, entity, id));
+INSERT INTO members_0 SELECT m.scope, r.entity, r.id, m.version, m.stale
+    FROM members m JOIN records r ON r.n=m.rec;
+DROP TABLE members;
+DROP TABLE records;
+ALTER TABLE records_0 RENAME TO records;
+ALTER TABLE members_0 RENAME TO members;
+CREATE INDEX members_by_record ON members(id);
+CREATE INDEX app_hazards ON records(json_extract(data, '$.status')) WHERE entity='hazard';
+PRAGMA user_version=0;
+"""
+
+
+async def test_a_store_an_older_app_wrote_is_upgraded_in_place(tmp_path: Path, rig: Rig) -> None:
+    """An app update opens a phone's file of store layout 0: memberships, cursors, checksums
+    and the unsent outbox survive, and the next sync runs on the new layout."""
+    db = tmp_path / "old.db"
+    store = ClientStore(db, device_id="dev")
+    client = SyncClient(store, LocalTransport(rig, "a"))
+    kept = uuid.uuid4()
+    for _ in range(4):
+        store.write("hazard", uuid.uuid4(), hazard_fields(), op=Op.CREATE)
+    await client.sync_once()
+    store.write("hazard", kept, hazard_fields(), op=Op.CREATE)  # unsent at the upgrade
+    before = (store.snapshot("grid:g1"), store.cursors(), store.checksum("grid:g1"))
+    store._db.executescript(_LAYOUT_0)
+    store.close()
+
+    upgraded = ClientStore(db)
+    db_sql = upgraded._db.execute("SELECT sql FROM sqlite_master WHERE name='members'")
+    assert "WITHOUT ROWID" in db_sql.fetchone()[0]
+    indexes = upgraded._db.execute("SELECT name FROM sqlite_master WHERE tbl_name='records'")
+    assert "app_hazards" in {name for (name,) in indexes}
+    assert upgraded._db.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert (
+        upgraded.snapshot("grid:g1"),
+        upgraded.cursors(),
+        upgraded.checksum("grid:g1"),
+    ) == before
+    assert upgraded.device_id == "dev" and upgraded.pending_count() == 1
+    await rig.server().write("hazard", next(iter(before[0]))[1], {"severity": "low"})
+    await SyncClient(upgraded, LocalTransport(rig, "a")).sync_once()
+    assert upgraded.snapshot("grid:g1") == await rig.server().scope_snapshot("grid:g1")
+    assert not upgraded.log_entries("checksum_mismatch") and upgraded.pending_count() == 0
+    upgraded.close()
+    assert ClientStore(db).snapshot("grid:g1") == await rig.server().scope_snapshot("grid:g1")
