@@ -6,7 +6,7 @@ import base64
 import binascii
 import enum
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, NoReturn, TypeVar
@@ -275,6 +275,33 @@ async def refuse_taken_id(
     else:
         await get_visible(session, principal, model, ident)
     raise Conflict(N_("a {record} with this id already exists"), record=noun(model), field="id")
+
+
+_ABSENT = "crud_known_absent"
+
+
+def note_absent(session: Any, model: type[Any], ids: Iterable[uuid.UUID]) -> None:
+    """Remember, for the session's current transaction, that rows `ids` of `model` were just
+    read and are not there (a sync push reads and locks its rows before applying them), so
+    `get_row` need not ask again, once. Pass the synchronous `Session`."""
+    tx = session.get_transaction()
+    owner, known = session.info.get(_ABSENT, (None, set()))
+    if owner is not tx:
+        known = set()
+        session.info[_ABSENT] = (tx, known)
+    known.update((model, i) for i in ids)
+
+
+async def get_row(session: AsyncSession, model: type[Any], ident: uuid.UUID) -> Any:
+    """`session.get(model, ident)`, without a statement when this transaction just found the
+    row absent (`note_absent`). That knowledge answers once: the caller is about to create the
+    row, so a later call asks the database again (the row may exist by then)."""
+    sync = session.sync_session
+    owner, known = sync.info.get(_ABSENT, (None, set()))
+    if owner is sync.get_transaction() and (model, ident) in known:
+        known.discard((model, ident))
+        return None
+    return await session.get(model, ident)
 
 
 async def ensure_new_id(

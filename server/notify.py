@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, literal, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import i18n
@@ -37,7 +37,7 @@ from schemas.common import MultiPolygon, Polygon, Role
 from server import geo
 from server.db import dialect_of
 from server.models import AdminArea, Grid, Membership, ResponderPosition, Task, User
-from server.outbox import enqueue_for_users
+from server.outbox import DeviceRow, enqueue_for_devices, registered_devices
 
 __all__ = [
     "AnyOf",
@@ -126,12 +126,10 @@ class AreaDispatchers:
         """Dispatchers without a home area command everywhere; others their subtree."""
         stmt = select(User.id).where(User.role == Role.DISPATCHER.value, *_live_user())
         if self.area_id is not None:
-            path = (
-                await session.execute(select(AdminArea.path).where(AdminArea.id == self.area_id))
-            ).scalar()
-            if path is not None:
-                home = select(AdminArea.path).where(AdminArea.id == User.area_id).scalar_subquery()
-                stmt = stmt.where(or_(User.area_id.is_(None), literal(path).startswith(home)))
+            # One statement: the area's path is a subquery (no such area: every dispatcher).
+            path = select(AdminArea.path).where(AdminArea.id == self.area_id).scalar_subquery()
+            home = select(AdminArea.path).where(AdminArea.id == User.area_id).scalar_subquery()
+            stmt = stmt.where(or_(User.area_id.is_(None), path.is_(None), path.startswith(home)))
         return set((await session.execute(stmt)).scalars())
 
 
@@ -249,11 +247,15 @@ async def notify(
     now: datetime | None = None,
 ) -> int:
     """Queue `notice` for every registered device of the audience, each in its owner's
-    language, in the caller's transaction; returns how many jobs were queued (0 for a repeat)."""
+    language, in the caller's transaction; returns how many jobs were queued (0 for a repeat).
+    The devices and their owners' languages are one read."""
     recipients = await audience.user_ids(session)
+    by_lang: dict[str, list[DeviceRow]] = {}
+    for device in await registered_devices(session, recipients):
+        by_lang.setdefault(i18n.normalize(device[4]), []).append(device)
     queued = 0
-    for lang, users in sorted((await languages_of(session, recipients)).items()):
-        queued += await enqueue_for_users(
-            session, users, event_id=notice.event_id, message=build(notice, lang), now=now
+    for lang, devices in sorted(by_lang.items()):
+        queued += await enqueue_for_devices(
+            session, devices, event_id=notice.event_id, message=build(notice, lang), now=now
         )
     return queued

@@ -44,7 +44,9 @@ __all__ = [
     "SqlOutboxStore",
     "address_hash",
     "dialect_insert",
+    "enqueue_for_devices",
     "enqueue_for_users",
+    "registered_devices",
 ]
 
 # Set in `session.info` when a request enqueued jobs, so the app can wake its worker after commit.
@@ -69,6 +71,33 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
 # ---- the server's side: in the caller's transaction -------------------------------------------
 
 
+DeviceRow = tuple[uuid.UUID, uuid.UUID, str, str, str | None]
+"""(device id, user id, channel, token, the user's saved language) of a registered device."""
+
+
+async def registered_devices(
+    session: AsyncSession, user_ids: Iterable[uuid.UUID]
+) -> list[DeviceRow]:
+    """The registered devices of these users who are active, with each owner's language
+    (one statement: `server.notify` picks each message's language from it)."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return []
+    rows = await session.execute(
+        select(Device.id, Device.user_id, Device.channel, Device.token, User.language)
+        .join(User, User.id == Device.user_id)
+        .where(
+            Device.user_id.in_(ids),
+            Device.token.is_not(None),
+            Device.channel.is_not(None),
+            Device.deleted_at.is_(None),
+            User.disabled.is_(False),
+            User.deleted_at.is_(None),
+        )
+    )
+    return [cast(DeviceRow, tuple(r)) for r in rows.all()]
+
+
 async def enqueue_for_users(
     session: AsyncSession,
     user_ids: Iterable[uuid.UUID],
@@ -82,21 +111,21 @@ async def enqueue_for_users(
     Runs in the caller's transaction, so the jobs commit with the change they announce.
     Idempotent per (event_id, device): a second call for the same event adds nothing.
     """
-    ids = list(set(user_ids))
-    if not ids:
+    devices = await registered_devices(session, user_ids)
+    return await enqueue_for_devices(session, devices, event_id=event_id, message=message, now=now)
+
+
+async def enqueue_for_devices(
+    session: AsyncSession,
+    devices: Sequence[DeviceRow],
+    *,
+    event_id: str,
+    message: PushMessage,
+    now: datetime | None = None,
+) -> int:
+    """Queue `message` for these devices (`registered_devices`), as `enqueue_for_users`."""
+    if not devices:
         return 0
-    rows = await session.execute(
-        select(Device.id, Device.user_id, Device.channel, Device.token)
-        .join(User, User.id == Device.user_id)
-        .where(
-            Device.user_id.in_(ids),
-            Device.token.is_not(None),
-            Device.channel.is_not(None),
-            Device.deleted_at.is_(None),
-            User.disabled.is_(False),
-            User.deleted_at.is_(None),
-        )
-    )
     at = now or utcnow()
     body = _encode.encode(message).decode()
     values = [
@@ -113,10 +142,8 @@ async def enqueue_for_users(
             "not_before": at,
             "created_at": at,
         }
-        for device_id, user_id, channel, token in rows.all()
+        for device_id, user_id, channel, token, _ in devices
     ]
-    if not values:
-        return 0
     stmt = dialect_insert(session, PushJobRow.__table__).values(values)
     stmt = stmt.on_conflict_do_nothing(index_elements=["event_id", "device_id"])
     result = await session.execute(stmt)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from litestar.testing import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from mobile.core.transport import HttpTransport
 from schemas.sync import (
@@ -29,6 +33,25 @@ from sync.store import ClientStore
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
+_FRAMING = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "COMMIT", "ROLLBACK")
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements every engine runs while inside, whitespace folded; transaction
+    framing (BEGIN, SAVEPOINT, RELEASE) left out, as it differs between the databases."""
+    seen: list[str] = []
+
+    def hook(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        folded = " ".join(statement.split())
+        if not folded.upper().startswith(_FRAMING):
+            seen.append(folded)
+
+    event.listen(Engine, "before_cursor_execute", hook)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", hook)
 
 
 def post(

@@ -28,9 +28,16 @@ from schemas.media import MediaStatus
 from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, get_visible, live_visible, refuse_taken_id, uid_or_none
+from server.crud import (
+    apply_patch,
+    get_row,
+    get_visible,
+    live_visible,
+    refuse_taken_id,
+    uid_or_none,
+)
 from server.domain.media.services import declare_many
-from server.domain.reference.services import locate_area, locate_grid
+from server.domain.reference.services import locate
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.models import (
     Enterprise,
@@ -349,7 +356,7 @@ async def create_hazard(
     the bytes have not arrived yet).
     """
     if data.id is not None:
-        existing = await session.get(Hazard, data.id)
+        existing = await get_row(session, Hazard, data.id)
         if existing is not None:
             if existing.reporter_id != p.user_id:
                 await refuse_taken_id(session, p, Hazard, data.id)
@@ -367,6 +374,7 @@ async def create_hazard(
             raise InvalidInput(N_("no such enterprise"), field="enterprise_id")
     photos = await _resolve_photos(session, p, data.photo_ids, data.photo_sha256, "photo_ids")
     lon, lat = data.location.coordinates
+    grid, area_id = await locate(session, lon, lat)  # held: its inspector hears of it
     row = Hazard(
         category=data.category.value,
         severity=data.severity.value,
@@ -375,8 +383,8 @@ async def create_hazard(
         accuracy_m=data.accuracy_m,
         status=HazardStatus.REPORTED.value,
         reporter_id=p.user_id,
-        grid_id=await locate_grid(session, lon, lat),
-        area_id=await locate_area(session, lon, lat),
+        grid_id=grid.id if grid else None,
+        area_id=area_id,
         enterprise_id=enterprise_id,
         photo_ids=[str(m.id) for m in photos],
         reported_at=reported_at,
@@ -576,8 +584,8 @@ async def patch_hazard(
     if data.location is not msgspec.UNSET:
         lon, lat = data.location.coordinates
         row.location = geo.point_to_db(data.location)
-        row.grid_id = await locate_grid(session, lon, lat)
-        row.area_id = await locate_area(session, lon, lat)
+        grid, row.area_id = await locate(session, lon, lat)
+        row.grid_id = grid.id if grid else None
         changed["location"] = [lon, lat]
     if data.photo_ids is not msgspec.UNSET and data.photo_ids:
         photos = await _resolve_photos(session, p, data.photo_ids, [], "photo_ids")

@@ -26,6 +26,21 @@ NEIGHBOUR_GAP_DEG = 1e-4
 """How far apart (degrees, about 10 m) two boundaries may be and still be neighbours."""
 
 _DONE = (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.DECLINED)
+_DONE_VALUES = tuple(s.value for s in _DONE)
+
+
+_FACTS = "organisation_facts"
+
+
+def _org_memo(session: Session) -> dict[uuid.UUID, tuple[uuid.UUID | None, str | None]]:
+    """(area, unit kind) by organisation, kept for the session's current transaction."""
+    tx = session.get_transaction()
+    memo: dict[uuid.UUID, tuple[uuid.UUID | None, str | None]]
+    owner, memo = session.info.get(_FACTS, (None, {}))
+    if owner is not tx:
+        memo = {}
+        session.info[_FACTS] = (tx, memo)
+    return memo
 
 
 def organisation_facts(
@@ -34,12 +49,7 @@ def organisation_facts(
     """(area, unit kind) of an organisation, read once per transaction: a pull asks for both."""
     if org_id is None:
         return None, None
-    tx = session.get_transaction()
-    memo: dict[uuid.UUID, tuple[uuid.UUID | None, str | None]]
-    owner, memo = session.info.get("organisation_facts", (None, {}))
-    if owner is not tx:
-        memo = {}
-        session.info["organisation_facts"] = (tx, memo)
+    memo = _org_memo(session)
     if org_id not in memo:
         row = session.execute(
             select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
@@ -48,21 +58,51 @@ def organisation_facts(
     return memo[org_id]
 
 
+def _facts_and_version(session: Session, org_id: uuid.UUID | None) -> tuple[object, ...]:
+    """The areas' version (`_areas_version`) and, in the same statement, the organisation's
+    (area, unit kind) (kept for the transaction, as `organisation_facts` keeps them): what a
+    user's reference areas depend on besides their tasks, in one read."""
+    if org_id is None:
+        return _areas_version(session)
+    memo = _org_memo(session)
+    org = select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
+    count, changed, area, kind = session.execute(
+        select(
+            func.count(),
+            func.max(AdminArea.updated_at),
+            org.with_only_columns(Organisation.area_id).scalar_subquery(),
+            org.with_only_columns(Organisation.unit_kind).scalar_subquery(),
+        ).select_from(AdminArea)
+    ).one()
+    memo.setdefault(org_id, (area, kind))
+    return (str(session.get_bind().engine.url), count, changed)
+
+
 def _home_area(session: Session, p: Principal) -> uuid.UUID | None:
     if p.area_id is not None:
         return p.area_id
     return organisation_facts(session, p.org_id)[0]
 
 
-def _task_areas(session: Session, p: Principal) -> set[uuid.UUID]:
+def my_tasks(p: Principal) -> ColumnElement[bool]:
+    """The tasks whose areas a user's reference data follows: assigned to them or their unit."""
     mine: ColumnElement[bool] = Task.assignee_user_id == p.user_id
     if p.org_id is not None:
         mine = or_(mine, Task.assignee_unit_id == p.org_id)
+    return mine
+
+
+def task_area_ids(rows: Iterable[tuple[uuid.UUID | None, str]]) -> set[uuid.UUID]:
+    """The areas of current tasks among (area, status) of live tasks."""
+    return {a for a, status in rows if a is not None and status not in _DONE_VALUES}
+
+
+def _task_areas(session: Session, p: Principal) -> set[uuid.UUID]:
     stmt = select(Task.area_id).where(
-        mine,
+        my_tasks(p),
         Task.deleted_at.is_(None),
         Task.area_id.is_not(None),
-        Task.status.not_in([s.value for s in _DONE]),
+        Task.status.not_in(_DONE_VALUES),
     )
     return {a for a in session.execute(stmt.distinct()).scalars() if a is not None}
 
@@ -112,17 +152,19 @@ def _areas_version(session: Session) -> tuple[object, ...]:
     return (str(session.get_bind().engine.url), count, changed)
 
 
-def reach(session: Session, area_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+def reach(
+    session: Session, area_ids: Iterable[uuid.UUID], version: tuple[object, ...] | None = None
+) -> set[uuid.UUID]:
     """The areas whose reference data serves people working in `area_ids` (see the module
     docstring): each area with its subtree and ancestors, and its neighbours likewise.
 
     Every pull asks it (a phone's reference scopes); the areas change rarely, so the answer
     is kept per process until they do (one read checks, instead of three with a spatial
-    one)."""
+    one). `version`: the areas' version when the caller read it already."""
     ids = set(area_ids)
     if not ids:
         return set()
-    key = (*_areas_version(session), frozenset(ids))
+    key = (*(version or _areas_version(session)), frozenset(ids))
     cached = _REACH_CACHE.get(key)
     if cached is None:
         if len(_REACH_CACHE) >= _REACH_CACHE_MAX:
@@ -143,12 +185,18 @@ def _reach(session: Session, ids: set[uuid.UUID]) -> set[uuid.UUID]:
     return out
 
 
-def reference_areas(session: Session, p: Principal) -> set[uuid.UUID] | None:
-    """The areas whose `refarea:` scopes `p` reads; None for administrators (every area)."""
+def reference_areas(
+    session: Session, p: Principal, task_areas: set[uuid.UUID] | None = None
+) -> set[uuid.UUID] | None:
+    """The areas whose `refarea:` scopes `p` reads; None for administrators (every area).
+    `task_areas`: the areas of `p`'s current tasks when the caller read them already."""
     if p.role is Role.ADMIN:
         return None
-    bases = set(_task_areas(session, p)) if p.role is not Role.DISPATCHER else set()
+    bases: set[uuid.UUID] = set()
+    if p.role is not Role.DISPATCHER:
+        bases = set(task_areas) if task_areas is not None else _task_areas(session, p)
+    version = _facts_and_version(session, p.org_id)  # and the organisation's facts
     home = _home_area(session, p)
     if home is not None:
         bases.add(home)
-    return reach(session, bases)
+    return reach(session, bases, version)

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 from geoalchemy2.shape import to_shape
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -41,10 +41,8 @@ from server.models import (
 from server.scope import home_area_subtree, serving_areas, visible_contacts
 
 
-async def locate_area(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
-    """The deepest administrative area containing the point, if any."""
-    dialect = dialect_of(session)
-    stmt = (
+def _area_at(dialect: str, lon: float, lat: float) -> Any:
+    return (
         select(AdminArea.id)
         .where(
             AdminArea.deleted_at.is_(None),
@@ -53,19 +51,45 @@ async def locate_area(session: AsyncSession, lon: float, lat: float) -> uuid.UUI
         .order_by(func.length(AdminArea.path).desc())
         .limit(1)
     )
+
+
+def _grid_where(dialect: str, lon: float, lat: float) -> Any:
+    return and_(Grid.deleted_at.is_(None), geo.contains_point(dialect, Grid.boundary, lon, lat))
+
+
+def _grid_at(dialect: str, lon: float, lat: float) -> Any:
+    return select(Grid.id).where(_grid_where(dialect, lon, lat)).order_by(Grid.code).limit(1)
+
+
+async def locate_area(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
+    """The deepest administrative area containing the point, if any."""
+    stmt = _area_at(dialect_of(session), lon, lat)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def locate_grid(session: AsyncSession, lon: float, lat: float) -> uuid.UUID | None:
     """The grid containing the point, if any."""
+    stmt = _grid_at(dialect_of(session), lon, lat)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def locate(
+    session: AsyncSession, lon: float, lat: float
+) -> tuple[Grid | None, uuid.UUID | None]:
+    """The grid (the row: whose inspector a new report notifies, `session.get` finds it while
+    the caller holds it) and the area containing the point (`locate_grid`, `locate_area`), in
+    one statement."""
     dialect = dialect_of(session)
+    anchor = select(literal(1).label("one")).subquery()
     stmt = (
-        select(Grid.id)
-        .where(Grid.deleted_at.is_(None), geo.contains_point(dialect, Grid.boundary, lon, lat))
+        select(Grid, _area_at(dialect, lon, lat).scalar_subquery())
+        .select_from(anchor)
+        .outerjoin(Grid, _grid_where(dialect, lon, lat))
         .order_by(Grid.code)
         .limit(1)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    grid, area = (await session.execute(stmt)).one()
+    return grid, area
 
 
 async def ensure_in_my_area(
@@ -262,11 +286,12 @@ async def create_enterprise(
         if org is None or org.kind != s.OrgKind.ENTERPRISE:
             raise InvalidInput(N_("org_id must be an enterprise organisation"), field="org_id")
     lon, lat = data.location.coordinates
+    grid, area_id = await locate(session, lon, lat)
     row = Enterprise(
         name=data.name,
+        grid_id=grid.id if grid else None,
+        area_id=area_id,
         org_id=data.org_id,
-        grid_id=await locate_grid(session, lon, lat),
-        area_id=await locate_area(session, lon, lat),
         location=geo.point_to_db(data.location),
         address=data.address,
         kind=data.kind,
@@ -291,8 +316,8 @@ async def patch_enterprise(
     if data.location is not msgspec.UNSET:
         lon, lat = data.location.coordinates
         row.location = geo.point_to_db(data.location)
-        row.grid_id = await locate_grid(session, lon, lat)
-        row.area_id = await locate_area(session, lon, lat)
+        grid, row.area_id = await locate(session, lon, lat)
+        row.grid_id = grid.id if grid else None
         changed.update(location=[lon, lat], grid_id=row.grid_id, area_id=row.area_id)
     await session.flush()
     audit.record(session, p, "update", "enterprise", row.id, **changed)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
@@ -62,12 +62,14 @@ from schemas.sync import Op, Reason, Refusal
 from server import changes
 from server.auth.principal import Principal
 from server.config import Settings
+from server.crud import note_absent
 from server.db import dialect_of
 from server.domain.checks import services as checks
 from server.domain.checks.schedule import CheckPolicy
 from server.domain.dispatch import services as dispatch
 from server.domain.dispatch.assign import DispatchPolicy
 from server.domain.hazards import services as hazards
+from server.domain.reference.reach import my_tasks, task_area_ids
 from server.domain.sync.mapping import BY_ENTITY, fields_of, hazard_event_item, hazard_scopes
 from server.domain.sync.reference_scopes import reference_reads, reference_record_scopes
 from server.domain.sync.storage import SKIP, mark_skip
@@ -206,40 +208,34 @@ class ServerPolicy:
         return frozenset(k for k in keys if k)
 
     async def user_scopes(self, tx: SyncTx, user: object) -> frozenset[str]:
-        """What `user` reads now (re-computed on every pull, so a change evicts at once)."""
+        """What `user` reads now (re-computed on every pull, so a change evicts at once), in
+        few statements: one over the user's tasks (their incidents and, for reference data,
+        their current areas), one for the organisation and the areas' version
+        (`reference_scopes`), one for the areas of their work with the grids in them."""
         p = cast(Principal, user)
         out = {"ref", f"reporter:{p.user_id}"}
         s = self.s
-        out |= reference_reads(s, p)
         if p.role in _DISPATCH:
+            out |= reference_reads(s, p)
             every = select(AdminArea.id)
-            ids = list(s.execute(every if p.role is Role.ADMIN else home_area_subtree(p)).scalars())
-            out |= {f"area:{a}" for a in ids} | {f"harea:{a}" for a in ids}
-            out |= {
-                f"gridref:{g}"
-                for g in s.execute(select(Grid.id).where(Grid.area_id.in_(ids))).scalars()
-            }
-            return frozenset(out)
-        try:
-            mine_tasks = visible(p, Task)
-        except Forbidden:
-            pass  # enterprise staff have no tasks and so no incidents
-        else:
-            stmt = select(Task.incident_id).where(
-                Task.deleted_at.is_(None), Task.incident_id.is_not(None)
+            ids, grids = _areas_with_grids(
+                s, every if p.role is Role.ADMIN else home_area_subtree(p)
             )
-            if mine_tasks is not None:
-                stmt = stmt.where(mine_tasks)
-            out |= {f"incident:{i}" for i in s.execute(stmt).scalars()}
+            out |= {f"area:{a}" for a in ids} | {f"harea:{a}" for a in ids}
+            out |= {f"gridref:{g}" for g in grids}
+            return frozenset(out)
+        task_areas, incidents = _task_facts(s, p)
+        out |= reference_reads(s, p, task_areas)
+        if incidents is not None:
+            out |= {f"incident:{i}" for i in incidents}
             out.add(f"user:{p.user_id}")
         if p.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and p.org_id is not None:
             out.add(f"org:{p.org_id}")  # hazards their organisation must rectify
         if p.role is Role.RESPONDER:
             if p.org_id is not None:
                 out.add(f"unit:{p.org_id}")
-            areas = list(s.execute(home_area_subtree(p)).scalars())
+            areas, near = _areas_with_grids(s, home_area_subtree(p))
             out |= {f"harea:{a}" for a in areas}
-            near = s.execute(select(Grid.id).where(Grid.area_id.in_(areas))).scalars()
             out |= {f"gridref:{g}" for g in near}
         elif p.role is Role.INSPECTOR:
             mine = s.execute(
@@ -438,16 +434,60 @@ class ServerPolicy:
         mark_skip(self.s, row)  # the resolution already wrote the record
 
 
+def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
+    """One read of `p`'s live tasks: the areas of their current ones (assigned to them or
+    their unit: where their reference data comes from) and the incidents of those they see
+    (None for enterprise staff, who have no tasks and so no incidents)."""
+    mine = my_tasks(p)
+    try:
+        seen = visible(p, Task)
+    except Forbidden:
+        seen = false()
+    if seen is None:
+        seen = true()
+    rows = s.execute(
+        select(
+            Task.area_id,
+            Task.status,
+            Task.incident_id,
+            mine.self_group().label("mine"),
+            seen.self_group().label("seen"),
+        ).where(or_(mine, seen), Task.deleted_at.is_(None))
+    ).all()
+    areas = task_area_ids((a, st) for a, st, _, m, _ in rows if m)
+    if p.role is Role.ENTERPRISE_STAFF:
+        return areas, None
+    return areas, {i for _, _, i, _, v in rows if v and i is not None}
+
+
+def _areas_with_grids(s: Session, areas: Any) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The ids of `areas` (a select of area ids) and of the grids in them, in one statement."""
+    sub = areas.subquery()
+    (area_id,) = sub.c
+    rows = s.execute(
+        select(area_id, Grid.id).select_from(sub).outerjoin(Grid, Grid.area_id == area_id)
+    )
+    ids: set[uuid.UUID] = set()
+    grids: set[uuid.UUID] = set()
+    for a, g in rows:
+        ids.add(a)
+        if g is not None:
+            grids.add(g)
+    return ids, grids
+
+
 def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:
     """Lock (PostgreSQL) and load the domain rows of a push before its sync rows: the same
     order as a REST write (domain row at flush, then sync row at commit), so no deadlock."""
     mapped = BY_ENTITY.get(entity)
     if mapped is None:
         return
-    stmt = select(mapped.model).where(mapped.model.id.in_(list(ids)))
+    wanted = set(ids)
+    stmt = select(mapped.model).where(mapped.model.id.in_(list(wanted)))
     if dialect_of(session) == "postgresql":
         stmt = stmt.with_for_update()
-    session.execute(stmt).scalars().all()
+    found = {row.id for row in session.execute(stmt).scalars()}
+    note_absent(session, mapped.model, wanted - found)  # a create need not look again
 
 
 __all__ = ["APPLY_DOMAIN", "Actions", "ServerPolicy", "lock_domain_rows", "refusal_of"]

@@ -83,11 +83,14 @@ def _unit_kind(session: Session, org_id: uuid.UUID | None) -> str | None:
     return organisation_facts(session, org_id)[1]
 
 
-def reference_reads(session: Session, p: Principal) -> set[str]:
+def reference_reads(
+    session: Session, p: Principal, task_areas: set[uuid.UUID] | None = None
+) -> set[str]:
     """The reference scope keys `p` reads now: `ref`, `refarea:` of their areas, and the plan
-    keys of their role (`plans` for dispatch, `plankind:` of a responder's unit kind)."""
+    keys of their role (`plans` for dispatch, `plankind:` of a responder's unit kind).
+    `task_areas`: the areas of `p`'s current tasks, when the caller read them already."""
     out = {REF}
-    areas = reference_areas(session, p)
+    areas = reference_areas(session, p, task_areas)
     if areas is None:
         out.add(REFALL)  # administrators: one scope, not one cursor per area of the country
     else:

@@ -167,6 +167,10 @@ class SqlTx:
                 rec = decode_state(blob)
                 out[rid] = rec
                 self._scopes[(entity, rid)] = rec.scopes
+        for rid in ids:
+            # No record, no membership (both are written, and purged, together): a new
+            # record's save need not read its scopes.
+            self._scopes.setdefault((entity, rid), frozenset())
         return out
 
     async def next_seqs(self, n: int) -> list[int]:
