@@ -584,3 +584,36 @@ def test_an_idle_pull_computes_scopes_in_three_statements(
     tasks = [s for s in seen if "FROM tasks" in s]
     assert len(tasks) == 1, tasks
     assert len(seen) == 6, "\n".join(seen)
+
+
+def test_scopes_follow_their_inputs_at_the_next_pull(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    """What a phone reads is computed from the inputs as they are at each pull, never a
+    remembered answer: a task newly assigned to the user's unit brings its incident at the
+    next pull, and a user moved to another unit drops the old unit's scopes for the new one's
+    at the next pull (their session stays valid)."""
+    fire, d = auth("fire1"), auth("dispatcher")
+    cursors = caught_up(client, fire)
+
+    def pull() -> PullResponse:
+        req = PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors)
+        status, reply, _ = post(client, "pull", fire, req)
+        assert status == 200 and isinstance(reply, PullResponse)
+        cursors.update({p.scope: p.cursor for p in reply.scopes})
+        for gone in reply.dropped:
+            cursors.pop(gone, None)
+        return reply
+
+    inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+    client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=inc["id"]))
+    assert f"incident:{inc['id']}" in {p.scope for p in pull().scopes}
+    fire_unit, police = did("org:fire"), did("org:police")
+    moved = client.patch(
+        f"/api/v1/users/{did('user:fire1')}", headers=auth("admin"), json={"org_id": str(police)}
+    )
+    assert moved.status_code == 200, moved.text
+    reply = pull()
+    assert {f"unit:{fire_unit}", f"org:{fire_unit}"} <= set(reply.dropped), reply.dropped
+    assert f"unit:{police}" in {p.scope for p in reply.scopes}
+    assert f"unit:{fire_unit}" not in cursors and f"unit:{police}" in cursors
