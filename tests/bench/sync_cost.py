@@ -10,7 +10,9 @@ sees them). Not a test and not part of `make bench`; a quick look before and aft
     .venv/bin/python -m tests.bench.sync_cost            # SpatiaLite, and PostGIS when
     LIANDONG_TEST_PG_URL=... .venv/bin/python -m tests.bench.sync_cost   # the URL is set
 
-`-v` prints the statements of one request of each kind.
+`-v` prints the statements of one request of each kind. `*_ms` is the whole request through
+the in-process client; `*_database_ms` the part of it between each statement's start and its
+result (driver and database); the rest is Python: the app, the engine, the domain action.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from litestar.testing import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from schemas.sync import (
     SCHEMA_VERSION,
@@ -42,6 +48,29 @@ from tests.integration.sync_helpers import statements
 
 MSGPACK = "application/msgpack"
 ROUNDS = int(os.environ.get("LIANDONG_SYNC_COST_ROUNDS", "40"))
+
+
+@contextmanager
+def database_ms() -> Iterator[list[float]]:
+    """Milliseconds spent between each statement's start and its result (driver and
+    database, round trip included), summed into the one-item list."""
+    total = [0.0]
+    started: list[float] = []
+
+    def before(*_a: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(*_a: Any) -> None:
+        if started:
+            total[0] += (time.perf_counter() - started.pop()) * 1000
+
+    event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        yield total
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+        event.remove(Engine, "after_cursor_execute", after)
 
 
 def _hazard_push(device: str, seq: int) -> bytes:
@@ -101,19 +130,21 @@ def measure(url: str, work: Path, verbose: bool = False) -> dict[str, Any]:
             pass
         out["scopes"] = len(cursors)
 
-        def timed(call: Any) -> tuple[list[int], list[float], list[str]]:
+        def timed(call: Any) -> tuple[list[int], list[float], list[float], list[str]]:
             counts: list[int] = []
             ms: list[float] = []
+            db: list[float] = []
             first: list[str] = []
             for i in range(ROUNDS):
-                with statements() as seen:
+                with statements() as seen, database_ms() as in_db:
                     t0 = time.perf_counter()
                     call(i)
                     ms.append((time.perf_counter() - t0) * 1000)
                 counts.append(len(seen))
+                db.append(in_db[0])
                 if not first:
                     first = list(seen)
-            return counts, ms, first
+            return counts, ms, db, first
 
         def idle(_i: int) -> None:
             assert not _pull(client, headers, cursors)
@@ -124,9 +155,10 @@ def measure(url: str, work: Path, verbose: bool = False) -> dict[str, Any]:
             assert r.status_code == 200, r.text
 
         for name, call in (("idle_pull", idle), ("hazard_push", hazard)):
-            call_counts, ms, first = timed(call)
+            call_counts, ms, db, first = timed(call)
             out[f"{name}_statements"] = statistics.median(call_counts)
             out[f"{name}_ms_median"] = round(statistics.median(ms), 2)
+            out[f"{name}_database_ms_median"] = round(statistics.median(db), 2)
             out[f"{name}_ms_p90"] = round(statistics.quantiles(ms, n=10)[-1], 2)
             if verbose:
                 print(f"-- {name}: {len(first)} statements")
