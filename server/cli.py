@@ -375,12 +375,12 @@ def escalate(settings: Settings) -> None:
 def _run_worker(settings: Settings) -> None:
     import anyio
 
-    from server.pushing import Background
+    from server.pushing import Background, worker_engine
 
     _install_delivery()  # a spawned worker process does not run `main`
 
     async def run() -> None:
-        engine = make_engine(settings.database_url)
+        engine = worker_engine(settings.database_url)
         try:
             background = Background(settings, make_sessionmaker(engine))
             if background.worker is None:

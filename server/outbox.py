@@ -196,19 +196,27 @@ class SqlOutboxStore:
         async with self._sessions() as session, session.begin():
             rows = list((await session.execute(stmt)).all())
         rows.sort(key=lambda r: (r.not_before, r.created_at))
-        return [
-            PushJob(
-                job_id=str(r.id),
-                event_id=r.event_id,
-                device_id=r.device_id,
-                channel=Channel(r.channel),
-                address=r.address,
-                message=_decode.decode(r.message),
-                attempts=r.attempts,
-                lease_token=token,
+        # One object per distinct message: a fan-out's jobs carry the same text (one per
+        # language), and the senders build a message's payload once per object.
+        messages: dict[str, PushMessage] = {}
+        jobs = []
+        for r in rows:
+            message = messages.get(r.message)
+            if message is None:
+                message = messages[r.message] = _decode.decode(r.message)
+            jobs.append(
+                PushJob(
+                    job_id=str(r.id),
+                    event_id=r.event_id,
+                    device_id=r.device_id,
+                    channel=Channel(r.channel),
+                    address=r.address,
+                    message=message,
+                    attempts=r.attempts,
+                    lease_token=token,
+                )
             )
-            for r in rows
-        ]
+        return jobs
 
     async def delivered_keys(self, keys: Sequence[DedupKey]) -> set[DedupKey]:
         """Which (event_id, device_id) already have a delivery record."""

@@ -177,13 +177,13 @@ import asyncio, sys
 from datetime import timedelta
 from push.outbox import OutboxWorker
 from server.config import Settings
-from server.db import make_engine, make_sessionmaker
+from server.db import make_sessionmaker
 from server.outbox import SqlOutboxStore
-from server.pushing import build_senders
+from server.pushing import build_senders, worker_engine
 
 async def main(lease_s):
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = worker_engine(settings.database_url)
     worker = OutboxWorker(SqlOutboxStore(make_sessionmaker(engine)), build_senders(settings),
                           lease_for=timedelta(seconds=lease_s), batch_size=400)
     await worker.run_once()  # connects and compiles the claim before the clock starts

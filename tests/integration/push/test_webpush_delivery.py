@@ -12,7 +12,7 @@ import anyio
 import msgspec
 
 from push.base import Delivered, PermanentFailure, PushMessage, RetryAfter, TransientFailure
-from push.webpush import WebPushSender, generate_vapid_keys
+from push.webpush import WebPushSender, generate_vapid_keys, webpush_payload
 from tests.integration.push.test_webpush import LOOPBACK, WARNING, send_all
 from tests.peers.webpush_receiver import WebPushReceiver
 
@@ -133,3 +133,24 @@ def test_private_and_loopback_endpoints_are_refused_at_send_time() -> None:
             assert isinstance(result, PermanentFailure), case
             assert result.code == "ENDPOINT_REFUSED" and result.dead_token, (case, result)
         assert r.requests == 0 and r.connections == 0
+
+
+def test_each_message_keeps_its_own_payload_and_headers_when_interleaved() -> None:
+    """The sender builds a message's plaintext and headers once per message object; messages
+    sent in turn (two languages of one warning, another warning) must never borrow another's."""
+    zh = PushMessage(data={"event_id": "w1", "lang": "zh_CN"}, title="暴雨红色预警", ttl_seconds=60)
+    en = msgspec.structs.replace(zh, data={"event_id": "w1", "lang": "en"}, title="Rainstorm")
+    other = PushMessage(
+        data={"event_id": "w2"}, title="t", collapse_key="chain2", ttl_seconds=9, priority="normal"
+    )
+    with WebPushReceiver() as r:
+        sender = WebPushSender(generate_vapid_keys().private_key, SUBJECT, allow_hosts=LOOPBACK)
+        sent = [(r.subscribe(), m) for m in (zh, en, other, zh, other, en)]
+        results = send_all(sender, *[(sub, m) for (_, sub), m in sent])
+        assert all(isinstance(x, Delivered) for x in results)
+        for (sub_id, _), message in sent:
+            [push] = r.pushes(sub_id)
+            assert push.json() == json.loads(webpush_payload(message))
+            assert push.headers["ttl"] == str(message.ttl_seconds)
+            assert push.headers["urgency"] == message.priority
+            assert push.headers.get("topic") == message.collapse_key
