@@ -52,7 +52,9 @@ def unit_id(k: int) -> uuid.UUID:
     return did(f"org:surge-unit-{k}")
 
 
-async def _populate(url: str, secret: str, phones: int, units: int) -> list[PhoneSession]:
+async def _populate(
+    url: str, secret: str, phones: int, units: range, first: int
+) -> list[PhoneSession]:
     from server.domain.reference import services as ref
 
     engine = make_engine(url)
@@ -69,7 +71,7 @@ async def _populate(url: str, secret: str, phones: int, units: int) -> list[Phon
                 session_id=uuid.uuid4(),
                 device_id="surge-fixture",
             )
-            for k in range(units):
+            for k in units:
                 await ref.create_org(
                     session,
                     root,
@@ -84,7 +86,7 @@ async def _populate(url: str, secret: str, phones: int, units: int) -> list[Phon
                 )
             hashed = hash_password("surge-bench")
             rows = []
-            for i in range(phones):
+            for i in range(first, first + phones):
                 rows.append(
                     {
                         "id": did(f"user:surge-{i}"),
@@ -92,7 +94,7 @@ async def _populate(url: str, secret: str, phones: int, units: int) -> list[Phon
                         "display_name": f"Responder {i}",
                         "password_hash": hashed,
                         "role": Role.RESPONDER.value,
-                        "org_id": unit_id(i % units),
+                        "org_id": unit_id(units[i % len(units)]),
                         "area_id": None,
                     }
                 )
@@ -101,7 +103,7 @@ async def _populate(url: str, secret: str, phones: int, units: int) -> list[Phon
             # What `tokens.issue_refresh` stores, in bulk (one flush per token takes minutes).
             expires = utcnow() + timedelta(days=30)
             grants = []
-            for i, row in enumerate(rows):
+            for i, row in enumerate(rows, start=first):
                 device = f"surge-phone-{i}"
                 refresh, family = secrets.token_urlsafe(32), uuid7()
                 grants.append(
@@ -126,10 +128,23 @@ async def _populate(url: str, secret: str, phones: int, units: int) -> list[Phon
     return out
 
 
-def populate(url: str, secret: str, phones: int, units: int, path: Path) -> int:
-    """Create `units` linked units and `phones` responders (phone i in unit i % units), each
-    with a device session; write the sessions to `path` (JSON lines). Returns the count."""
-    sessions = asyncio.run(_populate(url, secret, phones, units))
+def populate(
+    url: str,
+    secret: str,
+    phones: int,
+    units: int,
+    path: Path,
+    *,
+    first: int = 0,
+    first_unit: int = 0,
+) -> int:
+    """Create `units` linked units (numbered from `first_unit`) and `phones` responders
+    (numbered from `first`; phone i in the i % units-th of those units), each with a device
+    session; write the sessions to `path` (JSON lines). Returns the count. Call it again with
+    later numbers for another group of phones in units of their own."""
+    sessions = asyncio.run(
+        _populate(url, secret, phones, range(first_unit, first_unit + units), first)
+    )
     with path.open("w") as fh:
         for s in sessions:
             fh.write(json.dumps(asdict(s)) + "\n")
