@@ -624,6 +624,7 @@ def main(plan_path: str) -> int:
             "first_sync_s": first_sync_s.get(Shared.polling + Shared.streaming),
             "still_in_first_sync": Shared.first_syncs,
             "streams_open_s": streams_open_s.get(Shared.polling + Shared.streaming),
+            "sessions_used": Shared.next_session,  # phones started so far; parked ones return
             "holding_at_start": holding0,
             "holding_at_end": Shared.holding(),
             "loadgen_cpu_cores": round(loadgen_cpu, 2),
