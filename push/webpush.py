@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -64,7 +65,13 @@ from push.base import (
     TransientFailure,
     parse_retry_after,
 )
-from push.endpoints import EndpointRefused, GuardedResolver, check_url, refused_address
+from push.endpoints import (
+    MAX_URL_CHARS,
+    EndpointRefused,
+    GuardedResolver,
+    check_url,
+    refused_address,
+)
 
 __all__ = [
     "MAX_PLAINTEXT_BYTES",
@@ -86,6 +93,7 @@ MAX_PLAINTEXT_BYTES: Final = 3993
 RECORD_SIZE: Final = 4096
 _TOPIC: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _MESSAGES_CACHED: Final = 64  # distinct messages whose plaintext and headers a sender keeps
+_PREFIXES_CACHED: Final = 1024  # push services whose endpoints' syntax check is short-cut
 
 
 def _b64url(raw: bytes) -> str:
@@ -303,6 +311,7 @@ class WebPushSender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked: dict[str, str | None] = {}  # origin -> refusal reason (None: fine)
         self._messages: dict[int, tuple[PushMessage, bytes, dict[str, str]]] = {}
+        self._prefixes: dict[str, str] = {}  # "scheme://authority/" checked -> its origin
 
     @property
     def vapid_signatures(self) -> int:
@@ -359,7 +368,17 @@ class WebPushSender:
 
     def _refusal(self, endpoint: str) -> tuple[str, str | None]:
         """(origin, refusal) for an endpoint: syntax rules, and IP literals checked here
-        (aiohttp does not ask the resolver for them); names are checked at connect time."""
+        (aiohttp does not ask the resolver for them); names are checked at connect time.
+
+        Fast path: an endpoint beginning with the literal `scheme://authority/` of one that
+        passed `check_url` has that scheme, host and port and no user info (the authority ends
+        at the first "/"), so only the length and fragment rules are left to check; a push
+        service's endpoints all share one such prefix. Anything else takes the full check.
+        """
+        cut = endpoint.find("/", endpoint.find("//") + 2) + 1
+        origin = self._prefixes.get(endpoint[:cut]) if cut else None
+        if origin is not None and "#" not in endpoint and len(endpoint) <= MAX_URL_CHARS:
+            return origin, self._checked[origin]
         try:
             checked = check_url(endpoint, allow_hosts=self._allow)
         except EndpointRefused as exc:
@@ -371,6 +390,10 @@ class WebPushSender:
             if host not in self._allow and _is_ip(host) and refused_address(host):
                 reason = f"private_address: {host}"
             self._checked[origin] = reason
+        parts = urlsplit(endpoint)
+        prefix = f"{parts.scheme}://{parts.netloc}/"
+        if endpoint.startswith(prefix) and len(self._prefixes) < _PREFIXES_CACHED:
+            self._prefixes[prefix] = origin
         return origin, self._checked[origin]
 
     async def send(self, address: str, message: PushMessage) -> DeliveryResult:

@@ -154,3 +154,26 @@ def test_each_message_keeps_its_own_payload_and_headers_when_interleaved() -> No
             assert push.headers["ttl"] == str(message.ttl_seconds)
             assert push.headers["urgency"] == message.priority
             assert push.headers.get("topic") == message.collapse_key
+
+
+def test_endpoint_rules_hold_after_a_service_s_endpoints_were_checked() -> None:
+    """The sender short-cuts the syntax check for endpoints under a push service's checked
+    `scheme://authority/`; the length and fragment rules still apply to them, and an authority
+    with user info is another prefix that takes the full check."""
+    with WebPushReceiver() as r:
+        sub = r.subscribe()[1]
+        origin = r.origin
+        sender = WebPushSender(generate_vapid_keys().private_key, SUBJECT, allow_hosts=LOOPBACK)
+        [first] = send_all(sender, (sub, WARNING))
+        assert isinstance(first, Delivered)
+        cases = [
+            f"{origin}/push/x#fragment",
+            f"{origin}/push/{'a' * 2100}",
+            origin.replace("://", "://user@") + "/push/x",
+            origin.replace("://", "://user:secret@") + "/push/x",
+        ]
+        results = send_all(sender, *[(_with_endpoint(sub, c), WARNING) for c in cases])
+        for case, result in zip(cases, results, strict=True):
+            assert isinstance(result, PermanentFailure), case
+            assert result.code == "ENDPOINT_REFUSED" and result.dead_token, (case, result)
+        assert r.requests == 1
