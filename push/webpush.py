@@ -338,7 +338,7 @@ class WebPushSender:
                 timeout=self._timeout,
                 trust_env=False,
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Content-Type"),
+                cookie_jar=aiohttp.DummyCookieJar(),  # push services' cookies are not kept
             )
             self._loop = loop
         return self._session
@@ -357,6 +357,11 @@ class WebPushSender:
             "Urgency": message.priority,
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
+            # Given here, aiohttp adds none of its own; a `skip_auto_headers` list instead costs
+            # a sorted header copy per request. No compressed answers: we read only error text.
+            "Accept": "*/*",
+            "Accept-Encoding": "identity",
+            "User-Agent": "liandong-push",
         }
         if message.collapse_key:
             headers["Topic"] = topic_header(message.collapse_key)

@@ -19,7 +19,8 @@ Answers: 201 Created with a Location, 400/401/403/413/415 for a protocol or VAPI
 recorded `rejections` say why), or whatever a test scripts per subscription (410 Gone, 429 +
 Retry-After) or for the whole service (`throttle`). `GET /_stats` returns the counters, and
 `duplicates`: deliveries of an `event_id` a subscription had already received;
-`GET /_events?event=E`: subscribers that got `E` and repeats of it. Runnable as a
+`GET /_events?event=E`: subscribers that got `E` and repeats of it; `POST /_derive` with a
+JSON list of subscriber ids derives their keys ahead (seeded receivers). Runnable as a
 process: `python -m tests.peers.webpush_receiver --seed S [--tls CERT KEY]` prints `PORT <n>`
 (with `--tls` it serves https, as every real push service does: `http11.loopback_certificate`).
 """
@@ -354,6 +355,14 @@ class WebPushReceiver(LoopbackHttpServer):
         if request.method == "GET" and request.target.startswith("/_events?event="):
             event_id = urllib.parse.unquote(request.target.split("=", 1)[1])
             return 200, self.event_counts(event_id), {}
+        if request.method == "POST" and request.target == "/_derive" and self._seed is not None:
+            # The benchmark names its subscribers before the clock starts, as a push service
+            # knows its subscriptions before a message comes: their keys are derived now.
+            ids = json.loads(raw)
+            with self._lock:
+                for sub_id in ids:
+                    self._subscriber(sub_id)
+            return 200, {"derived": len(ids)}, {}
         if request.method != "POST" or not request.target.startswith("/push/"):
             return 404, {}, {}
         try:
