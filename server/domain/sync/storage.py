@@ -349,7 +349,9 @@ class SqlTx:
         if cursor == 0:
             stmt = stmt.where(m.left_ms.is_(None), r.deleted.is_(False))
         items: list[ScopeItem] = []
-        for entity, rid, seq, since, left_ms, blob in self.s.execute(stmt):
+        # Core execution: plain rows, without the ORM's per-row loading (a fifth of a
+        # 5,000-item page's server time went there).
+        for entity, rid, seq, since, left_ms, blob in self.s.connection().execute(stmt):
             if left_ms is not None or blob is None:
                 items.append(ScopeItem(seq=seq, entity=entity, id=rid, record=None))
             else:
