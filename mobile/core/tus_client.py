@@ -25,6 +25,10 @@ DEFAULT_CHUNK = 256 * 1024
 UPLOADS = "/api/v1/uploads/"
 # Refusals of the bytes themselves: retrying the same bytes cannot help.
 _FINAL = {413, 415, 422, 460}
+# 409s in a row (each followed by a HEAD) before a round gives up on an upload: one is an
+# offset the phone had wrong; more mean the server will not take this PATCH, and retrying at
+# once would loop without end (the round's backoff waits instead).
+_MAX_CONFLICTS = 3
 
 FaultHook = Callable[[str], None]
 
@@ -36,6 +40,14 @@ class UploadInterruptedError(Exception):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """The server's answer to HEAD: its offset, and the media id once the upload is stored."""
+
+    offset: int
+    media_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +124,21 @@ class TusUploader:
         """Upload one photo from where the server is. Raises `UploadInterruptedError` when the
         network fails (state kept for the resume)."""
         data = photo.path.read_bytes()
-        offset = self._resume_offset(photo)
-        if offset is None:
+        at = self._resume_offset(photo)
+        if at is None:
             try:
                 url = self._create(photo, len(data))
             except _Refused as refused:
                 return self._failed(photo, refused.code, 0)
-            offset = 0
+            at = _At(0)
         else:
             url = str(photo.upload_url)
-        sent = 0
+        offset, sent, conflicts = at.offset, 0, 0
         while True:
+            if at.media_id is not None and offset >= len(data):
+                # The server has every byte and stored them (the last PATCH's answer was lost,
+                # or the app died before keeping it): done. A PATCH now would be 409 for ever.
+                return self._stored(photo, at.media_id, offset, sent)
             chunk = data[offset : offset + self.chunk_size]
             digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
             r = self._call(
@@ -138,7 +154,11 @@ class TusUploader:
                 ),
             )
             if r.status_code == 409:  # our offset is not the server's: ask and go on
-                offset = self._head(url, photo) or 0
+                conflicts += 1
+                if conflicts > _MAX_CONFLICTS:  # no progress: end the round, never spin
+                    raise UploadInterruptedError(f"PATCH: HTTP 409 {conflicts} times at {offset}")
+                at = self._head(url, photo) or _At(0)
+                offset = at.offset
                 continue
             if r.status_code in (404, 410):  # expired or swept: start again
                 self.photos.update(photo.sha256, upload_url=None, offset=0)
@@ -149,27 +169,30 @@ class TusUploader:
                 raise UploadInterruptedError(f"PATCH: HTTP {r.status_code}")
             self._step("patched")
             sent += len(chunk)
+            conflicts = 0
             offset = int(r.headers["Upload-Offset"])
             if offset >= len(data):
-                media_id = r.headers.get("Media-Id", photo.media_id)
-                self.photos.adopt(
-                    photo.sha256, media_id, state=PhotoState.STORED, offset=offset, error=None
-                )
-                return UploadResult(photo.sha256, PhotoState.STORED, media_id, sent)
+                return self._stored(photo, r.headers.get("Media-Id", photo.media_id), offset, sent)
             self.photos.update(photo.sha256, offset=offset)
+
+    def _stored(self, photo: Photo, media_id: str, offset: int, sent: int) -> UploadResult:
+        self.photos.adopt(
+            photo.sha256, media_id, state=PhotoState.STORED, offset=offset, error=None
+        )
+        return UploadResult(photo.sha256, PhotoState.STORED, media_id, sent)
 
     def _fresh(self, photo: Photo) -> Photo:
         found = self.photos.get(photo.sha256)
         assert found is not None  # noqa: S101 - tracked photos are never deleted mid-upload
         return found
 
-    def _resume_offset(self, photo: Photo) -> int | None:
-        """The server's offset of an upload begun earlier, or None to create a new one."""
+    def _resume_offset(self, photo: Photo) -> _At | None:
+        """Where the server is in an upload begun earlier, or None to create a new one."""
         if not photo.upload_url:
             return None
         return self._head(photo.upload_url, photo)
 
-    def _head(self, url: str, photo: Photo) -> int | None:
+    def _head(self, url: str, photo: Photo) -> _At | None:
         r = self._call("HEAD", url, headers=self._headers())
         if r.status_code in (404, 410):
             self.photos.update(photo.sha256, upload_url=None, offset=0)
@@ -178,7 +201,7 @@ class TusUploader:
             raise UploadInterruptedError(f"HEAD: HTTP {r.status_code}")
         offset = int(r.headers["Upload-Offset"])
         self.photos.update(photo.sha256, offset=offset)
-        return offset
+        return _At(offset, r.headers.get("Media-Id"))
 
     def _create(self, photo: Photo, length: int) -> str:
         meta = {

@@ -23,7 +23,7 @@ from mobile.core.clock import ManualClock, utcnow
 from mobile.core.geo import FixedGeolocator
 from mobile.core.outbox import ItemState
 from mobile.core.phone import PhoneCore
-from mobile.core.photos import PhotoState
+from mobile.core.photos import PhotoRef, PhotoState
 from mobile.core.secret_store import MemorySecretStore
 from mobile.core.session import device_secret_key
 from tests import factories as f
@@ -250,6 +250,93 @@ def test_inspector_reports_with_three_photos_offline_upload_killed_and_flapping(
         assert media["id"] == ref.media_id and media["status"] == "stored"
         tracked = core.photos.get(ref.sha256)
         assert tracked is not None and sha(tracked.path.read_bytes()) == media["sha256"]
+    core.close()
+
+
+def _one_photo_hazard(core: PhoneCore, tmp: Path, name: str) -> tuple[PhotoRef, int]:
+    """A hazard with one photo queued; returns the photo and its number of 8 KiB chunks."""
+    ref = core.add_photo(_jpeg(tmp, name))
+    assert ref is not None
+    core.actions.report_hazard(category="fire", severity="low", description=name, photos=[ref])
+    tracked = core.photos.get(ref.sha256)
+    assert tracked is not None
+    return ref, -(-tracked.size // (8 * 1024))
+
+
+def test_killed_after_the_last_chunk_the_resume_finishes_from_head_without_a_patch(
+    client: TestClient[Any], auth: Sessions, net: Switch, server: str, tmp_path: Path
+) -> None:
+    """The app dies right after the server took a photo's last chunk (as if that answer were
+    lost): the resume's HEAD says the upload is stored, and that answer finishes the photo. A
+    PATCH there is 409 (the upload is finished); the uploader used to HEAD and PATCH again
+    without end, in the round's worker thread, which `asyncio.run` then waited for for ever.
+    The link drops after 12 requests, so a loop ends the round instead of hanging the test."""
+    secrets = MemorySecretStore()
+    core = _core(tmp_path, net, secrets=secrets)
+    core.sign_in(server, "inspector1", DEMO_PASSWORD)
+    ref, chunks = _one_photo_hazard(core, tmp_path, "killed after its last chunk")
+    patches = {"n": 0}
+
+    def kill(step: str) -> None:
+        if step == "patched":
+            patches["n"] += 1
+            if patches["n"] == chunks:
+                raise KeyboardInterrupt("app killed")
+
+    core.uploader.fault = kill
+    with pytest.raises(KeyboardInterrupt):
+        _send(core)
+    core.close()
+
+    core = _core(tmp_path, net, secrets=secrets)
+    core.open()
+    tracked = core.photos.get(ref.sha256)
+    assert tracked is not None and tracked.state is PhotoState.UPLOADING and tracked.upload_url
+    upload_path = httpx.URL(tracked.upload_url).path
+    restart = len(net.requests)
+    net.fail_after = 12
+    report = _send(core)
+    assert report.ok, report.error
+    assert [r for r in net.requests[restart:] if upload_path in r] == [f"HEAD {upload_path}"]
+    tracked = core.photos.get(ref.sha256)
+    assert tracked is not None and tracked.state is PhotoState.STORED
+    media = _ok(client.get(f"/api/v1/media/{ref.sha256}", headers=auth("inspector1")))
+    assert media["id"] == tracked.media_id and media["status"] == "stored"
+    [item] = core.outbox.items()
+    assert (item.state, item.photos_done, item.photos_total) == (ItemState.SENT, 1, 1)
+    core.close()
+
+
+class ConflictSwitch(Switch):
+    """`Switch` whose server answers every PATCH 409 at offset 0 while `conflict` is set."""
+
+    conflict = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.conflict and request.method == "PATCH":
+            self.requests.append(f"PATCH {request.url.path}")
+            return httpx.Response(409, headers={"Upload-Offset": "0", "Tus-Resumable": "1.0.0"})
+        return super().handle_request(request)
+
+
+def test_a_patch_the_server_keeps_answering_409_ends_the_round_and_resumes_later(
+    client: TestClient[Any], server: str, tmp_path: Path
+) -> None:
+    """409 then HEAD is a resume from the server's offset; 409 again and again at the offset
+    HEAD gave is no progress: after 3 the round ends with an upload error (its backoff waits)
+    instead of looping at once. The link drops after 40 requests, bounding a loop."""
+    net = ConflictSwitch(client)
+    core = _core(tmp_path, net)
+    core.sign_in(server, "inspector1", DEMO_PASSWORD)
+    ref, _ = _one_photo_hazard(core, tmp_path, "a patch refused 409")
+    net.fail_after = 40
+    report = _send(core)
+    assert report.error is not None and report.error.startswith("upload: PATCH: HTTP 409")
+    assert len([r for r in net.requests if r.startswith("PATCH")]) == 4
+    net.conflict, net.online, net.fail_after = False, True, None
+    assert _send(core).ok
+    tracked = core.photos.get(ref.sha256)
+    assert tracked is not None and tracked.state is PhotoState.STORED
     core.close()
 
 
