@@ -29,6 +29,7 @@ _FINAL = {413, 415, 422, 460}
 # offset the phone had wrong; more mean the server will not take this PATCH, and retrying at
 # once would loop without end (the round's backoff waits instead).
 _MAX_CONFLICTS = 3
+_MAX_RESTARTS = 2  # new uploads after a 404/410 in one round (one is the normal case)
 
 FaultHook = Callable[[str], None]
 
@@ -120,9 +121,10 @@ class TusUploader:
         better used by one upload than split among several)."""
         return [self.upload(p) for p in self.photos.all(PhotoState.DECLARED, PhotoState.UPLOADING)]
 
-    def upload(self, photo: Photo) -> UploadResult:
+    def upload(self, photo: Photo, *, restarts: int = 0) -> UploadResult:
         """Upload one photo from where the server is. Raises `UploadInterruptedError` when the
-        network fails (state kept for the resume)."""
+        network fails (state kept for the resume), or when a new upload is gone (404/410) as
+        soon as it is made: starting again is tried `_MAX_RESTARTS` times in a round."""
         data = photo.path.read_bytes()
         at = self._resume_offset(photo)
         if at is None:
@@ -162,7 +164,10 @@ class TusUploader:
                 continue
             if r.status_code in (404, 410):  # expired or swept: start again
                 self.photos.update(photo.sha256, upload_url=None, offset=0)
-                return self.upload(self._fresh(photo))
+                if restarts >= _MAX_RESTARTS:  # gone again at once: end the round
+                    times = restarts + 1
+                    raise UploadInterruptedError(f"PATCH: HTTP {r.status_code} {times} times")
+                return self.upload(self._fresh(photo), restarts=restarts + 1)
             if r.status_code in _FINAL:
                 return self._failed(photo, _code(r), sent)
             if r.status_code != 204:

@@ -307,16 +307,39 @@ def test_killed_after_the_last_chunk_the_resume_finishes_from_head_without_a_pat
     core.close()
 
 
-class ConflictSwitch(Switch):
-    """`Switch` whose server answers every PATCH 409 at offset 0 while `conflict` is set."""
+class RefusingSwitch(Switch):
+    """`Switch` whose server answers every PATCH with `status` while `refuse` is set."""
 
-    conflict = True
+    def __init__(self, client: TestClient[Any], status: int, headers: dict[str, str]) -> None:
+        super().__init__(client)
+        self.refuse, self.status, self.headers = True, status, headers
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self.conflict and request.method == "PATCH":
+        if self.refuse and request.method == "PATCH":
             self.requests.append(f"PATCH {request.url.path}")
-            return httpx.Response(409, headers={"Upload-Offset": "0", "Tus-Resumable": "1.0.0"})
+            return httpx.Response(self.status, headers={**self.headers, "Tus-Resumable": "1.0.0"})
         return super().handle_request(request)
+
+
+def _round_ends_then_resumes(
+    net: RefusingSwitch, server: str, tmp_path: Path, patches: int
+) -> None:
+    """A photo's round against a server answering every PATCH with `net.status` ends with an
+    upload error after `patches` PATCHes (the link drops after 40 requests, bounding a loop);
+    once the server behaves, the photo is stored."""
+    core = _core(tmp_path, net)
+    core.sign_in(server, "inspector1", DEMO_PASSWORD)
+    error = f"upload: PATCH: HTTP {net.status}"
+    ref, _ = _one_photo_hazard(core, tmp_path, error)
+    net.fail_after = 40
+    report = _send(core)
+    assert report.error is not None and report.error.startswith(error)
+    assert len([r for r in net.requests if r.startswith("PATCH")]) == patches
+    net.refuse, net.online, net.fail_after = False, True, None
+    assert _send(core).ok
+    tracked = core.photos.get(ref.sha256)
+    assert tracked is not None and tracked.state is PhotoState.STORED
+    core.close()
 
 
 def test_a_patch_the_server_keeps_answering_409_ends_the_round_and_resumes_later(
@@ -324,20 +347,18 @@ def test_a_patch_the_server_keeps_answering_409_ends_the_round_and_resumes_later
 ) -> None:
     """409 then HEAD is a resume from the server's offset; 409 again and again at the offset
     HEAD gave is no progress: after 3 the round ends with an upload error (its backoff waits)
-    instead of looping at once. The link drops after 40 requests, bounding a loop."""
-    net = ConflictSwitch(client)
-    core = _core(tmp_path, net)
-    core.sign_in(server, "inspector1", DEMO_PASSWORD)
-    ref, _ = _one_photo_hazard(core, tmp_path, "a patch refused 409")
-    net.fail_after = 40
-    report = _send(core)
-    assert report.error is not None and report.error.startswith("upload: PATCH: HTTP 409")
-    assert len([r for r in net.requests if r.startswith("PATCH")]) == 4
-    net.conflict, net.online, net.fail_after = False, True, None
-    assert _send(core).ok
-    tracked = core.photos.get(ref.sha256)
-    assert tracked is not None and tracked.state is PhotoState.STORED
-    core.close()
+    instead of looping at once."""
+    _round_ends_then_resumes(
+        RefusingSwitch(client, 409, {"Upload-Offset": "0"}), server, tmp_path, 4
+    )
+
+
+def test_an_upload_gone_at_every_patch_ends_the_round_and_resumes_later(
+    client: TestClient[Any], server: str, tmp_path: Path
+) -> None:
+    """A 404 to a PATCH starts a new upload; a server that loses every new upload at once
+    ends the round after three (it used to start again by recursion without a limit)."""
+    _round_ends_then_resumes(RefusingSwitch(client, 404, {}), server, tmp_path, 3)
 
 
 def test_refusals_show_in_the_outbox_with_their_rule(
