@@ -17,9 +17,11 @@ Selection (both databases, spatial index):
 - **Update**: the same people as any earlier message of the chain, plus everyone now inside;
 - **Cancel**: everyone who had a job for an earlier message of the chain, and nobody else.
 
-An Update or Cancel marks the residents' still-unsent jobs of the chain's earlier messages
-`superseded` in the same transaction (`supersede_pending`): a resident whose Alert was still
-pending, backing off or mid fan-out gets the newer message instead, never the withdrawn one.
+An Update or Cancel marks the still-unsent jobs of the chain's earlier messages `superseded` in
+the same transaction (`supersede_pending`), whoever they were for (residents, staff devices, duty
+contacts): a recipient whose Alert was still pending, backing off or mid fan-out gets the newer
+message instead, never the withdrawn one. Staff and duty contacts follow the residents' rule:
+an Update reaches those inside now plus whoever had a job of the chain, a Cancel only the latter.
 
 The resident jobs are written by one `INSERT ... SELECT` (no rows through Python): 100,000
 jobs cost the database a few seconds, not the server a few minutes. One job per (event,
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -73,7 +76,7 @@ from server.models import (
     ResidentSubscription,
     utcnow,
 )
-from server.notify import StaffInside, notify
+from server.notify import AnyOf, Audience, StaffInside, notify
 from server.outbox import OUTBOX_FLAG, dialect_insert
 from server.scope import serving_areas
 
@@ -184,30 +187,47 @@ def inside_subscriptions(dialect: str, area: Polygon | MultiPolygon) -> Select[A
     return select(union(points, named).subquery().c[0])
 
 
-def _chain_recipients(events: Sequence[str]) -> Select[Any]:
-    """Subscription device keys that had a job for an earlier message of the chain, whatever
-    became of it (sent, still pending, superseded, failed)."""
+def _chain_recipients(events: Sequence[str], prefix: str = "r:") -> Select[Any]:
+    """Device keys starting with `prefix` (`r:` subscriptions, `c:` duty contacts) that had a
+    job for an earlier message of the chain, whatever became of it (sent, still pending,
+    superseded, failed)."""
     return select(PushJobRow.device_id).where(
-        PushJobRow.event_id.in_(list(events)), PushJobRow.device_id.like("r:%")
+        PushJobRow.event_id.in_(list(events)), PushJobRow.device_id.like(f"{prefix}%")
     )
 
 
+@dataclass(frozen=True)
+class ChainStaff:
+    """Staff who had a job (on any device) for an earlier message of the chain: an Update or
+    Cancel reaches them as it reaches the chain's earlier resident recipients."""
+
+    events: tuple[str, ...]
+
+    async def user_ids(self, session: AsyncSession) -> set[uuid.UUID]:
+        """Users with a job of these events (the outbox drops inactive ones)."""
+        if not self.events:
+            return set()
+        rows = await session.execute(
+            select(PushJobRow.user_id)
+            .where(PushJobRow.event_id.in_(self.events), PushJobRow.user_id.is_not(None))
+            .distinct()
+        )
+        return {u for u in rows.scalars() if u is not None}
+
+
 async def supersede_pending(session: AsyncSession, events: Sequence[str], *, by: str) -> int:
-    """Mark the residents' jobs of the chain's earlier messages that are not sent yet (pending,
-    backing off, or claimed mid fan-out) `superseded`: the newer message replaces them, so a
-    withdrawn or outdated warning is not sent after its Update or Cancel. A send already under
-    way may still be accepted; its delivery record is written all the same, and the newer
-    message reaches that resident too (`_chain_recipients`). Returns how many jobs."""
+    """Mark every job of the chain's earlier messages that is not sent yet (pending, backing
+    off, or claimed mid fan-out) `superseded`, whoever it was for (residents, staff devices,
+    duty contacts): the newer message replaces them, so a withdrawn or outdated warning is not
+    sent after its Update or Cancel. A send already under way may still be accepted; its
+    delivery record is written all the same, and the newer message reaches that recipient too
+    (`_chain_recipients`, `ChainStaff`). Returns how many jobs."""
     if not events:
         return 0
     t = PushJobRow
     result = await session.execute(
         update(t)
-        .where(
-            t.event_id.in_(list(events)),
-            t.device_id.like("r:%"),
-            t.state == JobState.PENDING.value,
-        )
+        .where(t.event_id.in_(list(events)), t.state == JobState.PENDING.value)
         .values(
             state=JobState.SUPERSEDED.value,
             leased_until=None,
@@ -236,8 +256,6 @@ async def enqueue_residents(
     events = [event_of(a) for a in chain]
     device = _device_expr(dialect)
     who: ColumnElement[bool]
-    if alert.msg_type in ("Update", "Cancel"):
-        await supersede_pending(session, events, by=event_of(alert.id))
     if alert.msg_type == "Cancel":
         who = device.in_(_chain_recipients(events))
     elif alert.msg_type == "Update" and events:
@@ -286,6 +304,29 @@ async def enqueue_residents(
     session.info[OUTBOX_FLAG] = True
     session.info[WARNINGS_FLAG] = True
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def warning_contacts(
+    session: AsyncSession, alert: Alert, events: Sequence[str]
+) -> list[Contact]:
+    """The duty contacts a message of the chain goes to, by the residents' rule: an Alert those
+    inside; an Update those inside plus those who had a job of the chain's earlier messages
+    (`events`) and are still on duty; a Cancel only the latter."""
+    earlier: list[Contact] = []
+    if alert.msg_type in ("Update", "Cancel") and events:
+        keys = (await session.execute(_chain_recipients(events, "c:"))).scalars()
+        ids = sorted({uuid.UUID(k.removeprefix("c:")) for k in keys})
+        rows = await session.execute(
+            select(Contact).where(
+                Contact.id.in_(ids), Contact.duty.is_(True), Contact.deleted_at.is_(None)
+            )
+        )
+        earlier = [c for c in rows.scalars() if sms_number(c.phone)]
+    if alert.msg_type == "Cancel":
+        return earlier
+    inside = await duty_contacts_inside(session, geo.area_required(alert.area))
+    known = {c.id for c in inside}
+    return inside + [c for c in earlier if c.id not in known]
 
 
 async def duty_contacts_inside(
@@ -348,17 +389,25 @@ async def enqueue_warning(
     now: datetime | None = None,
 ) -> dict[str, int]:
     """Queue a published warning for staff inside and, when it is `Actual`, for residents and
-    duty contacts; counts by audience. Runs in the publishing transaction."""
+    duty contacts; counts by audience. Runs in the publishing transaction. An Update or Cancel
+    first supersedes the chain's unsent jobs and reaches their recipients (module doc)."""
     now = now or utcnow()
     area = geo.area_required(alert.area)
     public = alert.status == "Actual"
+    events = tuple(event_of(a) for a in chain)
     counts = {"residents": 0, "duty_contacts": 0}
+    staff: Audience = StaffInside(area)
+    if alert.msg_type in ("Update", "Cancel"):
+        await supersede_pending(session, events, by=event_of(alert.id))
+        staff = (
+            ChainStaff(events) if alert.msg_type == "Cancel" else AnyOf(staff, ChainStaff(events))
+        )
     if public:
         counts["residents"] = await enqueue_residents(session, alert, chain=chain, now=now)
     counts["staff"] = await notify(
-        session, warning_notice(alert, now=now, audience="staff"), StaffInside(area), now=now
+        session, warning_notice(alert, now=now, audience="staff"), staff, now=now
     )
-    contacts = await duty_contacts_inside(session, area) if public else []
+    contacts = await warning_contacts(session, alert, events) if public else []
     sms = warning_message(alert, i18n.DEFAULT_LANG, now=now)
     values = [
         {

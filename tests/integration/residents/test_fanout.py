@@ -255,3 +255,53 @@ def test_duty_contacts_are_those_serving_an_intersecting_area_or_everywhere_with
         return {c.name for c in await duty_contacts_inside(session, AREA_GEOMETRY)}
 
     assert in_db(settings.database_url, chosen) == {"inside", "everywhere", "both"}
+
+
+def test_update_and_cancel_replace_staff_and_duty_contacts_unsent_messages_too(
+    client: TestClient[Any], auth: Any, settings: Settings, sms: TencentSmsStandIn
+) -> None:
+    """The residents' rule for every audience: an Update or Cancel supersedes the chain's unsent
+    staff pushes and duty-contact SMS, and reaches whoever had one of them (an Update also
+    whoever is now inside; a Cancel nobody else), so no withdrawn message goes out after it."""
+    token = register_device(client, auth("fire1"), "fire1-chain")
+    r = client.post("/api/v1/positions", headers=auth("fire1"), json={"location": f.point(*CENTRE)})
+    assert r.status_code == 204, r.text
+
+    def contact(name: str, phone: str) -> None:
+        body = {"kind": "person", "name": name, "phone": phone, "duty": True,
+                "area_ids": [str(did("area:guizhoulu"))]}  # fmt: skip
+        r = client.post("/api/v1/contacts", headers=auth("admin"), json=body)
+        assert r.status_code in (200, 201), r.text
+
+    contact("贵州路社区值班", "13900000021")
+    alert = publish(client, auth)
+    # fire1 leaves the area and the Update moves away from it: fire1 had the Alert, so gets
+    # the Update (as a resident would); a contact on duty after the Alert gets no Cancel.
+    moved = f.square(*OUTSIDE, d=0.002)
+    away = {"location": f.point(121.6, 31.4)}
+    r = client.post("/api/v1/positions", headers=auth("fire1"), json=away)
+    assert r.status_code == 204, r.text
+    body = {"msg_type": "Update", "references": [alert["id"]], "area": moved, "color": "orange"}
+    updated = publish(client, auth, body)
+    contact("后来的值班", "13900000022")
+    cancelled = publish(client, auth, {"msg_type": "Cancel", "references": [updated["id"]]})
+
+    async def jobs(session: Any) -> set[tuple[str, str, str]]:
+        rows = await session.execute(
+            select(PushJobRow.event_id, PushJobRow.address, PushJobRow.state).where(
+                PushJobRow.channel.in_(["fcm", "sms"])
+            )
+        )
+        return {(e.removeprefix("alert:"), a, s) for e, a, s in rows.all()}
+
+    staff_contact = "+8613900000021"
+    assert in_db(settings.database_url, jobs) == {
+        (alert["id"], token, "superseded"),
+        (alert["id"], staff_contact, "superseded"),
+        (updated["id"], token, "superseded"),
+        (updated["id"], staff_contact, "superseded"),
+        (cancelled["id"], token, "pending"),
+        (cancelled["id"], staff_contact, "pending"),
+    }
+    drain(settings.database_url, {Channel.SMS: sms_sender(sms)})
+    assert sms.numbers() == [staff_contact]  # the Cancel only, once
