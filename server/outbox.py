@@ -14,13 +14,17 @@ begins every transaction `IMMEDIATE`). Several worker processes can therefore sh
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import hmac
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Table, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,6 +51,8 @@ __all__ = [
     "enqueue_for_devices",
     "enqueue_for_users",
     "registered_devices",
+    "seal",
+    "unseal",
 ]
 
 # Set in `session.info` when a request enqueued jobs, so the app can wake its worker after commit.
@@ -61,6 +67,28 @@ _decode = msgspec.json.Decoder(PushMessage)
 def address_hash(channel: str, address: str) -> str:
     """The unique key of a resident subscription's address (SHA-256 hex of channel:address)."""
     return hashlib.sha256(f"{channel}:{address}".encode()).hexdigest()
+
+
+SEALED = "sealed:v1:"
+
+
+@functools.lru_cache(maxsize=4)
+def _sealer(secret_key: str) -> Fernet:
+    """Fernet (AES-128-CBC + HMAC-SHA256) under a key derived from the server's secret key."""
+    derived = hmac.digest(secret_key.encode(), b"liandong outbox sealed message v1", "sha256")
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def seal(secret_key: str, message: PushMessage) -> str:
+    """A job's message encrypted with the server's key (`SEALED` + a Fernet token), for texts
+    nobody reading the database or a backup may read: a resident's SMS confirmation code.
+    The worker opens it when it claims the job (`SqlOutboxStore(secret_key=...)`)."""
+    return SEALED + _sealer(secret_key).encrypt(_encode.encode(message)).decode()
+
+
+def unseal(secret_key: str, stored: str) -> str:
+    """The message JSON of a sealed job; raises `InvalidToken` under another key."""
+    return _sealer(secret_key).decrypt(stored.removeprefix(SEALED).encode()).decode()
 
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
@@ -157,8 +185,13 @@ async def enqueue_for_devices(
 class SqlOutboxStore:
     """`push.outbox.OutboxStore` over the `push_jobs` and `push_deliveries` tables."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, secret_key: str | None = None
+    ) -> None:
+        """`secret_key`: the server's (`Settings.secret_key`), to open sealed messages (`seal`);
+        a sealed job this store cannot open is marked dead at its claim, never sent."""
         self._sessions = sessionmaker
+        self._secret_key = secret_key
 
     async def claim_due(self, *, now: datetime, limit: int, lease_for: timedelta) -> list[PushJob]:
         """Lease up to `limit` due jobs, oldest first (see the Protocol)."""
@@ -200,9 +233,16 @@ class SqlOutboxStore:
         # language), and the senders build a message's payload once per object.
         messages: dict[str, PushMessage] = {}
         jobs = []
+        unreadable = []
         for r in rows:
             message = messages.get(r.message)
-            if message is None:
+            if message is None and r.message.startswith(SEALED):
+                try:
+                    message = _decode.decode(unseal(self._secret_key or "", r.message))
+                except InvalidToken:
+                    unreadable.append(r.id)
+                    continue
+            elif message is None:
                 message = messages[r.message] = _decode.decode(r.message)
             jobs.append(
                 PushJob(
@@ -216,6 +256,18 @@ class SqlOutboxStore:
                     lease_token=token,
                 )
             )
+        if unreadable:
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    update(t)
+                    .where(t.c.id.in_(unreadable), t.c.lease_token == token)
+                    .values(
+                        state=JobState.DEAD.value,
+                        leased_until=None,
+                        lease_token=None,
+                        last_error="sealed message: this worker lacks the server's key",
+                    )
+                )
         return jobs
 
     async def delivered_keys(self, keys: Sequence[DedupKey]) -> set[DedupKey]:

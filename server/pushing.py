@@ -127,7 +127,7 @@ class Background:
         self.sessions = sessions
         self.clock = clock
         senders = build_senders(settings) if senders is None else senders
-        self.store = SqlOutboxStore(sessions)
+        self.store = SqlOutboxStore(sessions, secret_key=settings.secret_key)
         self.worker = OutboxWorker(self.store, senders, clock=clock) if senders else None
         self._stop = anyio.Event()
 

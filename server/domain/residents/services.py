@@ -42,7 +42,7 @@ from server.models import (
     ResidentSubscription,
     utcnow,
 )
-from server.outbox import OUTBOX_FLAG, dialect_insert
+from server.outbox import OUTBOX_FLAG, dialect_insert, seal
 from server.outbox import address_hash as outbox_address_hash
 
 LAPSE_AFTER = timedelta(days=90)
@@ -200,8 +200,10 @@ def out(row: ResidentSubscription, places: int) -> s.Subscription:
     )
 
 
-async def _queue_code(session: AsyncSession, row: ResidentSubscription) -> None:
-    """A new confirmation code, sent by SMS through the outbox with this transaction."""
+async def _queue_code(session: AsyncSession, settings: Settings, row: ResidentSubscription) -> None:
+    """A new confirmation code, sent by SMS through the outbox with this transaction. Only its
+    hash is kept on the subscription; the job's message is sealed with the server's key
+    (`server.outbox.seal`), so the code is not readable in the database or a backup."""
     code = f"{secrets.randbelow(1_000_000):06d}"
     row.code_hash = _sha256(f"{row.id}:{code}")
     row.code_expires_at = utcnow() + CODE_TTL
@@ -213,14 +215,24 @@ async def _queue_code(session: AsyncSession, row: ResidentSubscription) -> None:
         ttl_seconds=int(CODE_TTL.total_seconds()),
     )
     await enqueue_one(
-        session, row, event_id=f"code:{row.id}:{uuid.uuid4().hex[:8]}", message=message
+        session,
+        row,
+        event_id=f"code:{row.id}:{uuid.uuid4().hex[:8]}",
+        message=message,
+        seal_with=settings.secret_key,
     )
 
 
 async def enqueue_one(
-    session: AsyncSession, row: ResidentSubscription, *, event_id: str, message: PushMessage
+    session: AsyncSession,
+    row: ResidentSubscription,
+    *,
+    event_id: str,
+    message: PushMessage,
+    seal_with: str | None = None,
 ) -> None:
-    """Queue one message for one subscription in the caller's transaction."""
+    """Queue one message for one subscription in the caller's transaction; sealed with the
+    server's key `seal_with` when given (`server.outbox.seal`)."""
     now = utcnow()
     stmt = dialect_insert(session, PushJobRow.__table__).values(
         id=uuid.uuid4(),
@@ -229,7 +241,7 @@ async def enqueue_one(
         user_id=None,
         channel=row.channel,
         address=row.address,
-        message=msgspec.json.encode(message).decode(),
+        message=seal(seal_with, message) if seal_with else msgspec.json.encode(message).decode(),
         state="pending",
         attempts=0,
         not_before=now,
@@ -285,7 +297,7 @@ async def register(
     await session.flush()
     count = await _set_places(session, row.id, data.places)
     if channel is Channel.SMS:
-        await _queue_code(session, row)
+        await _queue_code(session, settings, row)
     view = out(row, count)
     return s.SubscriptionCreated(
         **{f: getattr(view, f) for f in view.__struct_fields__}, secret=secret

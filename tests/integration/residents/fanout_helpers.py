@@ -26,9 +26,14 @@ def sms_provider(standin: TencentSmsStandIn) -> TencentSms:
 
 
 def drain(
-    database_url: str, senders: Mapping[Channel, PushSender] | None = None, **worker: Any
+    database_url: str,
+    senders: Mapping[Channel, PushSender] | None = None,
+    *,
+    key: str | None = None,
+    **worker: Any,
 ) -> dict[str, int]:
-    """Run the outbox worker until nothing is due; returns the summed batch reports."""
+    """Run the outbox worker until nothing is due; returns the summed batch reports. `key`:
+    the server's secret key, which opens sealed messages (SMS codes)."""
     web = WebPushSender(
         TEST_VAPID_PRIVATE_KEY, "mailto:ops@liandong.example", allow_hosts=("127.0.0.1",)
     )
@@ -36,7 +41,7 @@ def drain(
 
     async def main() -> dict[str, int]:
         engine = make_engine(database_url)
-        store = SqlOutboxStore(make_sessionmaker(engine))
+        store = SqlOutboxStore(make_sessionmaker(engine), secret_key=key)
         runner = OutboxWorker(store, chosen, **worker)
         total: dict[str, int] = {}
         try:

@@ -12,11 +12,15 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import func, select, update
 
+from push.base import Channel
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
 from server.demo import did
 from server.domain.residents import services as svc
 from server.models import PushJobRow, ResidentPlace, ResidentSubscription, utcnow
+from server.outbox import unseal
+from tests.integration.residents.fanout_helpers import SMS_ID, SMS_KEY, drain, sms_sender
+from tests.peers.sms_standin import TencentSmsStandIn
 from tests.peers.webpush_receiver import WebPushReceiver
 
 API = "/api/v1/public"
@@ -27,6 +31,12 @@ PEOPLES_SQUARE = {"lon": 121.47537, "lat": 31.23288}
 def receiver() -> Any:
     with WebPushReceiver() as r:
         yield r
+
+
+@pytest.fixture
+def sms() -> Any:
+    with TencentSmsStandIn(secret_id=SMS_ID, secret_key=SMS_KEY) as s:
+        yield s
 
 
 def webpush(receiver: WebPushReceiver, **extra: Any) -> dict[str, Any]:
@@ -234,7 +244,9 @@ def test_the_same_address_registered_again_replaces_it(
     assert old.status_code == 404  # the old secret no longer works
 
 
-def test_sms_needs_the_code_the_sms_brings(client: TestClient[Any], settings: Settings) -> None:
+def test_sms_needs_the_code_the_sms_brings(
+    client: TestClient[Any], settings: Settings, sms: TencentSmsStandIn
+) -> None:
     out = register(
         client, {"channel": "sms", "phone": "+8613800138000", "places": [PEOPLES_SQUARE]}
     ).json()
@@ -249,8 +261,16 @@ def test_sms_needs_the_code_the_sms_brings(client: TestClient[Any], settings: Se
 
     [job] = run_db(settings, queued)
     assert job.channel == "sms" and job.address == "+8613800138000"
-    code = json.loads(json.loads(job.message)["data"]["sms_params"])[0]
-    assert code in json.loads(job.message)["body"]  # Chinese text by default
+    report = drain(settings.database_url, {Channel.SMS: sms_sender(sms)}, key=settings.secret_key)
+    assert report["delivered"] == 1
+    [sent] = sms.requests
+    [code] = sent.params
+    assert sent.template_id == "200002" and len(code) == 6
+    # The outbox row holds the message sealed with the server's key: the code is nowhere in it.
+    [row] = run_db(settings, queued)
+    stored = " ".join(str(getattr(row, c.key)) for c in PushJobRow.__table__.columns)
+    assert row.message.startswith("sealed:") and code not in stored
+    assert code in json.loads(unseal(settings.secret_key, row.message))["body"]  # Chinese text
     wrong = "000000" if code != "000000" else "111111"
     assert client.post(url, json={"code": wrong}, headers=headers).status_code == 422
     assert (
@@ -259,6 +279,26 @@ def test_sms_needs_the_code_the_sms_brings(client: TestClient[Any], settings: Se
     )
     ok = client.post(url, json={"code": code}, headers=headers)
     assert ok.status_code == 200 and ok.json()["confirmed"] is True
+
+
+def test_a_worker_without_the_servers_key_sends_no_code(
+    client: TestClient[Any], settings: Settings, sms: TencentSmsStandIn
+) -> None:
+    """A sealed message a worker cannot open (no key, another key) is dead, never sent."""
+    for phone in ("+8613800138002", "+8613800138003"):
+        body = {"channel": "sms", "phone": phone, "places": [PEOPLES_SQUARE]}
+        assert register(client, body).status_code == 201
+    senders = {Channel.SMS: sms_sender(sms)}
+    report = drain(settings.database_url, senders, key="not the server's key")
+    assert report["delivered"] == 0 and sms.requests == []
+
+    async def states(session: Any) -> list[tuple[str, str | None]]:
+        return list((await session.execute(select(PushJobRow.state, PushJobRow.last_error))).all())
+
+    assert (
+        run_db(settings, states)
+        == [("dead", "sealed message: this worker lacks the server's key")] * 2
+    )
 
 
 def test_sms_code_attempts_are_limited(client: TestClient[Any]) -> None:
@@ -279,7 +319,9 @@ def test_sms_code_attempts_are_limited(client: TestClient[Any]) -> None:
 
 
 def sms_code(settings: Settings, sub_id: str) -> str:
-    """The code the SMS for this subscription carries (the last one queued)."""
+    """The code the SMS for this subscription carries (the last one queued, opened with the
+    server's key)."""
+    key = settings.secret_key
 
     async def read(session: Any) -> str:
         rows = await session.execute(
@@ -287,7 +329,8 @@ def sms_code(settings: Settings, sub_id: str) -> str:
             .where(PushJobRow.device_id == f"r:{uuid.UUID(sub_id).hex}")
             .order_by(PushJobRow.created_at)
         )
-        return str(json.loads(json.loads(rows.scalars().all()[-1])["data"]["sms_params"])[0])
+        sealed = rows.scalars().all()[-1]
+        return str(json.loads(json.loads(unseal(key, sealed))["data"]["sms_params"])[0])
 
     return run_db(settings, read)
 
