@@ -23,7 +23,7 @@ from schemas import reference as s
 from schemas.common import Role
 from server import audit, changes, geo
 from server.auth import tokens
-from server.auth.passwords import hash_password
+from server.auth.passwords import hash_password_async
 from server.auth.principal import Principal
 from server.crud import apply_patch, noun
 from server.domain.checks import schedule
@@ -223,7 +223,7 @@ async def reset_password(
     session: AsyncSession, p: Principal | None, user: User, password: str
 ) -> User:
     """Set a new password; the user is signed out everywhere."""
-    user.password_hash = hash_password(password)
+    user.password_hash = await hash_password_async(password)
     await sign_out_everywhere(session, user.id)
     await session.flush()
     audit.record(session, p, "reset_password", "user", user.id)

@@ -19,7 +19,7 @@ from schemas.common import Language, Role
 from schemas.devices import DeviceRegister
 from server import audit
 from server.auth import tokens
-from server.auth.passwords import hash_password, verify_password
+from server.auth.passwords import hash_password_async, verify_password_async
 from server.auth.principal import Principal
 from server.config import Settings
 from server.errors import Conflict, InvalidInput, NotFound, TooManyRequests
@@ -154,7 +154,7 @@ async def login(
     proven = await _proven_device(session, user, data)
     key = device_key(data.device_id) if proven is not None else ip
     await _throttle(session, settings, data.username, key, None if proven is not None else ip)
-    ok = verify_password(user.password_hash if user else None, data.password)
+    ok = await verify_password_async(user.password_hash if user else None, data.password)
     if user is None or not ok or user.disabled or user.deleted_at is not None:
         session.add(LoginFailure(username=data.username, ip=key))
         audit.record(session, user.id if user else None, "login_failed", "user", data.username)
@@ -249,7 +249,7 @@ async def create_user(session: AsyncSession, p: Principal | None, data: s.UserCr
     row = User(
         username=data.username,
         display_name=data.display_name,
-        password_hash=hash_password(data.password),
+        password_hash=await hash_password_async(data.password),
         role=data.role.value,
         org_id=data.org_id,
         area_id=data.area_id,
