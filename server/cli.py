@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,13 @@ from schemas.auth import UserCreate
 from schemas.common import Role
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
+from server.loops import (
+    DEFAULT_EVENT_LOOP,
+    EVENT_LOOPS,
+    EventLoopUnavailable,
+    loop_factory,
+    running_loop_name,
+)
 
 T = TypeVar("T")
 
@@ -49,17 +57,41 @@ def _install_delivery() -> None:
     audience.install()
 
 
+_LOOP_OPTION = click.option(
+    "--loop",
+    "event_loop",
+    type=click.Choice(EVENT_LOOPS),
+    default=None,
+    help=f"event loop (LIANDONG_EVENT_LOOP, default {DEFAULT_EVENT_LOOP})",
+)
+
+
+def _with_loop(settings: Settings, event_loop: str | None) -> Settings:
+    """The settings with `--loop` applied, once the chosen loop is known to be available here."""
+    if event_loop:
+        settings = dataclasses.replace(settings, event_loop=event_loop)
+    try:
+        loop_factory(settings.event_loop)
+    except EventLoopUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    return settings
+
+
 @main.command()
 @click.option("--host", default=None, help="bind address (LIANDONG_HOST, default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="port (LIANDONG_PORT, default 8000)")
 @click.option("--workers", type=int, default=1, show_default=True)
+@_LOOP_OPTION
 @click.pass_obj
-def serve(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+def serve(
+    settings: Settings, host: str | None, port: int | None, workers: int, event_loop: str | None
+) -> None:
     """Serve the API."""
     import uvicorn
 
     from server.serving import APP_FACTORY, uvicorn_options
 
+    settings = _with_loop(settings, event_loop)
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
@@ -67,6 +99,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     click.echo(f"  API docs   {base}/schema   (OpenAPI JSON: {base}/schema/openapi.json)")
     click.echo(f"  health     {base}/healthz  {base}/readyz")
     click.echo(f"  database   {settings.database_url}")
+    click.echo(f"  loop       {settings.event_loop}")
     uvicorn.run(
         APP_FACTORY,
         **uvicorn_options(
@@ -388,21 +421,27 @@ def _run_worker(settings: Settings) -> None:
                     "no push sender configured (LIANDONG_FCM_PROJECT_ID / LIANDONG_VAPID_*)"
                 )
             async with background.running():
+                click.echo(f"liandong worker {os.getpid()}: running on {running_loop_name()}")
                 await anyio.sleep_forever()
         finally:
             await engine.dispose()
 
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run)
+        anyio.run(run, backend_options={"loop_factory": loop_factory(settings.event_loop)})
 
 
 @main.command("worker")
 @click.option("--processes", type=int, default=1, show_default=True)
+@_LOOP_OPTION
 @click.pass_obj
-def worker(settings: Settings, processes: int) -> None:
+def worker(settings: Settings, processes: int, event_loop: str | None) -> None:
     """Deliver queued pushes and run escalation, without serving HTTP. Several processes (or
     hosts) may run this at once: outbox claims are leased, escalation wins once per task."""
-    click.echo(f"liandong worker: {processes} process(es) on {settings.database_url}")
+    settings = _with_loop(settings, event_loop)
+    click.echo(
+        f"liandong worker: {processes} process(es) on {settings.database_url}"
+        f" ({settings.event_loop})"
+    )
     if processes <= 1:
         _run_worker(settings)
         return

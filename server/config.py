@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
+
 
 def _var_dir() -> Path:
     return Path(os.environ.get("LIANDONG_VAR_DIR", "var"))
@@ -124,6 +126,9 @@ class Settings:
     admission_queue: int = 64
     admission_wait_s: float = 1.0
     admission_retry_after_s: int = 10
+    # The event loop of `liandong serve` and `liandong worker` (server/loops.py): uvloop, or
+    # `asyncio` to fall back to the standard library's loop.
+    event_loop: str = DEFAULT_EVENT_LOOP
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -210,4 +215,12 @@ class Settings:
             admission_queue=int(env("LIANDONG_ADMISSION_QUEUE", "64")),
             admission_wait_s=float(env("LIANDONG_ADMISSION_WAIT", "1.0")),
             admission_retry_after_s=int(env("LIANDONG_ADMISSION_RETRY_AFTER", "10")),
+            event_loop=_event_loop(env("LIANDONG_EVENT_LOOP", DEFAULT_EVENT_LOOP)),
         )
+
+
+def _event_loop(name: str) -> str:
+    name = name.strip().lower()
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"LIANDONG_EVENT_LOOP={name!r}: one of {', '.join(EVENT_LOOPS)}")
+    return name

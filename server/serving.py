@@ -71,7 +71,7 @@ def uvicorn_options(
     X-Forwarded-For is believed only from `settings.trusted_proxies` (uvicorn's own default
     believes any loopback peer, so a client beside the server could pick its address and dodge
     the per-address login throttle); with none listed, the peer address is the client's, for
-    every route alike.
+    every route alike. The event loop is `settings.event_loop`.
     """
     trusted = ",".join(settings.trusted_proxies)
     return {
@@ -84,6 +84,9 @@ def uvicorn_options(
         "forwarded_allow_ips": trusted or "",
         "log_level": log_level,
         "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
+        # Named, never uvicorn's "auto" (which takes uvloop whenever it is installed), so
+        # LIANDONG_EVENT_LOOP=asyncio really runs asyncio (server/loops.py).
+        "loop": settings.event_loop,
     }
 
 

@@ -31,6 +31,13 @@ from server.migrate import upgrade
 from tests.snapshots import DatabaseState
 
 PG_URL = os.environ.get("LIANDONG_TEST_PG_URL")
+# The event loop every test's asyncio.run, TestClient and anyio test runs on: `uvloop`, what
+# `liandong serve` and `liandong worker` run by default (server/loops.py), or `asyncio`.
+TEST_EVENT_LOOP = os.environ.get("LIANDONG_TEST_EVENT_LOOP", "asyncio")
+if TEST_EVENT_LOOP == "uvloop":
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DEMO_PASSWORD = "liandong-demo"
 

@@ -65,6 +65,7 @@ from push.webpush import generate_vapid_keys, webpush_payload
 from server.db import make_engine, make_sessionmaker
 from server.demo import did
 from server.domain.residents.audience import inside_subscriptions
+from server.loops import DEFAULT_EVENT_LOOP
 from server.models import PushJobRow
 from tests.conftest import DEMO_PASSWORD, fresh_database, require_postgres, seed_demo
 from tests.peers.http11 import loopback_certificate
@@ -181,6 +182,7 @@ from push.outbox import OutboxWorker
 from server.config import Settings
 from server.db import make_sessionmaker
 from server.outbox import SqlOutboxStore
+from server.loops import loop_factory
 from server.pushing import build_senders, worker_engine
 
 async def main(lease_s):
@@ -195,7 +197,9 @@ async def main(lease_s):
         if report.claimed == 0:
             await asyncio.sleep(0.05)
 
-asyncio.run(main(float(sys.argv[1])))
+# On the loop `liandong worker` would run (LIANDONG_EVENT_LOOP, server/loops.py).
+with asyncio.Runner(loop_factory=loop_factory(Settings.from_env().event_loop)) as runner:
+    runner.run(main(float(sys.argv[1])))
 """
 
 
@@ -563,6 +567,9 @@ def run() -> dict[str, object]:
         "receivers": RECEIVERS,
         "worker_processes": WORKERS,
         "cpus": os.cpu_count(),
+        # The workers' and the server's event loop (LIANDONG_EVENT_LOOP; the receivers, which
+        # play the push services, always run asyncio's).
+        "event_loop": os.environ.get("LIANDONG_EVENT_LOOP", DEFAULT_EVENT_LOOP),
         "note": "shared 2-core machine: see load_before/load_after per backend",
     }
     backends = ["postgis", "sqlite"] if os.environ.get("LIANDONG_TEST_PG_URL") else ["sqlite"]

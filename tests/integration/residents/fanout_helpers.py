@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from litestar.testing import TestClient
 
 from push.base import Channel, PushSender
 from push.outbox import OutboxWorker
@@ -12,10 +16,15 @@ from push.sms import SmsSender, TencentSms
 from push.webpush import WebPushSender
 from server.db import make_engine, make_sessionmaker
 from server.outbox import SqlOutboxStore
+from tests import factories as f
 from tests.conftest import TEST_VAPID_PRIVATE_KEY
 from tests.peers.sms_standin import TencentSmsStandIn
+from tests.peers.webpush_receiver import WebPushReceiver
 
 SMS_ID, SMS_KEY = "AKIDresidents", "residents-sms-key"
+API = "/api/v1/public/subscriptions"
+CENTRE = (121.4855, 31.2375)  # inside the warning square below
+AREA = f.square(*CENTRE, d=0.004)
 
 
 def sms_provider(standin: TencentSmsStandIn) -> TencentSms:
@@ -60,3 +69,40 @@ def drain(
 
 def sms_sender(standin: TencentSmsStandIn) -> SmsSender:
     return SmsSender(sms_provider(standin), linger_s=0.01)
+
+
+def subscribe(
+    client: TestClient[Any],
+    receiver: WebPushReceiver,
+    *places: Any,
+    lang: str = "zh_CN",
+    channel: str = "webpush",
+) -> str:
+    sub_id, sub = receiver.subscribe()
+    body = {
+        "channel": channel,
+        "subscription": json.loads(sub),
+        "lang": lang,
+        "places": list(places),
+    }
+    r = client.post(API, json=body)
+    assert r.status_code == 201, r.text
+    return sub_id
+
+
+def at(lon: float, lat: float) -> dict[str, float]:
+    return {"lon": lon, "lat": lat}
+
+
+def publish(
+    client: TestClient[Any], auth: Any, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Draft as the dispatcher, publish as the chief (orange and red need a second person)."""
+    if body is None:
+        expires = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        body = f.alert(area=AREA, color="red", expires=expires)
+    r = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body)
+    assert r.status_code == 201, r.text
+    published = client.post(f"/api/v1/alerts/{r.json()['id']}/publish", headers=auth("chief"))
+    assert published.status_code == 200, published.text
+    return published.json()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -22,13 +21,20 @@ from server.domain.residents.audience import duty_contacts_inside
 from server.models import PushJobRow, ResidentSubscription
 from tests import factories as f
 from tests.integration.dispatch_helpers import in_db, register_device
-from tests.integration.residents.fanout_helpers import SMS_ID, SMS_KEY, drain, sms_sender
+from tests.integration.residents.fanout_helpers import (
+    AREA,
+    CENTRE,
+    SMS_ID,
+    SMS_KEY,
+    at,
+    drain,
+    publish,
+    sms_sender,
+    subscribe,
+)
 from tests.peers.sms_standin import TencentSmsStandIn
 from tests.peers.webpush_receiver import WebPushReceiver
 
-API = "/api/v1/public/subscriptions"
-CENTRE = (121.4855, 31.2375)  # inside the warning square below
-AREA = f.square(*CENTRE, d=0.004)
 OUTSIDE = (121.4990, 31.2200)
 AREA_GEOMETRY = msgspec.convert(AREA, Polygon)
 
@@ -43,43 +49,6 @@ def receiver() -> Any:
 def sms() -> Any:
     with TencentSmsStandIn(secret_id=SMS_ID, secret_key=SMS_KEY) as s:
         yield s
-
-
-def subscribe(
-    client: TestClient[Any],
-    receiver: WebPushReceiver,
-    *places: Any,
-    lang: str = "zh_CN",
-    channel: str = "webpush",
-) -> str:
-    sub_id, sub = receiver.subscribe()
-    body = {
-        "channel": channel,
-        "subscription": json.loads(sub),
-        "lang": lang,
-        "places": list(places),
-    }
-    r = client.post(API, json=body)
-    assert r.status_code == 201, r.text
-    return sub_id
-
-
-def at(lon: float, lat: float) -> dict[str, float]:
-    return {"lon": lon, "lat": lat}
-
-
-def publish(
-    client: TestClient[Any], auth: Any, body: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Draft as the dispatcher, publish as the chief (orange and red need a second person)."""
-    if body is None:
-        expires = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-        body = f.alert(area=AREA, color="red", expires=expires)
-    r = client.post("/api/v1/alerts", headers=auth("dispatcher"), json=body)
-    assert r.status_code == 201, r.text
-    published = client.post(f"/api/v1/alerts/{r.json()['id']}/publish", headers=auth("chief"))
-    assert published.status_code == 200, published.text
-    return published.json()
 
 
 def test_publish_reaches_everyone_inside_once_and_nobody_outside(

@@ -1,0 +1,78 @@
+"""`liandong worker` as a real process on each event loop (server/loops.py): a published warning
+goes through its SQL outbox (aiosqlite or asyncpg) and its aiohttp Web Push sender to a
+loopback push service that verifies and decrypts it, and the worker stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from server.config import Settings
+from tests.conftest import TEST_VAPID_PRIVATE_KEY
+from tests.integration.residents.fanout_helpers import CENTRE, at, publish, subscribe
+from tests.peers.webpush_receiver import WebPushReceiver
+
+pytestmark = pytest.mark.e2e
+LIANDONG = str(Path(sys.executable).parent / "liandong")
+
+# uvloop is the default (no setting); asyncio is the operator's fall-back, chosen by setting.
+ASYNCIO_LOOP = "asyncio.unix_events._UnixSelectorEventLoop"
+LOOPS = [
+    pytest.param({}, "uvloop.Loop", id="uvloop-default"),
+    pytest.param({"LIANDONG_EVENT_LOOP": "asyncio"}, ASYNCIO_LOOP, id="asyncio"),
+]
+
+
+@pytest.mark.parametrize(("env_loop", "loop_class"), LOOPS)
+def test_worker_delivers_a_warning_on_the_configured_event_loop(
+    env_loop: dict[str, str],
+    loop_class: str,
+    client: TestClient[Any],
+    auth: Any,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDONG_")}
+    env.update(
+        LIANDONG_DATABASE_URL=settings.database_url,
+        LIANDONG_VAR_DIR=str(tmp_path),
+        LIANDONG_SECRET_KEY=settings.secret_key,
+        LIANDONG_VAPID_PRIVATE_KEY=TEST_VAPID_PRIVATE_KEY,
+        LIANDONG_PUSH_TEST_HOSTS="127.0.0.1",
+        **env_loop,
+    )
+    with WebPushReceiver() as receiver:
+        inside = subscribe(client, receiver, at(*CENTRE))
+        alert = publish(client, auth)
+        proc = subprocess.Popen(
+            [LIANDONG, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            started = proc.stdout.readline() + proc.stdout.readline()
+            assert f"running on {loop_class}" in started, (started, proc.stderr)
+            assert receiver.wait_for(1, timeout=60), "the worker delivered nothing"
+            assert [p.sub_id for p in receiver.pushes()] == [inside]
+            assert receiver.rejections == []
+            # The delivery's record committed on this loop's database driver too.
+            deadline = time.monotonic() + 30
+            while True:
+                report = client.get(
+                    f"/api/v1/alerts/{alert['id']}/delivery", headers=auth("dispatcher")
+                ).json()
+                if report["channels"]["webpush"]["delivered"] == 1:
+                    break
+                assert time.monotonic() < deadline, report
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+        assert code == 0, proc.stderr.read() if proc.stderr else code

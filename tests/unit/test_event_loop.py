@@ -1,0 +1,69 @@
+"""The event loop of `liandong serve` and `liandong worker` is an explicit, configurable choice
+(server/loops.py): uvloop by default, asyncio as the operator's fall-back."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+import uvicorn
+import uvloop
+from click.testing import CliRunner
+
+from server.cli import _with_loop, main
+from server.config import Settings
+from server.loops import EventLoopUnavailable, loop_factory
+from server.serving import uvicorn_options
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("LIANDONG_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("LIANDONG_SECRET_KEY", "k" * 48)
+    monkeypatch.delenv("LIANDONG_EVENT_LOOP", raising=False)
+    return monkeypatch
+
+
+def test_uvloop_by_default_asyncio_by_setting_and_nothing_else(env: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().event_loop == "uvloop"
+    env.setenv("LIANDONG_EVENT_LOOP", " AsyncIO ")
+    assert Settings.from_env().event_loop == "asyncio"
+    env.setenv("LIANDONG_EVENT_LOOP", "auto")  # uvicorn's silent pick is not a choice here
+    with pytest.raises(ValueError, match="LIANDONG_EVENT_LOOP"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "factory"), [("uvloop", uvloop.new_event_loop), ("asyncio", asyncio.SelectorEventLoop)]
+)
+def test_serve_hands_uvicorn_the_configured_loop(
+    name: str, factory: object, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url="sqlite+aiosqlite:///x.db", secret_key="k", var_dir=tmp_path, event_loop=name
+    )
+    opts = uvicorn_options(settings, host="127.0.0.1", port=8000, workers=1, log_level="info")
+    # uvicorn's own "auto" would take uvloop whenever it is installed, whatever we configured.
+    assert uvicorn.Config("server.serving:create_served_app", **opts).get_loop_factory() is factory
+    assert loop_factory(name) is factory
+
+
+def test_the_loop_option_overrides_the_setting(tmp_path: Path) -> None:
+    settings = Settings(database_url="sqlite+aiosqlite:///x.db", secret_key="k", var_dir=tmp_path)
+    assert _with_loop(settings, None).event_loop == "uvloop"
+    assert _with_loop(settings, "asyncio").event_loop == "asyncio"
+
+
+def test_without_uvloop_the_commands_say_how_to_fall_back(env: pytest.MonkeyPatch) -> None:
+    env.setitem(sys.modules, "uvloop", None)  # as on a platform uvloop has no build for
+    with pytest.raises(EventLoopUnavailable, match="LIANDONG_EVENT_LOOP=asyncio"):
+        loop_factory("uvloop")
+    with pytest.raises(ValueError, match="unknown event loop"):
+        loop_factory("trio")
+    for command in (["worker"], ["serve", "--loop", "uvloop"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert "LIANDONG_EVENT_LOOP=asyncio" in result.output
+    assert loop_factory("asyncio") is asyncio.SelectorEventLoop
