@@ -643,16 +643,29 @@ class Views:
         """This week's self-checks for my enterprises. From the server's `check_due` records
         when the phone holds them (due, done, missed: docs/sync-protocol.md); a queued
         submission of this phone counts as done at once. Without them (an older server) each
-        active template not yet submitted for an enterprise is due."""
+        active template not yet submitted for an enterprise is due.
+
+        The server's rule: one check per enterprise, template *code* and week (a version
+        published mid-week is the same checklist), so a submission of any version of a code
+        covers the code, and a due check is filled in on the code's active version."""
         week = iso_week(self._now())
         x = REC.format(a="x")
-        templates = {
+        every = {
             tid: {**_dec.decode(b), "id": tid}
             for tid, b in self.db.execute(
                 f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
-                f" WHERE x.entity='check_template' AND json_extract({x}, '$.active')"
+                " WHERE x.entity='check_template'"
             )
         }
+
+        def code_of(template_id: Any) -> str:
+            """A template id's code (an unknown template stands for itself)."""
+            return str(every.get(str(template_id), {}).get("code") or template_id)
+
+        active: dict[str, dict[str, Any]] = {}  # code -> its active version
+        for version in sorted(every.values(), key=lambda t: int(t.get("version") or 0)):
+            if version.get("active"):
+                active[code_of(version["id"])] = version
         done = [
             {**_dec.decode(b), "id": sid}
             for sid, b in self.db.execute(
@@ -665,10 +678,10 @@ class Views:
             s.removeprefix("enterprise:")
             for (s,) in self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'enterprise:%'")
         ]
-        taken = {(d.get("enterprise_id"), d.get("template_id")) for d in done}
+        taken = {(d.get("enterprise_id"), code_of(d.get("template_id"))) for d in done}
         # A queued submission may leave the enterprise to the server (None): it covers mine.
         taken |= {
-            (e, d.get("template_id"))
+            (e, code_of(d.get("template_id")))
             for d in done
             if not d.get("enterprise_id")
             for e in enterprises
@@ -685,17 +698,17 @@ class Views:
             due: list[tuple[str, dict[str, Any]]] = []
             missed: list[tuple[str, dict[str, Any]]] = []
             for d in dues:
-                key = (d.get("enterprise_id"), d.get("template_id"))
-                tpl = templates.get(str(d.get("template_id")))
+                key = (
+                    d.get("enterprise_id"),
+                    d.get("template_code") or code_of(d.get("template_id")),
+                )
+                tpl = active.get(key[1])
                 if tpl is None or d.get("status") == "done" or key in taken:
                     continue
                 (missed if d.get("status") == "missed" else due).append((str(key[0]), tpl))
             return ChecksWeek(week, due, done, missed, dues)
         due = [
-            (e, tpl)
-            for e in enterprises
-            for tpl in templates.values()
-            if (e, tpl["id"]) not in taken
+            (e, tpl) for e in enterprises for code, tpl in active.items() if (e, code) not in taken
         ]
         return ChecksWeek(week, due, done)
 

@@ -196,3 +196,52 @@ def test_self_checks_of_the_week_from_the_servers_check_due_rows(tmp_path: Path)
     assert other not in {e for e, _ in got.missed}
     views.close()
     store.close()
+
+
+def test_a_self_check_is_done_per_template_code_as_on_the_server(tmp_path: Path) -> None:
+    """The server takes one check per enterprise, template code and week (a version published
+    mid-week is the same checklist: a second submission is refused `week_taken`); the phone
+    counts the same way, and fills a due check in on the code's active version."""
+    clock = ManualClock()
+    path = tmp_path / "store.db"
+    store = ClientStore(path, device_id="d")
+    week = iso_week(clock())
+    ent = str(uuid.UUID(int=501))
+    v1, v2, other = (uuid.UUID(int=n) for n in (600, 601, 602))
+
+    def template(tid: uuid.UUID, code: str, version: int, active: bool) -> RecordChange:
+        fields = {"code": code, "version": version, "active": active, "items": []}
+        return RecordChange(entity="check_template", id=tid, version=1, fields=fields)
+
+    _pull(store, "ref", 1, [template(v1, "fire", 1, True), template(other, "gas", 1, True)])
+    views = Views(path, Me("u", None, "enterprise_staff"), now=clock)
+    _pull(store, f"enterprise:{ent}", 1, [])
+    store.write(
+        "check_submission",
+        uuid.uuid4(),
+        {"enterprise_id": ent, "template_id": str(v1), "week": week, "results": []},
+        op=Op.CREATE,
+    )
+    # Version 2 of "fire" is published mid-week (version 1 retired): still done this week.
+    _pull(store, "ref", 2, [template(v1, "fire", 1, False), template(v2, "fire", 2, True)])
+    assert [t["code"] for _, t in views.checks_this_week().due] == ["gas"]
+
+    # With the server's rows: a week's row made before version 2 names version 1; it is due on
+    # version 2 (what the phone offers), and done by a submission of either version.
+    row = {"enterprise_id": ent, "template_id": str(v1), "template_code": "fire", "week": week}
+    row["status"] = "due"
+    due = RecordChange(entity="check_due", id=uuid.UUID(int=700), version=1, fields=row)
+    _pull(store, f"enterprise:{ent}", 2, [due])
+    assert views.checks_this_week().due == []  # my queued submission of version 1 covers it
+    views.close()
+    store.close()
+
+    fresh = tmp_path / "fresh.db"
+    store = ClientStore(fresh, device_id="d2")
+    _pull(store, "ref", 1, [template(v1, "fire", 1, False), template(v2, "fire", 2, True)])
+    _pull(store, f"enterprise:{ent}", 1, [due])
+    views = Views(fresh, Me("u", None, "enterprise_staff"), now=clock)
+    [(enterprise, tpl)] = views.checks_this_week().due
+    assert enterprise == ent and tpl["id"] == str(v2)
+    views.close()
+    store.close()
