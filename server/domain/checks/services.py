@@ -165,6 +165,7 @@ async def _open_hazards(
     row: CheckSubmission,
     data: s.CheckSubmissionCreate,
     photos: dict[uuid.UUID, MediaObject],
+    zone: str,
 ) -> list[uuid.UUID]:
     failed = [r for r in data.results if r.result is s.CheckResult.FAIL]
     if not failed:
@@ -190,6 +191,7 @@ async def _open_hazards(
             note=result.note,
             photos=[photos[x] for x in dict.fromkeys(result.photo_ids)],
             at=at,
+            zone=zone,
         )
         if hazard is not None:
             opened.append(hazard.id)
@@ -281,7 +283,7 @@ async def submit(
     session.add(row)
     await session.flush()
     changes.record(session, row)
-    hazards = await _open_hazards(session, p, enterprise, row, data, photos)
+    hazards = await _open_hazards(session, p, enterprise, row, data, photos, policy.local_tz)
     await schedule.mark_done(session, template, enterprise, data.week, row.id, at, policy)
     audit.record(
         session,

@@ -151,7 +151,8 @@ class HazardController(Controller):
     ) -> Response[s.Hazard]:
         """Report a hazard with its GPS point and photos (media ids or sha256 hashes).
         201 when created; a retry with the same id answers 200 with `Idempotent-Replayed`."""
-        row, fresh = await svc.create_hazard(db, request.user, data)
+        zone = request.app.state.settings.local_tz
+        row, fresh = await svc.create_hazard(db, request.user, data, zone=zone)
         return crud.created(await svc.one_out(db, row, _policy(request)), fresh)
 
     @patch("/{hazard_id:uuid}", operation_id="UpdateHazard")

@@ -346,14 +346,14 @@ def only_enterprise(mine: Sequence[uuid.UUID]) -> uuid.UUID:
 
 
 async def create_hazard(
-    session: AsyncSession, p: Principal, data: s.HazardCreate
+    session: AsyncSession, p: Principal, data: s.HazardCreate, *, zone: str | None = None
 ) -> tuple[Hazard, bool]:
     """Report a hazard (both doors: REST and a device's sync create). Enterprise staff report
     for their own enterprise. Returns the hazard and whether this call created it: a retry
     with the same id returns the first report and creates nothing.
 
     Photos are media ids (declared before) or SHA-256 hashes (declared here as `pending` when
-    the bytes have not arrived yet).
+    the bytes have not arrived yet). `zone` (`Settings.local_tz`): the wall clock of its notice.
     """
     if data.id is not None:
         existing = await get_row(session, Hazard, data.id)
@@ -393,7 +393,7 @@ async def create_hazard(
     )
     if data.id is not None:
         row.id = data.id
-    await _reported(session, p, row, photos, reported_at, reported_at)
+    await _reported(session, p, row, photos, reported_at, reported_at, zone=zone)
     return row, True
 
 
@@ -404,6 +404,8 @@ async def _reported(
     photos: Sequence[MediaObject],
     at: datetime | None,
     photos_expected_at: datetime | None,
+    *,
+    zone: str | None = None,
     **detail: str,
 ) -> None:
     """Add a new report: its `reported` timeline entry, its photos, the change, the audit entry
@@ -434,7 +436,7 @@ async def _reported(
         photos=[m.sha256 for m in photos],
         **detail,
     )
-    await notify_reported(session, row, p.user_id)
+    await notify_reported(session, row, p.user_id, zone=zone)
 
 
 # ------------------------------------------------------------------------------ notifications
@@ -470,13 +472,15 @@ def hazard_notice(
     )
 
 
-async def notify_reported(session: AsyncSession, row: Hazard, actor: uuid.UUID | None) -> int:
+async def notify_reported(
+    session: AsyncSession, row: Hazard, actor: uuid.UUID | None, *, zone: str | None = None
+) -> int:
     """A new hazard: its grid's inspector, and for high and critical ones the area's dispatchers
-    (not whoever reported it)."""
+    (not whoever reported it). `zone` as for every hazard notice (a deadline's wall clock)."""
     audience: Audience = GridInspector(row.grid_id)
     if row.severity in URGENT:
         audience = AnyOf(audience, AreaDispatchers(row.area_id))
-    notice = hazard_notice(row, "hazard.reported", f"hazard.reported:{row.id}")
+    notice = hazard_notice(row, "hazard.reported", f"hazard.reported:{row.id}", zone=zone)
     return await notify(session, notice, Without(audience, actor))
 
 
@@ -517,6 +521,7 @@ async def open_from_check(
     note: str | None,
     photos: Sequence[MediaObject],
     at: datetime,
+    zone: str | None = None,
 ) -> Hazard | None:
     """Open the hazard a failed self-check item reports (source `enterprise_inspection`): the
     item's category, the enterprise's location, grid and area, the item's note and photos, a
@@ -559,6 +564,7 @@ async def open_from_check(
         photos,
         at,
         at,
+        zone=zone,
         check_submission_id=str(submission_id),
         check_item_id=str(item_id),
     )

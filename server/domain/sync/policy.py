@@ -354,7 +354,7 @@ class ServerPolicy:
             )
         if ctx.current is None or ctx.current.deleted:
             data = _convert(v, _HAZARD_CREATE, HazardCreate, id=ctx.record_id)
-            row, _ = await hazards.create_hazard(a.db, p, data)
+            row, _ = await hazards.create_hazard(a.db, p, data, zone=a.settings.local_tz)
         else:
             fixed = sorted(ctx.changed - {*_HAZARD_EDITABLE, "photo_ids"})
             if fixed:
