@@ -271,50 +271,6 @@ def backfill(session: Session, runtime: SyncRuntime, chunk: int = 500) -> int:
     return done
 
 
-def rescope_hazards(session: Session, runtime: SyncRuntime, ids: list[uuid.UUID]) -> int:
-    """Give hazards `ids` the scopes today's rules give them (`SyncServer.rescope`: a new
-    version for each whose scopes changed), and re-write their photos' `shared_with` so the
-    photos follow. For data migrations: reads only the sync tables and `hazard_media`'s ids.
-    Returns how many hazards moved."""
-    server = runtime.server(session)
-    tx = SqlTx(session)
-    moved = drive(server.rescope(tx, "hazard", ids))
-    if not moved:
-        return 0
-    photos = select(HazardMedia.media_id).where(HazardMedia.hazard_id.in_(moved))
-    links = session.execute(
-        select(HazardMedia.media_id, HazardMedia.hazard_id).where(HazardMedia.media_id.in_(photos))
-    ).all()
-    hazards = drive(tx.get_records("hazard", list({h for _, h in links})))
-    media = drive(tx.get_records("media", list({m for m, _ in links})))
-    shared: dict[uuid.UUID, set[str]] = {m: set() for m in media}
-    for media_id, hazard_id in links:
-        found = hazards.get(hazard_id)
-        if media_id in shared and found is not None:
-            shared[media_id].update(hazard_scopes(found.values()))
-    writes = [
-        ("media", m, {"shared_with": sorted(scopes)}, Op.UPDATE)
-        for m, scopes in sorted(shared.items(), key=lambda kv: str(kv[0]))
-        if not media[m].deleted
-    ]
-    if writes:
-        drive(server.server_writes(tx, writes))
-    return len(moved)
-
-
-def delete_records(
-    session: Session, runtime: SyncRuntime, entity: str, ids: list[uuid.UUID]
-) -> int:
-    """Tombstone the sync records `ids` of `entity` (a server delete: a new version, so
-    phones drop them), e.g. records whose domain table a migration replaced. Returns how many."""
-    if ids:
-        writes: list[tuple[str, uuid.UUID, dict[str, Any], Op]] = [
-            (entity, rid, {}, Op.DELETE) for rid in ids
-        ]
-        drive(runtime.server(session).server_writes(SqlTx(session), writes))
-    return len(ids)
-
-
 def _timelines(
     session: Session, entity: str, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, list[dict[str, Any]]]:
