@@ -42,7 +42,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 import i18n
 from server.config import Settings
-from server.db import is_sqlite
+from server.db import POOL_SIZE, is_sqlite
 from server.errors import overloaded_problem
 
 PROBLEM_JSON = b"application/problem+json"
@@ -240,7 +240,22 @@ whatever the concurrency: more at work only queue on the lock, where a request h
 waits its turn on the event loop among all the others, and waiters past SQLite's busy timeout
 fail. Two at work keep one request's Python work beside the other's SQL."""
 POSTGRES_LIMIT = 16
-"""Within the database pool (10 + 10 overflow): no request waits for a connection."""
+"""Requests at work at once per process on PostgreSQL (the database pool is sized from it,
+`pool_size`)."""
+
+POOL_RESERVE = 4
+"""Pooled connections beyond one per admitted request: the process's background jobs (the
+outbox worker, escalation, the hazard jobs, the warning feed) take theirs from the same pool."""
+
+
+def pool_size(admission: Admission) -> int:
+    """Database connections to keep open: one per request at work plus `POOL_RESERVE`.
+
+    The pool used to keep 10 (plus 10 overflow, closed at check-in) under an admission of 16:
+    in the surge of 29 November about one connection a second was opened and closed again,
+    each a new PostgreSQL backend with cold caches and every statement prepared anew.
+    With admission off (`limit` 0) the engine's default, `server.db.POOL_SIZE`."""
+    return (admission.limit if admission.limit > 0 else POOL_SIZE) + POOL_RESERVE
 
 
 def admission_from(settings: Settings) -> Admission:

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
 from schemas.common import Output
-from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from
+from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from, pool_size
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
-from server.db import make_engine, make_sessionmaker
+from server.db import is_sqlite, make_engine, make_sessionmaker
 from server.domain.admin.controllers import (
     AuditController,
     EnterpriseAdminController,
@@ -226,8 +226,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Published warnings queue their deliveries (residents, staff, duty contacts) in the
     # publishing transaction: attach that hook explicitly, never by an import's side effect.
     resident_audience.install()
-    engine = make_engine(settings.database_url)
     admission = admission_from(settings)
+    url = settings.database_url
+    engine = make_engine(url, **({} if is_sqlite(url) else {"pool_size": pool_size(admission)}))
 
     async def _dispose() -> None:
         await engine.dispose()

@@ -90,16 +90,16 @@ def build_senders(settings: Settings) -> dict[Channel, PushSender]:
 
 
 def worker_engine(url: str) -> AsyncEngine:
-    """The database engine of a worker process (`liandong worker`), without `pool_pre_ping`.
+    """The database engine of a worker process (`liandong worker`), without pings.
 
-    The server's engine pings each connection it takes from the pool (a round trip). A worker
-    takes one per transaction, about one per 30-40 messages in a fan-out (a claim, a group
-    commit), and the ping cost ~3 % of its CPU (py-spy, PostgreSQL). It needs none: a
+    The server's engine pings a connection it takes from the pool when it sat idle 10 s or
+    more (`server.db.ping_idle_connections`); it used to ping at every checkout, which cost
+    ~3 % of a worker's CPU in a fan-out (py-spy, PostgreSQL). A worker needs none: a
     connection the database dropped fails that one transaction, SQLAlchemy then invalidates the
     pool, and the worker loop starts again after a poll interval (`Background._worker_loop`);
     leases bring back any job of a batch it abandoned, and a failed claim leased nothing.
     """
-    return make_engine(url, pool_pre_ping=False)
+    return make_engine(url, ping_idle_s=None)
 
 
 async def escalate_once(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:

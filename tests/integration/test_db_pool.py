@@ -1,0 +1,108 @@
+"""The PostgreSQL pool under load (issue 13's surge): a connection in use moments ago goes back
+to work without a ping, one that sat idle is pinged and replaced if the database dropped it, the
+server keeps a connection per admitted request, and the authentication's lookup runs without a
+transaction. Round trips, not CPU, were what a phone's pull waited for on a busy event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from server.admission import POOL_RESERVE, POSTGRES_LIMIT
+from server.app import create_app
+from server.db import make_engine
+from tests.conftest import Sessions, make_settings, require_postgres
+
+pytestmark = pytest.mark.postgis
+
+MARK = "SELECT pg_backend_pid(), 'test_db_pool mark'"
+
+
+async def _last_query(observer: AsyncConnection, pid: int) -> str:
+    """What backend `pid` ran last, as PostgreSQL reports it."""
+    sql = text("SELECT query FROM pg_stat_activity WHERE pid = :pid")
+    return str((await observer.execute(sql, {"pid": pid})).scalar_one())
+
+
+async def _pid_after_mark(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(MARK))).scalar_one())
+
+
+def test_only_an_idle_connection_is_pinged() -> None:
+    async def run() -> None:
+        url = require_postgres()
+        # Autocommit: no BEGIN/ROLLBACK around the statements, so the backend's last query
+        # is the mark, or the ping's empty statement.
+        engine = make_engine(url, ping_idle_s=0.5, isolation_level="AUTOCOMMIT")
+        observer = make_engine(url, ping_idle_s=None, isolation_level="AUTOCOMMIT")
+        try:
+            pid = await _pid_after_mark(engine)
+            async with observer.connect() as obs:
+                async with engine.connect():  # the same connection, back at once: no ping
+                    assert await _last_query(obs, pid) == MARK
+                await asyncio.sleep(0.7)
+                async with engine.connect():  # idle longer than 0.5 s: pinged first
+                    assert await _last_query(obs, pid) == ";"
+        finally:
+            await engine.dispose()
+            await observer.dispose()
+
+    asyncio.run(run())
+
+
+def test_an_idle_connection_the_database_dropped_is_replaced_before_use() -> None:
+    async def run() -> None:
+        url = require_postgres()
+        engine = make_engine(url, ping_idle_s=0.2, pool_size=1, max_overflow=0)
+        observer = make_engine(url, ping_idle_s=None, isolation_level="AUTOCOMMIT")
+        try:
+            pid = await _pid_after_mark(engine)
+            async with observer.connect() as obs:
+                await obs.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            await asyncio.sleep(0.4)
+            async with engine.connect() as conn:  # no error: the ping found it dead
+                again = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            assert again != pid
+        finally:
+            await engine.dispose()
+            await observer.dispose()
+
+    asyncio.run(run())
+
+
+def test_the_server_keeps_a_connection_per_admitted_request(tmp_path: Path) -> None:
+    settings = make_settings(require_postgres(), tmp_path)
+    assert create_app(settings).state.engine.pool.size() == POSTGRES_LIMIT + POOL_RESERVE
+    small = create_app(replace(settings, admission_limit=3))
+    assert small.state.engine.pool.size() == 3 + POOL_RESERVE
+
+
+def test_the_authentication_lookup_begins_no_transaction(
+    client: TestClient[Any], auth: Sessions, backend: str
+) -> None:
+    if backend != "postgis":
+        pytest.skip("SQLite has no round trips to save")
+    engine: AsyncEngine = client.app.state.engine
+    seen: list[tuple[str, bool]] = []
+
+    def note(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        # After the statement: asyncpg's BEGIN, if any, went out with it.
+        asyncpg_conn = conn.connection.driver_connection
+        seen.append((statement, asyncpg_conn.is_in_transaction()))
+
+    event.listen(engine.sync_engine, "after_cursor_execute", note)
+    try:
+        r = client.get("/api/v1/auth/me", headers=auth("fire1"))
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", note)
+    assert r.status_code == 200, r.text
+    lookups = [busy for sql, busy in seen if "FROM users" in sql and "refresh_tokens" in sql]
+    assert lookups == [False], seen
