@@ -32,6 +32,10 @@ Figures:
 - `server_cpu_ms_per_request_{postgis,sqlite}`, `postgres_cpu_ms_per_request`: CPU per served
   request in the 5-minute hold, of the server's workers and of the whole local PostgreSQL
   cluster (`cluster_cpu_s`: exited backends included; other databases' work too).
+  `server_runqueue_wait_s_per_s_{postgis,sqlite}`: seconds per second the workers were ready
+  to run but waited for a CPU (Linux schedstat), beside the cores they used
+  (`server_cpu_cores_*`): a server that used 0.7 core while waiting as long again was short of
+  CPU, not idle.
 - `surge_connected_phones`: `SURGE_STREAM_PHONES` phones, in units of
   `SURGE_STREAM_UNIT_PHONES` of their own, open the "pull now" stream (all of them before the
   stage is measured, `surge_connected_streams_open_s`) while a dispatcher creates a task for
@@ -185,6 +189,16 @@ def _cpu_s(procs: list[psutil.Process]) -> float:
     return total
 
 
+def _runqueue_wait_s(procs: list[psutil.Process]) -> float:
+    """Seconds `procs` have spent runnable but waiting for a CPU (Linux `schedstat`; 0 where
+    the kernel does not keep it)."""
+    total = 0
+    for p in procs:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{p.pid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def postmaster(url: str) -> psutil.Process | None:
     """The PostgreSQL postmaster serving `url`, when it runs on this machine (the parent of a
     backend we connect to); None otherwise."""
@@ -237,6 +251,7 @@ class RssSampler:
         self.master, self.every_s, self.postgres = master, every_s, postgres
         self.samples: list[tuple[float, float]] = []
         self.cpu_samples: list[tuple[float, float, float]] = []
+        self.wait_samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -244,8 +259,9 @@ class RssSampler:
         while not self._stop.is_set():
             now = time.time()
             self.samples.append((now, _rss_mb(self.master)))
-            server = _cpu_s(_workers(self.master))
-            self.cpu_samples.append((now, server, cluster_cpu_s(self.postgres)))
+            workers = _workers(self.master)
+            self.cpu_samples.append((now, _cpu_s(workers), cluster_cpu_s(self.postgres)))
+            self.wait_samples.append((now, _runqueue_wait_s(workers)))
             self._stop.wait(self.every_s)
 
     def cpu_between(self, t0: float, t1: float) -> tuple[float, float]:
@@ -254,6 +270,11 @@ class RssSampler:
         if len(inside) < 2:
             return 0.0, 0.0
         return inside[-1][1] - inside[0][1], inside[-1][2] - inside[0][2]
+
+    def wait_between(self, t0: float, t1: float) -> float:
+        """Seconds the server's workers waited for a CPU (runnable, not running), t0 to t1."""
+        inside = [w for t, w in self.wait_samples if t0 <= t <= t1]
+        return inside[-1] - inside[0] if len(inside) >= 2 else 0.0
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -362,9 +383,16 @@ def _cpu_per_request(rss: RssSampler, rec: dict[str, Any], backend: str) -> dict
     server_s, pg_s = rss.cpu_between(rec["t_start"], rec["t_end"])
     if not served:
         return {}
+    wall = rec["t_end"] - rec["t_start"]
     out = {
         f"server_cpu_ms_per_request_{backend}": round(server_s * 1000 / served, 2),
-        f"requests_per_s_{backend}": round(served / (rec["t_end"] - rec["t_start"]), 1),
+        f"requests_per_s_{backend}": round(served / wall, 1),
+        # Cores the workers used, and seconds per second they were ready to run but waited
+        # for a CPU: what else on the machine (PostgreSQL, the phones, other work) took it.
+        f"server_cpu_cores_{backend}": round(server_s / wall, 2),
+        f"server_runqueue_wait_s_per_s_{backend}": round(
+            rss.wait_between(rec["t_start"], rec["t_end"]) / wall, 2
+        ),
     }
     if pg_s:
         out["postgres_cpu_ms_per_request"] = round(pg_s * 1000 / served, 2)
