@@ -544,8 +544,10 @@ def test_multi_worker_keepalive_requests_do_not_wait_for_delayed_acks(tmp_path: 
                 start = time.perf_counter()
                 assert http.get("/healthz").status_code == 200
                 times.append(time.perf_counter() - start)
+        # The stall hits every kept-alive request (~40 ms each); a loaded machine slows some
+        # requests at random: the fourth fastest of 15 is quick unless the stall is there.
         times.sort()
-        assert times[len(times) // 2] < 0.02, [round(t * 1000, 1) for t in times]
+        assert times[3] < 0.02, [round(t * 1000, 1) for t in times]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
