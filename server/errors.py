@@ -27,7 +27,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 import i18n
 from i18n import N_
@@ -431,12 +431,38 @@ def operational_error_handler(
 ) -> Response[bytes]:
     """SQLite's write lock stayed taken past its busy timeout: the server is overloaded, not
     broken. Answer 503 `overloaded` with Retry-After, as load shedding does (nothing was
-    applied: the transaction never began). Any other operational error is a server error."""
+    applied: the transaction never began). A lost connection is `database_error_handler`'s;
+    any other operational error is a server error."""
+    if exc.connection_invalidated:
+        return database_error_handler(request, exc)
     if "database is locked" not in str(exc.orig):
         return internal_error_handler(request, exc)
+    log.warning("SQLite busy past its timeout on %s; answered 503", request.url.path)
+    return _try_again(request)
+
+
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
+    """The request's database connection broke (PostgreSQL restarted or failed over, a network
+    blip, a connection an operator killed). The pool pings only connections idle for a while
+    (`server.db`), so a connection dropped moments after its last use fails the request that
+    takes it next; SQLAlchemy then replaces every pooled connection. That is the server being
+    briefly unable to serve, not a defect: answer 503 with Retry-After, as load shedding does,
+    and the phone's client retries (its writes are idempotent by mutation id; a REST create
+    retried after a lost commit meets its own id). Any other driver error is a server error."""
+    if not exc.connection_invalidated:
+        return internal_error_handler(request, exc)
+    log.warning(
+        "database connection lost on %s %s; answered 503: %s",
+        request.method,
+        request.url.path,
+        exc.orig,
+    )
+    return _try_again(request)
+
+
+def _try_again(request: Request[Any, Any, Any]) -> Response[bytes]:
     admission = request.app.state.get("admission")
     retry = admission.retry_after() if admission is not None else 10
-    log.warning("SQLite busy past its timeout on %s; answered 503", request.url.path)
     lang = request_lang(request)
     problem = overloaded_problem(request.url.path, retry, lang)
     return problem_response(
@@ -471,6 +497,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error_handler,
     IntegrityError: integrity_error_handler,
     OperationalError: operational_error_handler,
+    DBAPIError: database_error_handler,
     Exception: internal_error_handler,
 }
 

@@ -106,3 +106,41 @@ def test_the_authentication_lookup_begins_no_transaction(
     assert r.status_code == 200, r.text
     lookups = [busy for sql, busy in seen if "FROM users" in sql and "refresh_tokens" in sql]
     assert lookups == [False], seen
+
+
+def test_a_connection_dropped_moments_after_use_answers_503_then_the_server_recovers(
+    client: TestClient[Any], auth: Sessions, backend: str
+) -> None:
+    """A connection used moments ago is not pinged: if PostgreSQL dropped it meanwhile (a
+    restart, a fail-over, an operator's kill), the request that takes it fails. It must get a
+    503 with Retry-After, which the phone honours, not a 500; the next request is served."""
+    if backend != "postgis":
+        pytest.skip("SQLite has no connection to lose")
+    engine: AsyncEngine = client.app.state.engine
+    pids: set[int] = set()
+
+    def note(conn: Any, *_rest: Any) -> None:
+        pids.add(conn.connection.driver_connection.get_server_pid())
+
+    event.listen(engine.sync_engine, "after_cursor_execute", note)
+    try:
+        assert client.get("/api/v1/auth/me", headers=auth("fire1")).status_code == 200
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", note)
+    assert pids
+
+    async def kill() -> None:
+        observer = make_engine(require_postgres(), ping_idle_s=None, isolation_level="AUTOCOMMIT")
+        try:
+            async with observer.connect() as obs:
+                for pid in pids:
+                    await obs.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        finally:
+            await observer.dispose()
+
+    asyncio.run(kill())
+    lost = client.get("/api/v1/auth/me", headers=auth("fire1"))
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["content-type"].startswith("application/problem+json")
+    assert int(lost.headers["retry-after"]) > 0 and lost.json()["code"] == "overloaded"
+    assert client.get("/api/v1/auth/me", headers=auth("fire1")).status_code == 200
