@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Table, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, any_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -180,6 +180,18 @@ async def enqueue_for_devices(
 
 
 # ---- the worker's side: every method its own committed transaction ---------------------------
+
+
+def _id_among(pg: bool, column: Any, ids: list[uuid.UUID]) -> ColumnElement[bool]:
+    """`column IN ids` as one statement text whatever the count: on PostgreSQL `= ANY(:ids)`, one
+    array parameter. An expanding `IN` renders new SQL for each list length, which SQLAlchemy
+    rewrites per execution and asyncpg prepares once per connection and text."""
+    if pg:
+        return cast(
+            "ColumnElement[bool]",
+            column == any_(bindparam(None, ids, type_=postgresql.ARRAY(column.type))),
+        )
+    return cast("ColumnElement[bool]", column.in_(ids))
 
 
 class SqlOutboxStore:
@@ -348,11 +360,12 @@ class SqlOutboxStore:
                 ),
                 [records[key] for key in sorted(records)],
             )
+            pg = dialect_of(session) == "postgresql"
             for token, ids in by_token.items():
                 rows = await session.execute(
                     update(t)
                     .where(
-                        t.c.id.in_(sorted(ids)),
+                        _id_among(pg, t.c.id, sorted(ids)),
                         t.c.state == JobState.PENDING.value,
                         t.c.lease_token == token,
                     )
