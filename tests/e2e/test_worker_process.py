@@ -22,6 +22,14 @@ from tests.peers.webpush_receiver import WebPushReceiver
 
 pytestmark = pytest.mark.e2e
 LIANDONG = str(Path(sys.executable).parent / "liandong")
+# Ctrl-C (SIGINT) as a terminal gives it: a test run started in the background of a script
+# inherits SIGINT ignored, and Python then leaves it ignored (the worker never stopped).
+WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 # uvloop is the default (no setting); asyncio is the operator's fall-back, chosen by setting.
 ASYNCIO_LOOP = "asyncio.unix_events._UnixSelectorEventLoop"
@@ -49,16 +57,21 @@ def test_worker_delivers_a_warning_on_the_configured_event_loop(
         LIANDONG_PUSH_TEST_HOSTS="127.0.0.1",
         **env_loop,
     )
-    with WebPushReceiver() as receiver:
+    err = tmp_path / "worker.err"  # a file, not a pipe nobody reads until the end
+    with WebPushReceiver() as receiver, err.open("w") as err_file:
         inside = subscribe(client, receiver, at(*CENTRE))
         alert = publish(client, auth)
         proc = subprocess.Popen(
-            [LIANDONG, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*WITH_CTRL_C, LIANDONG, "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
         )
         try:
             assert proc.stdout is not None
             started = proc.stdout.readline() + proc.stdout.readline()
-            assert f"running on {loop_class}" in started, (started, proc.stderr)
+            assert f"running on {loop_class}" in started, started
             assert receiver.wait_for(1, timeout=60), "the worker delivered nothing"
             assert [p.sub_id for p in receiver.pushes()] == [inside]
             assert receiver.rejections == []
@@ -72,7 +85,12 @@ def test_worker_delivers_a_warning_on_the_configured_event_loop(
                     break
                 assert time.monotonic() < deadline, report
                 time.sleep(0.1)
-        finally:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=30)
-        assert code == 0, proc.stderr.read() if proc.stderr else code
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker stderr:\n{err.read_text()[-4000:]}") from exc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    assert code == 0, err.read_text()[-4000:]
