@@ -28,7 +28,7 @@ from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from, 
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
-from server.db import is_sqlite, make_engine, make_sessionmaker
+from server.db import make_engine, make_sessionmaker
 from server.domain.admin.controllers import (
     AuditController,
     EnterpriseAdminController,
@@ -227,8 +227,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # publishing transaction: attach that hook explicitly, never by an import's side effect.
     resident_audience.install()
     admission = admission_from(settings)
-    url = settings.database_url
-    engine = make_engine(url, **({} if is_sqlite(url) else {"pool_size": pool_size(admission)}))
+    engine = make_engine(settings.database_url, pool_size=pool_size(admission))
 
     async def _dispose() -> None:
         await engine.dispose()

@@ -90,10 +90,17 @@ def ping_idle_connections(engine: AsyncEngine, idle_s: float) -> None:
             raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
 
 
-def make_engine(url: str, *, ping_idle_s: float | None = PING_IDLE_S, **kwargs: Any) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    ping_idle_s: float | None = PING_IDLE_S,
+    pool_size: int = POOL_SIZE,
+    **kwargs: Any,
+) -> AsyncEngine:
     """An async engine; on SQLite every new connection loads SpatiaLite first. On PostgreSQL
-    the pool hands out its most recently used connection first (`pool_use_lifo`) and pings
-    only connections idle `ping_idle_s` or more (`ping_idle_connections`; None: never)."""
+    the pool keeps `pool_size` connections, hands out its most recently used one first
+    (`pool_use_lifo`) and pings only connections idle `ping_idle_s` or more
+    (`ping_idle_connections`; None: never)."""
     if is_sqlite(url):
         engine = create_async_engine(url, **kwargs)
 
@@ -108,9 +115,8 @@ def make_engine(url: str, *, ping_idle_s: float | None = PING_IDLE_S, **kwargs: 
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_size", POOL_SIZE)
     kwargs.setdefault("pool_use_lifo", True)
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, pool_size=pool_size, **kwargs)
     if ping_idle_s is not None and not kwargs.get("pool_pre_ping"):
         ping_idle_connections(engine, ping_idle_s)
     return engine

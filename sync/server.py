@@ -481,24 +481,6 @@ class SyncServer:
         versions = await batch.flush(self.clock.now_ms())
         return [versions.get(k) or (batch.loaded.get(k) or _NO_RECORD).version for k in keys]
 
-    async def rescope(self, tx: SyncTx, entity: str, ids: Sequence[UUID]) -> list[UUID]:
-        """Re-compute the scopes of stored records from their values (after the policy's
-        scope rules changed, e.g. in a data migration). A live record whose scopes differ is
-        saved under a new version with its fields unchanged: it reaches the devices of its
-        new scopes (with every field) and is evicted from scopes it left. Returns those ids."""
-        batch = _Batch(self, tx)
-        await batch.preload((entity, rid) for rid in ids)
-        for key, rec in batch.loaded.items():
-            if rec is None or rec.deleted:
-                continue
-            scopes = self.policy.record_scopes(rec)
-            if scopes != rec.scopes:
-                batch.pending[key] = _Pending(
-                    record=msgspec.structs.replace(rec, scopes=scopes), original=rec
-                )
-        await batch.flush(self.clock.now_ms())
-        return [rid for _, rid in batch.pending]
-
     async def write(
         self,
         entity: str,

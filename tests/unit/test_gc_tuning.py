@@ -24,6 +24,7 @@ async def test_serving_freezes_start_up_and_lets_a_page_come_and_go_without_coll
         if phase == "start":
             started.append(info["generation"])
 
+    assert gc.isenabled()  # else no collection could start, whatever the threshold
     async with frozen_heap(None):  # type: ignore[arg-type]
         assert gc.get_threshold() == YOUNG_COLLECTION_AFTER
         assert gc.get_freeze_count() > 0
