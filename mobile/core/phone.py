@@ -28,7 +28,7 @@ from mobile.core.photos import (
 )
 from mobile.core.secret_store import SecretStore
 from mobile.core.session import Account, Session, SignIn, SignOut
-from mobile.core.transport import HttpTransport
+from mobile.core.transport import HttpTransport, http_client
 from mobile.core.tus_client import DEFAULT_CHUNK, FaultHook, TusUploader
 from mobile.core.views import Me, Views
 from sync.client import SyncClient
@@ -54,7 +54,7 @@ class PhoneCore:
         connectivity: Connectivity | None = None,
         interval_s: float = 300.0,
     ) -> None:
-        self.http = http or httpx.Client(timeout=30.0)
+        self.http = http or http_client(30.0)
         self.connectivity = connectivity
         self.interval_s = interval_s
         self.session = Session(data_dir, secrets, http=self.http, now=now)

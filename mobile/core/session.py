@@ -29,6 +29,7 @@ import httpx
 from mobile.core import localdb
 from mobile.core.clock import Now, utcnow
 from mobile.core.secret_store import SecretStore
+from mobile.core.transport import http_client
 
 TOKENS_KEY = "tokens"
 
@@ -151,7 +152,7 @@ class Session:
     ) -> None:
         self.data_dir = data_dir
         self.secrets = secrets
-        self.http = http or httpx.Client(timeout=timeout_s)
+        self.http = http or http_client(timeout_s)
         self._now = now
         self.refresh_margin_s = refresh_margin_s
         self.device_id = device_id(data_dir)

@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import msgspec
@@ -55,13 +55,76 @@ BUSY = frozenset({429, 503})
 EXCHANGE = "/api/v1/sync/exchange"
 
 
-def verify_tls(url: str) -> bool:
-    """httpx's `verify` for a server at `url`: certificates checked against the CA bundle for
-    https; for plain http (a test or intranet server) no TLS context is built at all, since
-    httpx otherwise loads the whole CA bundle (~50 ms of CPU on a PC, more on a phone) for a
-    connection that never uses it. A redirect is never followed, so http cannot turn into
-    https without verification."""
-    return url.lower().startswith("https:")
+def verify_tls(url: str | httpx.URL) -> bool:
+    """Whether a request to `url` is verified against the CA bundle: yes for https; for plain
+    http (a test or intranet server) no TLS context is needed at all, and httpx otherwise loads
+    the whole CA bundle (~50 ms of CPU on a PC, more on a phone) for connections that never use
+    it. A redirect is never followed, so http cannot turn into https without verification."""
+    return httpx.URL(url).scheme == "https"
+
+
+_T = TypeVar("_T", bound=httpx.HTTPTransport | httpx.AsyncHTTPTransport)
+
+
+class _ByScheme(Generic[_T]):
+    """The plain transport at once; the verified one (its TLS context, the CA bundle) at the
+    first request that `verify_tls` says needs it, never for a client that only speaks http."""
+
+    def __init__(self, make: Callable[[bool], _T]) -> None:
+        self._make = make
+        self.plain = make(False)
+        self.verified: _T | None = None
+        self._lock = threading.Lock()  # a sync client is used from several worker threads
+
+    def pick(self, request: httpx.Request) -> _T:
+        if not verify_tls(request.url):
+            return self.plain
+        with self._lock:
+            if self.verified is None:
+                self.verified = self._make(True)
+            return self.verified
+
+    def built(self) -> list[_T]:
+        return [self.plain] + ([self.verified] if self.verified is not None else [])
+
+
+class TlsOnDemand(httpx.BaseTransport):
+    """The transport of every blocking client the phone core builds (`http_client`)."""
+
+    def __init__(self) -> None:
+        self.parts = _ByScheme(lambda verify: httpx.HTTPTransport(verify=verify))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.parts.pick(request).handle_request(request)
+
+    def close(self) -> None:
+        for part in self.parts.built():
+            part.close()
+
+
+class AsyncTlsOnDemand(httpx.AsyncBaseTransport):
+    """`TlsOnDemand` for an `httpx.AsyncClient` (the "pull now" listener)."""
+
+    def __init__(self) -> None:
+        self.parts = _ByScheme(lambda verify: httpx.AsyncHTTPTransport(verify=verify))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.parts.pick(request).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for part in self.parts.built():
+            await part.aclose()
+
+
+def http_client(timeout: float | httpx.Timeout) -> httpx.Client:
+    """A blocking client as the phone core uses (sign-in, push/pull, photo upload): https
+    verified against the CA bundle, loaded only when the first https request is made."""
+    return httpx.Client(timeout=timeout, transport=TlsOnDemand())
+
+
+def async_http_client(timeout: float | httpx.Timeout) -> httpx.AsyncClient:
+    """`http_client` for asyncio (the "pull now" listener)."""
+    return httpx.AsyncClient(timeout=timeout, transport=AsyncTlsOnDemand())
 
 
 class ServerBusyError(TransportError):
@@ -115,7 +178,7 @@ class HttpTransport:
         self.gzip_requests = gzip_requests
         self.gzip_min_bytes = gzip_min_bytes
         self._own = client is None
-        self.client = client or httpx.Client(timeout=timeout_s, verify=verify_tls(self.base_url))
+        self.client = client or http_client(timeout_s)
         self._events: httpx.AsyncClient | None = None
         self._counting = threading.Lock()
         self._timeout_s = timeout_s
@@ -209,9 +272,7 @@ class HttpTransport:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
         if self._events is None:
             # Connect within the request timeout; then read for as long as the stream lasts.
-            self._events = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout_s, read=None), verify=verify_tls(self.base_url)
-            )
+            self._events = async_http_client(httpx.Timeout(self._timeout_s, read=None))
         try:
             async with self._events.stream(
                 "GET", self.base_url + "/api/v1/sync/events", headers=headers, timeout=None
