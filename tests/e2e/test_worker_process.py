@@ -5,12 +5,14 @@ loopback push service that verifies and decrypts it, and the worker stops cleanl
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from litestar.testing import TestClient
@@ -37,6 +39,33 @@ LOOPS = [
     pytest.param({}, "uvloop.Loop", id="uvloop-default"),
     pytest.param({"LIANDONG_EVENT_LOOP": "asyncio"}, ASYNCIO_LOOP, id="asyncio"),
 ]
+STARTUP_S = 60.0  # a worker that has not said it runs by then never will
+
+
+def first_lines(stream: IO[str], count: int, timeout_s: float) -> str:
+    """The first `count` lines a process prints (fewer if it ends first); AssertionError if
+    they take longer than `timeout_s`, where a bare `readline` would hang the suite."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:  # ends when the process prints or closes its output (killed)
+        for _ in range(count):
+            line = stream.readline()
+            lines.put(line)
+            if not line:
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    got: list[str] = []
+    while len(got) < count and (not got or got[-1]):
+        try:
+            got.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(
+                f"no start-up line {len(got) + 1} of {count} within {timeout_s:g} s; "
+                f"printed so far: {''.join(got)!r}"
+            ) from None
+    return "".join(got)
 
 
 @pytest.mark.parametrize(("env_loop", "loop_class"), LOOPS)
@@ -70,7 +99,7 @@ def test_worker_delivers_a_warning_on_the_configured_event_loop(
         )
         try:
             assert proc.stdout is not None
-            started = proc.stdout.readline() + proc.stdout.readline()
+            started = first_lines(proc.stdout, 2, STARTUP_S)
             assert f"running on {loop_class}" in started, started
             assert receiver.wait_for(1, timeout=60), "the worker delivered nothing"
             assert [p.sub_id for p in receiver.pushes()] == [inside]
@@ -94,3 +123,20 @@ def test_worker_delivers_a_warning_on_the_configured_event_loop(
                 proc.kill()
                 proc.wait(timeout=30)
     assert code == 0, err.read_text()[-4000:]
+
+
+def test_a_silent_process_fails_the_start_up_wait_instead_of_hanging() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "print('one', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match=r"no start-up line 2 of 2 within 2 s.*'one\\n'"):
+            first_lines(proc.stdout, 2, 2.0)
+        assert time.monotonic() - started < 10
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
