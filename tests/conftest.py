@@ -27,17 +27,15 @@ from server.app import create_app
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
 from server.demo import DEMO_USERS, seed
+from server.loops import EVENT_LOOPS
 from server.migrate import upgrade
 from tests.snapshots import DatabaseState
 
 PG_URL = os.environ.get("LIANDONG_TEST_PG_URL")
 # The event loop every test's asyncio.run, TestClient and anyio test runs on: `uvloop`, what
 # `liandong serve` and `liandong worker` run by default (server/loops.py), or `asyncio`.
+# Anything else stops the session before it starts (a typo must not quietly test asyncio).
 TEST_EVENT_LOOP = os.environ.get("LIANDONG_TEST_EVENT_LOOP", "asyncio")
-if TEST_EVENT_LOOP == "uvloop":
-    import uvloop
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DEMO_PASSWORD = "liandong-demo"
 
@@ -45,6 +43,19 @@ BACKENDS = [
     pytest.param("sqlite", id="spatialite"),
     pytest.param("postgis", id="postgis", marks=pytest.mark.postgis),
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Set the tests' event loop (`LIANDONG_TEST_EVENT_LOOP`), refusing an unknown one."""
+    if TEST_EVENT_LOOP not in EVENT_LOOPS:
+        raise pytest.UsageError(
+            f"LIANDONG_TEST_EVENT_LOOP={TEST_EVENT_LOOP!r} is not an event loop: "
+            f"one of {', '.join(EVENT_LOOPS)} (default asyncio)"
+        )
+    if TEST_EVENT_LOOP == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 _created_databases: list[tuple[str, str]] = []

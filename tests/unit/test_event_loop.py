@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from click.testing import CliRunner
 
 from server.cli import _with_loop, main
 from server.config import Settings
-from server.loops import EventLoopUnavailable, loop_factory
+from server.loops import EventLoopUnavailable, loop_factory, running_loop_name
 from server.serving import uvicorn_options
 
 
@@ -67,3 +69,27 @@ def test_without_uvloop_the_commands_say_how_to_fall_back(env: pytest.MonkeyPatc
         assert result.exit_code == 1, result.output
         assert "LIANDONG_EVENT_LOOP=asyncio" in result.output
     assert loop_factory("asyncio") is asyncio.SelectorEventLoop
+
+
+def test_the_suite_runs_on_the_loop_its_setting_names() -> None:
+    from tests.conftest import TEST_EVENT_LOOP
+
+    async def name() -> str:
+        return running_loop_name()
+
+    assert ("uvloop" in asyncio.run(name())) == (TEST_EVENT_LOOP == "uvloop")
+
+
+def test_an_unknown_test_event_loop_stops_the_session_at_its_start(tmp_path: Path) -> None:
+    env = {**os.environ, "LIANDONG_TEST_EVENT_LOOP": "uv-loop"}
+    collect = ["--collect-only", "-q", "-p", "no:cacheprovider", __file__]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *collect],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "LIANDONG_TEST_EVENT_LOOP='uv-loop' is not an event loop" in run.stderr
