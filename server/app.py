@@ -28,7 +28,7 @@ from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from, 
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
-from server.db import make_engine, make_sessionmaker
+from server.db import make_engine, make_sessionmaker, read_engine
 from server.domain.admin.controllers import (
     AuditController,
     EnterpriseAdminController,
@@ -309,6 +309,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "engine": engine,
+                "read_engine": read_engine(engine),
                 "admission": admission,
                 # Synced sessions: a REST write enters the sync change log in its transaction.
                 **synced_sessionmaker(make_sessionmaker(engine)),

@@ -7,15 +7,17 @@ existence is not leaked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     String,
     Text,
+    Uuid,
     bindparam,
     cast,
     exists,
@@ -46,6 +48,42 @@ from server.models import (
     Task,
     User,
 )
+
+_Stmt = TypeVar("_Stmt")
+
+_PRINCIPAL_PARAMS = {"user_id": "p_user", "org_id": "p_org", "area_id": "p_area"}
+"""The bound parameters a statement built by `for_principal` takes from its principal."""
+
+_BUILT: dict[tuple[object, ...], Any] = {}
+
+
+def for_principal(name: str, p: Principal, build: Callable[[Principal], _Stmt]) -> _Stmt:
+    """`build(p)`, a statement written with the rules above, built once per process for each
+    shape of principal (role, and which of organisation and area they have) with the
+    principal's ids as bound parameters: run it with `principal_params(p)`.
+
+    What a pull asks on every request (a user's tasks, areas and grids) cost more to build
+    than to run: SQLAlchemy's operators, coercions and cache key are about 0.3 ms of Python a
+    statement, and a responder's idle pull built five. The rules stay written once, for a
+    principal; here they are handed one whose ids are parameters. A rule that tests an id's
+    truth (`if p.org_id`) rather than `is None` cannot be built this way (SQLAlchemy refuses
+    the truth of a parameter): write it with `is not None`."""
+    key = (name, p.role, p.org_id is None, p.area_id is None)
+    built = _BUILT.get(key)
+    if built is None:
+        ids: dict[str, Any] = {
+            field: None if getattr(p, field) is None else bindparam(param, type_=Uuid)
+            for field, param in _PRINCIPAL_PARAMS.items()
+        }
+        built = _BUILT[key] = build(dataclasses.replace(p, **ids))
+    stmt: _Stmt = built
+    return stmt
+
+
+def principal_params(p: Principal) -> dict[str, Any]:
+    """The bound parameters of a statement built by `for_principal` (those it has no use
+    for are ignored)."""
+    return {param: getattr(p, field) for field, param in _PRINCIPAL_PARAMS.items()}
 
 
 def _area_subtree(area_id: Any) -> Any:
@@ -124,7 +162,7 @@ def visible(p: Principal, model: type[Any]) -> ColumnElement[bool] | None:
                 _assigned_to_my_org(p),
             )
         case Role.ENTERPRISE_STAFF, m if m is Enterprise:
-            return Enterprise.org_id == p.org_id if p.org_id else false()
+            return Enterprise.org_id == p.org_id if p.org_id is not None else false()
         case Role.ENTERPRISE_STAFF, m if m is Grid:
             return Grid.id.in_(select(Enterprise.grid_id).where(Enterprise.org_id == p.org_id))
         case Role.DISPATCHER, m if m is CheckSubmission:

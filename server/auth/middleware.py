@@ -6,15 +6,13 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from sqlalchemy import select
 
 from i18n import N_
 from schemas.common import Role
 from server.auth.principal import Principal
-from server.auth.tokens import decode_access, live_session
-from server.db import dialect_of
+from server.auth.tokens import ACCOUNT, decode_access
 from server.errors import Unauthenticated
-from server.models import User, utcnow
+from server.models import utcnow
 
 EXCLUDE_REGEX = [
     r"^/healthz$",
@@ -38,29 +36,23 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
             raise Unauthenticated(N_("missing bearer token"))
         settings = connection.app.state.settings
         claims = decode_access(settings.secret_key, token.strip())
-        # One round trip per request: the user and whether the token's session is still live.
-        stmt = select(User, live_session(claims.session_id, utcnow())).where(
-            User.id == claims.user_id
-        )
-        async with connection.app.state.sessionmaker() as session:
-            if dialect_of(session) == "postgresql":
-                # One statement needs no transaction: without one, no BEGIN and no ROLLBACK
-                # round trip around it (two of a pull's sixteen in the surge of 29 November).
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            row = (await session.execute(stmt)).one_or_none()
-        if row is None or row[0].disabled or row[0].deleted_at is not None:
+        # One round trip per request: the account and whether the token's session is still
+        # live, one statement built once, outside a transaction (`read_engine`).
+        params = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
+        async with connection.app.state.read_engine.connect() as conn:
+            row = (await conn.execute(ACCOUNT, params)).one_or_none()
+        if row is None or row.disabled or row.deleted_at is not None:
             raise Unauthenticated(N_("account disabled or removed"))
-        user, live = row
-        if not live:
+        if not row.live:
             raise Unauthenticated(N_("session ended (logged out or revoked)"))
         principal = Principal(
-            user_id=user.id,
-            username=user.username,
-            role=Role(user.role),
-            org_id=user.org_id,
-            area_id=user.area_id,
+            user_id=claims.user_id,
+            username=row.username,
+            role=Role(row.role),
+            org_id=row.org_id,
+            area_id=row.area_id,
             session_id=claims.session_id,
             device_id=claims.device_id,
-            language=user.language,
+            language=row.language,
         )
         return AuthenticationResult(user=principal, auth=token)

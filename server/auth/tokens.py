@@ -11,11 +11,11 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import Exists, exists, select, update
+from sqlalchemy import DateTime, Exists, Uuid, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -143,10 +143,26 @@ async def rotate_refresh(
     return user, new_token, family
 
 
-def live_session(family_id: uuid.UUID, now: datetime) -> Exists:
+def live_session(family_id: Any, now: Any) -> Exists:
     """SQL: the family still has an unrevoked, unexpired refresh token (the session is live)."""
     return exists().where(
         RefreshToken.family_id == family_id,
         RefreshToken.revoked_at.is_(None),
         RefreshToken.expires_at > now,
     )
+
+
+ACCOUNT = select(
+    User.username,
+    User.role,
+    User.org_id,
+    User.area_id,
+    User.language,
+    User.disabled,
+    User.deleted_at,
+    live_session(
+        bindparam("session_id", type_=Uuid), bindparam("now", type_=DateTime(timezone=True))
+    ).label("live"),
+).where(User.id == bindparam("user_id", type_=Uuid))
+"""What every authenticated request reads, in one statement built once: the account and
+whether the access token's session is live. Parameters: `user_id`, `session_id`, `now`."""

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 
 from geoalchemy2.shape import to_shape
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Uuid, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.common import Role
@@ -43,6 +43,17 @@ def _org_memo(session: Session) -> dict[uuid.UUID, tuple[uuid.UUID | None, str |
     return memo
 
 
+_ORG_FACTS = select(Organisation.area_id, Organisation.unit_kind).where(
+    Organisation.id == bindparam("org", type_=Uuid)
+)
+_AREAS_VERSION = select(func.count(), func.max(AdminArea.updated_at)).select_from(AdminArea)
+_FACTS_AND_VERSION = _AREAS_VERSION.add_columns(
+    _ORG_FACTS.with_only_columns(Organisation.area_id).scalar_subquery(),
+    _ORG_FACTS.with_only_columns(Organisation.unit_kind).scalar_subquery(),
+)
+"""Built once: each is asked on every pull (building one cost more than running it)."""
+
+
 def organisation_facts(
     session: Session, org_id: uuid.UUID | None
 ) -> tuple[uuid.UUID | None, str | None]:
@@ -51,9 +62,7 @@ def organisation_facts(
         return None, None
     memo = _org_memo(session)
     if org_id not in memo:
-        row = session.execute(
-            select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
-        ).one_or_none()
+        row = session.connection().execute(_ORG_FACTS, {"org": org_id}).one_or_none()
         memo[org_id] = (row[0], row[1]) if row is not None else (None, None)
     return memo[org_id]
 
@@ -65,15 +74,9 @@ def _facts_and_version(session: Session, org_id: uuid.UUID | None) -> tuple[obje
     if org_id is None:
         return _areas_version(session)
     memo = _org_memo(session)
-    org = select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
-    count, changed, area, kind = session.execute(
-        select(
-            func.count(),
-            func.max(AdminArea.updated_at),
-            org.with_only_columns(Organisation.area_id).scalar_subquery(),
-            org.with_only_columns(Organisation.unit_kind).scalar_subquery(),
-        ).select_from(AdminArea)
-    ).one()
+    count, changed, area, kind = (
+        session.connection().execute(_FACTS_AND_VERSION, {"org": org_id}).one()
+    )
     memo.setdefault(org_id, (area, kind))
     return (str(session.get_bind().engine.url), count, changed)
 
@@ -146,9 +149,7 @@ def _areas_version(session: Session) -> tuple[object, ...]:
     """What the reach of any area depends on, in one cheap read: the database, how many areas
     there are and when one last changed (every area write goes through the ORM, which stamps
     `updated_at`; a soft delete too)."""
-    count, changed = session.execute(
-        select(func.count(), func.max(AdminArea.updated_at)).select_from(AdminArea)
-    ).one()
+    count, changed = session.connection().execute(_AREAS_VERSION).one()
     return (str(session.get_bind().engine.url), count, changed)
 
 

@@ -85,7 +85,7 @@ from server.models import (
     MediaObject,
     Task,
 )
-from server.scope import home_area_subtree, visible
+from server.scope import for_principal, home_area_subtree, principal_params, visible
 from sync.merge import RecordState
 from sync.server import WriteContext
 from sync.storage import SyncTx
@@ -217,10 +217,7 @@ class ServerPolicy:
         s = self.s
         if p.role in _DISPATCH:
             out |= reference_reads(s, p)
-            every = select(AdminArea.id)
-            ids, grids = _areas_with_grids(
-                s, every if p.role is Role.ADMIN else home_area_subtree(p)
-            )
+            ids, grids = _home_areas_with_grids(s, p)
             out |= {f"area:{a}" for a in ids} | {f"harea:{a}" for a in ids}
             out |= {f"gridref:{g}" for g in grids}
             return frozenset(out)
@@ -234,20 +231,16 @@ class ServerPolicy:
         if p.role is Role.RESPONDER:
             if p.org_id is not None:
                 out.add(f"unit:{p.org_id}")
-            areas, near = _areas_with_grids(s, home_area_subtree(p))
+            areas, near = _home_areas_with_grids(s, p)
             out |= {f"harea:{a}" for a in areas}
             out |= {f"gridref:{g}" for g in near}
         elif p.role is Role.INSPECTOR:
-            mine = s.execute(
-                select(Grid.id).where(Grid.inspector_id == p.user_id, Grid.deleted_at.is_(None))
-            ).scalars()
-            for g in mine:
+            stmt = for_principal("sync.inspector_grids", p, _inspector_grids_stmt)
+            for g in s.connection().execute(stmt, principal_params(p)).scalars():
                 out |= {f"grid:{g}", f"gridref:{g}"}
         elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
-            rows = s.execute(
-                select(Enterprise.id, Enterprise.grid_id).where(Enterprise.org_id == p.org_id)
-            )
-            for ent, grid in rows:
+            stmt = for_principal("sync.enterprises", p, _enterprises_stmt)
+            for ent, grid in s.connection().execute(stmt, principal_params(p)):
                 out.add(f"enterprise:{ent}")
                 if grid is not None:
                     out.add(f"gridref:{grid}")
@@ -434,10 +427,7 @@ class ServerPolicy:
         mark_skip(self.s, row)  # the resolution already wrote the record
 
 
-def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
-    """One read of `p`'s live tasks: the areas of their current ones (assigned to them or
-    their unit: where their reference data comes from) and the incidents of those they see
-    (None for enterprise staff, who have no tasks and so no incidents)."""
+def _task_facts_stmt(p: Principal) -> Any:
     mine = my_tasks(p)
     try:
         seen = visible(p, Task)
@@ -445,35 +435,52 @@ def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID
         seen = false()
     if seen is None:
         seen = true()
-    rows = s.execute(
-        select(
-            Task.area_id,
-            Task.status,
-            Task.incident_id,
-            mine.self_group().label("mine"),
-            seen.self_group().label("seen"),
-        ).where(or_(mine, seen), Task.deleted_at.is_(None))
-    ).all()
+    return select(
+        Task.area_id,
+        Task.status,
+        Task.incident_id,
+        mine.self_group().label("mine"),
+        seen.self_group().label("seen"),
+    ).where(or_(mine, seen), Task.deleted_at.is_(None))
+
+
+def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
+    """One read of `p`'s live tasks: the areas of their current ones (assigned to them or
+    their unit: where their reference data comes from) and the incidents of those they see
+    (None for enterprise staff, who have no tasks and so no incidents)."""
+    stmt = for_principal("sync.task_facts", p, _task_facts_stmt)
+    rows = s.connection().execute(stmt, principal_params(p)).all()
     areas = task_area_ids((a, st) for a, st, _, m, _ in rows if m)
     if p.role is Role.ENTERPRISE_STAFF:
         return areas, None
     return areas, {i for _, _, i, _, v in rows if v and i is not None}
 
 
-def _areas_with_grids(s: Session, areas: Any) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """The ids of `areas` (a select of area ids) and of the grids in them, in one statement."""
-    sub = areas.subquery()
+def _home_areas_stmt(p: Principal) -> Any:
+    """Ids of `p`'s home areas and of the grids in them, in one statement."""
+    sub = (select(AdminArea.id) if p.role is Role.ADMIN else home_area_subtree(p)).subquery()
     (area_id,) = sub.c
-    rows = s.execute(
-        select(area_id, Grid.id).select_from(sub).outerjoin(Grid, Grid.area_id == area_id)
-    )
+    return select(area_id, Grid.id).select_from(sub).outerjoin(Grid, Grid.area_id == area_id)
+
+
+def _home_areas_with_grids(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The ids of `p`'s home areas (every area for administrators) and of the grids in them."""
+    stmt = for_principal("sync.home_areas", p, _home_areas_stmt)
     ids: set[uuid.UUID] = set()
     grids: set[uuid.UUID] = set()
-    for a, g in rows:
+    for a, g in s.connection().execute(stmt, principal_params(p)):
         ids.add(a)
         if g is not None:
             grids.add(g)
     return ids, grids
+
+
+def _inspector_grids_stmt(p: Principal) -> Any:
+    return select(Grid.id).where(Grid.inspector_id == p.user_id, Grid.deleted_at.is_(None))
+
+
+def _enterprises_stmt(p: Principal) -> Any:
+    return select(Enterprise.id, Enterprise.grid_id).where(Enterprise.org_id == p.org_id)
 
 
 def lock_domain_rows(session: Session, entity: str, ids: Any) -> None:

@@ -18,6 +18,7 @@ one snapshot.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +26,18 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import and_, bindparam, case, delete, func, select, text, tuple_, update
+from sqlalchemy import (
+    TextClause,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -98,6 +110,25 @@ def encode_state(rec: RecordState) -> bytes:
 def decode_state(blob: bytes) -> RecordState:
     """Inverse of `encode_state`."""
     return _state_dec.decode(blob)
+
+
+_BOUNDS = select(SyncCounter.horizon, SyncCounter.seq).where(SyncCounter.id == 1)
+_CHECKSUMS = select(SyncChecksum.scope, SyncChecksum.checksum).where(
+    SyncChecksum.scope.in_(bindparam("scopes", expanding=True))
+)
+
+
+@functools.cache
+def _changed_probe(n: int) -> TextClause:
+    """`n` index probes (scope, seq) in one statement, built once per `n` (at most `_CHUNK`):
+    a text statement, as building it with the ORM cost more than running it."""
+    return text(
+        " UNION ALL ".join(
+            f"SELECT * FROM (SELECT scope FROM {SyncMember.__tablename__}"  # noqa: S608 - ours
+            f" WHERE scope = :s{i} AND seq > :c{i} LIMIT 1) AS q{i}"
+            for i in range(n)
+        )
+    )
 
 
 class SqlTx:
@@ -317,21 +348,16 @@ class SqlTx:
 
     async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
         """Scopes with a member after their cursor: one index probe each (scope, seq), all in
-        one statement (a text statement: building it with the ORM cost more than running it)."""
+        one statement (`_changed_probe`)."""
         out: set[str] = set()
         items = list(cursors.items())
-        table = SyncMember.__tablename__
+        connection = self.s.connection()
         for start in range(0, len(items), _CHUNK):
             part = items[start : start + _CHUNK]
-            sql = " UNION ALL ".join(
-                f"SELECT * FROM (SELECT scope FROM {table}"  # noqa: S608 - names are ours
-                f" WHERE scope = :s{i} AND seq > :c{i} LIMIT 1) AS q{i}"
-                for i in range(len(part))
-            )
             params: dict[str, Any] = {}
             for i, (scope, cursor) in enumerate(part):
                 params[f"s{i}"], params[f"c{i}"] = scope, cursor
-            out.update(self.s.execute(text(sql), params).scalars())
+            out.update(connection.execute(_changed_probe(len(part)), params).scalars())
         return out
 
     async def changes_since(
@@ -359,12 +385,9 @@ class SqlTx:
     async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
         """Each scope's checksum (0 when unknown)."""
         out = dict.fromkeys(scopes, 0)
+        connection = self.s.connection()
         for part in _chunks(list(out)):
-            rows = self.s.execute(
-                select(SyncChecksum.scope, SyncChecksum.checksum).where(
-                    SyncChecksum.scope.in_(part)
-                )
-            )
+            rows = connection.execute(_CHECKSUMS, {"scopes": part})
             out.update({scope: int(value or 0) for scope, value in rows})
         return out
 
@@ -379,9 +402,7 @@ class SqlTx:
 
     async def feed_bounds(self) -> tuple[int, int]:
         """(horizon, last seq) from the counter row in one statement."""
-        row = self.s.execute(
-            select(SyncCounter.horizon, SyncCounter.seq).where(SyncCounter.id == 1)
-        ).one()
+        row = self.s.connection().execute(_BOUNDS).one()
         return int(row[0]), int(row[1])
 
     async def purge_tombstones(self, before_ms: int) -> int:
