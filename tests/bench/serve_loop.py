@@ -2,8 +2,9 @@
 
 A real `liandong serve` process (one worker, `LIANDONG_EVENT_LOOP` set per run) on the demo
 data plus a few surge responders (tests/bench/surge_fixture.py); one kept-alive connection
-sends `REQUESTS` of each of `GET /healthz` and a responder's idle sync pull (msgpack, as
-tests/bench/surge_load.py sends it: the request the surge's hold pays for most). Per request:
+sends `REQUESTS` of each of `GET /healthz`, a responder's idle sync pull (msgpack, as
+tests/bench/surge_load.py sends it: the request the surge's hold pays for most) and a position
+report (its commonest write). Per request:
 the server process's CPU (user + system, /proc) and the client's median milliseconds. Runs
 alternate between the loops (`ROUNDS` each), so a change in the machine's load hits both.
 Not a test and not part of `make bench`; run it under the machine lock:
@@ -40,6 +41,7 @@ from tests.bench.bench_surge import SECRET, _server
 REQUESTS = int(os.environ.get("LIANDONG_SERVE_LOOP_REQUESTS", "2000"))
 ROUNDS = int(os.environ.get("LIANDONG_SERVE_LOOP_ROUNDS", "2"))
 WARMUP = 100
+JSON = "application/json"
 
 
 def _requests(
@@ -54,7 +56,7 @@ def _requests(
         conn.request(method, path, body=body or None, headers=headers)
         r = conn.getresponse()
         r.read()
-        assert r.status == 200, r.status
+        assert r.status in (200, 204), r.status
         times.append((time.perf_counter() - t) * 1000)
 
     for _ in range(WARMUP):
@@ -98,6 +100,8 @@ def measure(url: str, work: Path) -> list[dict[str, Any]]:
         "Content-Type": "application/msgpack",
         "Accept": "application/msgpack",
     }
+    fix = json.dumps({"location": {"type": "Point", "coordinates": [121.47, 31.23]}}).encode()
+    fix_headers = {"Authorization": pull_headers["Authorization"], "Content-Type": JSON}
     runs: list[dict[str, Any]] = []
     for k in range(ROUNDS):
         for loop in EVENT_LOOPS if k % 2 == 0 else EVENT_LOOPS[::-1]:
@@ -108,6 +112,9 @@ def measure(url: str, work: Path) -> list[dict[str, Any]]:
                 run["healthz"] = _requests(base, proc, "GET", "/healthz", b"", {})
                 run["idle_pull"] = _requests(
                     base, proc, "POST", "/api/v1/sync/pull", body, pull_headers
+                )
+                run["position"] = _requests(
+                    base, proc, "POST", "/api/v1/positions", fix, fix_headers
                 )
                 runs.append(run)
                 print(json.dumps(run), flush=True)

@@ -3,14 +3,23 @@ positions and who may do what. On SpatiaLite and on PostGIS."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import select
 
+from schemas.common import Point, Role
+from schemas.dispatch import PositionReport
+from server.auth.principal import Principal
+from server.db import make_engine, make_sessionmaker
 from server.demo import did
+from server.domain.dispatch.services import record_position
+from server.models import ResponderPosition
 from tests import factories as f
 from tests.conftest import DEMO_PASSWORD, Sessions
 from tests.integration.dispatch_helpers import nearest, tasks_of, unit_key, unit_locations
@@ -241,3 +250,47 @@ def test_positions_keep_the_newest_fix(client: TestClient[Any], auth: Sessions) 
     unit = next(u for u in units if u["unit_id"] == str(did("org:ems2")))
     me = next(r for r in unit["responders"] if r["user_id"] == str(did("user:ems2")))
     assert me["location"]["coordinates"] == [121.47, 31.24] and me["accuracy_m"] == 4.0
+
+
+def test_a_fix_without_a_task_keeps_the_task_and_an_older_fix_changes_nothing(
+    database_url: str,
+) -> None:
+    """The one-statement upsert (`record_position`) keeps the stored row's rules: the task of
+    the last task step stays until a fix names another, and a late, older fix is ignored."""
+    user = did("user:ems2")
+    ems2 = Principal(
+        user_id=user,
+        username="ems2",
+        role=Role.RESPONDER,
+        org_id=did("org:ems2"),
+        area_id=None,
+        session_id=uuid.uuid4(),
+        device_id="phone",
+    )
+    task, other = uuid.uuid4(), uuid.uuid4()
+
+    def fix(lon: float, at: str) -> PositionReport:
+        return PositionReport(
+            location=Point(coordinates=(lon, 31.2)), at=datetime.fromisoformat(at)
+        )
+
+    async def run() -> tuple[Any, ...]:
+        engine = make_engine(database_url)
+        try:
+            async with make_sessionmaker(engine)() as db, db.begin():
+                await record_position(db, ems2, fix(121.41, "2031-01-01T08:00:00+00:00"), task)
+                await record_position(db, ems2, fix(121.42, "2031-01-01T09:00:00+00:00"))
+                await record_position(db, ems2, fix(121.43, "2031-01-01T07:00:00+00:00"), other)
+            async with engine.connect() as conn:
+                row = await conn.execute(
+                    select(ResponderPosition.task_id, ResponderPosition.at).where(
+                        ResponderPosition.user_id == user
+                    )
+                )
+                return tuple(row.one())
+        finally:
+            await engine.dispose()
+
+    task_id, at = asyncio.run(run())
+    assert task_id == task
+    assert at == datetime.fromisoformat("2031-01-01T09:00:00+00:00")

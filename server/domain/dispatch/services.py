@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -22,6 +22,7 @@ from schemas.states import (
 from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.crud import apply_patch, get_visible, live_visible, noun, refuse_taken_id
+from server.db import dialect_of
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
     DEFAULT_POLICY,
@@ -42,6 +43,7 @@ from server.models import (
     User,
     utcnow,
 )
+from server.outbox import dialect_insert
 
 
 def incident_out(row: Incident, distance_m: float | None = None) -> s.Incident:
@@ -500,14 +502,38 @@ async def note_task(
     return event, True
 
 
-async def report_position(
-    session: AsyncSession, p: Principal, data: s.PositionReport
-) -> ResponderPosition:
+async def report_position(session: AsyncSession, p: Principal, data: s.PositionReport) -> None:
     """A position fix from a responder's or inspector's device (both doors: REST and a
     device's `position_fix`)."""
     if not p.has(Role.RESPONDER, Role.INSPECTOR):
         raise Forbidden(N_("only responders and inspectors report positions"))
-    return await record_position(session, p, data)
+    await record_position(session, p, data)
+
+
+_POSITION_COLUMNS = ("user_id", "org_id", "location", "accuracy_m", "at", "device_id", "task_id")
+_POSITION_UPSERT: dict[str, Any] = {}
+
+
+def _position_upsert(session: AsyncSession) -> Any:
+    """One statement, built once per backend: insert the user's position, or overwrite it
+    unless the stored fix is newer; the task is kept unless the fix names one."""
+    dialect = dialect_of(session)
+    stmt = _POSITION_UPSERT.get(dialect)
+    if stmt is None:
+        table = ResponderPosition.__table__
+        ins = dialect_insert(session, table).values(
+            {name: bindparam(name, type_=table.c[name].type) for name in _POSITION_COLUMNS}
+        )
+        new = ins.excluded
+        stmt = _POSITION_UPSERT[dialect] = ins.on_conflict_do_update(
+            index_elements=[table.c.user_id],
+            set_={
+                **{name: new[name] for name in _POSITION_COLUMNS if name != "user_id"},
+                "task_id": func.coalesce(new.task_id, table.c.task_id),
+            },
+            where=table.c.at <= new.at,
+        )
+    return stmt
 
 
 async def record_position(
@@ -515,25 +541,20 @@ async def record_position(
     p: Principal,
     data: s.PositionReport,
     task_id: uuid.UUID | None = None,
-) -> ResponderPosition:
+) -> None:
     """Keep the user's last known position; an older fix (sent late from offline) never
-    overwrites a newer one."""
-    at = data.at or utcnow()
-    row = await session.get(ResponderPosition, p.user_id)
-    if row is None:
-        row = ResponderPosition(user_id=p.user_id, at=at)
-        session.add(row)
-    elif row.at > at:
-        return row
-    row.org_id = p.org_id
-    row.location = geo.point_to_db(data.location)
-    row.accuracy_m = data.accuracy_m
-    row.at = at
-    row.device_id = data.device_id or p.device_id or None
-    if task_id is not None:
-        row.task_id = task_id
-    await session.flush()
-    return row
+    overwrites a newer one. One statement (a responder reports every few minutes: in a surge
+    this is the commonest write)."""
+    values = {
+        "user_id": p.user_id,
+        "org_id": p.org_id,
+        "location": geo.point_to_db(data.location),
+        "accuracy_m": data.accuracy_m,
+        "at": data.at or utcnow(),
+        "device_id": data.device_id or p.device_id or None,
+        "task_id": task_id,
+    }
+    await session.execute(_position_upsert(session), values)
 
 
 async def incident_timeline(
