@@ -22,6 +22,7 @@ from server.loops import (
     DEFAULT_EVENT_LOOP,
     EVENT_LOOPS,
     EventLoopUnavailable,
+    LoopFactory,
     loop_factory,
     running_loop_name,
 )
@@ -66,15 +67,15 @@ _LOOP_OPTION = click.option(
 )
 
 
-def _with_loop(settings: Settings, event_loop: str | None) -> Settings:
-    """The settings with `--loop` applied, once the chosen loop is known to be available here."""
+def _with_loop(settings: Settings, event_loop: str | None) -> tuple[Settings, LoopFactory]:
+    """The settings with `--loop` applied, and the chosen loop's factory (which also proves the
+    loop is available here: a clear error otherwise)."""
     if event_loop:
         settings = dataclasses.replace(settings, event_loop=event_loop)
     try:
-        loop_factory(settings.event_loop)
+        return settings, loop_factory(settings.event_loop)
     except EventLoopUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    return settings
 
 
 @main.command()
@@ -91,7 +92,7 @@ def serve(
 
     from server.serving import APP_FACTORY, uvicorn_options
 
-    settings = _with_loop(settings, event_loop)
+    settings, _ = _with_loop(settings, event_loop)  # uvicorn makes its loop from the name
     host = host or settings.host
     port = port or settings.port
     base = f"http://{host}:{port}"
@@ -405,7 +406,7 @@ def escalate(settings: Settings) -> None:
         click.echo(f"  {task_id}")
 
 
-def _run_worker(settings: Settings) -> None:
+def _run_worker(settings: Settings, new_loop: LoopFactory) -> None:
     import anyio
 
     from server.pushing import Background, worker_engine
@@ -427,7 +428,7 @@ def _run_worker(settings: Settings) -> None:
             await engine.dispose()
 
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run, backend_options={"loop_factory": loop_factory(settings.event_loop)})
+        anyio.run(run, backend_options={"loop_factory": new_loop})
 
 
 @main.command("worker")
@@ -437,18 +438,21 @@ def _run_worker(settings: Settings) -> None:
 def worker(settings: Settings, processes: int, event_loop: str | None) -> None:
     """Deliver queued pushes and run escalation, without serving HTTP. Several processes (or
     hosts) may run this at once: outbox claims are leased, escalation wins once per task."""
-    settings = _with_loop(settings, event_loop)
+    settings, new_loop = _with_loop(settings, event_loop)
     click.echo(
         f"liandong worker: {processes} process(es) on {settings.database_url}"
         f" ({settings.event_loop})"
     )
     if processes <= 1:
-        _run_worker(settings)
+        _run_worker(settings, new_loop)
         return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_run_worker, args=(settings,)) for _ in range(processes)]
+    # the factory travels to each child by name (uvloop.new_event_loop, the selector loop class)
+    children = [
+        ctx.Process(target=_run_worker, args=(settings, new_loop)) for _ in range(processes)
+    ]
     for child in children:
         child.start()
     try:

@@ -17,12 +17,15 @@ EVENT_LOOPS = ("uvloop", "asyncio")
 
 DEFAULT_EVENT_LOOP = EVENT_LOOPS[0]
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+"""What makes a new event loop (asyncio.Runner's and anyio.run's `loop_factory`)."""
+
 
 class EventLoopUnavailable(RuntimeError):
     """The configured event loop cannot run here (uvloop is not installed on this platform)."""
 
 
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory(name: str) -> LoopFactory:
     """A factory of new event loops of kind `name` (one of `EVENT_LOOPS`).
 
     `asyncio` is the standard library's selector loop, whatever event loop policy is set (as

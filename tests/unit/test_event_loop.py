@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -54,8 +55,27 @@ def test_serve_hands_uvicorn_the_configured_loop(
 
 def test_the_loop_option_overrides_the_setting(tmp_path: Path) -> None:
     settings = Settings(database_url="sqlite+aiosqlite:///x.db", secret_key="k", var_dir=tmp_path)
-    assert _with_loop(settings, None).event_loop == "uvloop"
-    assert _with_loop(settings, "asyncio").event_loop == "asyncio"
+    assert _with_loop(settings, None) == (settings, uvloop.new_event_loop)
+    chosen, factory = _with_loop(settings, "asyncio")
+    assert (chosen.event_loop, factory) == ("asyncio", asyncio.SelectorEventLoop)
+
+
+@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
+def test_the_worker_looks_its_loop_up_once(env: pytest.MonkeyPatch, name: str) -> None:
+    """`liandong worker` resolves the loop once, checks it is available, and runs on that
+    factory's loop (here it stops at once on it: no push sender is configured)."""
+    made: list[str] = []
+
+    def counted(loop: str) -> Any:
+        made.append(loop)
+        return loop_factory(loop)
+
+    env.setattr("server.cli.loop_factory", counted)
+    for key in ("LIANDONG_FCM_PROJECT_ID", "LIANDONG_VAPID_PRIVATE_KEY"):
+        env.delenv(key, raising=False)
+    result = CliRunner().invoke(main, ["worker", "--loop", name])
+    assert "no push sender configured" in result.output, result.output
+    assert made == [name]
 
 
 def test_without_uvloop_the_commands_say_how_to_fall_back(env: pytest.MonkeyPatch) -> None:
