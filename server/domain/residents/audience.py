@@ -20,8 +20,9 @@ Selection (both databases, spatial index):
 An Update or Cancel marks the still-unsent jobs of the chain's earlier messages `superseded` in
 the same transaction (`supersede_pending`), whoever they were for (residents, staff devices, duty
 contacts): a recipient whose Alert was still pending, backing off or mid fan-out gets the newer
-message instead, never the withdrawn one. Staff and duty contacts follow the residents' rule:
-an Update reaches those inside now plus whoever had a job of the chain, a Cancel only the latter.
+message instead, never the withdrawn one. Staff and duty contacts follow the residents' rule
+(`Reach`, the one definition): an Update reaches those inside now plus whoever had a job of the
+chain, a Cancel only the latter. The warning's area is parsed once per publish for all three.
 
 The resident jobs are written by one `INSERT ... SELECT` (no rows through Python): 100,000
 jobs cost the database a few seconds, not the server a few minutes. One job per (event,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    false,
     func,
     literal,
     null,
@@ -197,6 +199,22 @@ def _chain_recipients(events: Sequence[str], prefix: str = "r:") -> Select[Any]:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """Whom a message of a chain reaches, the one rule for residents, staff and duty contacts
+    (module doc): an Alert those inside its area; an Update those inside plus whoever had a job
+    of the chain's earlier messages (`events`); a Cancel only the latter."""
+
+    inside: bool
+    events: tuple[str, ...]
+
+    @classmethod
+    def of(cls, alert: Alert, events: Sequence[str]) -> Reach:
+        """The reach of `alert`, whose chain's earlier messages have outbox events `events`."""
+        earlier = tuple(events) if alert.msg_type in ("Update", "Cancel") else ()
+        return cls(inside=alert.msg_type != "Cancel", events=earlier)
+
+
+@dataclass(frozen=True)
 class ChainStaff:
     """Staff who had a job (on any device) for an earlier message of the chain: an Update or
     Cancel reaches them as it reaches the chain's earlier resident recipients."""
@@ -242,29 +260,21 @@ async def supersede_pending(session: AsyncSession, events: Sequence[str], *, by:
 async def enqueue_residents(
     session: AsyncSession,
     alert: Alert,
+    area: Polygon | MultiPolygon,
+    reach: Reach,
     *,
-    chain: Sequence[uuid.UUID] = (),
-    now: datetime | None = None,
+    now: datetime,
 ) -> int:
-    """Queue the warning for every resident it concerns (module doc); returns how many jobs.
-
-    `chain`: the ids of the earlier messages of its chain (oldest first).
-    """
+    """Queue the warning (its `area` parsed) for every resident in its `reach`; returns how
+    many jobs."""
     dialect = dialect_of(session)
-    now = now or utcnow()
-    area = geo.area_required(alert.area)
-    events = [event_of(a) for a in chain]
     device = _device_expr(dialect)
-    who: ColumnElement[bool]
-    if alert.msg_type == "Cancel":
-        who = device.in_(_chain_recipients(events))
-    elif alert.msg_type == "Update" and events:
-        who = or_(
-            ResidentSubscription.id.in_(inside_subscriptions(dialect, area)),
-            device.in_(_chain_recipients(events)),
-        )
-    else:
-        who = ResidentSubscription.id.in_(inside_subscriptions(dialect, area))
+    parts: list[ColumnElement[bool]] = []
+    if reach.inside:
+        parts.append(ResidentSubscription.id.in_(inside_subscriptions(dialect, area)))
+    if reach.events:
+        parts.append(device.in_(_chain_recipients(reach.events)))
+    who = or_(false(), *parts)
     bodies = {
         lang: _encode.encode(warning_message(alert, lang, now=now)).decode() for lang in LANGS
     }
@@ -307,24 +317,19 @@ async def enqueue_residents(
 
 
 async def warning_contacts(
-    session: AsyncSession, alert: Alert, events: Sequence[str]
+    session: AsyncSession, area: Polygon | MultiPolygon, reach: Reach
 ) -> list[Contact]:
-    """The duty contacts a message of the chain goes to, by the residents' rule: an Alert those
-    inside; an Update those inside plus those who had a job of the chain's earlier messages
-    (`events`) and are still on duty; a Cancel only the latter."""
+    """The duty contacts in a message's `reach`: those serving its `area` when it reaches
+    those inside, and those who had a job of the chain's earlier messages and are still on
+    duty."""
     earlier: list[Contact] = []
-    if alert.msg_type in ("Update", "Cancel") and events:
-        keys = (await session.execute(_chain_recipients(events, "c:"))).scalars()
+    if reach.events:
+        keys = (await session.execute(_chain_recipients(reach.events, "c:"))).scalars()
         ids = sorted({uuid.UUID(k.removeprefix("c:")) for k in keys})
-        rows = await session.execute(
-            select(Contact).where(
-                Contact.id.in_(ids), Contact.duty.is_(True), Contact.deleted_at.is_(None)
-            )
-        )
-        earlier = [c for c in rows.scalars() if sms_number(c.phone)]
-    if alert.msg_type == "Cancel":
+        earlier = await _duty_contacts(session, Contact.id.in_(ids))
+    if not reach.inside:
         return earlier
-    inside = await duty_contacts_inside(session, geo.area_required(alert.area))
+    inside = await duty_contacts_inside(session, area)
     known = {c.id for c in inside}
     return inside + [c for c in earlier if c.id not in known]
 
@@ -344,16 +349,16 @@ async def duty_contacts_inside(
             )
         )
     ).scalars()
-    contacts = (
-        await session.execute(
-            select(Contact).where(
-                Contact.duty.is_(True),
-                Contact.deleted_at.is_(None),
-                serving_areas(dialect, list(areas)),
-            )
-        )
-    ).scalars()
-    return [c for c in contacts if sms_number(c.phone)]
+    return await _duty_contacts(session, serving_areas(dialect, list(areas)))
+
+
+async def _duty_contacts(session: AsyncSession, which: ColumnElement[bool]) -> list[Contact]:
+    """The contacts `which` selects that are on duty, not deleted, and have a number that
+    takes an SMS."""
+    contacts = await session.execute(
+        select(Contact).where(Contact.duty.is_(True), Contact.deleted_at.is_(None), which)
+    )
+    return [c for c in contacts.scalars() if sms_number(c.phone)]
 
 
 def sms_number(phone: str) -> str | None:
@@ -392,22 +397,20 @@ async def enqueue_warning(
     duty contacts; counts by audience. Runs in the publishing transaction. An Update or Cancel
     first supersedes the chain's unsent jobs and reaches their recipients (module doc)."""
     now = now or utcnow()
-    area = geo.area_required(alert.area)
+    area = geo.area_required(alert.area)  # parsed once for every audience
     public = alert.status == "Actual"
-    events = tuple(event_of(a) for a in chain)
+    reach = Reach.of(alert, [event_of(a) for a in chain])
     counts = {"residents": 0, "duty_contacts": 0}
-    staff: Audience = StaffInside(area)
     if alert.msg_type in ("Update", "Cancel"):
-        await supersede_pending(session, events, by=event_of(alert.id))
-        staff = (
-            ChainStaff(events) if alert.msg_type == "Cancel" else AnyOf(staff, ChainStaff(events))
-        )
+        await supersede_pending(session, reach.events, by=event_of(alert.id))
     if public:
-        counts["residents"] = await enqueue_residents(session, alert, chain=chain, now=now)
+        counts["residents"] = await enqueue_residents(session, alert, area, reach, now=now)
+    staff: list[Audience] = [StaffInside(area)] if reach.inside else []
+    staff += [ChainStaff(reach.events)] if reach.events else []
     counts["staff"] = await notify(
-        session, warning_notice(alert, now=now, audience="staff"), staff, now=now
+        session, warning_notice(alert, now=now, audience="staff"), AnyOf(*staff), now=now
     )
-    contacts = await warning_contacts(session, alert, events) if public else []
+    contacts = await warning_contacts(session, area, reach) if public else []
     sms = warning_message(alert, i18n.DEFAULT_LANG, now=now)
     values = [
         {
