@@ -232,9 +232,9 @@ class SyncClient:
         self._report_pull(report, result)
         if self.store.pending(1):  # more than one batch, or a renewed device id
             await self.push(result)
-            await self.pull(result)
+            await self._pull(result)
         elif reply.pull.has_more or report.checksum_mismatch:
-            await self.pull(result)
+            await self._pull(result)
         else:
             self.store.finish_pull()
         return True
@@ -267,6 +267,7 @@ class SyncClient:
             return await self._pull(result)
 
     async def _pull(self, result: SyncResult | None) -> SyncResult:
+        # `pull` without its collector pause, for `sync_once`, which holds the pause already.
         result = result if result is not None else SyncResult()
         self.progress = {}
         refetched: set[str] = set()
@@ -330,7 +331,7 @@ class SyncClient:
         with collector_paused():
             if not (self.use_exchange and await self._exchange(result)):
                 await self.push(result)
-                await self.pull(result)
+                await self._pull(result)
         self._emit(EventKind.DONE, dict(result.pulled), detail=result)
         return result
 

@@ -270,6 +270,22 @@ class CollectorWatch(LocalTransport):
         return await super().pull(req)
 
 
+async def test_a_sync_enters_the_collector_pause_once(rig: Rig, pauses: list[int]) -> None:
+    """`sync_once` pauses the collector once for its push and all its pull pages (the pull it
+    runs does not enter it again); a pull on its own enters it once."""
+    writer = SyncClient(ClientStore(), LocalTransport(rig, "w"))
+    for _ in range(3):
+        writer.store.write("hazard", uuid.uuid4(), hazard_fields(), op=Op.CREATE)
+    await writer.sync_once()
+    reader = SyncClient(ClientStore(), LocalTransport(rig, "r"), pull_limit=1)
+    reader.store.write("hazard", uuid.uuid4(), hazard_fields(), op=Op.CREATE)
+    pauses.clear()
+    result = await reader.sync_once()
+    assert result.requests >= 3 and pauses == [1]
+    await reader.pull()
+    assert pauses == [1, 1]
+
+
 async def test_the_collector_is_paused_while_a_sync_runs_and_restored_after(rig: Rig) -> None:
     """A sync's pages make no reference cycles; the collector's passes over them were a third
     of a 100,000-record pull (sync.client.collector_paused). It pauses during push and pull,

@@ -164,3 +164,18 @@ def test_exchanges_lose_nothing_and_duplicate_nothing(
     for s in stores:
         assert s.pending_count() == 0
         assert s.all("hazard") == server
+
+
+def test_an_exchange_and_the_pulls_after_it_pause_the_collector_once(
+    rig: Rig, pauses: list[int]
+) -> None:
+    other = ClientStore()
+    _write(other, 3)
+    asyncio.run(SyncClient(other, LocalTransport(rig, "a"), exchange=False).sync_once())
+    mine = ClientStore()
+    _write(mine, 1)
+    transport = ExchangingTransport(rig, "b")
+    pauses.clear()
+    result = asyncio.run(SyncClient(mine, transport, pull_limit=1).sync_once())
+    assert transport.exchanges == 1 and result.requests >= 3, result
+    assert pauses == [1]
