@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -248,6 +248,20 @@ class Views:
     def close(self) -> None:
         """Close the read connection."""
         self.db.close()
+
+    # -- records ----------------------------------------------------------------------------
+    def _records(
+        self, entity: str, where: str = "", params: Iterable[Any] = ()
+    ) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """The held records of `entity` (this phone's version where it has one) as (id,
+        fields); `where` narrows with SQL over `{x}`, the record's JSON (`AND ...`)."""
+        x = REC.format(a="x")
+        rows = self.db.execute(
+            f"SELECT x.id, {x} FROM records x WHERE x.entity = ?"  # noqa: S608
+            f" AND coalesce(x.local, x.data) IS NOT NULL{where.format(x=x)}",
+            (entity, *params),
+        )
+        return [(uuid.UUID(bytes=rid), _dec.decode(blob)) for rid, blob in rows]
 
     # -- steps ------------------------------------------------------------------------------
     def _steps(
@@ -531,29 +545,16 @@ class Views:
         limit: int = 20,
     ) -> list[Nearby]:
         """Shelters, depots and teams (resources of the given kinds), nearest first."""
-        r = REC.format(a="r")
         wanted = list(kinds)
-        rows = self.db.execute(
-            f"SELECT r.id, {r} FROM records r WHERE r.entity='resource'"  # noqa: S608
-            f" AND coalesce(r.local, r.data) IS NOT NULL"
-            f" AND json_extract({r}, '$.kind') IN ({','.join('?' * len(wanted))})",
-            wanted,
-        )
-        out = []
-        for rid, blob in rows:
-            rec = _dec.decode(blob)
-            out.append(Nearby("resource", uuid.UUID(bytes=rid), rec, _distance(rec, lon, lat)))
+        marks = ",".join("?" * len(wanted))
+        rows = self._records("resource", f" AND json_extract({{x}}, '$.kind') IN ({marks})", wanted)
+        out = [Nearby("resource", rid, rec, _distance(rec, lon, lat)) for rid, rec in rows]
         out.sort(key=lambda n: (n.distance_m is None, n.distance_m or 0.0))
         return out[:limit]
 
     def contacts(self, *, duty_first: bool = True) -> list[Nearby]:
         """Contacts (no location of their own): duty lines first, then by name."""
-        c = REC.format(a="c")
-        rows = self.db.execute(
-            f"SELECT c.id, {c} FROM records c WHERE c.entity='contact'"  # noqa: S608
-            " AND coalesce(c.local, c.data) IS NOT NULL"
-        )
-        out = [Nearby("contact", uuid.UUID(bytes=i), _dec.decode(b), None) for i, b in rows]
+        out = [Nearby("contact", i, rec, None) for i, rec in self._records("contact")]
         out.sort(key=lambda n: (duty_first and not n.record.get("duty"), str(n.record.get("name"))))
         return out
 
@@ -568,23 +569,17 @@ class Views:
         """Active plans my unit takes part in (the newest version of each code), by incident
         type, lowest level first; `incident_type` narrows to one type."""
         kinds = self.unit_kinds()
-        x = REC.format(a="x")
-        newest: dict[str, PlanView] = {}
-        for pid, blob in self.db.execute(
-            f"SELECT x.id, {x} FROM records x WHERE x.entity='plan'"  # noqa: S608
-            f" AND json_extract({x}, '$.active')"
-        ):
-            rec = _dec.decode(blob)
+        plans: list[PlanView] = []
+        for pid, rec in self._records("plan", " AND json_extract({x}, '$.active')"):
             if incident_type is not None and rec.get("incident_type") != incident_type:
                 continue
             templates = [t for t in rec.get("templates") or [] if isinstance(t, dict)]
             mine = [t for t in templates if not kinds or t.get("unit_kind") in kinds]
-            if not mine:
-                continue
-            code = str(rec.get("code") or pid.hex())
-            held = newest.get(code)
-            if held is None or int(rec.get("version") or 0) > int(held.record.get("version") or 0):
-                newest[code] = PlanView(uuid.UUID(bytes=pid), rec, mine)
+            if mine:
+                plans.append(PlanView(pid, rec, mine))
+        newest = _newest_by_code(
+            plans, lambda p: str(p.record.get("code") or p.id.hex), lambda p: p.record
+        )
         return sorted(
             newest.values(),
             key=lambda p: (
@@ -608,13 +603,8 @@ class Views:
         fix `at` (lon, lat), only warnings whose area contains it, unless `include_elsewhere`.
         Red first, then orange, yellow, blue; newest first within a colour."""
         now = self._now()
-        x = REC.format(a="x")
         out: list[AlertView] = []
-        for aid, blob in self.db.execute(
-            f"SELECT x.id, {x} FROM records x WHERE x.entity='alert'"  # noqa: S608
-            " AND coalesce(x.local, x.data) IS NOT NULL"
-        ):
-            rec = _dec.decode(blob)
+        for aid, rec in self._records("alert"):
             expires = _time(rec.get("expires"))
             if expires is not None and expires <= now:
                 continue
@@ -626,7 +616,7 @@ class Views:
             color = rec.get("color")
             out.append(
                 AlertView(
-                    uuid.UUID(bytes=aid),
+                    aid,
                     rec,
                     alert_texts(rec, lang),
                     str(color) if color else None,
@@ -649,31 +639,22 @@ class Views:
         published mid-week is the same checklist), so a submission of any version of a code
         covers the code, and a due check is filled in on the code's active version."""
         week = iso_week(self._now())
-        x = REC.format(a="x")
-        every = {
-            tid: {**_dec.decode(b), "id": tid}
-            for tid, b in self.db.execute(
-                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
-                " WHERE x.entity='check_template'"
-            )
-        }
+
+        def held(entity: str, of_week: bool = False) -> list[dict[str, Any]]:
+            """The records of `entity` (of this week), each with its id as text."""
+            rows = self._records(entity, WEEK, (week,)) if of_week else self._records(entity)
+            return [{**rec, "id": str(rid)} for rid, rec in rows]
+
+        every = {t["id"]: t for t in held("check_template")}
 
         def code_of(template_id: Any) -> str:
             """A template id's code (an unknown template stands for itself)."""
             return str(every.get(str(template_id), {}).get("code") or template_id)
 
-        active: dict[str, dict[str, Any]] = {}  # code -> its active version
-        for version in sorted(every.values(), key=lambda t: int(t.get("version") or 0)):
-            if version.get("active"):
-                active[code_of(version["id"])] = version
-        done = [
-            {**_dec.decode(b), "id": sid}
-            for sid, b in self.db.execute(
-                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
-                f" WHERE x.entity='check_submission' AND json_extract({x}, '$.week') = ?",
-                (week,),
-            )
-        ]
+        active = _newest_by_code(  # code -> its active version
+            [t for t in every.values() if t.get("active")], lambda t: code_of(t["id"]), lambda t: t
+        )
+        done = held("check_submission", of_week=True)
         enterprises = [
             s.removeprefix("enterprise:")
             for (s,) in self.db.execute("SELECT scope FROM scopes WHERE scope LIKE 'enterprise:%'")
@@ -686,14 +667,7 @@ class Views:
             if not d.get("enterprise_id")
             for e in enterprises
         }
-        dues = [
-            {**_dec.decode(b), "id": did_}
-            for did_, b in self.db.execute(
-                f"SELECT uuid_text(x.id), {x} FROM records x"  # noqa: S608
-                f" WHERE x.entity='check_due' AND json_extract({x}, '$.week') = ?",
-                (week,),
-            )
-        ]
+        dues = held("check_due", of_week=True)
         if dues:
             due: list[tuple[str, dict[str, Any]]] = []
             missed: list[tuple[str, dict[str, Any]]] = []
@@ -711,6 +685,25 @@ class Views:
             (e, tpl) for e in enterprises for code, tpl in active.items() if (e, code) not in taken
         ]
         return ChecksWeek(week, due, done)
+
+
+T = TypeVar("T")
+WEEK = " AND json_extract({x}, '$.week') = ?"  # a record of the week given
+
+
+def _newest_by_code(
+    items: Iterable[T], code: Callable[[T], str], record: Callable[[T], dict[str, Any]]
+) -> dict[str, T]:
+    """Of versioned records (plans, check templates: a new version keeps its code), the highest
+    `version` of each code."""
+    newest: dict[str, T] = {}
+    for item in items:
+        held = newest.get(key := code(item))
+        if held is None or int(record(item).get("version") or 0) > int(
+            record(held).get("version") or 0
+        ):
+            newest[key] = item
+    return newest
 
 
 def _shown_status(record: dict[str, Any], steps: list[dict[str, Any]] | None) -> tuple[str, bool]:
