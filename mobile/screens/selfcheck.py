@@ -38,8 +38,9 @@ class CheckItem(Surface):
             self.buttons[value] = b
             row.add_widget(b)
         self.add_widget(row)
+        # In the form only while it has something to say: an empty label still took its
+        # minimum height and two spacings, a blank band above the note on every item.
         self.warning = Text(text="", role="body")
-        self.add_widget(self.warning)
         self.note = Field(hint_text=tr._("Note"), multiline=False)
         self.add_widget(self.note)
         prow = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(8))
@@ -66,6 +67,10 @@ class CheckItem(Surface):
             else ""
         )
         self.warning.color = theme.danger
+        if self.warning.text and self.warning.parent is None:  # just above the note
+            self.add_widget(self.warning, index=self.children.index(self.note) + 1)
+        elif not self.warning.text and self.warning.parent is not None:
+            self.remove_widget(self.warning)
         self.note.hint_text = tr._("Note")
         self.photo_btn.text = tr._("Take photo")
         n = len(self.photos)

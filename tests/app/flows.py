@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from kivy.core.window import Window
+from kivy.metrics import dp
 
 from mobile.screens import NAMES
 from mobile.ui import tr
@@ -289,6 +290,17 @@ def enterprise_flow(app: Any) -> Scenario:
         tap(item.buttons["fail" if i == 0 else "pass"])
     yield 0.05
     r["fail_notice"] = items[0].warning.text
+
+    def gap_dp(item: Any, below: Any) -> float:
+        """The space between an item's result buttons and the widget below them."""
+        row = item.buttons["pass"].parent
+        return round((row.y - below.top) / dp(1), 1)
+
+    r["gaps_dp"] = {
+        "pass": gap_dp(items[1], items[1].note),
+        "fail": gap_dp(items[0], items[0].warning),
+        "fail_note": round((items[0].warning.y - items[0].note.top) / dp(1), 1),
+    }
     items[0].note.text = "灭火器压力不足。"
     r["a11y"] = {"selfcheck": audit()}
     yield from scroll_to_end(app)

@@ -189,6 +189,9 @@ def test_enterprise_fills_the_self_check_and_rectifies_with_a_photo(
     assert r["ok"], r["error"]
     assert r["items"] >= 3
     assert "隐患" in r["fail_notice"]  # a failed item says it opens a hazard
+    # The notice takes room only on a failed item: an empty one left a blank band (40 dp)
+    # between the result buttons and the note of every item.
+    assert r["gaps_dp"] == {"pass": 8.0, "fail": 8.0, "fail_note": 8.0}, r["gaps_dp"]
     assert "照片" in r["without_photos"]  # rectified needs after-photos: the core refuses
     h = content.get(server, f"/api/v1/hazards/{hazards[1]['id']}", "dispatcher")
     assert h["status"] == "rectified"
