@@ -19,9 +19,10 @@ Per backend (SpatiaLite file; PostGIS scratch database when LIANDONG_TEST_PG_URL
    `build_senders(settings)`, leases of `LEASE_S` seconds so the resume below is quick),
    started and ready (imported, connected, one claim made) before the clock starts, as
    `liandong worker` processes are long before a warning (`worker_start_seconds` says how long
-   that took). `cpu_ms_per_message`: CPU of the server, the workers and the receivers during
-   the fan-out over the messages sent (the machine's load does not change it much; PostgreSQL's
-   own backends are not counted).
+   that took). `cpu_ms_per_message`: CPU of the server, the workers, the receivers and
+   PostgreSQL's processes serving the benchmark's database (`postgresql`: its backends and
+   autovacuum, from /proc; 0 on SQLite, whose work is in the workers and the server) during
+   the fan-out over the messages sent (contention from the rest of the machine raises it).
 4. Resume after kill -9: a second warning over a smaller polygon (`RESUME_INSIDE` subscribers);
    the worker processes are killed with SIGKILL once `KILL_AT` of it was delivered, started
    again, and run to the end. `alert_fanout_resume_lost`: subscribers inside that never got it.
@@ -248,13 +249,31 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _database_cpu_s(url: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving this database (its name is in their
+    process title; a backend that ended meanwhile is not counted), 0 on SQLite (in-process)."""
+    name = url.rsplit("/", 1)[1].encode()
+    if not url.startswith("postgresql"):
+        return 0.0
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if title.startswith(b"postgres: ") and name in title.split():
+                total += _proc_cpu_s(int(pid))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
 def _cpu_seconds(
-    server: subprocess.Popen[str], workers: list[subprocess.Popen[str]], rx: _Receivers
+    server: subprocess.Popen[str], workers: list[subprocess.Popen[str]], rx: _Receivers, url: str
 ) -> dict[str, float]:
     return {
         "server": _proc_cpu_s(server.pid),
         "workers": sum(_proc_cpu_s(w.pid) for w in workers),
         "receivers": sum(s["process_cpu_s"] for s in _stats(rx)),
+        "postgresql": _database_cpu_s(url),
     }
 
 
@@ -512,12 +531,12 @@ def _run_backend(backend: str, tmp: Path) -> dict[str, Any]:
         figures["worker_start_seconds"] = round(time.perf_counter() - started, 1)
 
         first = _draft(base, token, WARNING_BOX, "暴雨红色预警 (bench)")
-        cpu_before = _cpu_seconds(server, workers, rx)
+        cpu_before = _cpu_seconds(server, workers, rx, url)
         t0 = time.time()
         event = _publish(base, chief, first)
         figures["publish_request_seconds"] = round(time.time() - t0, 2)
         last = _wait_delivered(rx, event, INSIDE, timeout=900)
-        cpu_after = _cpu_seconds(server, workers, rx)
+        cpu_after = _cpu_seconds(server, workers, rx, url)
         # CPU per message of each part during the fan-out (publish included): where time goes.
         figures["cpu_ms_per_message"] = {
             role: round((cpu_after[role] - cpu_before[role]) * 1000 / INSIDE, 2)
