@@ -169,6 +169,12 @@ class MemoryTx:
         """Scopes with a feed item after their cursor (see the Protocol)."""
         return {s for s, c in cursors.items() if (await self.changes_since(s, c, 1))[0]}
 
+    async def changes_since_many(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> dict[str, tuple[list[ScopeItem], bool]]:
+        """`changes_since` of each ask (see the Protocol)."""
+        return {scope: await self.changes_since(scope, cursor, limit) for scope, cursor in asks}
+
     async def changes_since(
         self, scope: str, cursor: int, limit: int
     ) -> tuple[list[ScopeItem], bool]:

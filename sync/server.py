@@ -47,6 +47,9 @@ from sync.storage import Outcome, ScopeItem, SyncStorage, SyncTx
 
 DAY_MS = 86_400_000
 DEFAULT_TOMBSTONE_HORIZON_MS = 30 * DAY_MS
+PREFETCH = 100
+"""Items per scope a pull reads ahead for the caught-up scopes with news, all in one query
+(`SyncStorage.changes_since_many`); a scope with more is read again with the pull's budget."""
 
 
 @dataclass(slots=True)
@@ -549,6 +552,11 @@ class SyncServer:
                 if s in scopes and (c == 0 or horizon <= c <= last)
             }
             changed = await tx.changed_scopes(current) if current else set()
+            # The news of the caught-up scopes, all in one read (a few items each, mostly);
+            # a scope with more than `ahead` is read again below with the budget left.
+            ahead = min(budget, PREFETCH)
+            news = [(s, current[s]) for s in sorted(changed)]
+            prefetched = await tx.changes_since_many(news, ahead) if len(news) > 1 else {}
             for scope in sorted(scopes):
                 known = scope in req.cursors
                 cursor = req.cursors.get(scope, 0)
@@ -563,7 +571,11 @@ class SyncServer:
                         pages.append(ScopePage(scope=scope, cursor=0, has_more=True, resync=True))
                     continue
                 base = 0 if resync else min(cursor, req.bases.get(scope, cursor))
-                items, has_more = await tx.changes_since(scope, cursor, budget)
+                got = prefetched.get(scope)
+                if got is not None and (not got[1] or budget <= ahead):
+                    items, has_more = got[0][:budget], got[1] or len(got[0]) > budget
+                else:
+                    items, has_more = await tx.changes_since(scope, cursor, budget)
                 budget -= len(items)
                 if not items and known and not resync:
                     continue

@@ -118,6 +118,14 @@ class SyncTx(Protocol):
         """
         ...
 
+    async def changes_since_many(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> dict[str, tuple[list[ScopeItem], bool]]:
+        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks`, by scope:
+        what a caught-up device's pull asks of the few scopes with news, in one query where
+        the storage can."""
+        ...
+
     async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
         """The scopes among `cursors` whose feed has an item after their cursor: a superset
         of those `changes_since` would answer with items (a snapshot at cursor 0 leaves out

@@ -20,7 +20,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID
@@ -36,6 +44,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -366,21 +375,29 @@ class SqlTx:
         """Feed items after `cursor` (a snapshot at 0: live members only)."""
         stmt = _SNAPSHOT if cursor == 0 else _FEED
         params = {"scope": scope, "cursor": cursor, "limit": limit + 1}
-        items: list[ScopeItem] = []
         # Core execution: plain rows, without the ORM's per-row loading (a fifth of a
         # 5,000-item page's server time went there).
-        for entity, rid, seq, since, left_ms, blob in self.s.connection().execute(stmt, params):
-            if left_ms is not None or blob is None:
-                items.append(ScopeItem(seq=seq, entity=entity, id=rid, record=None))
-            else:
-                items.append(
-                    ScopeItem(
-                        seq=seq, entity=entity, id=rid, record=decode_state(blob), since=since
-                    )
-                )
-        if len(items) > limit:
-            return items[:limit], True
-        return items, False
+        return _page_of(self.s.connection().execute(stmt, params), limit)
+
+    async def changes_since_many(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> dict[str, tuple[list[ScopeItem], bool]]:
+        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks`, in one
+        statement (`_feeds`): a caught-up phone's pull finds a little news in several scopes."""
+        out: dict[str, tuple[list[ScopeItem], bool]] = {}
+        connection = self.s.connection()
+        for part in _chunks(list(asks)):
+            params: dict[str, Any] = {"limit": limit + 1}
+            for i, (scope, cursor) in enumerate(part):
+                params[f"scope_{i}"], params[f"cursor_{i}"] = scope, cursor
+            rows: dict[str, list[Any]] = {scope: [] for scope, _ in part}
+            snapshots = tuple(cursor == 0 for _, cursor in part)
+            for row in connection.execute(_feeds(snapshots), params):
+                rows[row[0]].append(row[1:])
+            for scope, found in rows.items():
+                found.sort(key=lambda r: r[2])  # by seq: a union keeps no order
+                out[scope] = _page_of(found, limit)
+        return out
 
     async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
         """Each scope's checksum (0 when unknown)."""
@@ -471,17 +488,19 @@ class SqlTx:
         )
 
 
-def _feed_statement(snapshot: bool) -> Any:
-    """A scope's feed after a cursor (`scope`, `cursor`, `limit` bound at execution). Built
-    once: a pull reads several scopes, and building the statement and its cache key each time
-    cost more than PostgreSQL's work (py-spy, surge hold of 29 November)."""
+def _feed_statement(snapshot: bool, suffix: str = "", limit: Any = None) -> Any:
+    """A scope's feed after a cursor (`scope`, `cursor`, `limit` bound at execution, each
+    name followed by `suffix`; with `suffix` each row is led by its scope). Built once: a pull
+    reads several scopes, and building the statement and its cache key each time cost more
+    than PostgreSQL's work (py-spy, surge hold of 29 November)."""
     m, r = SyncMember, SyncRecord
+    lead = [m.scope] if suffix else []
     stmt = (
-        select(m.entity, m.record_id, m.seq, m.since, m.left_ms, r.state)
+        select(*lead, m.entity, m.record_id, m.seq, m.since, m.left_ms, r.state)
         .outerjoin(r, and_(r.entity == m.entity, r.record_id == m.record_id))
-        .where(m.scope == bindparam("scope"), m.seq > bindparam("cursor"))
+        .where(m.scope == bindparam(f"scope{suffix}"), m.seq > bindparam(f"cursor{suffix}"))
         .order_by(m.seq)
-        .limit(bindparam("limit"))
+        .limit(limit if limit is not None else bindparam(f"limit{suffix}"))
     )
     if snapshot:
         stmt = stmt.where(m.left_ms.is_(None), r.deleted.is_(False))
@@ -490,6 +509,36 @@ def _feed_statement(snapshot: bool) -> Any:
 
 _FEED = _feed_statement(snapshot=False)
 _SNAPSHOT = _feed_statement(snapshot=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _feeds(snapshots: tuple[bool, ...]) -> Any:
+    """Scopes' feeds after their cursors (`scope_i`, `cursor_i`; one `limit`; a snapshot for
+    each True of `snapshots`, whose cursor is 0) in one statement, each row led by its scope;
+    built once per pattern (a caught-up phone's is the same from pull to pull)."""
+    limit: Any = bindparam("limit")
+    feeds = (
+        _feed_statement(snapshot, f"_{i}", limit).subquery(f"f{i}")
+        for i, snapshot in enumerate(snapshots)
+    )
+    return union_all(*(select(feed) for feed in feeds))
+
+
+def _page_of(rows: Iterable[Any], limit: int) -> tuple[list[ScopeItem], bool]:
+    """Feed rows (entity, id, seq, since, left_ms, state) as at most `limit` items and whether
+    there were more."""
+    items: list[ScopeItem] = []
+    for entity, rid, seq, since, left_ms, blob in rows:
+        if left_ms is not None or blob is None:
+            items.append(ScopeItem(seq=seq, entity=entity, id=rid, record=None))
+        else:
+            items.append(
+                ScopeItem(seq=seq, entity=entity, id=rid, record=decode_state(blob), since=since)
+            )
+    if len(items) > limit:
+        return items[:limit], True
+    return items, False
+
 
 _M: Any = SyncMember.__table__
 _EVICT = (
