@@ -9,10 +9,10 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from schemas.common import Role
@@ -28,6 +28,7 @@ from server.domain.sync.policy import (
 from server.errors import Forbidden
 from server.models import User, utcnow
 from server.scope import for_principal, principal_params
+from tests.conftest import fresh_database
 
 RULES: dict[str, Callable[[Principal], Any]] = {
     "task_facts": _task_facts_stmt,
@@ -102,30 +103,37 @@ def test_one_statement_per_shape() -> None:
     assert principal_params(b)["p_user"] == b.user_id
 
 
-async def _read_beside_a_writer(url: str, user_id: uuid.UUID) -> Any:
+async def _read_beside_a_writer(url: str) -> Any:
     engine = make_engine(url)
     try:
-        async with read_engine(engine).connect() as conn:
-            params = {"user_id": user_id, "session_id": uuid.uuid4(), "now": utcnow()}
-            return (await asyncio.wait_for(conn.execute(ACCOUNT, params), 5)).one()
+        async with engine.begin() as conn:  # one account
+            await conn.execute(
+                insert(User).values(
+                    id=USER, username="u", display_name="u", password_hash="x", role="responder"
+                )
+            )
+        path = make_url(url).database
+        assert path
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # what every writing transaction takes at its BEGIN
+        try:
+            # A BEGIN IMMEDIATE here would wait for the writer (busy_timeout 10 s): timeout.
+            async with read_engine(engine).connect() as conn:
+                params = {"user_id": USER, "session_id": uuid.uuid4(), "now": utcnow()}
+                return (await asyncio.wait_for(conn.execute(ACCOUNT, params), 5)).one()
+        finally:
+            writer.rollback()
+            writer.close()
     finally:
         await engine.dispose()
 
 
+USER = uuid.uuid4()
+
+
 def test_on_sqlite_the_authentication_reads_while_a_writer_holds_the_lock(
-    database_url: str, backend: str
+    tmp_path: Path,
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL's reads never wait for a writer's lock")
-    path = make_url(database_url).database
-    assert path
-    writer = sqlite3.connect(path, isolation_level=None)
-    try:
-        user_id = uuid.UUID(writer.execute("SELECT id FROM users LIMIT 1").fetchone()[0])
-        writer.execute("BEGIN IMMEDIATE")  # what every writing transaction takes at its BEGIN
-        # A BEGIN IMMEDIATE here would wait for the writer (busy_timeout 10 s): timeout.
-        row = asyncio.run(_read_beside_a_writer(database_url, user_id))
-        assert row.live is False and row.disabled is False
-    finally:
-        writer.rollback()
-        writer.close()
+    """SQLite only (PostgreSQL's reads never wait for a writer's lock): its own file."""
+    row = asyncio.run(_read_beside_a_writer(fresh_database("sqlite", tmp_path)))
+    assert row.live is False and row.disabled is False
