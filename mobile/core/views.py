@@ -26,6 +26,7 @@ from mobile.core import localdb
 from mobile.core.clock import Now, utcnow
 from mobile.core.geo import haversine_m
 from mobile.core.photos import PhotoState
+from schemas.states import TaskStatus
 
 _dec = msgspec.json.Decoder()
 REC = "CAST(coalesce({a}.local, {a}.data) AS TEXT)"
@@ -223,6 +224,16 @@ def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
     return f"{year}-W{week:02d}"
 
 
+_STEP_RANK = {status.value: rank for rank, status in enumerate(TaskStatus)}
+
+
+def _timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
+    """A task's steps by time, and steps of the same instant (two taps within a millisecond,
+    or the server's clock at one transaction) in the order of the task's lifecycle: the
+    server's own order for such ties is not defined."""
+    return str(entry.get("at")), _STEP_RANK.get(str(entry.get("to")), len(_STEP_RANK))
+
+
 class Views:
     """Read models over the store file at `path` for user `me`."""
 
@@ -342,7 +353,7 @@ class Views:
         stored = self._stored_media()
         entries = [
             _entry(e, pending=False, stored=stored)
-            for e in sorted(view.record.get("timeline") or [], key=lambda e: str(e.get("at")))
+            for e in sorted(view.record.get("timeline") or [], key=_timeline_order)
         ]
         seen = {e.id for e in entries}
         for s in steps.get(str(task_id), []):
