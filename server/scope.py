@@ -57,7 +57,7 @@ _PRINCIPAL_PARAMS = {"user_id": "p_user", "org_id": "p_org", "area_id": "p_area"
 _BUILT: dict[tuple[object, ...], Any] = {}
 
 
-def for_principal(name: str, p: Principal, build: Callable[[Principal], _Stmt]) -> _Stmt:
+def for_principal(p: Principal, build: Callable[[Principal], _Stmt]) -> _Stmt:
     """`build(p)`, a statement written with the rules above, built once per process for each
     shape of principal (role, and which of organisation and area they have) with the
     principal's ids as bound parameters: run it with `principal_params(p)`.
@@ -68,7 +68,7 @@ def for_principal(name: str, p: Principal, build: Callable[[Principal], _Stmt]) 
     principal; here they are handed one whose ids are parameters. A rule that tests an id's
     truth (`if p.org_id`) rather than `is None` cannot be built this way (SQLAlchemy refuses
     the truth of a parameter): write it with `is not None`."""
-    key = (name, p.role, p.org_id is None, p.area_id is None)
+    key = (build, p.role, p.org_id is None, p.area_id is None)
     built = _BUILT.get(key)
     if built is None:
         ids: dict[str, Any] = {

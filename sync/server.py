@@ -49,7 +49,7 @@ DAY_MS = 86_400_000
 DEFAULT_TOMBSTONE_HORIZON_MS = 30 * DAY_MS
 PREFETCH = 100
 """Items per scope a pull reads ahead for the caught-up scopes with news, all in one query
-(`SyncStorage.changes_since_many`); a scope with more is read again with the pull's budget."""
+(`SyncTx.changes_since_many`); a scope with more is read again with the pull's budget."""
 
 
 @dataclass(slots=True)
@@ -553,9 +553,11 @@ class SyncServer:
             }
             changed = await tx.changed_scopes(current) if current else set()
             # The news of the caught-up scopes, all in one read (a few items each, mostly);
-            # a scope with more than `ahead` is read again below with the budget left.
+            # a scope with more than `ahead` is read again below with the budget left. Not a
+            # scope in the middle of a paginated pull (its base behind its cursor): its page
+            # is long, and what the read-ahead found of it would be read again.
             ahead = min(budget, PREFETCH)
-            news = [(s, current[s]) for s in sorted(changed)]
+            news = [(s, c) for s in sorted(changed) if req.bases.get(s, c := current[s]) == c]
             prefetched = await tx.changes_since_many(news, ahead) if len(news) > 1 else {}
             for scope in sorted(scopes):
                 known = scope in req.cursors

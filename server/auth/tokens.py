@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import DateTime, Exists, Uuid, bindparam, exists, select, update
+from sqlalchemy import DateTime, Uuid, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -143,15 +143,6 @@ async def rotate_refresh(
     return user, new_token, family
 
 
-def live_session(family_id: Any, now: Any) -> Exists:
-    """SQL: the family still has an unrevoked, unexpired refresh token (the session is live)."""
-    return exists().where(
-        RefreshToken.family_id == family_id,
-        RefreshToken.revoked_at.is_(None),
-        RefreshToken.expires_at > now,
-    )
-
-
 ACCOUNT = select(
     User.username,
     User.role,
@@ -160,9 +151,14 @@ ACCOUNT = select(
     User.language,
     User.disabled,
     User.deleted_at,
-    live_session(
-        bindparam("session_id", type_=Uuid), bindparam("now", type_=DateTime(timezone=True))
-    ).label("live"),
+    # the session is live: its refresh-token family has an unrevoked, unexpired token
+    exists()
+    .where(
+        RefreshToken.family_id == bindparam("session_id", type_=Uuid),
+        RefreshToken.revoked_at.is_(None),
+        RefreshToken.expires_at > bindparam("now", type_=DateTime(timezone=True)),
+    )
+    .label("live"),
 ).where(User.id == bindparam("user_id", type_=Uuid))
 """What every authenticated request reads, in one statement built once: the account and
 whether the access token's session is live. Parameters: `user_id`, `session_id`, `now`."""

@@ -65,7 +65,7 @@ async def _compare(url: str) -> dict[tuple[Role, bool, bool], set[uuid.UUID]]:
                         direct = rule(p)
                     except Forbidden:
                         continue
-                    built = for_principal(f"test.{name}", p, rule)
+                    built = for_principal(p, rule)
                     want = sorted(map(tuple, (await conn.execute(direct)).all()), key=repr)
                     got = (await conn.execute(built, principal_params(p))).all()
                     assert sorted(map(tuple, got), key=repr) == want, (name, p.username)
@@ -96,10 +96,10 @@ def test_one_statement_per_shape() -> None:
         )
         for name in ("a", "b")
     )
-    built = for_principal("test.shape", a, _task_facts_stmt)
-    assert for_principal("test.shape", b, _task_facts_stmt) is built
+    built = for_principal(a, _task_facts_stmt)
+    assert for_principal(b, _task_facts_stmt) is built
     no_org = Principal(**{**a.__dict__, "org_id": None})
-    assert for_principal("test.shape", no_org, _task_facts_stmt) is not built
+    assert for_principal(no_org, _task_facts_stmt) is not built
     assert principal_params(b)["p_user"] == b.user_id
 
 

@@ -235,11 +235,11 @@ class ServerPolicy:
             out |= {f"harea:{a}" for a in areas}
             out |= {f"gridref:{g}" for g in near}
         elif p.role is Role.INSPECTOR:
-            stmt = for_principal("sync.inspector_grids", p, _inspector_grids_stmt)
+            stmt = for_principal(p, _inspector_grids_stmt)
             for g in s.connection().execute(stmt, principal_params(p)).scalars():
                 out |= {f"grid:{g}", f"gridref:{g}"}
         elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
-            stmt = for_principal("sync.enterprises", p, _enterprises_stmt)
+            stmt = for_principal(p, _enterprises_stmt)
             for ent, grid in s.connection().execute(stmt, principal_params(p)):
                 out.add(f"enterprise:{ent}")
                 if grid is not None:
@@ -448,7 +448,7 @@ def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID
     """One read of `p`'s live tasks: the areas of their current ones (assigned to them or
     their unit: where their reference data comes from) and the incidents of those they see
     (None for enterprise staff, who have no tasks and so no incidents)."""
-    stmt = for_principal("sync.task_facts", p, _task_facts_stmt)
+    stmt = for_principal(p, _task_facts_stmt)
     rows = s.connection().execute(stmt, principal_params(p)).all()
     areas = task_area_ids((a, st) for a, st, _, m, _ in rows if m)
     if p.role is Role.ENTERPRISE_STAFF:
@@ -465,7 +465,7 @@ def _home_areas_stmt(p: Principal) -> Any:
 
 def _home_areas_with_grids(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """The ids of `p`'s home areas (every area for administrators) and of the grids in them."""
-    stmt = for_principal("sync.home_areas", p, _home_areas_stmt)
+    stmt = for_principal(p, _home_areas_stmt)
     ids: set[uuid.UUID] = set()
     grids: set[uuid.UUID] = set()
     for a, g in s.connection().execute(stmt, principal_params(p)):

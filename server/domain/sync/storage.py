@@ -359,10 +359,8 @@ class SqlTx:
         """Scopes with a member after their cursor: one index probe each (scope, seq), all in
         one statement (`_changed_probe`)."""
         out: set[str] = set()
-        items = list(cursors.items())
         connection = self.s.connection()
-        for start in range(0, len(items), _CHUNK):
-            part = items[start : start + _CHUNK]
+        for part in _chunks(list(cursors.items())):
             params: dict[str, Any] = {}
             for i, (scope, cursor) in enumerate(part):
                 params[f"s{i}"], params[f"c{i}"] = scope, cursor
