@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -712,6 +713,17 @@ class PushJobRow(Base):
         # enqueues 100,000 jobs with one not_before, which without created_at in the index
         # would be sorted in full for every claim.
         Index("ix_push_jobs_due", "state", "not_before", "created_at"),
+        # A dead address (404/410) kills the jobs still queued to it (`prune_address`): found
+        # by address among the pending jobs, not by a scan of a fan-out's 100,000. A hash
+        # index on PostgreSQL, as a B-tree entry is limited to 2,704 bytes and a registered
+        # token may have 4,096 (one such token would fail a whole fan-out's enqueue).
+        Index(
+            "ix_push_jobs_pending_address",
+            "address",
+            postgresql_using="hash",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)

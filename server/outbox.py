@@ -33,6 +33,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    literal_column,
     or_,
     select,
     text,
@@ -501,9 +502,11 @@ class SqlOutboxStore:
             result = await session.execute(
                 update(t)
                 .where(
-                    t.c.state == JobState.PENDING.value,
-                    t.c.channel == channel.value,
+                    # Written out, not a parameter, so that a generic plan (asyncpg prepares
+                    # its statements) may still use the partial index of pending jobs.
+                    t.c.state == literal_column(f"'{JobState.PENDING.value}'"),
                     t.c.address == address,
+                    t.c.channel == channel.value,
                 )
                 .values(
                     state=JobState.DEAD.value,

@@ -6,13 +6,16 @@ statements got under such statistics re-read every record of the event at each c
 every pending job at each group commit (docs/push.md, "The first full-scale run" and what
 followed). These tests build that state (both tables analysed while empty, then thousands of
 pending jobs and delivery records of one event), run the store's own statements, and read their
-plans with EXPLAIN: each job and each record is reached by its primary key.
+plans with EXPLAIN: each job and each record is reached by its primary key. Pruning a dead
+address finds its pending jobs by the partial index of pending jobs by address (a scan of them
+all before; docs/push.md, "Outbox semantics").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,9 +26,10 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from push.base import Channel, PushMessage
 from push.outbox import Delivery
 from server.db import make_engine, make_sessionmaker
-from server.outbox import SqlOutboxStore
+from server.outbox import SqlOutboxStore, enqueue_for_devices
 from tests.conftest import fresh_database, require_postgres
 
 JOBS = 20_000
@@ -92,10 +96,19 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _plan(engine: AsyncEngine, statement: str, params: Any) -> list[dict[str, Any]]:
-    """The plan nodes PostgreSQL chooses for `statement` with these parameters."""
+async def _plan(
+    engine: AsyncEngine, statement: str, params: Any, *, generic: bool = False
+) -> list[dict[str, Any]]:
+    """The plan nodes PostgreSQL chooses for `statement` with these parameters, or (`generic`)
+    the plan it may keep for it as a prepared statement, made for any values."""
     async with engine.connect() as conn:
-        result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        if generic:
+            await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            await conn.exec_driver_sql(f"PREPARE planned AS {statement}")
+            nulls = ", ".join(["NULL"] * len(params))
+            result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE planned({nulls})")
+        else:
+            result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", params)
         [[doc]] = result.all()
         await conn.rollback()
     plan = doc if isinstance(doc, list) else json.loads(doc)
@@ -188,6 +201,102 @@ def test_the_dedup_check_looks_records_up_by_primary_key_on_sqlite(tmp_path: Pat
                 ), details
                 assert not any(d.startswith("SCAN push_deliveries") for d in details), details
             assert len(queries) == 2  # one per event
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+PRUNED = "https://push.example/7777"  # one of the stale fan-out's addresses
+
+
+def _long_token() -> str:
+    """A device token of the longest accepted length (schemas.devices, 4,096), incompressible:
+    longer than a B-tree index entry may be on PostgreSQL (2,704 bytes)."""
+    return secrets.token_urlsafe(3072)[:4096]
+
+
+def test_pruning_a_dead_address_finds_its_pending_jobs_by_index(pg_url: str) -> None:
+    """`prune_address` during a fan-out of stale statistics: the jobs queued to the address
+    are found through the partial index of pending jobs, with the plan PostgreSQL makes for
+    the values (custom) and the one it may keep for a prepared statement (generic)."""
+    at = datetime(2035, 1, 2, tzinfo=UTC)
+    event_id = f"alert:{uuid.uuid4()}"
+
+    async def scenario() -> None:
+        engine = make_engine(pg_url)
+        try:
+            await _stale_fanout(engine, event_id, at)
+            long = _long_token()
+            async with make_sessionmaker(engine)() as session, session.begin():
+                # A B-tree on the address would refuse this row, and the fan-out with it.
+                queued = await enqueue_for_devices(
+                    session,
+                    [(uuid.uuid4(), uuid.uuid4(), "fcm", long, None)],
+                    event_id=event_id,
+                    message=PushMessage(data={"kind": "alert"}),
+                    now=at,
+                )
+            assert queued == 1
+            async with engine.connect() as conn:
+                pending = await conn.scalar(
+                    text("SELECT count(*) FROM push_jobs WHERE address = :a AND state = 'pending'"),
+                    {"a": PRUNED},
+                )
+            assert pending  # this test's fan-out, and the other test's if it ran first
+            store = SqlOutboxStore(make_sessionmaker(engine))
+            statements = Statements(engine)
+            assert await store.prune_address(Channel.WEBPUSH, PRUNED, reason="gone") == pending
+            [prune] = [s for s in statements.take() if s[0].startswith("UPDATE push_jobs")]
+            # As planned for its values, and as a prepared statement's generic plan (which
+            # cannot use a partial index whose condition is a parameter).
+            custom = await _plan(engine, *prune)
+            generic = await _plan(engine, *prune, generic=True)
+            for nodes in (custom, generic):
+                reads = [n for n in _reads(nodes, "push_jobs") if n["Node Type"] != "ModifyTable"]
+                names = {n.get("Index Name") for n in reads}
+                assert names == {"ix_push_jobs_pending_address"}, reads
+            assert await store.prune_address(Channel.FCM, long, reason="gone") == 1
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_pruning_a_dead_address_finds_its_pending_jobs_by_index_on_sqlite(tmp_path: Path) -> None:
+    url = fresh_database("sqlite", tmp_path)
+    at = datetime(2035, 1, 2, tzinfo=UTC)
+
+    async def scenario() -> None:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                devices = [
+                    (uuid.uuid4(), uuid.uuid4(), "webpush", f"https://push.example/{n}", None)
+                    for n in range(1_000)
+                ]
+                devices.append((uuid.uuid4(), uuid.uuid4(), "fcm", _long_token(), None))
+                await enqueue_for_devices(
+                    session,
+                    devices,
+                    event_id="alert:a",
+                    message=PushMessage(data={"kind": "alert"}),
+                    now=at,
+                )
+            store = SqlOutboxStore(make_sessionmaker(engine))
+            statements = Statements(engine)
+            dead = "https://push.example/777"
+            assert await store.prune_address(Channel.WEBPUSH, dead, reason="gone") == 1
+            [(statement, params)] = [
+                s for s in statements.take() if s[0].startswith("UPDATE push_jobs")
+            ]
+            async with engine.connect() as conn:
+                plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)).all()
+            details = [row[-1] for row in plan]
+            assert details == [
+                "SEARCH push_jobs USING INDEX ix_push_jobs_pending_address (address=?)"
+            ], details
+            assert await store.prune_address(Channel.FCM, devices[-1][3], reason="gone") == 1
         finally:
             await engine.dispose()
 
