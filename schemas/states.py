@@ -48,6 +48,19 @@ TASK_RANK: Mapping[TaskStatus, int] = {
     TaskStatus.CANCELLED: 4,
 }
 
+# A task's timeline is in time order; entries of one instant (two steps tapped offline within a
+# millisecond, or written in one server transaction) follow the lifecycle: the order of the
+# statuses above. One definition for the server's reads (as SQL) and the phone's timeline.
+TASK_STEP_ORDER: Mapping[str, int] = {status.value: n for n, status in enumerate(TaskStatus)}
+
+
+def task_step_rank(to_status: str | None, from_status: str | None = None) -> int:
+    """Where a timeline entry goes among those of its instant: by the status it moved the task
+    to (unknown statuses last), and a note (an entry that kept the status) after the step into
+    that status."""
+    order = TASK_STEP_ORDER.get(to_status or "", len(TASK_STEP_ORDER))
+    return 2 * order + (1 if from_status is not None and from_status == to_status else 0)
+
 
 class HazardStatus(enum.StrEnum):
     """Lifecycle of a hazard report (隐患闭环)."""

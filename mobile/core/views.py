@@ -26,7 +26,7 @@ from mobile.core import localdb
 from mobile.core.clock import Now, utcnow
 from mobile.core.geo import haversine_m
 from mobile.core.photos import PhotoState
-from schemas.states import TaskStatus
+from schemas.states import task_step_rank
 
 _dec = msgspec.json.Decoder()
 REC = "CAST(coalesce({a}.local, {a}.data) AS TEXT)"
@@ -224,14 +224,11 @@ def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
     return f"{year}-W{week:02d}"
 
 
-_STEP_RANK = {status.value: rank for rank, status in enumerate(TaskStatus)}
-
-
 def _timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
     """A task's steps by time, and steps of the same instant (two taps within a millisecond,
-    or the server's clock at one transaction) in the order of the task's lifecycle: the
-    server's own order for such ties is not defined."""
-    return str(entry.get("at")), _STEP_RANK.get(str(entry.get("to")), len(_STEP_RANK))
+    or the server's clock at one transaction) in the order of the task's lifecycle, as the
+    server orders them (`schemas.states.task_step_rank`)."""
+    return str(entry.get("at")), task_step_rank(entry.get("to"), entry.get("from"))
 
 
 class Views:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar.testing import TestClient
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.demo import did
+from server.models import TaskEvent
 from tests import factories as f
 from tests.conftest import Sessions
+from tests.integration.dispatch_helpers import in_db
 
 
 def test_dispatcher_creates_incident_and_task_found_near_and_hidden_from_other_unit(
@@ -187,3 +193,49 @@ def test_an_incident_links_only_live_hazards_its_dispatcher_may_see(
     assert client.delete(f"/api/v1/hazards/{gone['id']}", headers=d).status_code == 204
     late = client.post("/api/v1/incidents", headers=d, json=f.incident(hazard_ids=[gone["id"]]))
     assert late.status_code == 422, late.text
+
+
+def test_steps_of_one_instant_read_back_in_the_order_of_the_lifecycle(
+    client: TestClient[Any], auth: Sessions
+) -> None:
+    """Steps tapped offline within one millisecond share their `at`; the server wrote them in
+    some order. The timeline shows them as the task lived them (a note after the step into
+    its status), whatever the order of their write time and ids (here both reversed)."""
+    d, fire = auth("dispatcher"), auth("fire1")
+    inc = client.post("/api/v1/incidents", headers=d, json=f.incident()).json()
+    task_id = client.post("/api/v1/tasks", headers=d, json=f.task(incident_id=inc["id"])).json()[
+        "id"
+    ]
+    at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    steps = [  # in the order they happened; ids descending
+        ("transitions", {"to_status": "accepted"}),
+        ("transitions", {"to_status": "en_route"}),
+        ("notes", {"note": "路上堵车"}),
+        ("transitions", {"to_status": "on_scene"}),
+    ]
+    ids = [uuid.UUID(int=(len(steps) - n) << 64) for n in range(len(steps))]
+    for (path, body), step_id in zip(steps, ids, strict=True):
+        r = client.post(
+            f"/api/v1/tasks/{task_id}/{path}",
+            headers=fire,
+            json={**body, "at": at, "id": str(step_id)},
+        )
+        assert r.status_code == 201, r.text
+
+    async def write_times_reversed(session: AsyncSession) -> None:
+        first = datetime(2030, 1, 1, tzinfo=UTC)
+        for n, step_id in enumerate(reversed(ids)):
+            await session.execute(
+                update(TaskEvent.__table__)
+                .where(TaskEvent.__table__.c.id == step_id)
+                .values(created_at=first + timedelta(seconds=n))
+            )
+
+    in_db(client.app.state.settings.database_url, write_times_reversed)
+    lived = ["assigned", "accepted", "en_route", "en_route", "on_scene"]
+    timeline = client.get(f"/api/v1/tasks/{task_id}/timeline", headers=d).json()
+    assert [(e["to_status"], e["note"]) for e in timeline] == list(
+        zip(lived, [None, None, None, "路上堵车", None], strict=True)
+    ), timeline
+    whole = client.get(f"/api/v1/incidents/{inc['id']}/timeline", headers=d).json()
+    assert [e["to_status"] for e in whole] == lived

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ColumnElement, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -14,6 +14,7 @@ from schemas import dispatch as s
 from schemas.common import Priority, Role
 from schemas.states import (
     INCIDENT_TRANSITIONS,
+    TASK_STEP_ORDER,
     TASK_TRANSITIONS,
     IncidentStatus,
     TaskStatus,
@@ -557,6 +558,23 @@ async def record_position(
     await session.execute(_position_upsert(session), values)
 
 
+def step_rank(to_status: Any, from_status: Any) -> ColumnElement[int]:
+    """`schemas.states.task_step_rank` in SQL, over these columns."""
+    order = case(TASK_STEP_ORDER, value=to_status, else_=len(TASK_STEP_ORDER))
+    return 2 * order + case((from_status == to_status, 1), else_=0)
+
+
+# The order of a task's timeline (`schemas.states.task_step_rank`, which the phone uses too):
+# by time, entries of one instant by the lifecycle, a note after the step into its status, then
+# by when the server wrote them and by id, so that the order is total on both databases.
+TIMELINE_ORDER = (
+    TaskEvent.at,
+    step_rank(TaskEvent.to_status, TaskEvent.from_status),
+    TaskEvent.created_at,
+    TaskEvent.id,
+)
+
+
 async def incident_timeline(
     session: AsyncSession, incident_id: uuid.UUID, task_filter: Any
 ) -> list[TaskEvent]:
@@ -565,7 +583,7 @@ async def incident_timeline(
         select(TaskEvent)
         .join(Task, Task.id == TaskEvent.task_id)
         .where(Task.incident_id == incident_id, Task.deleted_at.is_(None))
-        .order_by(TaskEvent.at, TaskEvent.created_at)
+        .order_by(*TIMELINE_ORDER)
     )
     if task_filter is not None:
         stmt = stmt.where(task_filter)
@@ -573,11 +591,9 @@ async def incident_timeline(
 
 
 async def task_timeline(session: AsyncSession, task_id: uuid.UUID) -> list[TaskEvent]:
-    """A task's timeline in time order."""
+    """A task's timeline in order (`TIMELINE_ORDER`)."""
     rows = await session.execute(
-        select(TaskEvent)
-        .where(TaskEvent.task_id == task_id)
-        .order_by(TaskEvent.at, TaskEvent.created_at)
+        select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(*TIMELINE_ORDER)
     )
     return list(rows.scalars())
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from schemas.sync import Op
 from server import changes
 from server.db import dialect_of
+from server.domain.dispatch.services import TIMELINE_ORDER
 from server.domain.sync.events import CHANNEL, Broker, notify_payloads
 from server.domain.sync.mapping import (
     BY_ENTITY,
@@ -278,7 +279,7 @@ def _timelines(
     out: dict[uuid.UUID, list[dict[str, Any]]] = {}
     if entity == "task":
         evs = session.execute(
-            select(TaskEvent).where(TaskEvent.task_id.in_(ids)).order_by(TaskEvent.at)
+            select(TaskEvent).where(TaskEvent.task_id.in_(ids)).order_by(*TIMELINE_ORDER)
         ).scalars()
         for ev in evs:
             out.setdefault(ev.task_id, []).append(task_event_item(ev))
