@@ -1,13 +1,27 @@
 """Short-lived access tokens (JWT, HS256) and long-lived, rotating, revocable refresh tokens.
 
-A refresh token is bound to one device. Using it rotates it; presenting an already-rotated token
-is treated as theft and revokes the whole session (its family). Logout and disabling a user
-revoke the family, and access tokens name their family (`sid`), so they stop working at once.
+A refresh token is bound to one device. Using it rotates it: the old token is spent and its
+successor is issued. The successor is not random but derived from the old token with a keyed
+hash (`successor`), so a phone whose answer was lost (a 2G link, a timeout under load) and
+that retries with the old token gets exactly the successor the lost answer carried, with a
+fresh access token for the same session, as long as that successor has not itself been used.
+A spent token whose successor was already rotated (or revoked, expired, missing) is treated as
+theft and revokes the whole session (its family). Logout and disabling a user revoke the
+family, and access tokens name their family (`sid`), so they stop working at once.
+
+The trade-off: a thief who replays a stolen, spent token before the phone's next refresh now
+gets the same successor as the phone instead of ending the session at once. Both then hold
+one token, and the theft is detected at the next rotation by either of them: once one refreshes
+the shared successor, the other's next refresh (with it, or with the stolen token) is a reuse,
+and the family is revoked. The successor depends on the secret key: after the key changes, a
+retry of an answer lost under the old key is a reuse too.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -25,6 +39,8 @@ from server.models import RefreshToken, User, utcnow
 
 ALGORITHM = "HS256"
 ISSUER = "liandong"
+SUCCESSOR_CONTEXT = b"liandong-refresh-successor\0"
+"""Domain separation: the key signs access tokens too, never this same input."""
 
 
 class RefreshReused(Unauthenticated):
@@ -42,6 +58,13 @@ class AccessClaims:
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def successor(secret: str, token: str) -> str:
+    """The refresh token that rotating `token` issues: HMAC-SHA256 under the server's key,
+    encoded like a login's random token (`secrets.token_urlsafe(32)`)."""
+    mac = hmac.digest(secret.encode(), SUCCESSOR_CONTEXT + token.encode(), "sha256")
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def encode_access(
@@ -85,9 +108,11 @@ async def issue_refresh(
     device_id: str,
     ttl_s: int,
     family_id: uuid.UUID | None = None,
+    token: str | None = None,
 ) -> tuple[str, uuid.UUID]:
-    """Store a new refresh token (hashed) and return it with its family id."""
-    token = secrets.token_urlsafe(32)
+    """Store a refresh token (hashed; a new random one unless given) and return it with its
+    family id."""
+    token = token or secrets.token_urlsafe(32)
     family = family_id or uuid7()
     session.add(
         RefreshToken(
@@ -120,27 +145,42 @@ async def revoke_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
-async def rotate_refresh(
-    session: AsyncSession, token: str, device_id: str, ttl_s: int
-) -> tuple[User, str, uuid.UUID]:
-    """Exchange a refresh token for a new one; reuse of a rotated token revokes the family."""
-    row = (
-        await session.execute(select(RefreshToken).where(RefreshToken.token_hash == _hash(token)))
+async def _row(session: AsyncSession, token: str) -> RefreshToken | None:
+    # Locked until commit (PostgreSQL; SQLite's writers queue at BEGIN IMMEDIATE): a retry that
+    # overlaps the first refresh of the same token waits for it and then sees it spent.
+    return (
+        await session.execute(
+            select(RefreshToken).where(RefreshToken.token_hash == _hash(token)).with_for_update()
+        )
     ).scalar_one_or_none()
+
+
+async def rotate_refresh(
+    session: AsyncSession, secret: str, token: str, device_id: str, ttl_s: int
+) -> tuple[User, str, uuid.UUID]:
+    """Exchange a refresh token for its successor. A spent token answers its successor again
+    while that is unused (a lost answer retried); otherwise the reuse revokes the family."""
+    row = await _row(session, token)
     if row is None or row.device_id != device_id:
         raise Unauthenticated(N_("unknown refresh token for this device"))
+    now = utcnow()
+    new_token = successor(secret, token)
     if row.revoked_at is not None:
-        # A rotated token came back: someone else may hold the session. End it.
-        await revoke_family(session, row.family_id)
-        raise RefreshReused(N_("refresh token already used; the session was ended"))
-    if row.expires_at <= utcnow():
+        nxt = await _row(session, new_token)
+        if nxt is None or nxt.revoked_at is not None or nxt.expires_at <= now:
+            # A spent token came back after its successor was used (or the session ended):
+            # someone else may hold the session. End it.
+            await revoke_family(session, row.family_id)
+            raise RefreshReused(N_("refresh token already used; the session was ended"))
+    elif row.expires_at <= now:
         raise Unauthenticated(N_("refresh token expired"))
     user = await session.get(User, row.user_id)
     if user is None or user.disabled or user.deleted_at is not None:
         raise Unauthenticated(N_("account disabled"))
-    row.revoked_at = utcnow()
-    new_token, family = await issue_refresh(session, user.id, device_id, ttl_s, row.family_id)
-    return user, new_token, family
+    if row.revoked_at is None:
+        row.revoked_at = now
+        await issue_refresh(session, user.id, device_id, ttl_s, row.family_id, new_token)
+    return user, new_token, row.family_id
 
 
 ACCOUNT = select(

@@ -68,17 +68,25 @@ def test_refresh_rotates_and_reuse_ends_the_session(
     second = r.json()
     assert second["refresh_token"] != first["refresh_token"]
     assert client.get("/api/v1/auth/me", headers=_bearer(second["access_token"])).status_code == 200
+    r = client.post(
+        "/api/v1/auth/refresh",
+        json={"refresh_token": second["refresh_token"], "device_id": "phone-1"},
+    )
+    assert r.status_code == 200, r.text
+    third = r.json()
 
-    # The spent token comes back (stolen copy, or a replay): the whole session ends.
+    # A token whose successor was already used comes back (a stolen copy): the session ends.
+    # (A spent token whose successor is unused is a lost answer retried: tests/integration/
+    # test_refresh_retry.py.)
     replay = client.post(
         "/api/v1/auth/refresh",
         json={"refresh_token": first["refresh_token"], "device_id": "phone-1"},
     )
     assert replay.status_code == 401
-    assert client.get("/api/v1/auth/me", headers=_bearer(second["access_token"])).status_code == 401
+    assert client.get("/api/v1/auth/me", headers=_bearer(third["access_token"])).status_code == 401
     again = client.post(
         "/api/v1/auth/refresh",
-        json={"refresh_token": second["refresh_token"], "device_id": "phone-1"},
+        json={"refresh_token": third["refresh_token"], "device_id": "phone-1"},
     )
     assert again.status_code == 401
 

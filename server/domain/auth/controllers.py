@@ -54,7 +54,9 @@ class AuthController(Controller):
         data: JSONBody[s.RefreshRequest],
         settings: NamedDependency[Settings],
     ) -> s.TokenPair:
-        """Exchange a refresh token for a new pair (the old refresh token is spent)."""
+        """Exchange a refresh token for a new pair. The old refresh token is spent; presented
+        again while its successor is unused (an answer lost on the way), it answers that same
+        successor again; presented after that, the session ends."""
         maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
         # Its own transaction: revoking a session on token reuse must stick though we answer 401.
         async with maker() as session:

@@ -174,9 +174,10 @@ async def login(
 
 
 async def refresh(session: AsyncSession, settings: Settings, data: s.RefreshRequest) -> s.TokenPair:
-    """Rotate the refresh token and mint a new access token for the same session."""
+    """Rotate the refresh token (or answer its unused successor again, for a retry whose answer
+    was lost) and mint a new access token for the same session."""
     user, new_refresh, family = await tokens.rotate_refresh(
-        session, data.refresh_token, data.device_id, settings.refresh_ttl_s
+        session, settings.secret_key, data.refresh_token, data.device_id, settings.refresh_ttl_s
     )
     access = tokens.encode_access(
         settings.secret_key, user.id, family, data.device_id, settings.access_ttl_s
