@@ -21,7 +21,7 @@ from mobile.core import i18n as core_i18n
 from mobile.core.actions import ActionRefusedError
 from mobile.core.clock import display_time
 from mobile.core.geo import haversine_m
-from mobile.ui import Painted, theme, tr
+from mobile.ui import Painted, Text, theme, tr
 
 # Words for machine-readable values the screens show (the values themselves never change).
 STATUS = {
@@ -98,6 +98,59 @@ def distance_to(core: Any, record: dict[str, Any]) -> float | None:
     if fix is None or not coords:
         return None
     return haversine_m(fix.lon, fix.lat, float(coords[0]), float(coords[1]))
+
+
+class Message(Text):
+    """The screen's message (`FieldScreen.say`: a refusal or a note), in the danger colour
+    when it is an alarm; no room while there is none (common.kv)."""
+
+    screen = ObjectProperty(None, allownone=True)
+    alarm = BooleanProperty(False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._watched: Any = None
+        super().__init__(**kwargs)
+
+    def on_screen(self, _me: Any, screen: Any) -> None:
+        # Bound here, not in kv: a rule `text: self.screen.message` bound the chain while
+        # `screen` was still None and never followed `message` once the screen's rule set it,
+        # so no screen showed its message.
+        if self._watched is not None:
+            self._watched.unbind(message=self._show, message_alarm=self._show)
+        self._watched = screen
+        if screen is not None:
+            screen.bind(message=self._show, message_alarm=self._show)
+        self._show()
+
+    def _show(self, *_args: Any) -> None:
+        screen = self.screen
+        self.text = screen.message if screen is not None else ""
+        self.alarm = bool(screen is not None and screen.message_alarm)
+
+
+def while_they_have_text(*labels: Any, above: Any) -> tuple[Any, ...]:
+    """Keep `labels` (in this order, just above the widget `above` in its layout) in the layout
+    only while each has text, as their texts change. Returns the labels themselves, for the
+    caller to hold: a screen's `ids` are weak references, and a label out of the layout has
+    no other owner.
+
+    An empty label in a BoxLayout still takes its minimum height and the layout's spacing
+    (even at height 0 the spacing stays): a blank band in the screen."""
+    held = tuple(getattr(label, "__self__", label) for label in labels)  # not the weak proxy
+    column = above.parent
+
+    def place(*_args: Any) -> None:
+        for label in held:
+            if label.parent is not None:
+                label.parent.remove_widget(label)
+        for label in held:
+            if label.text:
+                column.add_widget(label, index=column.children.index(above) + 1)
+
+    for label in held:
+        label.bind(text=place)
+    place()
+    return held
 
 
 def refusal(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from kivy.metrics import dp
 
 from i18n import N_
 from mobile.core.actions import CheckResult
-from mobile.screens.common import FieldScreen
+from mobile.screens.common import FieldScreen, while_they_have_text
 from mobile.ui import Btn, Field, Surface, Text, theme, tr
 
 RESULTS = (("pass", N_("Pass")), ("fail", N_("Fail")), ("na", N_("N/A")))
@@ -38,11 +38,12 @@ class CheckItem(Surface):
             self.buttons[value] = b
             row.add_widget(b)
         self.add_widget(row)
-        # In the form only while it has something to say: an empty label still took its
-        # minimum height and two spacings, a blank band above the note on every item.
         self.warning = Text(text="", role="body")
         self.note = Field(hint_text=tr._("Note"), multiline=False)
         self.add_widget(self.note)
+        # In the form only while it has something to say: an empty label still took its
+        # minimum height and two spacings, a blank band above the note on every item.
+        while_they_have_text(self.warning, above=self.note)
         prow = Factory.BoxLayout(size_hint_y=None, height=dp(56), spacing=dp(8))
         self.photo_btn = Btn(text=tr._("Take photo"), kind="plain")
         self.photo_btn.bind(on_release=lambda _b: screen.take_photo(self))
@@ -67,10 +68,6 @@ class CheckItem(Surface):
             else ""
         )
         self.warning.color = theme.danger
-        if self.warning.text and self.warning.parent is None:  # just above the note
-            self.add_widget(self.warning, index=self.children.index(self.note) + 1)
-        elif not self.warning.text and self.warning.parent is not None:
-            self.remove_widget(self.warning)
         self.note.hint_text = tr._("Note")
         self.photo_btn.text = tr._("Take photo")
         n = len(self.photos)

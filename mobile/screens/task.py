@@ -14,6 +14,7 @@ from mobile.screens.common import (
     distance_to,
     local_time,
     photos_text,
+    while_they_have_text,
     word,
 )
 from mobile.ui import tr
@@ -43,6 +44,18 @@ class TaskScreen(FieldScreen):
     def photos(self) -> list[Any]:
         """The photos taken for this task's next step."""
         return self.pending.of(self.form_key)
+
+    def on_kv_post(self, base_widget: Any) -> None:
+        super().on_kv_post(base_widget)
+        # The task's optional lines take no room while empty (no incident, place, deadline or
+        # description, no message): each left a blank band of a line and a spacing.
+        ids = self.ids
+        self.optional_lines = (
+            *while_they_have_text(ids.incident, above=ids.status),
+            *while_they_have_text(
+                ids.place, ids.deadline, ids.description, ids.message, above=ids.next
+            ),
+        )
 
     def form_restored(self) -> None:
         self._show_photo_count()

@@ -87,6 +87,11 @@ def tap_row(app: Any, text: str) -> Scenario:
     tap(widget)
 
 
+def gap_dp(upper: Any, lower: Any) -> float:
+    """The space between a widget and the one below it, in dp."""
+    return round((upper.y - lower.top) / dp(1), 1)
+
+
 def scroll_to_end(app: Any) -> Scenario:
     """Scroll the current screen's scroll views to their end (a form's submit button)."""
     from kivy.uix.scrollview import ScrollView
@@ -186,12 +191,33 @@ def forms_per_record(app: Any) -> Scenario:
     task.ids.reason.text = "A：车辆故障"
     task.say("A 的提示")
     yield idle(app)
+    ids = task.ids
+    yield settled(ids.next)
+    r["message_a"] = ids.message.text
+    # The lines between the deadline and the next step's button, each 8 dp from the next
+    # (an empty description or message took a blank band of up to 40 dp).
+    r["gaps_dp_a"] = {
+        "due_description": gap_dp(ids.deadline, ids.description),
+        "description_message": gap_dp(ids.description, ids.message),
+        "message_next": gap_dp(ids.message, ids.next),
+    }
     yield from drafts_on_phone(app)
     r["drafts_a"] = r.pop("drafts")
     app.go_back()
     yield from task_form(app, "疏散")
     b = str(task.params["key"])
     r["b"] = [task.ids.note.text, task.ids.reason.text, task.message]
+    yield settled(task.ids.next)
+    r["gaps_dp_b"] = {"due_next": gap_dp(task.ids.deadline, task.ids.next)}  # no description
+    task.say("B 的提示")
+    yield settled(task.ids.next)
+    r["gaps_dp_b"]["due_message_next"] = [
+        gap_dp(task.ids.deadline, task.ids.message),
+        gap_dp(task.ids.message, task.ids.next),
+    ]
+    task.say("")
+    yield settled(task.ids.next)
+    r["gaps_dp_b"]["due_next_again"] = gap_dp(task.ids.deadline, task.ids.next)
     task.ids.note.text = "B：已疏散一半"
     yield idle(app)
     yield from task_form(app, "灭火救援")
@@ -291,15 +317,10 @@ def enterprise_flow(app: Any) -> Scenario:
     yield 0.05
     r["fail_notice"] = items[0].warning.text
 
-    def gap_dp(item: Any, below: Any) -> float:
-        """The space between an item's result buttons and the widget below them."""
-        row = item.buttons["pass"].parent
-        return round((row.y - below.top) / dp(1), 1)
-
     r["gaps_dp"] = {
-        "pass": gap_dp(items[1], items[1].note),
-        "fail": gap_dp(items[0], items[0].warning),
-        "fail_note": round((items[0].warning.y - items[0].note.top) / dp(1), 1),
+        "pass": gap_dp(items[1].buttons["pass"].parent, items[1].note),
+        "fail": gap_dp(items[0].buttons["pass"].parent, items[0].warning),
+        "fail_note": gap_dp(items[0].warning, items[0].note),
     }
     items[0].note.text = "灭火器压力不足。"
     r["a11y"] = {"selfcheck": audit()}

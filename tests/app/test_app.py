@@ -142,6 +142,19 @@ def test_what_is_typed_on_a_task_stays_with_that_task(responder_day: dict[str, A
     # A's words were saved as A's draft as they were typed
     assert r["drafts_a"] == [["task", a, {"reason": "A：车辆故障", "note": "A：二楼有人被困"}]]
     assert r["b"] == ["", "", ""]  # B opens empty: no note, reason or message of A's
+    # The task's lines between the deadline and the next step's button are 8 dp apart; an
+    # empty description or message is not there (they left a blank band of 40 dp on B).
+    assert r["message_a"] == "A 的提示"  # the screen shows its message (it showed none)
+    assert r["gaps_dp_a"] == {
+        "due_description": 8.0,
+        "description_message": 8.0,
+        "message_next": 8.0,
+    }, r["gaps_dp_a"]
+    assert r["gaps_dp_b"] == {
+        "due_next": 8.0,
+        "due_message_next": [8.0, 8.0],
+        "due_next_again": 8.0,
+    }, r["gaps_dp_b"]
     assert r["a"] == ["A：二楼有人被困", "A：车辆故障"]  # A's draft came back on A
     assert r["b_again"] == ["B：已疏散一半", ""]
     assert r["drafts"] == []  # emptied fields leave no draft
