@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -37,6 +39,20 @@ hung (uvicorn's default: 5 s). A worker busy with a surge, or starting on a load
 can take longer than 5 s to answer; the default then killed it, dropping every stream it held
 (thousands of phones reconnecting at once), and a worker killed before it finished starting
 stopped the whole server (seen on a 2-core machine under load, issue 13)."""
+
+KEEP_ALIVE_S = 75
+"""How long an idle kept-alive connection stays open (uvicorn's default: 5 s).
+
+Under load a uvicorn worker on uvloop accepts one new connection per turn of its event loop
+(libuv accepts one per poll since 2022, libuv/libuv#3696), and a turn under load takes tens of
+milliseconds: about 60 new connections a second per worker. With 5 s every poll of a phone
+that pulls every 30 s came on a new connection; at twice the capacity the connections waited
+in the kernel's accept queue (2,048, then dropped: the phone's TCP retried after 1, 3, 7, 15,
+31 s), where admission cannot see or shed them: p99 31 s (issue 13, `surge_overload_p99_s`).
+Kept open longer than the phone's own idle limit (`mobile.core.transport.KEEPALIVE_S`, so the
+server never closes a connection just as the phone reuses it), a polling phone's request
+arrives on its open connection and is admitted or shed at once. An idle connection costs the
+server a few kilobytes."""
 
 HTTP_PROTOCOL = "server.serving:NoDelayH11Protocol"
 """What `liandong serve` passes as uvicorn's `http`: h11 (what uvicorn's `auto` picks without
@@ -63,6 +79,179 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
+ACCEPT_BATCH = 64
+"""Connections a serving process accepts each time its listening socket is ready.
+
+libuv (under uvloop) accepts one connection per turn of the event loop since 2022
+(libuv/libuv#3696, on the grounds that the second accept() nearly always finds nothing). Under
+load a turn takes tens of milliseconds, so a worker accepted about 60 connections a second and
+no more: in the surge benchmark's overload the listening socket's queue stayed full (2,048),
+the kernel dropped further handshakes (the phones' TCP retried after 1, 3, 7, 15 s), and
+requests waited there half a minute where admission (server/admission.py) could neither see
+nor shed them. Accepting what is waiting, up to this many at a time, brings them to admission,
+which serves or sheds each at once. asyncio's own loop already accepts in batches (up to the
+backlog)."""
+
+ACCEPT_RETRY_S = 1.0
+"""How long accepting pauses when the process is out of file descriptors or memory (as
+asyncio does), rather than spinning on a socket that stays ready."""
+
+
+class BatchAcceptServer(asyncio.AbstractServer):
+    """A listening socket whose waiting connections are accepted in batches, each then served
+    by the loop as `create_server` would (`connect_accepted_socket`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        sockets: list[socket.socket],
+        batch: int = ACCEPT_BATCH,
+    ) -> None:
+        self._loop = loop
+        self._factory = protocol_factory
+        self._sockets = sockets
+        self._batch = batch
+        self._serving = False
+        self._starting: set[asyncio.Task[Any]] = set()
+        self.accepted = 0
+        for sock in sockets:
+            sock.setblocking(False)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (as `asyncio.Server.sockets`)."""
+        return tuple(self._sockets)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the server runs on."""
+        return self._loop
+
+    def is_serving(self) -> bool:
+        """Whether connections are being accepted."""
+        return self._serving
+
+    async def start_serving(self) -> None:
+        """Accept from every listening socket whenever it is ready."""
+        if not self._serving:
+            self._serving = True
+            for sock in self._sockets:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (asyncio.Server's API; uvicorn does not use it)."""
+        await self.start_serving()
+        await self._loop.create_future()
+
+    def close(self) -> None:
+        """Stop accepting (open connections are the protocol's to end, as with
+        asyncio.Server); the listening sockets are closed by their owner (uvicorn)."""
+        if self._serving:
+            self._serving = False
+            for sock in self._sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    async def wait_closed(self) -> None:
+        """Wait for connections being set up to finish starting."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(self._batch):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                log.error("cannot accept connections (%s); pausing %.0f s", exc, ACCEPT_RETRY_S)
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(ACCEPT_RETRY_S, self._resume, sock)
+                return
+            self.accepted += 1
+            task = self._loop.create_task(self._start(conn))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if self._serving:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def _start(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn)
+        except OSError:  # the client left before its connection was set up
+            conn.close()
+
+
+def _listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address of `host` (as asyncio's create_server)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def serving_uvloop() -> asyncio.AbstractEventLoop:
+    """uvloop whose plain TCP servers accept in batches (`ACCEPT_BATCH`): what `liandong
+    serve` runs on when the configured loop is uvloop."""
+    import uvloop
+
+    class BatchAcceptLoop(uvloop.Loop):
+        async def create_server(  # type: ignore[override]
+            self,
+            protocol_factory: Callable[[], asyncio.BaseProtocol],
+            host: str | None = None,
+            port: int | None = None,
+            *,
+            sock: socket.socket | None = None,
+            backlog: int = 100,
+            ssl: Any = None,
+            start_serving: bool = True,
+            **kw: Any,
+        ) -> asyncio.AbstractServer:
+            if ssl is not None or kw:  # TLS is a proxy's job here; anything unusual: libuv's
+                libuv: Any = super()
+                return await libuv.create_server(  # type: ignore[no-any-return]
+                    protocol_factory,
+                    host,
+                    port,
+                    sock=sock,
+                    backlog=backlog,
+                    ssl=ssl,
+                    start_serving=start_serving,
+                    **kw,
+                )
+            if sock is None:
+                sockets = _listening_sockets(host, port or 0, backlog)
+            else:
+                sock.listen(backlog)  # uvicorn's workers get it bound, not listening
+                sockets = [sock]
+            server = BatchAcceptServer(self, protocol_factory, sockets)
+            if start_serving:
+                await server.start_serving()
+            return server
+
+    return BatchAcceptLoop()
+
+
+SERVING_LOOPS = {"uvloop": "server.serving:serving_uvloop"}
+"""What uvicorn is given as its `loop` for a configured event loop (others by their name)."""
+
+
 def uvicorn_options(
     settings: Settings, *, host: str, port: int, workers: int, log_level: str
 ) -> dict[str, Any]:
@@ -84,9 +273,10 @@ def uvicorn_options(
         "forwarded_allow_ips": trusted or "",
         "log_level": log_level,
         "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
+        "timeout_keep_alive": KEEP_ALIVE_S,
         # Named, never uvicorn's "auto" (which takes uvloop whenever it is installed), so
         # LIANDONG_EVENT_LOOP=asyncio really runs asyncio (server/loops.py).
-        "loop": settings.event_loop,
+        "loop": SERVING_LOOPS.get(settings.event_loop, settings.event_loop),
     }
 
 

@@ -63,6 +63,14 @@ def verify_tls(url: str | httpx.URL) -> bool:
     return httpx.URL(url).scheme == "https"
 
 
+KEEPALIVE_S = 60.0
+"""How long the phone keeps an idle connection for its next request (httpx's default: 5 s).
+A pull told by the stream, a send after a pull or the next round within a minute reuse it
+instead of paying a TCP (and TLS) handshake, several round trips over 2G; a server under load
+accepts new connections slowly (server/serving.py `KEEP_ALIVE_S`, which must stay longer than
+this, so the server never closes a connection just as the phone reuses it)."""
+LIMITS = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+
 _T = TypeVar("_T", bound=httpx.HTTPTransport | httpx.AsyncHTTPTransport)
 
 
@@ -92,7 +100,7 @@ class TlsOnDemand(httpx.BaseTransport):
     """The transport of every blocking client the phone core builds (`http_client`)."""
 
     def __init__(self) -> None:
-        self.parts = _ByScheme(lambda verify: httpx.HTTPTransport(verify=verify))
+        self.parts = _ByScheme(lambda verify: httpx.HTTPTransport(verify=verify, limits=LIMITS))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         return self.parts.pick(request).handle_request(request)
@@ -106,7 +114,9 @@ class AsyncTlsOnDemand(httpx.AsyncBaseTransport):
     """`TlsOnDemand` for an `httpx.AsyncClient` (the "pull now" listener)."""
 
     def __init__(self) -> None:
-        self.parts = _ByScheme(lambda verify: httpx.AsyncHTTPTransport(verify=verify))
+        self.parts = _ByScheme(
+            lambda verify: httpx.AsyncHTTPTransport(verify=verify, limits=LIMITS)
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return await self.parts.pick(request).handle_async_request(request)

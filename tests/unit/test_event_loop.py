@@ -39,17 +39,29 @@ def test_uvloop_by_default_asyncio_by_setting_and_nothing_else(env: pytest.Monke
 
 
 @pytest.mark.parametrize(
-    ("name", "factory"), [("uvloop", uvloop.new_event_loop), ("asyncio", asyncio.SelectorEventLoop)]
+    ("name", "factory", "kind"),
+    [
+        ("uvloop", uvloop.new_event_loop, uvloop.Loop),
+        ("asyncio", asyncio.SelectorEventLoop, asyncio.SelectorEventLoop),
+    ],
 )
 def test_serve_hands_uvicorn_the_configured_loop(
-    name: str, factory: object, tmp_path: Path
+    name: str, factory: object, kind: type, tmp_path: Path
 ) -> None:
     settings = Settings(
         database_url="sqlite+aiosqlite:///x.db", secret_key="k", var_dir=tmp_path, event_loop=name
     )
     opts = uvicorn_options(settings, host="127.0.0.1", port=8000, workers=1, log_level="info")
-    # uvicorn's own "auto" would take uvloop whenever it is installed, whatever we configured.
-    assert uvicorn.Config("server.serving:create_served_app", **opts).get_loop_factory() is factory
+    # uvicorn's own "auto" would take uvloop whenever it is installed, whatever we configured;
+    # on uvloop, serving runs its batch-accepting subclass (server/serving.py).
+    served = uvicorn.Config("server.serving:create_served_app", **opts).get_loop_factory()
+    assert served is not None
+    loop = served()
+    try:
+        assert isinstance(loop, kind)
+        assert isinstance(loop, uvloop.Loop) == (name == "uvloop")
+    finally:
+        loop.close()
     assert loop_factory(name) is factory
 
 
