@@ -16,6 +16,7 @@ from mobile.screens.common import (
     distance_to,
     local_time,
     photos_text,
+    while_they_have_text,
     word,
 )
 from mobile.ui import Btn, tr
@@ -31,6 +32,19 @@ class HazardDetailScreen(FieldScreen):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.steps: list[StepChoice] = []
+
+    def on_kv_post(self, base_widget: Any) -> None:
+        super().on_kv_post(base_widget)
+        # The optional lines take no room while empty (no description, deadline, steps'
+        # evidence, "nothing to do", message): each left a blank band of a line and a spacing.
+        ids = self.ids
+        self.optional_lines = (
+            *while_they_have_text(
+                ids.description, ids.meta, ids.deadline, ids.photo_state, above=ids.timeline_title
+            ),
+            *while_they_have_text(ids.no_steps, ids.evidence, above=ids.note),
+            *while_they_have_text(ids.message, above=ids.steps),
+        )
 
     @property
     def photos(self) -> list[Any]:

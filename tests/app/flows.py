@@ -272,6 +272,8 @@ def inspector_flow(app: Any) -> Scenario:
     yield on(app, "hazard_detail")
     detail = app.current
     r["steps"] = [b.text for b in detail.ids.steps.children][::-1]
+    # "What you can do", then the steps' evidence (no blank "nothing to do" line between)
+    r["gap_dp_steps_evidence"] = gap_dp(detail.ids.steps_title, detail.ids.evidence)
     r["a11y"]["hazard_detail"] = audit()
     press("复查合格")
     yield lambda: "已复查" in detail.ids.status.text

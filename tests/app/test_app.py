@@ -178,6 +178,7 @@ def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     assert "定位" in r["refused_without_fix"]  # no report on a coarse fix nobody accepted
     assert "±150" in r["accepted_fix"]
     assert r["steps"] == ["复查合格", "重开：未整改到位"], r["steps"]
+    assert r["gap_dp_steps_evidence"] == 8.0  # an empty line left a 40 dp band
     assert r["after_step"].startswith("已复查")
     mine = content.get(server, "/api/v1/hazards?limit=100", "inspector1")
     items = mine["items"] if isinstance(mine, dict) else mine
