@@ -51,6 +51,11 @@ class AuthError(Exception):
         self.code = code
 
 
+TRANSIENT_STATUSES = frozenset({408, 429})
+"""4xx answers to a refresh that do not mean the refresh token was refused (a proxy's or
+gateway's request timeout or rate limit): the phone keeps its tokens and tries again later."""
+
+
 class OfflineError(Exception):
     """The server could not be reached."""
 
@@ -287,8 +292,11 @@ class Session:
                 )
             except OfflineError:
                 return tokens.access_token
-            except AuthError:
-                self.needs_login = True
+            except AuthError as exc:
+                # A gateway's timeout or rate limit says nothing of the refresh token: the
+                # phone tries again later, as when offline, and keeps the responder signed in.
+                if exc.status not in TRANSIENT_STATUSES:
+                    self.needs_login = True
                 return tokens.access_token
             self.refreshes += 1
             return self._keep(pair).access_token

@@ -130,6 +130,44 @@ def test_a_phone_whose_refresh_answer_was_lost_retries_with_the_old_token(
     assert _pull(client, fresh) == 200
 
 
+class Gateway(LossySwitch):
+    """A proxy in front of the server answering `status` to the next refresh without passing
+    it on (a stand-in for a gateway: the only part here that is not the real server)."""
+
+    def __init__(self, client: TestClient[Any]) -> None:
+        super().__init__(client)
+        self.refuse: int | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse is not None and request.url.path == REFRESH:
+            status, self.refuse = self.refuse, None
+            return httpx.Response(status, request=request)
+        return super().handle_request(request)
+
+
+@pytest.mark.parametrize("status", [408, 429, 401])
+def test_a_gateways_timeout_or_rate_limit_does_not_sign_the_phone_out(
+    status: int, client: TestClient[Any], tmp_path: Path
+) -> None:
+    net = Gateway(client)
+    clock = ManualClock(utcnow())
+    phone = Session(tmp_path, MemorySecretStore(), http=httpx.Client(transport=net), now=clock)
+    phone.login(str(client.base_url), "inspector1", DEMO_PASSWORD)
+    old = phone.tokens
+    assert old is not None
+    clock.advance((old.expires_at - clock()).total_seconds() - 30)
+    net.refuse = status
+    assert phone.access_token() == old.access_token  # refused by the gateway: the old pair
+    if status == 401:  # the server's own refusal still means signing in again
+        assert phone.needs_login
+        return
+    assert not phone.needs_login and phone.tokens == old
+    fresh = phone.access_token()  # the next try reaches the server
+    kept = phone.tokens
+    assert phone.refreshes == 1 and kept is not None and kept.refresh_token != old.refresh_token
+    assert _pull(client, fresh) == 200
+
+
 def test_two_refreshes_of_one_token_at_once_both_get_the_successor(
     client: TestClient[Any],
     signed_in: Callable[[str], dict[str, str]],
