@@ -144,12 +144,15 @@ class BatchAcceptServer(asyncio.AbstractServer):
         await self._loop.create_future()
 
     def close(self) -> None:
-        """Stop accepting (open connections are the protocol's to end, as with
-        asyncio.Server); the listening sockets are closed by their owner (uvicorn)."""
+        """Stop accepting and close the listening sockets, as asyncio.Server does (open
+        connections are the protocol's to end): a stopped server refuses connections rather
+        than leaving them queued unanswered."""
         if self._serving:
             self._serving = False
             for sock in self._sockets:
                 self._loop.remove_reader(sock.fileno())
+        for sock in self._sockets:
+            sock.close()
 
     async def wait_closed(self) -> None:
         """Wait for connections being set up to finish starting."""

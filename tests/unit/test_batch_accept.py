@@ -69,6 +69,8 @@ def test_a_busy_worker_accepts_all_waiting_connections_at_once() -> None:
                 t.close()
         server.close()
         await server.wait_closed()
+        with pytest.raises(ConnectionRefusedError):  # closed, not left queueing connections
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
     try:
         loop.run_until_complete(main())
