@@ -40,19 +40,15 @@ can take longer than 5 s to answer; the default then killed it, dropping every s
 (thousands of phones reconnecting at once), and a worker killed before it finished starting
 stopped the whole server (seen on a 2-core machine under load, issue 13)."""
 
-KEEP_ALIVE_S = 75
-"""How long an idle kept-alive connection stays open (uvicorn's default: 5 s).
+KEEP_ALIVE_S = 5
+"""How long an idle kept-alive connection stays open (uvicorn's default, kept on purpose).
 
-Under load a uvicorn worker on uvloop accepts one new connection per turn of its event loop
-(libuv accepts one per poll since 2022, libuv/libuv#3696), and a turn under load takes tens of
-milliseconds: about 60 new connections a second per worker. With 5 s every poll of a phone
-that pulls every 30 s came on a new connection; at twice the capacity the connections waited
-in the kernel's accept queue (2,048, then dropped: the phone's TCP retried after 1, 3, 7, 15,
-31 s), where admission cannot see or shed them: p99 31 s (issue 13, `surge_overload_p99_s`).
-Kept open longer than the phone's own idle limit (`mobile.core.transport.KEEPALIVE_S`, so the
-server never closes a connection just as the phone reuses it), a polling phone's request
-arrives on its open connection and is admitted or shed at once. An idle connection costs the
-server a few kilobytes."""
+Measured on 29 November (docs/capacity.md, "Where the overload waited"): with 75 s every
+polling phone's connection stayed open, and the same load cost about 12 % more CPU a request
+with twice the p99 (SQLite A/B); at twice the capacity on PostGIS the workers served 66
+requests a second at p99 3.8 s, against 129 a second at p99 1.5 s with 5 s (both with the batch
+accept below). The phone lets its own go sooner (`mobile.core.transport.KEEPALIVE_S`), so the
+server never closes a connection just as the phone reuses it."""
 
 HTTP_PROTOCOL = "server.serving:NoDelayH11Protocol"
 """What `liandong serve` passes as uvicorn's `http`: h11 (what uvicorn's `auto` picks without

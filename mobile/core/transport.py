@@ -63,12 +63,11 @@ def verify_tls(url: str | httpx.URL) -> bool:
     return httpx.URL(url).scheme == "https"
 
 
-KEEPALIVE_S = 60.0
-"""How long the phone keeps an idle connection for its next request (httpx's default: 5 s).
-A pull told by the stream, a send after a pull or the next round within a minute reuse it
-instead of paying a TCP (and TLS) handshake, several round trips over 2G; a server under load
-accepts new connections slowly (server/serving.py `KEEP_ALIVE_S`, which must stay longer than
-this, so the server never closes a connection just as the phone reuses it)."""
+KEEPALIVE_S = 4.0
+"""How long the phone keeps an idle connection for its next request: a push then a pull, a
+photo after its hazard, reuse it. Shorter than the server's (server/serving.py
+`KEEP_ALIVE_S`, 5 s), so the server never closes a connection just as the phone reuses it
+(httpx's default, 5 s, raced it). Longer was measured worse for the server under load."""
 LIMITS = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
 
 _T = TypeVar("_T", bound=httpx.HTTPTransport | httpx.AsyncHTTPTransport)

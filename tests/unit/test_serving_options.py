@@ -21,14 +21,16 @@ def test_a_busy_worker_is_not_killed_as_hung_and_workers_run_the_tuned_app(tmp_p
     assert opts.get("factory") is True
 
 
-def test_connections_stay_open_longer_than_the_phone_keeps_them(tmp_path: Path) -> None:
-    """A polling phone reuses its connection: the server keeps an idle one open longer than
-    the phone does (else the server may close it just as the phone sends), and longer than a
-    30-s poll (uvicorn's 5 s made every poll a new connection, accepted slowly under load)."""
+def test_the_server_keeps_idle_connections_longer_than_the_phone_but_briefly(
+    tmp_path: Path,
+) -> None:
+    """The server keeps an idle connection open longer than the phone does (else the server
+    may close it just as the phone sends); briefly (kept open for every polling phone, the
+    same load cost more CPU and twice the p99: docs/capacity.md)."""
     settings = Settings(database_url="sqlite+aiosqlite:///x.db", secret_key="k", var_dir=tmp_path)
     opts = uvicorn_options(settings, host="127.0.0.1", port=8000, workers=2, log_level="info")
     assert opts["timeout_keep_alive"] == KEEP_ALIVE_S
-    assert KEEP_ALIVE_S > transport.KEEPALIVE_S > 30
+    assert 10 >= KEEP_ALIVE_S > transport.KEEPALIVE_S > 0
     for client in (transport.http_client(5), transport.async_http_client(5)):
         parts = client._transport.parts  # type: ignore[union-attr]  # the phone's transports
         pool = parts.plain._pool
