@@ -110,7 +110,6 @@ class BatchAcceptServer(asyncio.AbstractServer):
         self._batch = batch
         self._serving = False
         self._starting: set[asyncio.Task[Any]] = set()
-        self.accepted = 0
         for sock in sockets:
             sock.setblocking(False)
 
@@ -168,7 +167,6 @@ class BatchAcceptServer(asyncio.AbstractServer):
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(ACCEPT_RETRY_S, self._resume, sock)
                 return
-            self.accepted += 1
             task = self._loop.create_task(self._start(conn))
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mobile.core.clock import ManualClock, utcnow
 from mobile.core.secret_store import MemorySecretStore
-from mobile.core.session import Session
+from mobile.core.session import Session, Tokens
 from schemas.auth import RefreshRequest
 from schemas.sync import SCHEMA_VERSION
 from server.auth import tokens
@@ -105,18 +105,27 @@ def test_another_device_cannot_replay_a_spent_token(
     assert _refresh(client, first["refresh_token"], "phone-A").status_code == 200
 
 
-def test_a_phone_whose_refresh_answer_was_lost_retries_with_the_old_token(
-    client: TestClient[Any], settings: Settings, tmp_path: Path
-) -> None:
-    """The phone core keeps the old pair until an answer arrives, so its retry carries the
-    spent token, which now answers the successor instead of ending the session."""
-    net = LossySwitch(client)
+def _phone_due_to_refresh(
+    client: TestClient[Any], net: httpx.BaseTransport, tmp_path: Path
+) -> tuple[Session, Tokens]:
+    """A phone signed in through `net`, its clock 30 s before its access token expires (within
+    the refresh margin): its next `access_token()` refreshes. Returns it and its tokens."""
     clock = ManualClock(utcnow())
     phone = Session(tmp_path, MemorySecretStore(), http=httpx.Client(transport=net), now=clock)
     phone.login(str(client.base_url), "inspector1", DEMO_PASSWORD)
     old = phone.tokens
     assert old is not None
     clock.advance((old.expires_at - clock()).total_seconds() - 30)
+    return phone, old
+
+
+def test_a_phone_whose_refresh_answer_was_lost_retries_with_the_old_token(
+    client: TestClient[Any], settings: Settings, tmp_path: Path
+) -> None:
+    """The phone core keeps the old pair until an answer arrives, so its retry carries the
+    spent token, which now answers the successor instead of ending the session."""
+    net = LossySwitch(client)
+    phone, old = _phone_due_to_refresh(client, net, tmp_path)
     net.lose_after = 0  # the server rotates the token; the phone gets a read error
     assert phone.access_token() == old.access_token
     assert phone.tokens == old and not phone.needs_login
@@ -150,12 +159,7 @@ def test_a_gateways_timeout_or_rate_limit_does_not_sign_the_phone_out(
     status: int, client: TestClient[Any], tmp_path: Path
 ) -> None:
     net = Gateway(client)
-    clock = ManualClock(utcnow())
-    phone = Session(tmp_path, MemorySecretStore(), http=httpx.Client(transport=net), now=clock)
-    phone.login(str(client.base_url), "inspector1", DEMO_PASSWORD)
-    old = phone.tokens
-    assert old is not None
-    clock.advance((old.expires_at - clock()).total_seconds() - 30)
+    phone, old = _phone_due_to_refresh(client, net, tmp_path)
     net.refuse = status
     assert phone.access_token() == old.access_token  # refused by the gateway: the old pair
     if status == 401:  # the server's own refusal still means signing in again
