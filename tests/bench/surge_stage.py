@@ -4,8 +4,9 @@
                                                  # start on `liandong serve --workers 2`,
                                                  # PostGIS (LIANDONG_TEST_PG_URL); one minute
                                                  # measured after every first sync
-    python -m tests.bench.surge_stage sqlite     # the SQLite part: the search from 1,000
-                                                 # phones, then a 2-minute hold
+    python -m tests.bench.surge_stage sqlite     # the SQLite part: the search from START
+                                                 # (1,000) phones to MAX (2,000), then a
+                                                 # 2-minute hold
 
 It prints each stage's record (served p99, shed, per kind p50/p99/n) and the server's CPU. For
 an A/B, run it once per arm from trees that differ only in the change (`PYTHONPATH=<tree>`
@@ -64,8 +65,9 @@ def sqlite(work: Path, photo: Path) -> None:
     url = f"sqlite+aiosqlite:///{work / 'surge.db'}"
     upgrade(url)
     seed_demo(url)
-    populate(url, bench.SECRET, 3000, bench.UNITS, work / "s.jsonl")
-    search = {"kind": "search", "start": 1000, "step": 1000, "max": 2000, "warm_s": 15}
+    start, top = int(os.environ.get("START", "1000")), int(os.environ.get("MAX", "2000"))
+    populate(url, bench.SECRET, top + 1000, bench.UNITS, work / "s.jsonl")
+    search = {"kind": "search", "start": start, "step": 1000, "max": top, "warm_s": 15}
     hold = {"kind": "hold", "name": "hold", "warm_s": 15, "hold_s": 120, "fallback": 500}
     with bench._server(url, work / "var", 1) as (base, master), bench.RssSampler(master) as rss:
         plan = bench._plan(
