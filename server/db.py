@@ -139,6 +139,20 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{_READ_ONLY: True})
 
 
+async def read_snapshot(session: AsyncSession) -> None:
+    """Begin `session`'s transaction as one consistent snapshot that writes nothing: on
+    PostgreSQL REPEATABLE READ (in its BEGIN, no statement of its own; the pool resets the level
+    when the connection goes back); on SQLite a deferred BEGIN, which reads the WAL snapshot of
+    its first read without queueing for the write lock that every other transaction takes at
+    BEGIN (a pull used to wait behind every write, in SQLite's busy handler's sleeps of up to
+    100 ms). Call it before the session's first statement; a write in it fails on SQLite when
+    another transaction writes."""
+    if dialect_of(session) == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        await session.connection(execution_options={_READ_ONLY: True})
+
+
 def dialect_of(session: AsyncSession | Session) -> str:
     """The backend's dialect name ('sqlite' or 'postgresql') of a bound session."""
     bind = session.bind

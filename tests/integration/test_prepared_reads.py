@@ -1,7 +1,7 @@
 """The reads every request makes, built once (issue 13's server CPU): a statement built for a
 shape of principal (`server.scope.for_principal`) reads for each user exactly what the same
-rule built for that user reads, and on SQLite the authentication's read-only connection does
-not queue behind a writer."""
+rule built for that user reads, and on SQLite neither the authentication's read-only connection
+nor a pull queues behind a writer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from sqlalchemy.engine import make_url
 from schemas.common import Role
 from server.auth.principal import Principal
 from server.auth.tokens import ACCOUNT
-from server.db import make_engine, read_engine
+from schemas.sync import SCHEMA_VERSION, PullRequest, PullResponse
+from server.db import make_engine, make_sessionmaker, read_engine
+from server.domain.sync import services as sync_services
+from server.domain.sync.changelog import SyncRuntime
 from server.domain.sync.policy import (
     _enterprises_stmt,
     _home_areas_stmt,
@@ -103,7 +106,8 @@ def test_one_statement_per_shape() -> None:
     assert principal_params(b)["p_user"] == b.user_id
 
 
-async def _read_beside_a_writer(url: str) -> Any:
+async def _read_beside_a_writer(url: str, read: Callable[[Any], Any]) -> Any:
+    """`read(engine)` while another connection holds SQLite's write lock."""
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:  # one account
@@ -117,15 +121,36 @@ async def _read_beside_a_writer(url: str) -> Any:
         writer = sqlite3.connect(path, isolation_level=None)
         writer.execute("BEGIN IMMEDIATE")  # what every writing transaction takes at its BEGIN
         try:
-            # A BEGIN IMMEDIATE here would wait for the writer (busy_timeout 10 s): timeout.
-            async with read_engine(engine).connect() as conn:
-                params = {"user_id": USER, "session_id": uuid.uuid4(), "now": utcnow()}
-                return (await asyncio.wait_for(conn.execute(ACCOUNT, params), 5)).one()
+            # A BEGIN IMMEDIATE in `read` would wait for the writer (busy_timeout 10 s): timeout.
+            return await asyncio.wait_for(read(engine), 5)
         finally:
             writer.rollback()
             writer.close()
     finally:
         await engine.dispose()
+
+
+async def _authenticate(engine: Any) -> Any:
+    async with read_engine(engine).connect() as conn:
+        params = {"user_id": USER, "session_id": uuid.uuid4(), "now": utcnow()}
+        return (await conn.execute(ACCOUNT, params)).one()
+
+
+async def _pull(engine: Any) -> Any:
+    principal = Principal(
+        user_id=USER,
+        username="u",
+        role=Role.RESPONDER,
+        org_id=None,
+        area_id=None,
+        session_id=uuid.uuid4(),
+        device_id="t",
+    )
+    request = PullRequest(schema_version=SCHEMA_VERSION, device_id="t")
+    async with make_sessionmaker(engine)() as session:
+        reply = await sync_services.pull(session, SyncRuntime(), principal, request)
+        await session.commit()  # as the request's session does after the handler
+        return reply
 
 
 USER = uuid.uuid4()
@@ -135,5 +160,13 @@ def test_on_sqlite_the_authentication_reads_while_a_writer_holds_the_lock(
     tmp_path: Path,
 ) -> None:
     """SQLite only (PostgreSQL's reads never wait for a writer's lock): its own file."""
-    row = asyncio.run(_read_beside_a_writer(fresh_database("sqlite", tmp_path)))
+    row = asyncio.run(_read_beside_a_writer(fresh_database("sqlite", tmp_path), _authenticate))
     assert row.live is False and row.disabled is False
+
+
+def test_on_sqlite_a_pull_reads_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    """A pull writes nothing: it reads its snapshot (`server.db.read_snapshot`) beside a
+    writer instead of queueing for the lock with every write of a surge."""
+    reply = asyncio.run(_read_beside_a_writer(fresh_database("sqlite", tmp_path), _pull))
+    assert isinstance(reply, PullResponse)
+    assert {"ref", f"user:{USER}"} <= {p.scope for p in reply.scopes}  # the first pull's pages

@@ -29,7 +29,7 @@ from schemas.sync import (
 from server import audit
 from server.auth.principal import Principal
 from server.config import Settings
-from server.db import dialect_of
+from server.db import read_snapshot
 from server.domain.sync.changelog import SyncRuntime
 from server.domain.sync.policy import APPLY_DOMAIN, Actions, ServerPolicy, lock_domain_rows
 from server.domain.sync.storage import SqlTx, drive
@@ -60,12 +60,8 @@ async def push(
 async def pull(
     db: AsyncSession, rt: SyncRuntime, p: Principal, req: PullRequest
 ) -> PullResponse | UpgradeRequired:
-    """Answer a pull from one consistent snapshot."""
-    if dialect_of(db) == "postgresql":
-        # The transaction begins REPEATABLE READ (in its BEGIN, no statement of its own):
-        # every read below sees one snapshot. The pool resets the level when the connection
-        # goes back.
-        await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    """Answer a pull from one consistent snapshot (it writes nothing)."""
+    await read_snapshot(db)
 
     def run(s: Session) -> PullResponse | UpgradeRequired:
         return drive(rt.server(s).pull(p, req))
