@@ -668,6 +668,7 @@ def main(plan_path: str) -> int:
                 users + stage.get("streaming", 0),
                 stage.get("streaming", 0),
                 stage.get("connect_max_s", 0.0),
+                first_sync_max_s=stage.get("first_sync_max_s", FIRST_SYNC_MAX_S),
             )
             dispatcher = None
             if stage.get("trigger_every_s"):

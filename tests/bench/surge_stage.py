@@ -3,7 +3,8 @@
     python -m tests.bench.surge_stage overload   # USERS polling phones (4,000) from a cold
                                                  # start on `liandong serve --workers 2`,
                                                  # PostGIS (LIANDONG_TEST_PG_URL); one minute
-                                                 # measured after every first sync
+                                                 # measured after every first sync (or after
+                                                 # FIRST_SYNC_MAX seconds)
     python -m tests.bench.surge_stage sqlite     # the SQLite part: the search from START
                                                  # (1,000) phones to MAX (2,000), then a
                                                  # 2-minute hold
@@ -46,7 +47,14 @@ def overload(work: Path, photo: Path, users: int) -> None:
     seed_demo(url)
     populate(url, bench.SECRET, users, bench.UNITS, work / "s.jsonl")
     with bench._sampled_server(url, work / "var") as (base, _master, rss):
-        stage = {"kind": "hold", "name": "over", "users": users, "warm_s": 15, "hold_s": 60}
+        stage = {
+            "kind": "hold",
+            "name": "over",
+            "users": users,
+            "warm_s": 15,
+            "hold_s": 60,
+            "first_sync_max_s": float(os.environ.get("FIRST_SYNC_MAX", "600")),
+        }
         plan = bench._plan(
             base, work / "s.jsonl", photo, [stage], dispatcher_token=bench._dispatcher_token(base)
         )
