@@ -9,7 +9,9 @@ Phones (one locust user each, one device session each from the fixture's session
 
 - **polling**: syncs at start (its first sync, to the end, retried after a shed; not measured:
   a stage's warm-up starts once no phone is still in its first sync; a phone a smaller stage
-  stopped comes back in a later one with its cursors and tokens, and only catches up), then
+  stopped comes back in a later one with its cursors and tokens, and only catches up; a new
+  phone starts from its unit's cursors, as one that synced before the surge, and snapshots
+  only its own scopes: `Shared.unit_cursors`), then
   every `POLL_S`
   (30 s, at a random phase): refreshes its token when due (every 15 minutes, at a random first
   time), pulls (msgpack + gzip, its own cursors, every page), and with probability
@@ -70,6 +72,8 @@ TIMEOUT_S = 30.0
 FIRST_SYNC_MAX_S = 600.0
 PULL_NOW_WITHIN_S = 2.0  # issue 13: a pull-now reaches 99 % of the affected phones within it
 MSGPACK = "application/msgpack"
+PERSONAL_SCOPES = ("user:", "reporter:")
+"""Scopes of one user (server/domain/sync/policy.py); a responder's others are its unit's."""
 DISTRICT = (121.462, 31.197, 121.510, 31.248)
 
 
@@ -92,6 +96,13 @@ class Shared:
     missed_phones: dict[int, set[int]] = {}  # trigger id -> phones still to hear of it
     photo: bytes = b""
     parked: list[dict[str, Any]] = []  # polling phones a smaller stage stopped, in sync
+    unit_cursors: dict[str, dict[str, int]] = {}
+    """unit -> the cursors of its scopes shared by the whole unit, from the last of its phones
+    to finish a first sync. A new phone starts from them, as a phone that synced before the
+    surge (at the start of its shift) would: only its own scopes (`PERSONAL_SCOPES`) come from
+    nothing, the rest is the news since. A snapshot of every scope per phone made each step's
+    set-up, and the overload's, a cold start of thousands of phones (7 minutes for 2,000 at
+    twice the capacity on 29 November): a restart's load, not a surge's."""
 
     @classmethod
     def holding(cls) -> int:
@@ -343,11 +354,16 @@ class Phone(FastHttpUser):
         if not self.in_sync:
             Shared.first_syncs += 1
             try:
+                if not self.cursors:  # synced before the surge: see `Shared.unit_cursors`
+                    self.cursors = dict(Shared.unit_cursors.get(self.unit, {}))
                 while not self.pull("initial pull"):
                     gevent.sleep(1.0)
             finally:
                 Shared.first_syncs -= 1
             self.in_sync = True
+            Shared.unit_cursors[self.unit] = {
+                s: c for s, c in self.cursors.items() if not s.startswith(PERSONAL_SCOPES)
+            }
         gevent.sleep(random.uniform(0, POLL_S))
         while True:
             started = time.monotonic()
