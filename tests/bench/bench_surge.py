@@ -366,6 +366,12 @@ def _plan(
     }
 
 
+STEP_FIELDS = ("users", "served_p99_ms", "failures", "shed", "first_sync_s", "stats")
+"""What the JSON keeps of each search step: its stats per kind say what failed it (the one
+request shed in the SQLite hold of 29 November was answered in 2 ms: a full queue in a burst,
+not a slow server)."""
+
+
 def _capacity(records: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
     best = 0
     for rec in records:
@@ -500,9 +506,7 @@ def polling_figures(
         soak = [r for r in records if r["stage"].startswith("hold-")]
         overload = next((r for r in records if r["stage"] == "overload-0"), None)
         out["surge_search_steps"] = [
-            {k: r[k] for k in ("users", "served_p99_ms", "failures", "shed")}
-            for r in records
-            if r["stage"].startswith("search-")
+            {k: r[k] for k in STEP_FIELDS} for r in records if r["stage"].startswith("search-")
         ]
         out["surge_phones_at_p99_1s"] = best if _passes(held) else 0
         out["surge_phones_at_p99_1s_knee_steps"] = best
@@ -627,9 +631,7 @@ def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
     out["surge_phones_at_p99_1s_sqlite"] = best if _passes(held) else 0
     out["surge_phones_at_p99_1s_sqlite_knee_steps"] = best
     out["surge_sqlite_search_steps"] = [
-        {k: r[k] for k in ("users", "served_p99_ms", "failures", "shed")}
-        for r in records
-        if r["stage"].startswith("search-")
+        {k: r[k] for k in STEP_FIELDS} for r in records if r["stage"].startswith("search-")
     ]
     out["surge_sqlite_hold"] = held
 
