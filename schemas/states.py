@@ -54,12 +54,19 @@ TASK_RANK: Mapping[TaskStatus, int] = {
 TASK_STEP_ORDER: Mapping[str, int] = {status.value: n for n, status in enumerate(TaskStatus)}
 
 
+def step_rank(
+    order: Mapping[str, int], to_status: str | None, from_status: str | None = None
+) -> int:
+    """Where a timeline entry goes among those of its instant, by `order` (a machine's
+    `*_STEP_ORDER`): by the status it moved the record to (unknown statuses last), and an entry
+    that kept the status (a note, an escalation) after the step into that status."""
+    rank = order.get(to_status or "", len(order))
+    return 2 * rank + (1 if from_status is not None and from_status == to_status else 0)
+
+
 def task_step_rank(to_status: str | None, from_status: str | None = None) -> int:
-    """Where a timeline entry goes among those of its instant: by the status it moved the task
-    to (unknown statuses last), and a note (an entry that kept the status) after the step into
-    that status."""
-    order = TASK_STEP_ORDER.get(to_status or "", len(TASK_STEP_ORDER))
-    return 2 * order + (1 if from_status is not None and from_status == to_status else 0)
+    """`step_rank` of a task's timeline entry (`TASK_STEP_ORDER`)."""
+    return step_rank(TASK_STEP_ORDER, to_status, from_status)
 
 
 class HazardStatus(enum.StrEnum):
@@ -96,6 +103,19 @@ HAZARD_RANK: Mapping[HazardStatus, int] = {
     HazardStatus.CLOSED: 5,
     HazardStatus.REOPENED: 6,
 }
+
+# A hazard's timeline likewise: entries of one instant (steps whose `at` two clients gave
+# alike, or written in one transaction at the server's clock) in the order of the statuses
+# above, an escalation (the status kept) after the step into its status. Every transition goes to a
+# later status except those out of REOPENED, where the loop starts again: a reopening needs an
+# inspector's reason and the next step is a dispatcher's, so it never shares their instant in
+# practice (tests/unit/test_timeline_order.py holds the order to the transitions).
+HAZARD_STEP_ORDER: Mapping[str, int] = {status.value: n for n, status in enumerate(HazardStatus)}
+
+
+def hazard_step_rank(to_status: str | None, from_status: str | None = None) -> int:
+    """`step_rank` of a hazard's timeline entry (`HAZARD_STEP_ORDER`)."""
+    return step_rank(HAZARD_STEP_ORDER, to_status, from_status)
 
 
 class IncidentStatus(enum.StrEnum):

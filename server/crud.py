@@ -6,7 +6,7 @@ import base64
 import binascii
 import enum
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, NoReturn, TypeVar
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, NoReturn, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.params import QueryParameter
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -238,6 +238,14 @@ def require_aware(**times: datetime | None) -> None:
     for name, value in times.items():
         if value is not None and value.tzinfo is None:
             raise InvalidInput(N_("{name} must carry a time zone"), name=name, field=name)
+
+
+def step_rank(order: Mapping[str, int], to_status: Any, from_status: Any) -> ColumnElement[int]:
+    """`schemas.states.step_rank` in SQL, over these columns: where a timeline entry goes among
+    those of its instant (task and hazard timelines, `TIMELINE_ORDER` and
+    `HAZARD_TIMELINE_ORDER`)."""
+    rank = case(dict(order), value=to_status, else_=len(order))
+    return 2 * rank + case((from_status == to_status, 1), else_=0)
 
 
 def apply_patch(row: Any, data: msgspec.Struct, names: Sequence[str]) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def distance_to(core: Any, record: dict[str, Any]) -> float | None:
 
 class Message(Text):
     """The screen's message (`FieldScreen.say`: a refusal or a note), in the danger colour
-    when it is an alarm; no room while there is none (common.kv)."""
+    when it is an alarm; in its layout only while there is one (`FieldScreen.on_kv_post`)."""
 
     screen = ObjectProperty(None, allownone=True)
     alarm = BooleanProperty(False)
@@ -190,6 +190,8 @@ class FieldScreen(Screen):  # type: ignore[misc]
     message_alarm = BooleanProperty(False)
     loading = BooleanProperty(False)
     params: dict[str, Any]
+    #: the labels in the layout only while they have text (`while_they_have_text`), held here
+    optional_lines: tuple[Any, ...] = ()
     #: the draft's form name (empty: the screen edits no record)
     form = ""
     #: the ids of the form's text fields, kept per record
@@ -206,6 +208,30 @@ class FieldScreen(Screen):  # type: ignore[misc]
     def on_kv_post(self, base_widget: Any) -> None:
         for name in self.form_fields:
             self.ids[name].bind(text=self._typed)
+        lines = self.optional_lines_of()
+        self.optional_lines = (*lines, *self._keep_messages(lines))
+
+    def optional_lines_of(self) -> tuple[Any, ...]:
+        """The screen's own optional lines (`while_they_have_text`), once its kv is built; its
+        message may be one of them, to keep its place among them."""
+        return ()
+
+    def _keep_messages(self, lines: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Every message not among `lines` leaves its layout while empty, as those lines do: an
+        empty one in a BoxLayout still took the layout's spacing (at height 0), a blank band
+        on the sign-in, report, self-check and settings screens."""
+        messages = [
+            w
+            for w in self.walk(restrict=True)
+            if isinstance(w, Message) and not any(w is line for line in lines)
+        ]
+        kept: list[Any] = []
+        for message in messages:
+            siblings = message.parent.children  # bottom first
+            below = siblings.index(message) - 1
+            if below >= 0:  # every screen's message has a widget below it
+                kept.extend(while_they_have_text(message, above=siblings[below]))
+        return tuple(kept)
 
     @property
     def app(self) -> Any:

@@ -33,12 +33,11 @@ class HazardDetailScreen(FieldScreen):
         super().__init__(**kwargs)
         self.steps: list[StepChoice] = []
 
-    def on_kv_post(self, base_widget: Any) -> None:
-        super().on_kv_post(base_widget)
+    def optional_lines_of(self) -> tuple[Any, ...]:
         # The optional lines take no room while empty (no description, deadline, steps'
         # evidence, "nothing to do", message): each left a blank band of a line and a spacing.
         ids = self.ids
-        self.optional_lines = (
+        return (
             *while_they_have_text(
                 ids.description, ids.meta, ids.deadline, ids.photo_state, above=ids.timeline_title
             ),

@@ -146,6 +146,7 @@ class HomeScreen(FieldScreen):
         super().__init__(**kwargs)
 
     def on_kv_post(self, base_widget: Any) -> None:
+        super().on_kv_post(base_widget)
         rv = self.ids.rv
         rv.bind(scroll_y=self._near_end, height=self._near_end)
         rv.layout_manager.bind(height=self._near_end)

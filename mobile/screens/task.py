@@ -45,12 +45,11 @@ class TaskScreen(FieldScreen):
         """The photos taken for this task's next step."""
         return self.pending.of(self.form_key)
 
-    def on_kv_post(self, base_widget: Any) -> None:
-        super().on_kv_post(base_widget)
+    def optional_lines_of(self) -> tuple[Any, ...]:
         # The task's optional lines take no room while empty (no incident, place, deadline or
         # description, no message): each left a blank band of a line and a spacing.
         ids = self.ids
-        self.optional_lines = (
+        return (
             *while_they_have_text(ids.incident, above=ids.status),
             *while_they_have_text(
                 ids.place, ids.deadline, ids.description, ids.message, above=ids.next

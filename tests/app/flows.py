@@ -27,7 +27,15 @@ from tests.app.driver import (
     walk,
     xtap,
 )
-from tests.app.scenarios import control, idle, on, press, scenario, screenshot
+from tests.app.scenarios import (
+    control,
+    idle,
+    message_room,
+    on,
+    press,
+    scenario,
+    screenshot,
+)
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
@@ -274,6 +282,7 @@ def inspector_flow(app: Any) -> Scenario:
     r["steps"] = [b.text for b in detail.ids.steps.children][::-1]
     # "What you can do", then the steps' evidence (no blank "nothing to do" line between)
     r["gap_dp_steps_evidence"] = gap_dp(detail.ids.steps_title, detail.ids.evidence)
+    yield from message_room(app)
     r["a11y"]["hazard_detail"] = audit()
     press("复查合格")
     yield lambda: "已复查" in detail.ids.status.text
@@ -325,6 +334,7 @@ def enterprise_flow(app: Any) -> Scenario:
         "fail_note": gap_dp(items[0].warning, items[0].note),
     }
     items[0].note.text = "灭火器压力不足。"
+    yield from message_room(app)
     r["a11y"] = {"selfcheck": audit()}
     yield from scroll_to_end(app)
     press("提交自查表")
@@ -473,6 +483,18 @@ def languages_and_a11y(app: Any) -> Scenario:
             yield step
 
 
+@scenario
+def empty_messages(app: Any) -> Scenario:
+    """The room an empty message takes on every screen this phone opens (`message_room`;
+    the sign-in screen's is measured at the sign-in)."""
+    yield from signed_in(app)
+    for step in open_every_screen(app):
+        if isinstance(step, str):
+            yield from message_room(app)
+            continue
+        yield step
+
+
 # -- one phone's day: several scenarios in one app process ------------------------------
 def parts(app: Any, names: tuple[str, ...]) -> Scenario:
     """Run scenarios one after another in this app (one start-up instead of one each); each
@@ -498,6 +520,7 @@ RESPONDER_DAY = (
     "signin_responder",
     "held_sync",
     "languages_and_a11y",
+    "empty_messages",
     "forms_per_record",
     "responder_flow",
 )
@@ -506,8 +529,8 @@ RESPONDER_DAY = (
 @scenario
 def responder_day(app: Any) -> Scenario:
     """Firefighter 1 on a fresh phone: sign in by touch, a held sync, every screen in both
-    languages, forms kept per task, then a task to its end offline and back (last: it
-    changes the task list)."""
+    languages, the room of an empty message on each, forms kept per task, then a task to its
+    end offline and back (last: it changes the task list)."""
     yield from parts(app, RESPONDER_DAY)
 
 

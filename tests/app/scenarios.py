@@ -63,6 +63,32 @@ def shows(text: str) -> Callable[[], bool]:
     return seen
 
 
+def message_room(app: Any) -> Scenario:
+    """The room the current screen's message takes while empty: the gap it leaves between
+    the widgets above and below it in its layout, next to that layout's spacing (two
+    neighbours' gap with nothing between them). Recorded in dp as `message_room[screen]`:
+    [gap, spacing]; the message shows "提示" first, so that it is in the layout to be found."""
+    from kivy.metrics import dp
+
+    from mobile.screens.common import Message
+
+    screen = app.current
+    screen.say("提示")
+    yield 0.1
+    shown = [w for w in walk(screen) if isinstance(w, Message)]
+    check(len(shown) == 1, f"{screen.name}: {len(shown)} messages shown, not one")
+    column = shown[0].parent
+    at = column.children.index(shown[0])  # bottom first
+    check(0 < at < len(column.children) - 1, f"{screen.name}: the message is at an end")
+    upper, lower = column.children[at + 1], column.children[at - 1]
+    screen.say("")
+    yield 0.2  # the layout redone
+    check(screen.message == "", f"{screen.name} said {screen.message!r} meanwhile")
+    gap = round((upper.y - lower.top) / dp(1), 1)
+    spacing = round(column.spacing / dp(1), 1)
+    app.scenario_results.setdefault("message_room", {})[screen.name] = [gap, spacing]
+
+
 def press(text: str) -> None:
     """Tap the visible button showing exactly `text` (else the first widget containing it)."""
     from kivy.uix.behaviors import ButtonBehavior
@@ -104,6 +130,7 @@ def signin_responder(app: Any) -> Scenario:
     tap(s.ids.go)
     yield lambda: bool(s.message) and s.message_alarm and not s.loading
     app.scenario_results["refused_message"] = s.message
+    yield from message_room(app)
     s.ids.password.text = "liandong-demo"
     tap(s.ids.go)
     yield on(app, "home")

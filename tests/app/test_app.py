@@ -136,6 +136,33 @@ def test_responder_takes_a_task_to_the_end_offline_and_back(
     no_a11y_violations(r)
 
 
+#: The screens whose kv has a message (`FieldScreen.say`).
+WITH_MESSAGE = {
+    kv.stem
+    for kv in (Path(__file__).parents[2] / "mobile/screens").glob("*.kv")
+    if "Message:" in kv.read_text(encoding="utf-8")
+}
+
+
+def no_room_while_empty(rooms: dict[str, list[float]]) -> None:
+    """An empty message is out of its layout: its neighbours are as far apart as its layout's
+    spacing puts any two (an empty one left a band of the spacing: 8 to 12 dp)."""
+    assert {name: gap for name, (gap, _) in rooms.items()} == {
+        name: spacing for name, (_, spacing) in rooms.items()
+    }, rooms
+
+
+def test_an_empty_message_takes_no_room_on_any_screen(responder_day: dict[str, Any]) -> None:
+    rooms = {
+        **part(responder_day, "signin_responder")["message_room"],
+        **part(responder_day, "empty_messages")["message_room"],
+    }
+    # every screen with a message but the hazard's and the self-check's (the responder has
+    # none of those records; the inspector's and the enterprise's flows measure them)
+    assert set(rooms) == WITH_MESSAGE - {"hazard_detail", "selfcheck"}, rooms
+    no_room_while_empty(rooms)
+
+
 def test_what_is_typed_on_a_task_stays_with_that_task(responder_day: dict[str, Any]) -> None:
     r = part(responder_day, "forms_per_record")
     a, _b = r["keys"]
@@ -179,6 +206,8 @@ def test_inspector_reports_with_a_coarse_fix_and_reinspects(
     assert "±150" in r["accepted_fix"]
     assert r["steps"] == ["复查合格", "重开：未整改到位"], r["steps"]
     assert r["gap_dp_steps_evidence"] == 8.0  # an empty line left a 40 dp band
+    assert set(r["message_room"]) == {"hazard_detail"}
+    no_room_while_empty(r["message_room"])
     assert r["after_step"].startswith("已复查")
     mine = content.get(server, "/api/v1/hazards?limit=100", "inspector1")
     items = mine["items"] if isinstance(mine, dict) else mine
@@ -206,6 +235,8 @@ def test_enterprise_fills_the_self_check_and_rectifies_with_a_photo(
     # The notice takes room only on a failed item: an empty one left a blank band (40 dp)
     # between the result buttons and the note of every item.
     assert r["gaps_dp"] == {"pass": 8.0, "fail": 8.0, "fail_note": 8.0}, r["gaps_dp"]
+    assert set(r["message_room"]) == {"selfcheck"}
+    no_room_while_empty(r["message_room"])
     assert "照片" in r["without_photos"]  # rectified needs after-photos: the core refuses
     h = content.get(server, f"/api/v1/hazards/{hazards[1]['id']}", "dispatcher")
     assert h["status"] == "rectified"

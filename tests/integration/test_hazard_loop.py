@@ -24,15 +24,19 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tusclient import client as tus_client
 
+from schemas.common import Point
+from server import geo
 from server.app import create_app
 from server.cli import main as cli
 from server.config import Settings
 from server.db import make_engine, make_sessionmaker
+from server.domain.reference.services import locate
 from server.jobs import run_once
-from server.models import Escalation, Hazard, PushJobRow
+from server.models import Escalation, Hazard, HazardEvent, PushJobRow
 from tests import factories as f
 from tests.conftest import Sessions
 from tests.integration.dispatch_helpers import in_db, register_device
+from tests.integration.sync_helpers import Phone
 from tests.integration.test_media_api import TUS, photo, sha, upload
 from tests.servers import serve_in_thread
 
@@ -522,3 +526,73 @@ def test_photo_ids_written_without_links_still_show(
     assert [(p["media_id"], p["kind"], p["flags"]) for p in hazard["photos"]] == [
         (media_id, "report", [])
     ]
+
+
+def test_entries_of_one_instant_read_back_in_the_order_of_the_loop_by_rest_and_sync(
+    client: TestClient[Any], auth: Sessions, settings: Settings
+) -> None:
+    """A hazard's entries can share their `at` (steps whose time two clients gave alike, or
+    written in one transaction at the server's clock), and the server wrote them in some order.
+    The REST timeline and the timeline the sync backfill gives the phones show them as the
+    hazard lived them, an escalation after the step into its status, whatever the order they
+    were written in, their write times and their ids (here all three reversed). The hazard is
+    written outside the change log (as a script or an old release wrote it), so its synced
+    timeline is the backfill's read."""
+    lived = [
+        (None, "reported", "transition"),
+        ("reported", "verified", "transition"),
+        ("verified", "rectification_assigned", "transition"),
+        ("rectification_assigned", "rectification_assigned", "escalation"),
+    ]
+    ids = [uuid.UUID(int=(len(lived) - n) << 64) for n in range(len(lived))]  # descending
+    at = datetime.now(UTC).replace(microsecond=123_000) - timedelta(minutes=5)
+    lon, lat = f.IN_GRID_A
+
+    async def written_outside_the_change_log(session: AsyncSession) -> uuid.UUID:
+        grid, area_id = await locate(session, lon, lat)
+        hazard = Hazard(
+            category="fire",
+            severity="high",
+            description="exit blocked, written by a script",
+            location=geo.point_to_db(Point(coordinates=(lon, lat))),
+            status="rectification_assigned",
+            reporter_id=f.did("user:inspector1"),
+            grid_id=grid.id if grid is not None else None,
+            area_id=area_id,
+            reported_at=at,
+        )
+        session.add(hazard)
+        await session.flush()
+        first_write = datetime(2030, 1, 1, tzinfo=UTC)
+        steps = list(zip(lived, ids, strict=True))
+        for n, ((old, new, kind), step_id) in enumerate(reversed(steps)):
+            session.add(
+                HazardEvent(
+                    id=step_id,
+                    hazard_id=hazard.id,
+                    from_status=old,
+                    to_status=new,
+                    kind=kind,
+                    at=at,
+                    created_at=first_write + timedelta(seconds=n),
+                    detail={},
+                )
+            )
+            await session.flush()  # one at a time: stored in the reverse of the loop
+        return hazard.id
+
+    hazard_id = in_db(settings.database_url, written_outside_the_change_log)
+    with TestClient(app=create_app(settings)):
+        pass  # its start-up backfill enters the hazard into the change log
+    insp = auth("inspector1")
+    timeline = client.get(f"/api/v1/hazards/{hazard_id}/timeline", headers=insp).json()
+    assert [(e["from_status"], e["to_status"], e["kind"]) for e in timeline] == lived, timeline
+    assert [e["id"] for e in timeline] == [str(i) for i in ids]
+    phone = Phone(client, insp)
+    try:
+        phone.sync()
+        synced = phone.get("hazard", hazard_id)
+        assert synced is not None
+        assert [(e.get("from"), e["to"], e["kind"]) for e in synced["timeline"]] == lived
+    finally:
+        phone.close()

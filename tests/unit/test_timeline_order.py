@@ -1,17 +1,27 @@
-"""A task's steps of the same instant show in the order of the task's lifecycle, on the phone
-and in the server's reads (its SQL order), by the one rank in `schemas.states` (two offline
-taps within a millisecond came back swapped when the server's order for such ties was not
-defined)."""
+"""A task's or hazard's entries of the same instant show in the order of its lifecycle, on the
+phone and in the server's reads (its SQL order), by the one rank in `schemas.states` (two
+offline taps within a millisecond came back swapped when the server's order for such ties was
+not defined)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
+import pytest
 from sqlalchemy import create_engine, literal, select
 
 from mobile.core.views import _timeline_order
-from schemas.states import TaskStatus, task_step_rank
-from server.domain.dispatch.services import step_rank
+from schemas.states import (
+    HAZARD_STEP_ORDER,
+    HAZARD_TRANSITIONS,
+    TASK_STEP_ORDER,
+    HazardStatus,
+    TaskStatus,
+    hazard_step_rank,
+    step_rank,
+)
+from server.crud import step_rank as step_rank_in_sql
 
 
 def test_steps_of_one_instant_follow_the_lifecycle() -> None:
@@ -35,12 +45,35 @@ def test_steps_of_one_instant_follow_the_lifecycle() -> None:
     ]
 
 
-def test_the_servers_sql_rank_is_the_shared_rank() -> None:
-    statuses = [*(s.value for s in TaskStatus), "unknown", None]
-    pairs = list(itertools.product(statuses, repeat=2))
+@pytest.mark.parametrize(
+    ("order", "statuses"),
+    [(TASK_STEP_ORDER, TaskStatus), (HAZARD_STEP_ORDER, HazardStatus)],
+    ids=["task", "hazard"],
+)
+def test_the_servers_sql_rank_is_the_shared_rank(
+    order: Mapping[str, int], statuses: type[TaskStatus] | type[HazardStatus]
+) -> None:
+    values = [*(s.value for s in statuses), "unknown", None]
+    pairs = list(itertools.product(values, repeat=2))
     engine = create_engine("sqlite://")
     with engine.connect() as conn:
         for to_status, from_status in pairs:
-            in_sql = conn.scalar(select(step_rank(literal(to_status), literal(from_status))))
-            assert in_sql == task_step_rank(to_status, from_status), (to_status, from_status)
-    assert len({task_step_rank(s.value) for s in TaskStatus}) == len(TaskStatus)
+            in_sql = conn.scalar(
+                select(step_rank_in_sql(order, literal(to_status), literal(from_status)))
+            )
+            assert in_sql == step_rank(order, to_status, from_status), (to_status, from_status)
+    assert len({step_rank(order, s.value) for s in statuses}) == len(statuses)
+
+
+def test_a_hazards_steps_go_up_its_order_except_out_of_a_reopening() -> None:
+    """The hazard's order is the loop's: each allowed step goes to a later status (so steps of
+    one instant read back as taken), but for the steps out of REOPENED, where the loop starts
+    again; and an escalation goes after the step into the status it kept."""
+    for old, news in HAZARD_TRANSITIONS.items():
+        for new in news:
+            if old is HazardStatus.REOPENED:
+                continue
+            assert hazard_step_rank(new, old) > hazard_step_rank(old), (old, new)
+    assigned = HazardStatus.RECTIFICATION_ASSIGNED
+    into, escalation = hazard_step_rank(assigned, "verified"), hazard_step_rank(assigned, assigned)
+    assert into < escalation < hazard_step_rank("rectified", assigned)

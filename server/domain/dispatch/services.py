@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, bindparam, case, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
@@ -22,7 +22,14 @@ from schemas.states import (
 )
 from server import audit, changes, geo
 from server.auth.principal import Principal
-from server.crud import apply_patch, get_visible, live_visible, noun, refuse_taken_id
+from server.crud import (
+    apply_patch,
+    get_visible,
+    live_visible,
+    noun,
+    refuse_taken_id,
+    step_rank,
+)
 from server.db import dialect_of
 from server.domain.dispatch import plans
 from server.domain.dispatch.assign import (
@@ -558,18 +565,12 @@ async def record_position(
     await session.execute(_position_upsert(session), values)
 
 
-def step_rank(to_status: Any, from_status: Any) -> ColumnElement[int]:
-    """`schemas.states.task_step_rank` in SQL, over these columns."""
-    order = case(TASK_STEP_ORDER, value=to_status, else_=len(TASK_STEP_ORDER))
-    return 2 * order + case((from_status == to_status, 1), else_=0)
-
-
 # The order of a task's timeline (`schemas.states.task_step_rank`, which the phone uses too):
 # by time, entries of one instant by the lifecycle, a note after the step into its status, then
 # by when the server wrote them and by id, so that the order is total on both databases.
 TIMELINE_ORDER = (
     TaskEvent.at,
-    step_rank(TaskEvent.to_status, TaskEvent.from_status),
+    step_rank(TASK_STEP_ORDER, TaskEvent.to_status, TaskEvent.from_status),
     TaskEvent.created_at,
     TaskEvent.id,
 )

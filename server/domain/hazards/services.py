@@ -25,7 +25,7 @@ from push.notices import Notice
 from schemas import hazards as s
 from schemas.common import Role
 from schemas.media import MediaStatus
-from schemas.states import HAZARD_TRANSITIONS, HazardStatus, can_transition
+from schemas.states import HAZARD_STEP_ORDER, HAZARD_TRANSITIONS, HazardStatus, can_transition
 from server import audit, changes, geo
 from server.auth.principal import Principal
 from server.crud import (
@@ -34,6 +34,7 @@ from server.crud import (
     get_visible,
     live_visible,
     refuse_taken_id,
+    step_rank,
     uid_or_none,
 )
 from server.domain.media.services import declare_many
@@ -812,12 +813,24 @@ def event_out(row: HazardEvent) -> s.HazardEvent:
     )
 
 
+# The order of a hazard's timeline (`schemas.states.hazard_step_rank`), for the REST read and
+# the sync backfill alike: by time, entries of one instant by the loop, an escalation after the
+# step into its status, then by when the server wrote them and by id (a phone's step ids are
+# random), so that the order is total on both databases.
+HAZARD_TIMELINE_ORDER = (
+    HazardEvent.at,
+    step_rank(HAZARD_STEP_ORDER, HazardEvent.to_status, HazardEvent.from_status),
+    HazardEvent.created_at,
+    HazardEvent.id,
+)
+
+
 async def timeline(session: AsyncSession, hazard_id: uuid.UUID) -> list[HazardEvent]:
-    """A hazard's steps and escalations, oldest first."""
+    """A hazard's steps and escalations in order (`HAZARD_TIMELINE_ORDER`)."""
     stmt = (
         select(HazardEvent)
         .where(HazardEvent.hazard_id == hazard_id, HazardEvent.deleted_at.is_(None))
-        .order_by(HazardEvent.at, HazardEvent.id)
+        .order_by(*HAZARD_TIMELINE_ORDER)
     )
     return list((await session.execute(stmt)).scalars())
 

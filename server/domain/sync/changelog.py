@@ -37,6 +37,7 @@ from schemas.sync import Op
 from server import changes
 from server.db import dialect_of
 from server.domain.dispatch.services import TIMELINE_ORDER
+from server.domain.hazards.services import HAZARD_TIMELINE_ORDER
 from server.domain.sync.events import CHANNEL, Broker, notify_payloads
 from server.domain.sync.mapping import (
     BY_ENTITY,
@@ -285,7 +286,9 @@ def _timelines(
             out.setdefault(ev.task_id, []).append(task_event_item(ev))
     elif entity == "hazard":
         hevs = session.execute(
-            select(HazardEvent).where(HazardEvent.hazard_id.in_(ids)).order_by(HazardEvent.at)
+            select(HazardEvent)
+            .where(HazardEvent.hazard_id.in_(ids))
+            .order_by(*HAZARD_TIMELINE_ORDER)
         ).scalars()
         for hev in hevs:
             out.setdefault(hev.hazard_id, []).append(hazard_event_item(hev))
