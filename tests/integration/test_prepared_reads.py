@@ -16,9 +16,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from schemas.common import Role
+from schemas.sync import SCHEMA_VERSION, PullRequest, PullResponse
 from server.auth.principal import Principal
 from server.auth.tokens import ACCOUNT
-from schemas.sync import SCHEMA_VERSION, PullRequest, PullResponse
 from server.db import make_engine, make_sessionmaker, read_engine
 from server.domain.sync import services as sync_services
 from server.domain.sync.changelog import SyncRuntime
