@@ -26,7 +26,7 @@ from mobile.core import localdb
 from mobile.core.clock import Now, utcnow
 from mobile.core.geo import haversine_m
 from mobile.core.photos import PhotoState
-from schemas.states import task_step_rank
+from schemas.states import hazard_step_rank, task_step_rank
 
 _dec = msgspec.json.Decoder()
 REC = "CAST(coalesce({a}.local, {a}.data) AS TEXT)"
@@ -126,6 +126,14 @@ class HazardView:
     def photos_sent(self) -> tuple[int, int]:
         """(sent, total)."""
         return sum(p.sent for p in self.photos), len(self.photos)
+
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        """The server's timeline entries in its order: by time, and entries of one instant in
+        the order of the hazard loop (`schemas.states.hazard_step_rank`, as
+        `HAZARD_TIMELINE_ORDER` on the server). A record holds them as they arrived: a step
+        sent late from offline with an earlier time comes after newer ones."""
+        return sorted(self.record.get("timeline") or [], key=_hazard_timeline_order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +237,11 @@ def _timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
     or the server's clock at one transaction) in the order of the task's lifecycle, as the
     server orders them (`schemas.states.task_step_rank`)."""
     return str(entry.get("at")), task_step_rank(entry.get("to"), entry.get("from"))
+
+
+def _hazard_timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
+    """`_timeline_order` for a hazard's entries (`schemas.states.hazard_step_rank`)."""
+    return str(entry.get("at")), hazard_step_rank(entry.get("to"), entry.get("from"))
 
 
 class Views:

@@ -100,7 +100,7 @@ class HazardDetailScreen(FieldScreen):
         sent, total = h.photos_sent
         ids.photo_state.text = photos_text(sent, total) if total else tr._("No photos")
         lines = []
-        for e in rec.get("timeline") or []:
+        for e in h.timeline:
             bits = [local_time(e.get("at")), word(STATUS, e.get("to")), e.get("note") or ""]
             lines.append(" · ".join(b for b in bits if b))
         ids.timeline.text = "\n".join(lines) or word(STATUS, h.status)

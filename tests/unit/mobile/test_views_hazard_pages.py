@@ -83,3 +83,24 @@ def test_a_queued_step_moves_its_hazard_between_the_lists(tmp_path: Path) -> Non
     assert len(waiting) == 14 and len(set(waiting) | set(others)) == N
     [view] = views.hazards(ids=[moved], limit=1)
     assert view.status == "rectified" and view.pending
+
+
+def test_a_hazards_timeline_reads_in_the_servers_order(tmp_path: Path) -> None:
+    """The record holds its entries as they arrived; the view orders them as the server's
+    `HAZARD_TIMELINE_ORDER` does: by time, then the loop's order within one instant."""
+    path = tmp_path / "store.db"
+    store = ClientStore(path, device_id="d")
+    t0, t1 = "2026-11-01T08:00:00Z", "2026-11-01T09:30:00Z"
+    arrived = [
+        {"id": "e", "from": "verified", "to": "verified", "at": t1, "kind": "escalated"},
+        {"id": "c", "from": "reported", "to": "verified", "at": t1},  # sent late from offline
+        {"id": "r", "to": "reported", "at": t0},
+        {"id": "x", "from": "verified", "to": "rectification_assigned", "at": t1},
+    ]
+    hazard = _hazard(1)
+    hazard.fields["timeline"] = arrived
+    store.apply_pull(PullResponse(scopes=[ScopePage(scope="grid:a", cursor=1, changes=[hazard])]))
+    store.finish_pull()
+    (view,) = Views(path, ME).hazards(limit=1)
+    assert [e["id"] for e in view.record["timeline"]] == ["e", "c", "r", "x"]
+    assert [e["id"] for e in view.timeline] == ["r", "c", "e", "x"]
