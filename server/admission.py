@@ -235,10 +235,12 @@ def _is_stream(start: Message) -> bool:
 
 
 SQLITE_LIMIT = 2
-"""SQLite takes its one write lock at BEGIN (server/db.py), so transactions run one at a time
-whatever the concurrency: more at work only queue on the lock, where a request holding it
+"""SQLite's writers take its one write lock at BEGIN (server/db.py), so writes run one at a
+time whatever the concurrency: more at work only queue on the lock, where a request holding it
 waits its turn on the event loop among all the others, and waiters past SQLite's busy timeout
-fail. Two at work keep one request's Python work beside the other's SQL."""
+fail. Two at work keep one request's Python work beside the other's SQL. Pulls and the
+authentication read beside a writer (`server.db.read_snapshot`); a higher limit for them is
+not measured yet."""
 POSTGRES_LIMIT = 16
 """Requests at work at once per process on PostgreSQL (the database pool is sized from it,
 `pool_size`)."""
