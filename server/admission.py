@@ -245,6 +245,16 @@ POSTGRES_LIMIT = 16
 """Requests at work at once per process on PostgreSQL (the database pool is sized from it,
 `pool_size`)."""
 
+SQLITE_QUEUE = 256
+"""Places in SQLite's queue (reads may use half). The wait bounds the latency; the queue only
+bounds what the process holds. At 64, the SQLite part of the surge benchmark shed 264 requests
+at 3,000 phones, each within about 3 ms (a full queue in a burst) while the served p99 was
+510 ms; at 256 it shed none and held 3,000 phones at p99 630 ms (docs/capacity.md)."""
+POSTGRES_QUEUE = 64
+"""Places in PostgreSQL's queue per process. 256 was measured at twice the capacity: served
+p99 2.1 s against 1.5 s, as served requests waited out the full second instead of the shed
+ones being told at once; what it does at the knee is not measured yet (docs/capacity.md)."""
+
 POOL_RESERVE = 4
 """Pooled connections beyond one per admitted request: the process's background jobs (the
 outbox worker, escalation, the hazard jobs, the warning feed) take theirs from the same pool."""
@@ -261,14 +271,18 @@ def pool_size(admission: Admission) -> int:
 
 
 def admission_from(settings: Settings) -> Admission:
-    """The process's admission from `Settings` (`admission_*`; the limit by backend unless
-    set)."""
+    """The process's admission from `Settings` (`admission_*`; the limit and the queue by
+    backend unless set)."""
+    sqlite = is_sqlite(settings.database_url)
     limit = settings.admission_limit
     if limit is None:
-        limit = SQLITE_LIMIT if is_sqlite(settings.database_url) else POSTGRES_LIMIT
+        limit = SQLITE_LIMIT if sqlite else POSTGRES_LIMIT
+    queue = settings.admission_queue
+    if queue is None:
+        queue = SQLITE_QUEUE if sqlite else POSTGRES_QUEUE
     return Admission(
         limit=limit,
-        queue=settings.admission_queue,
+        queue=queue,
         max_wait_s=settings.admission_wait_s,
         retry_after_s=settings.admission_retry_after_s,
     )

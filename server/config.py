@@ -120,10 +120,11 @@ class Settings:
     public_url: str | None = None  # absolute base of links in the Atom feed (else the request's)
     # Load shedding (issue 13, server/admission.py): per process, `admission_limit` requests
     # at work (0: no limit; None: 16 on PostgreSQL, 2 on SQLite), up to `admission_queue`
-    # waiting at most `admission_wait_s`; the rest get 503 + Retry-After of
+    # (None: 64 on PostgreSQL, 256 on SQLite) waiting at most `admission_wait_s`; the rest
+    # get 503 + Retry-After of
     # `admission_retry_after_s` plus up to as much jitter.
     admission_limit: int | None = None
-    admission_queue: int = 64
+    admission_queue: int | None = None
     admission_wait_s: float = 1.0
     admission_retry_after_s: int = 10
     # The event loop of `liandong serve` and `liandong worker` (server/loops.py): uvloop, or
@@ -212,7 +213,7 @@ class Settings:
             public_max_age_s=int(env("LIANDONG_PUBLIC_MAX_AGE", "30")),
             public_url=env("LIANDONG_PUBLIC_URL"),
             admission_limit=int(limit) if (limit := env("LIANDONG_ADMISSION_LIMIT")) else None,
-            admission_queue=int(env("LIANDONG_ADMISSION_QUEUE", "64")),
+            admission_queue=int(queue) if (queue := env("LIANDONG_ADMISSION_QUEUE")) else None,
             admission_wait_s=float(env("LIANDONG_ADMISSION_WAIT", "1.0")),
             admission_retry_after_s=int(env("LIANDONG_ADMISSION_RETRY_AFTER", "10")),
             event_loop=_event_loop(env("LIANDONG_EVENT_LOOP", DEFAULT_EVENT_LOOP)),

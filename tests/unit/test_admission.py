@@ -32,13 +32,16 @@ def test_writes_and_refreshes_are_urgent_reads_and_logins_are_not() -> None:
     assert not is_urgent("GET", "/api/v1/tasks")
 
 
-def test_the_default_limit_follows_the_backend(tmp_path: Path) -> None:
+def test_the_default_limit_and_queue_follow_the_backend(tmp_path: Path) -> None:
     def settings(url: str, **kw: Any) -> Settings:
         return Settings(database_url=url, secret_key="k", var_dir=tmp_path, **kw)
 
     assert admission_from(settings("sqlite+aiosqlite:///x.db")).limit == 2
     assert admission_from(settings("postgresql+asyncpg://h/db")).limit == 16
     assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_limit=0)).limit == 0
+    assert admission_from(settings("sqlite+aiosqlite:///x.db")).queue == 256
+    assert admission_from(settings("postgresql+asyncpg://h/db")).queue == 64
+    assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_queue=8)).queue == 8
 
 
 async def test_within_the_limit_everyone_is_admitted_at_once() -> None:
