@@ -121,8 +121,7 @@ class Settings:
     # Load shedding (issue 13, server/admission.py): per process, `admission_limit` requests
     # at work (0: no limit; None: 16 on PostgreSQL, 2 on SQLite), up to `admission_queue`
     # (None: 64 on PostgreSQL, 256 on SQLite) waiting at most `admission_wait_s`; the rest
-    # get 503 + Retry-After of
-    # `admission_retry_after_s` plus up to as much jitter.
+    # get 503 + Retry-After of `admission_retry_after_s` plus up to as much jitter.
     admission_limit: int | None = None
     admission_queue: int | None = None
     admission_wait_s: float = 1.0

@@ -133,7 +133,7 @@ class HazardView:
         the order of the hazard loop (`schemas.states.hazard_step_rank`, as
         `HAZARD_TIMELINE_ORDER` on the server). A record holds them as they arrived: a step
         sent late from offline with an earlier time comes after newer ones."""
-        return sorted(self.record.get("timeline") or [], key=_hazard_timeline_order)
+        return in_timeline_order(self.record.get("timeline"), hazard_step_rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,16 +232,14 @@ def iso_week(at: datetime, zone: ZoneInfo = LOCAL_ZONE) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
-    """A task's steps by time, and steps of the same instant (two taps within a millisecond,
-    or the server's clock at one transaction) in the order of the task's lifecycle, as the
-    server orders them (`schemas.states.task_step_rank`)."""
-    return str(entry.get("at")), task_step_rank(entry.get("to"), entry.get("from"))
-
-
-def _hazard_timeline_order(entry: dict[str, Any]) -> tuple[str, int]:
-    """`_timeline_order` for a hazard's entries (`schemas.states.hazard_step_rank`)."""
-    return str(entry.get("at")), hazard_step_rank(entry.get("to"), entry.get("from"))
+def in_timeline_order(
+    entries: list[dict[str, Any]] | None, rank: Callable[[str | None, str | None], int]
+) -> list[dict[str, Any]]:
+    """A timeline's entries by time, and those of the same instant (two taps within a
+    millisecond, or the server's clock at one transaction) in the order of the record's
+    lifecycle, as the server orders them: `rank` is `schemas.states.task_step_rank` or
+    `hazard_step_rank`."""
+    return sorted(entries or [], key=lambda e: (str(e.get("at")), rank(e.get("to"), e.get("from"))))
 
 
 class Views:
@@ -363,7 +361,7 @@ class Views:
         stored = self._stored_media()
         entries = [
             _entry(e, pending=False, stored=stored)
-            for e in sorted(view.record.get("timeline") or [], key=_timeline_order)
+            for e in in_timeline_order(view.record.get("timeline"), task_step_rank)
         ]
         seen = {e.id for e in entries}
         for s in steps.get(str(task_id), []):

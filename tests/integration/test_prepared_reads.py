@@ -137,16 +137,9 @@ async def _authenticate(engine: Any) -> Any:
 
 
 async def _pull(engine: Any) -> Any:
-    principal = Principal(
-        user_id=USER,
-        username="u",
-        role=Role.RESPONDER,
-        org_id=None,
-        area_id=None,
-        session_id=uuid.uuid4(),
-        device_id="t",
-    )
     request = PullRequest(schema_version=SCHEMA_VERSION, device_id="t")
+    async with read_engine(engine).connect() as conn:
+        principal = _principal((await conn.execute(select(User).where(User.id == USER))).one())
     async with make_sessionmaker(engine)() as session:
         reply = await sync_services.pull(session, SyncRuntime(), principal, request)
         await session.commit()  # as the request's session does after the handler

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pytest
 from sqlalchemy import create_engine, literal, select
 
-from mobile.core.views import _timeline_order
+from mobile.core.views import in_timeline_order
 from schemas.states import (
     HAZARD_STEP_ORDER,
     HAZARD_TRANSITIONS,
@@ -20,6 +20,7 @@ from schemas.states import (
     TaskStatus,
     hazard_step_rank,
     step_rank,
+    task_step_rank,
 )
 from server.crud import step_rank as step_rank_in_sql
 
@@ -34,7 +35,7 @@ def test_steps_of_one_instant_follow_the_lifecycle() -> None:
         {"at": at, "to": "accepted", "from": "assigned"},
         {"at": "2026-11-29T10:05:00Z", "to": "completed", "from": "on_scene"},
     ]
-    shown = [(s["to"], "note" in s) for s in sorted(steps, key=_timeline_order)]
+    shown = [(s["to"], "note" in s) for s in in_timeline_order(steps, task_step_rank)]
     assert shown == [
         ("assigned", False),
         ("accepted", False),
