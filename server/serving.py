@@ -3,10 +3,10 @@ rule for forwarded client addresses.
 
 With `--workers N` uvicorn binds the one shared listening socket itself, with protocol 0, and
 asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP: the accepted
-connections then run with Nagle's algorithm, and a response written in two segments (h11
-writes the head and the body separately) waits for the client's delayed ACK, about 40 ms per
-request on a kept-alive connection (issue 13). Setting the option when the connection is made
-covers every way uvicorn gets its socket.
+connections then run with Nagle's algorithm, and a response written in two segments (the
+head and the body, as uvicorn's protocols write them) waits for the client's delayed ACK, about
+40 ms per request on a kept-alive connection (issue 13). Setting the option when the connection
+is made covers every way uvicorn gets its socket.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.config import Settings
 
@@ -50,9 +50,10 @@ requests a second at p99 3.8 s, against 129 a second at p99 1.5 s with 5 s (both
 accept below). The phone lets its own go sooner (`mobile.core.transport.KEEPALIVE_S`), so the
 server never closes a connection just as the phone reuses it."""
 
-HTTP_PROTOCOL = "server.serving:NoDelayH11Protocol"
-"""What `liandong serve` passes as uvicorn's `http`: h11 (what uvicorn's `auto` picks without
-httptools installed) with TCP_NODELAY."""
+HTTP_PROTOCOL = "server.serving:NoDelayHttpToolsProtocol"
+"""What `liandong serve` passes as uvicorn's `http`: httptools (llhttp, C) with TCP_NODELAY.
+It was h11 before, what uvicorn picks without httptools installed: pure Python, whose parsing
+and writing took about 5 % of a worker's CPU in the surge (docs/capacity.md)."""
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -64,8 +65,8 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with TCP_NODELAY set on each accepted connection."""
+class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY set on each accepted connection."""
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport

@@ -114,7 +114,8 @@ class SyncTx(Protocol):
         Items: each member record whose version > cursor (tombstones included), with the seq
         at which it entered the scope; each eviction marker > cursor.
         A record appears at most once (its latest state). `cursor == 0` asks for a snapshot:
-        live members only, no tombstones, no eviction markers.
+        live members only, no tombstones, no eviction markers. The items' records may be
+        shared with other calls' (a cache of decoded states): read them, never change them.
         """
         ...
 

@@ -522,16 +522,32 @@ def _feeds(snapshots: tuple[bool, ...]) -> Any:
     return union_all(*(select(feed) for feed in feeds))
 
 
+FEED_STATES_KEPT = 2048
+"""Decoded record states a process keeps for the feed (`_feed_state`): about 15 MB at most
+with the surge's hazards (2.2 KB stored, a few KB decoded)."""
+
+
+@functools.lru_cache(maxsize=FEED_STATES_KEPT)
+def _feed_state(blob: bytes) -> RecordState:
+    """A feed row's stored state, decoded once while it stays among the last `FEED_STATES_KEPT`
+    read: a commit's new states are read by every phone that holds the scopes it touched (a
+    unit's hundreds of phones pull the same hazard), and decoding them was a third of a pull's
+    own CPU in the surge benchmark (docs/capacity.md). Keyed by the stored bytes, so a changed
+    record is a new entry. The feed's readers share the object and must not change it."""
+    return decode_state(blob)
+
+
 def _page_of(rows: Iterable[Any], limit: int) -> tuple[list[ScopeItem], bool]:
     """Feed rows (entity, id, seq, since, left_ms, state) as at most `limit` items and whether
-    there were more."""
+    there were more. The items' records are shared (`_feed_state`): read them, never change
+    them."""
     items: list[ScopeItem] = []
     for entity, rid, seq, since, left_ms, blob in rows:
         if left_ms is not None or blob is None:
             items.append(ScopeItem(seq=seq, entity=entity, id=rid, record=None))
         else:
             items.append(
-                ScopeItem(seq=seq, entity=entity, id=rid, record=decode_state(blob), since=since)
+                ScopeItem(seq=seq, entity=entity, id=rid, record=_feed_state(blob), since=since)
             )
     if len(items) > limit:
         return items[:limit], True
