@@ -168,9 +168,10 @@ async def readyz(request: Request[Any, Any, Any]) -> Health:
     return Health(status="ready", database=request.app.state.engine.dialect.name)
 
 
-#: `gc.set_threshold` while serving: a young collection after 50,000 net new containers (the
-#: default is 700), older generations as often as by default relative to it.
-YOUNG_COLLECTION_AFTER = (50_000, 10, 10)
+#: `gc.set_threshold` while serving: a young collection after 10,000 net new containers (the
+#: default is 700), a middle one every 10 young ones, and a full one considered only every 100
+#: middle ones (about every 40 minutes under a surge's load).
+YOUNG_COLLECTION_AFTER = (10_000, 10, 100)
 
 
 @asynccontextmanager
@@ -188,7 +189,14 @@ async def frozen_heap(_app: Litestar) -> AsyncIterator[None]:
     and finding nothing to free (a request's objects are freed by reference counting when it
     ends): 15-25 % of the server's CPU for a 100,000-record pull. `YOUNG_COLLECTION_AFTER`
     lets a request's working set come and go between collections; what does need the
-    collector (reference cycles) still triggers one every 50,000 containers left behind.
+    collector (reference cycles) still triggers one every 10,000 containers left behind.
+
+    Not more than 10,000: each request leaves some cycles behind (the SQLAlchemy session and
+    its transaction and connection, about 60 containers per pull), and a young collection
+    stops the process for as long as it walks them. At 50,000 a worker under a 4,000-phone
+    surge stopped for 100-150 ms every 12 s (250 ms for a middle collection), the largest stalls
+    of its event loop; at 10,000, ~20 ms every 2.4 s, and no stall over 100 ms
+    (docs/capacity.md, "The collector's pauses").
     """
     gc.collect()
     gc.freeze()
