@@ -195,8 +195,8 @@ async def frozen_heap(_app: Litestar) -> AsyncIterator[None]:
     its transaction and connection, about 60 containers per pull), and a young collection
     stops the process for as long as it walks them. At 50,000 a worker under a 4,000-phone
     surge stopped for 100-150 ms every 12 s (250 ms for a middle collection), the largest stalls
-    of its event loop; at 10,000, ~20 ms every 2.4 s, and no stall over 100 ms
-    (docs/capacity.md, "The collector's pauses").
+    of its event loop; at 10,000, ~20 ms every 2.4 s, and its loop rarely stalls over 100 ms
+    (docs/capacity.md, "The phones' clock, and the collector's pauses").
     """
     gc.collect()
     gc.freeze()
