@@ -341,13 +341,8 @@ def _niced(argv: list[str]) -> list[str]:
 
 
 def loadgen_nice() -> int:
-    """The niceness the load generator gets here."""
-    probe = subprocess.run(
-        _niced([sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"]),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    """The niceness the load generator gets here (`nice` without a command prints its own)."""
+    probe = subprocess.run(_niced(["nice"]), capture_output=True, text=True, check=True)
     return int(probe.stdout)
 
 
