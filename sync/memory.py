@@ -165,8 +165,7 @@ class MemoryTx:
         self._writes.append(write)
 
     # -- reads ------------------------------------------------------------------------------
-    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
-        """Scopes with a feed item after their cursor (see the Protocol)."""
+    async def _changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
         return {s for s, c in cursors.items() if (await self.changes_since(s, c, 1))[0]}
 
     async def changes_since_many(
@@ -174,6 +173,13 @@ class MemoryTx:
     ) -> dict[str, tuple[list[ScopeItem], bool]]:
         """`changes_since` of each ask (see the Protocol)."""
         return {scope: await self.changes_since(scope, cursor, limit) for scope, cursor in asks}
+
+    async def changes_and_checksums(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
+        """`changes_since_many` and the asked scopes' checksums (see the Protocol)."""
+        sums = await self.scope_checksums([scope for scope, _ in asks])
+        return await self.changes_since_many(asks, limit), sums
 
     async def changes_since(
         self, scope: str, cursor: int, limit: int
@@ -215,9 +221,9 @@ class MemoryTx:
         """Seq up to which tombstones may be gone."""
         return self._s.horizon
 
-    async def feed_bounds(self) -> tuple[int, int]:
-        """(horizon, last seq)."""
-        return self._s.horizon, self._s.committed_seq
+    async def feed_news(self, cursors: Mapping[str, int]) -> tuple[int, int, set[str]]:
+        """Bounds and changed scopes (see the Protocol)."""
+        return self._s.horizon, self._s.committed_seq, await self._changed_scopes(cursors)
 
     async def purge_tombstones(self, before_ms: int) -> int:
         """Drop old tombstones and eviction markers; return the new horizon."""

@@ -49,7 +49,8 @@ DAY_MS = 86_400_000
 DEFAULT_TOMBSTONE_HORIZON_MS = 30 * DAY_MS
 PREFETCH = 100
 """Items per scope a pull reads ahead for the caught-up scopes with news, all in one query
-(`SyncTx.changes_since_many`); a scope with more is read again with the pull's budget."""
+with their checksums (`SyncTx.changes_and_checksums`); a scope with more is read again with
+the pull's budget."""
 
 
 @dataclass(slots=True)
@@ -541,24 +542,26 @@ class SyncServer:
         budget = max(1, min(req.limit, self.max_pull_limit))
         async with self.storage.transaction() as tx:
             scopes = await self.policy.user_scopes(tx, user)
-            horizon, last = await tx.feed_bounds()
             pages: list[ScopePage] = []
             more = False
             # Scopes the device holds and may follow from its cursor: one query says which
-            # have anything new; the others are skipped without a query each.
-            current = {
-                s: c
-                for s, c in req.cursors.items()
-                if s in scopes and (c == 0 or horizon <= c <= last)
-            }
-            changed = await tx.changed_scopes(current) if current else set()
-            # The news of the caught-up scopes, all in one read (a few items each, mostly);
-            # a scope with more than `ahead` is read again below with the budget left. Not a
-            # scope in the middle of a paginated pull (its base behind its cursor): its page
-            # is long, and what the read-ahead found of it would be read again.
+            # have anything new (and the feed's bounds, which say which may be followed);
+            # the others are skipped without a query each.
+            held = {s: c for s, c in req.cursors.items() if s in scopes}
+            horizon, last, changed = await tx.feed_news(held)
+            current = {s: c for s, c in held.items() if c == 0 or horizon <= c <= last}
+            changed &= current.keys()
+            # The news of the caught-up scopes, all in one read (a few items each, mostly)
+            # with their checksums; a scope with more than `ahead` is read again below with
+            # the budget left. Not a scope in the middle of a paginated pull (its base behind
+            # its cursor): its page is long, and what the read-ahead found of it would be
+            # read again.
             ahead = min(budget, PREFETCH)
             news = [(s, c) for s in sorted(changed) if req.bases.get(s, c := current[s]) == c]
-            prefetched = await tx.changes_since_many(news, ahead) if len(news) > 1 else {}
+            prefetched: dict[str, tuple[list[ScopeItem], bool]] = {}
+            sums: dict[str, int] = {}
+            if news:
+                prefetched, sums = await tx.changes_and_checksums(news, ahead)
             for scope in sorted(scopes):
                 known = scope in req.cursors
                 cursor = req.cursors.get(scope, 0)
@@ -584,12 +587,14 @@ class SyncServer:
                 page = self._page(scope, cursor, base, items, has_more, resync)
                 more = more or has_more
                 pages.append(page)
-            # A scope's last page carries its checksum: all of them in one read.
+            # A scope's last page carries its checksum: those the read-ahead did not bring,
+            # all in one read.
             done = [p for p in pages if not p.has_more]
-            if done:
-                sums = await tx.scope_checksums([p.scope for p in done])
-                for p in done:
-                    p.checksum = sums[p.scope]
+            missing = [p.scope for p in done if p.scope not in sums]
+            if missing:
+                sums.update(await tx.scope_checksums(missing))
+            for p in done:
+                p.checksum = sums[p.scope]
         dropped = sorted(s for s in req.cursors if s not in scopes)
         return PullResponse(scopes=pages, dropped=dropped, has_more=more, hlc=self.hlc.now())
 

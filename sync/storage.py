@@ -127,11 +127,12 @@ class SyncTx(Protocol):
         the storage can."""
         ...
 
-    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
-        """The scopes among `cursors` whose feed has an item after their cursor: a superset
-        of those `changes_since` would answer with items (a snapshot at cursor 0 leaves out
-        tombstones and eviction markers). One query for all of them, so a pull
-        that finds nothing new (most pulls) costs one statement, not one per scope."""
+    async def changes_and_checksums(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
+        """`changes_since_many(asks, limit)` and `scope_checksums` of the asked scopes, in
+        one query where the storage can: a caught-up scope's page is usually its last, and
+        its last page carries its checksum."""
         ...
 
     async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
@@ -149,8 +150,13 @@ class SyncTx(Protocol):
         """
         ...
 
-    async def feed_bounds(self) -> tuple[int, int]:
-        """(`tombstone_horizon()`, `last_seq()`) in one read: a pull needs both."""
+    async def feed_news(self, cursors: Mapping[str, int]) -> tuple[int, int, set[str]]:
+        """(`tombstone_horizon()`, `last_seq()`) and the scopes among `cursors` whose feed has
+        an item after their cursor (a superset of those `changes_since` would answer with
+        items: a snapshot at cursor 0 leaves out tombstones and eviction markers; a cursor
+        outside the bounds may be reported too, the caller checks it against them), in one
+        read: what every pull asks first, so one that finds nothing new (most pulls) costs
+        one statement, not one per scope."""
         ...
 
     async def purge_tombstones(self, before_ms: int) -> int:

@@ -1,6 +1,6 @@
-"""A caught-up pull reads its scopes' news in one query (`changes_since_many`, issue 13): the
-answer is the one scope-by-scope reads give, whatever the budget and however much each scope
-has beyond the read-ahead."""
+"""A caught-up pull reads its scopes' news with their checksums in one query
+(`changes_and_checksums`, issue 13): the answer is the one scope-by-scope reads give, whatever
+the budget and however much each scope has beyond the read-ahead."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def test_a_pull_reads_its_news_in_one_query_and_answers_as_scope_by_scope(
             assert client.post("/api/v1/tasks", headers=d, json=f.task()).status_code == 201
             assert client.post("/api/v1/hazards", headers=d, json=f.hazard()).status_code == 201
     asked: list[list[str]] = []
-    many = SqlTx.changes_since_many
+    many = SqlTx.changes_and_checksums
 
     async def counted(self: SqlTx, asks: Any, limit: int) -> Any:
         asked.append([scope for scope, _ in asks])
         return await many(self, asks, limit)
 
-    monkeypatch.setattr(SqlTx, "changes_since_many", counted)
+    monkeypatch.setattr(SqlTx, "changes_and_checksums", counted)
     answers: dict[tuple[str, int], Any] = {}
     for read_ahead in (100, 2, 1):  # 1 and 2: scopes with more are read again
         monkeypatch.setattr(sync.server, "PREFETCH", read_ahead)
@@ -71,9 +71,10 @@ def test_a_pull_reads_its_news_in_one_query_and_answers_as_scope_by_scope(
     assert not {s for asks in asked for s in asks} & behind.keys(), asked
 
     async def none(self: SqlTx, asks: Any, limit: int) -> Any:
-        return {}
+        return {}, {}
 
-    monkeypatch.setattr(SqlTx, "changes_since_many", none)  # scope by scope, as before
+    # Scope by scope, each checksum read on its own, as before.
+    monkeypatch.setattr(SqlTx, "changes_and_checksums", none)
     for (read_ahead, limit), got in answers.items():
         req = PullRequest(schema_version=SCHEMA_VERSION, cursors=cursors, limit=limit)
         if read_ahead == 0:

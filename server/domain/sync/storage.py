@@ -41,6 +41,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    null,
     select,
     text,
     tuple_,
@@ -128,16 +129,19 @@ _CHECKSUMS = select(SyncChecksum.scope, SyncChecksum.checksum).where(
 
 
 @functools.cache
-def _changed_probe(n: int) -> TextClause:
-    """`n` index probes (scope, seq) in one statement, built once per `n` (at most `_CHUNK`):
-    a text statement, as building it with the ORM cost more than running it."""
-    return text(
-        " UNION ALL ".join(
-            f"SELECT * FROM (SELECT scope FROM {SyncMember.__tablename__}"  # noqa: S608 - ours
-            f" WHERE scope = :s{i} AND seq > :c{i} LIMIT 1) AS q{i}"
-            for i in range(n)
-        )
-    )
+def _news_probe(n: int, *, counter: bool) -> TextClause:
+    """The counter's row (NULL, horizon, seq) (with `counter`) and `n` index probes (scope,
+    seq), each a row (scope, 0, 0) if its scope has a member after `c{i}`: a pull's first
+    question in one statement, built once per `n` (a text statement: building it with the ORM
+    cost more than running it)."""
+    table = SyncCounter.__tablename__
+    parts = [f"SELECT NULL AS scope, horizon, seq FROM {table} WHERE id = 1"] if counter else []  # noqa: S608
+    parts += [
+        f"SELECT scope, 0, 0 FROM (SELECT scope FROM {SyncMember.__tablename__}"  # noqa: S608
+        f" WHERE scope = :s{i} AND seq > :c{i} LIMIT 1) AS q{i}"
+        for i in range(n)
+    ]
+    return text(" UNION ALL ".join(parts))
 
 
 class SqlTx:
@@ -355,17 +359,26 @@ class SqlTx:
             ],
         )
 
-    async def changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
-        """Scopes with a member after their cursor: one index probe each (scope, seq), all in
-        one statement (`_changed_probe`)."""
+    async def feed_news(self, cursors: Mapping[str, int]) -> tuple[int, int, set[str]]:
+        """The counter's (horizon, last seq) and the scopes with a member after their cursor,
+        in one statement (`_news_probe`): the first thing every pull asks."""
         out: set[str] = set()
         connection = self.s.connection()
-        for part in _chunks(list(cursors.items())):
+        bounds: tuple[int, int] | None = None
+        for part in _chunks(list(cursors.items())) or [()]:
             params: dict[str, Any] = {}
             for i, (scope, cursor) in enumerate(part):
                 params[f"s{i}"], params[f"c{i}"] = scope, cursor
-            out.update(connection.execute(_changed_probe(len(part)), params).scalars())
-        return out
+            for scope, horizon, last in connection.execute(
+                _news_probe(len(part), counter=bounds is None), params
+            ):
+                if scope is None:
+                    bounds = int(horizon), int(last)
+                else:
+                    out.add(scope)
+        if bounds is None:
+            raise RuntimeError("the sync counter row is missing")
+        return bounds[0], bounds[1], out
 
     async def changes_since(
         self, scope: str, cursor: int, limit: int
@@ -397,6 +410,31 @@ class SqlTx:
                 out[scope] = _page_of(found, limit)
         return out
 
+    async def changes_and_checksums(
+        self, asks: Sequence[tuple[str, int]], limit: int
+    ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
+        """`changes_since_many` and the asked scopes' checksums (0 when unknown), in one
+        statement (`_feeds` with the checksums' rows after the feeds')."""
+        out: dict[str, tuple[list[ScopeItem], bool]] = {}
+        sums: dict[str, int] = {}
+        connection = self.s.connection()
+        for part in _chunks(list(asks)):
+            params: dict[str, Any] = {"limit": limit + 1}
+            for i, (scope, cursor) in enumerate(part):
+                params[f"scope_{i}"], params[f"cursor_{i}"] = scope, cursor
+                sums[scope] = 0
+            rows: dict[str, list[Any]] = {scope: [] for scope, _ in part}
+            snapshots = tuple(cursor == 0 for _, cursor in part)
+            for row in connection.execute(_feeds(snapshots, checksums=True), params):
+                if row[1] is None:  # no entity: a checksum's row, the value where seq goes
+                    sums[row[0]] = int(row[3] or 0)
+                else:
+                    rows[row[0]].append(row[1:])
+            for scope, found in rows.items():
+                found.sort(key=lambda r: r[2])  # by seq: a union keeps no order
+                out[scope] = _page_of(found, limit)
+        return out, sums
+
     async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:
         """Each scope's checksum (0 when unknown)."""
         out = dict.fromkeys(scopes, 0)
@@ -414,11 +452,6 @@ class SqlTx:
         """Seq up to which tombstones and eviction markers may be gone."""
         value = self.s.execute(select(SyncCounter.horizon).where(SyncCounter.id == 1))
         return int(value.scalar_one())
-
-    async def feed_bounds(self) -> tuple[int, int]:
-        """(horizon, last seq) from the counter row in one statement."""
-        row = self.s.connection().execute(_BOUNDS).one()
-        return int(row[0]), int(row[1])
 
     async def purge_tombstones(self, before_ms: int) -> int:
         """Delete tombstones and eviction markers older than `before_ms`; return the horizon."""
@@ -510,16 +543,25 @@ _SNAPSHOT = _feed_statement(snapshot=True)
 
 
 @functools.lru_cache(maxsize=256)
-def _feeds(snapshots: tuple[bool, ...]) -> Any:
+def _feeds(snapshots: tuple[bool, ...], checksums: bool = False) -> Any:
     """Scopes' feeds after their cursors (`scope_i`, `cursor_i`; one `limit`; a snapshot for
     each True of `snapshots`, whose cursor is 0) in one statement, each row led by its scope;
-    built once per pattern (a caught-up phone's is the same from pull to pull)."""
+    with `checksums`, a row (scope, NULL, NULL, checksum, NULL, NULL, NULL) for each of those
+    scopes that has one. Built once per pattern (a caught-up phone's is the same from pull to
+    pull)."""
     limit: Any = bindparam("limit")
-    feeds = (
-        _feed_statement(snapshot, f"_{i}", limit).subquery(f"f{i}")
+    parts: list[Any] = [
+        select(_feed_statement(snapshot, f"_{i}", limit).subquery(f"f{i}"))
         for i, snapshot in enumerate(snapshots)
-    )
-    return union_all(*(select(feed) for feed in feeds))
+    ]
+    if checksums:
+        c = SyncChecksum
+        scopes: list[Any] = [bindparam(f"scope_{i}") for i in range(len(snapshots))]
+        nothing = [null()] * 3
+        parts.append(
+            select(c.scope, null(), null(), c.checksum, *nothing).where(c.scope.in_(scopes))
+        )
+    return union_all(*parts)
 
 
 FEED_STATES_KEPT = 2048
