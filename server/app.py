@@ -26,9 +26,10 @@ from i18n import N_
 from schemas.common import Output
 from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from, pool_size
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
+from server.auth.tokens import ACCOUNT
 from server.blobs import build_blob_store, build_upload_manager, media_limits
 from server.config import Settings
-from server.db import make_engine, make_sessionmaker, read_engine
+from server.db import ReadOne, make_engine, make_sessionmaker
 from server.domain.admin.controllers import (
     AuditController,
     EnterpriseAdminController,
@@ -317,7 +318,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "engine": engine,
-                "read_engine": read_engine(engine),
+                "account_read": ReadOne(engine, ACCOUNT),
                 "admission": admission,
                 # Synced sessions: a REST write enters the sync change log in its transaction.
                 **synced_sessionmaker(make_sessionmaker(engine)),

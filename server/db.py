@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
 
 SPATIALITE = os.environ.get("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
 
@@ -137,6 +138,56 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{_READ_ONLY: True})
+
+
+class ReadOne:
+    """A read of at most one row by a statement built once, run outside a transaction on
+    every request (the authentication's account lookup).
+
+    On PostgreSQL it runs straight on the pooled connection's asyncpg driver: the same pool,
+    ping and statement (compiled once), without SQLAlchemy's execution and result machinery,
+    which cost about 0.2 ms of CPU per lookup (0.30 against 0.08 ms measured in a loop) for
+    one round trip that PostgreSQL answers the same. A connection that fails it is dropped
+    from the pool and the read is done once more the ordinary way, which also brings a lost
+    connection's usual error (`server.errors.database_error_handler`). Elsewhere (SQLite) it
+    is the ordinary way: `read_engine(engine)`."""
+
+    def __init__(self, engine: AsyncEngine, statement: Any) -> None:
+        self.engine = engine
+        self.statement = statement
+        self.read = read_engine(engine)
+        self.sql: str | None = None
+        self.order: tuple[str, ...] = ()
+        if engine.dialect.name == "postgresql":
+            compiled = statement.compile(dialect=engine.dialect)
+            self.sql, self.order = compiled.string, tuple(compiled.positiontup or ())
+
+    async def __call__(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The row (a tuple in the statement's column order), or None."""
+        if self.sql is not None:
+            row = await self._driver(self.sql, params)
+            if row is not _FAILED:
+                return cast("tuple[Any, ...] | None", row)
+        async with self.read.connect() as conn:
+            found = (await conn.execute(self.statement, params)).one_or_none()
+        return tuple(found) if found is not None else None
+
+    async def _driver(self, sql: str, params: dict[str, Any]) -> Any:
+        raw = await self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            record = await driver.fetchrow(sql, *(params[k] for k in self.order))
+        except Exception:  # the connection broke (or the statement failed): not reused
+            await greenlet_spawn(raw.invalidate)
+            return _FAILED
+        except BaseException:  # cancelled mid-statement: not reused either
+            await greenlet_spawn(raw.invalidate)
+            raise
+        await greenlet_spawn(raw.close)  # back to the pool
+        return tuple(record) if record is not None else None
+
+
+_FAILED = object()
 
 
 async def read_snapshot(session: AsyncSession) -> None:

@@ -10,7 +10,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from i18n import N_
 from schemas.common import Role
 from server.auth.principal import Principal
-from server.auth.tokens import ACCOUNT, decode_access
+from server.auth.tokens import decode_access
 from server.errors import Unauthenticated
 from server.models import utcnow
 
@@ -37,22 +37,24 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         settings = connection.app.state.settings
         claims = decode_access(settings.secret_key, token.strip())
         # One round trip per request: the account and whether the token's session is still
-        # live, one statement built once, outside a transaction (`read_engine`).
+        # live, one statement built once, outside a transaction (`server.db.ReadOne`).
         params = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
-        async with connection.app.state.read_engine.connect() as conn:
-            row = (await conn.execute(ACCOUNT, params)).one_or_none()
-        if row is None or row.disabled or row.deleted_at is not None:
+        row = await connection.app.state.account_read(params)
+        if row is None:
             raise Unauthenticated(N_("account disabled or removed"))
-        if not row.live:
+        username, role, org_id, area_id, language, disabled, deleted_at, live = row
+        if disabled or deleted_at is not None:
+            raise Unauthenticated(N_("account disabled or removed"))
+        if not live:
             raise Unauthenticated(N_("session ended (logged out or revoked)"))
         principal = Principal(
             user_id=claims.user_id,
-            username=row.username,
-            role=Role(row.role),
-            org_id=row.org_id,
-            area_id=row.area_id,
+            username=username,
+            role=Role(role),
+            org_id=org_id,
+            area_id=area_id,
             session_id=claims.session_id,
             device_id=claims.device_id,
-            language=row.language,
+            language=language,
         )
         return AuthenticationResult(user=principal, auth=token)

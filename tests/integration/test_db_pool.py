@@ -1,7 +1,8 @@
 """The PostgreSQL pool under load (issue 13's surge): a connection in use moments ago goes back
 to work without a ping, one that sat idle is pinged and replaced if the database dropped it, the
 server keeps a connection per admitted request, and the authentication's lookup runs without a
-transaction. Round trips, not CPU, were what a phone's pull waited for on a busy event loop."""
+transaction, on the driver itself. Round trips, not CPU, were what a phone's pull waited for on a
+busy event loop."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import event, text
@@ -85,37 +87,44 @@ def test_the_server_keeps_a_connection_per_admitted_request(tmp_path: Path) -> N
     assert small.state.engine.pool.size() == 3 + POOL_RESERVE
 
 
-def test_the_authentication_lookup_begins_no_transaction(
-    client: TestClient[Any], auth: Sessions, backend: str
+def test_the_authentication_lookup_is_one_driver_round_trip_outside_a_transaction(
+    client: TestClient[Any], auth: Sessions, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On PostgreSQL the account lookup of every request goes straight to the pooled
+    connection's driver (`server.db.ReadOne`): one statement, no BEGIN/ROLLBACK around it,
+    and none of SQLAlchemy's execution for it."""
     if backend != "postgis":
         pytest.skip("SQLite has no round trips to save")
     engine: AsyncEngine = client.app.state.engine
-    seen: list[tuple[str, bool]] = []
+    through_sqlalchemy: list[str] = []
+    by_driver: list[tuple[str, bool]] = []
+    fetchrow = asyncpg.connection.Connection.fetchrow
 
-    def note(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        # After the statement: asyncpg's BEGIN, if any, went out with it.
-        asyncpg_conn = conn.connection.driver_connection
-        seen.append((statement, asyncpg_conn.is_in_transaction()))
+    async def noted(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        by_driver.append((query, self.is_in_transaction()))
+        return await fetchrow(self, query, *args, **kwargs)
 
-    event.listen(engine.sync_engine, "after_cursor_execute", note)
+    def note(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", noted)
+    event.listen(engine.sync_engine, "before_cursor_execute", note)
     try:
         r = client.get("/api/v1/auth/me", headers=auth("fire1"))
     finally:
-        event.remove(engine.sync_engine, "after_cursor_execute", note)
+        event.remove(engine.sync_engine, "before_cursor_execute", note)
     assert r.status_code == 200, r.text
-    lookups = [busy for sql, busy in seen if "FROM users" in sql and "refresh_tokens" in sql]
-    assert lookups == [False], seen
+    lookups = [busy for sql, busy in by_driver if _is_lookup(sql)]
+    assert lookups == [False], by_driver
+    assert not [sql for sql in through_sqlalchemy if _is_lookup(sql)], through_sqlalchemy
 
 
-def test_a_connection_dropped_moments_after_use_answers_503_then_the_server_recovers(
-    client: TestClient[Any], auth: Sessions, backend: str
-) -> None:
-    """A connection used moments ago is not pinged: if PostgreSQL dropped it meanwhile (a
-    restart, a fail-over, an operator's kill), the request that takes it fails. It must get a
-    503 with Retry-After, which the phone honours, not a 500; the next request is served."""
-    if backend != "postgis":
-        pytest.skip("SQLite has no connection to lose")
+def _is_lookup(sql: str) -> bool:
+    return "FROM users" in sql and "refresh_tokens" in sql
+
+
+def _backends_of(client: TestClient[Any], path: str, headers: dict[str, str]) -> set[int]:
+    """The PostgreSQL backends whose statements SQLAlchemy ran for one request."""
     engine: AsyncEngine = client.app.state.engine
     pids: set[int] = set()
 
@@ -124,11 +133,14 @@ def test_a_connection_dropped_moments_after_use_answers_503_then_the_server_reco
 
     event.listen(engine.sync_engine, "after_cursor_execute", note)
     try:
-        assert client.get("/api/v1/auth/me", headers=auth("fire1")).status_code == 200
+        assert client.get(path, headers=headers).status_code == 200
     finally:
         event.remove(engine.sync_engine, "after_cursor_execute", note)
     assert pids
+    return pids
 
+
+def _terminate(pids: set[int]) -> None:
     async def kill() -> None:
         observer = make_engine(require_postgres(), ping_idle_s=None, isolation_level="AUTOCOMMIT")
         try:
@@ -139,6 +151,35 @@ def test_a_connection_dropped_moments_after_use_answers_503_then_the_server_reco
             await observer.dispose()
 
     asyncio.run(kill())
+
+
+def test_a_lookup_on_a_dropped_connection_is_done_again_on_a_live_one(
+    client: TestClient[Any], auth: Sessions, backend: str
+) -> None:
+    """The account lookup is the first to meet a connection PostgreSQL dropped moments after
+    its last use: that connection leaves the pool and the lookup is done again on another,
+    so the request is served; so are the next ones."""
+    if backend != "postgis":
+        pytest.skip("SQLite has no connection to lose")
+    pids = _backends_of(client, "/api/v1/auth/me", auth("fire1"))
+    _terminate(pids)
+    for _ in range(3):
+        assert client.get("/api/v1/auth/me", headers=auth("fire1")).status_code == 200
+    assert not pids & _backends_of(client, "/api/v1/auth/me", auth("fire1"))
+
+
+def test_a_connection_dropped_moments_after_use_answers_503_then_the_server_recovers(
+    client: TestClient[Any], auth: Sessions, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection used moments ago is not pinged: if PostgreSQL dropped it meanwhile (a
+    restart, a fail-over, an operator's kill), the request that takes it fails. It must get a
+    503 with Retry-After, which the phone honours, not a 500; the next request is served.
+    (The account lookup, which would take the dead connection first and do its read again on
+    another, runs the ordinary way here, so the request's own transaction meets it.)"""
+    if backend != "postgis":
+        pytest.skip("SQLite has no connection to lose")
+    monkeypatch.setattr(client.app.state.account_read, "sql", None)
+    _terminate(_backends_of(client, "/api/v1/auth/me", auth("fire1")))
     lost = client.get("/api/v1/auth/me", headers=auth("fire1"))
     assert lost.status_code == 503, lost.text
     assert lost.headers["content-type"].startswith("application/problem+json")
