@@ -26,6 +26,7 @@ from server.domain.sync.policy import (
     _enterprises_stmt,
     _home_areas_stmt,
     _inspector_grids_stmt,
+    _scope_inputs_stmt,
     _task_facts_stmt,
 )
 from server.errors import Forbidden
@@ -38,6 +39,7 @@ RULES: dict[str, Callable[[Principal], Any]] = {
     "home_areas": _home_areas_stmt,
     "inspector_grids": _inspector_grids_stmt,
     "enterprises": _enterprises_stmt,
+    "scope_inputs": _scope_inputs_stmt,  # all of a pull's scope reads in one
 }
 
 

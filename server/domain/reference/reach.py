@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from geoalchemy2.shape import to_shape
-from sqlalchemy import ColumnElement, Uuid, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, String, Uuid, bindparam, cast, func, null, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.common import Role
@@ -78,6 +79,36 @@ def _facts_and_version(session: Session, org_id: uuid.UUID | None) -> tuple[obje
         session.connection().execute(_FACTS_AND_VERSION, {"org": org_id}).one()
     )
     memo.setdefault(org_id, (area, kind))
+    return (str(session.get_bind().engine.url), count, changed)
+
+
+def facts_and_version_stmt(org_id: Any) -> Any:
+    """(area count, last area change, the organisation's area, its unit kind) for `org_id`
+    (a bound parameter, or None: no organisation), to be read with other reads in one
+    statement; give the row to `noted_facts`."""
+    if org_id is None:
+        return _AREAS_VERSION.add_columns(
+            cast(null(), Uuid).label("org_area"), cast(null(), String).label("kind")
+        )
+    facts = select(Organisation.area_id, Organisation.unit_kind).where(Organisation.id == org_id)
+    return _AREAS_VERSION.add_columns(
+        facts.with_only_columns(Organisation.area_id).scalar_subquery().label("org_area"),
+        facts.with_only_columns(Organisation.unit_kind).scalar_subquery().label("kind"),
+    )
+
+
+def noted_facts(
+    session: Session,
+    org_id: uuid.UUID | None,
+    count: int,
+    changed: object,
+    area: uuid.UUID | None,
+    kind: str | None,
+) -> tuple[object, ...]:
+    """The areas' version from a row of `facts_and_version_stmt` read elsewhere, keeping the
+    organisation's facts for the transaction as `_facts_and_version` does."""
+    if org_id is not None:
+        _org_memo(session).setdefault(org_id, (area, kind))
     return (str(session.get_bind().engine.url), count, changed)
 
 
@@ -187,16 +218,21 @@ def _reach(session: Session, ids: set[uuid.UUID]) -> set[uuid.UUID]:
 
 
 def reference_areas(
-    session: Session, p: Principal, task_areas: set[uuid.UUID] | None = None
+    session: Session,
+    p: Principal,
+    task_areas: set[uuid.UUID] | None = None,
+    version: tuple[object, ...] | None = None,
 ) -> set[uuid.UUID] | None:
     """The areas whose `refarea:` scopes `p` reads; None for administrators (every area).
-    `task_areas`: the areas of `p`'s current tasks when the caller read them already."""
+    `task_areas`: the areas of `p`'s current tasks when the caller read them already;
+    `version`: the areas' version likewise (`noted_facts`, which kept the organisation's)."""
     if p.role is Role.ADMIN:
         return None
     bases: set[uuid.UUID] = set()
     if p.role is not Role.DISPATCHER:
         bases = set(task_areas) if task_areas is not None else _task_areas(session, p)
-    version = _facts_and_version(session, p.org_id)  # and the organisation's facts
+    if version is None:
+        version = _facts_and_version(session, p.org_id)  # and the organisation's facts
     home = _home_area(session, p)
     if home is not None:
         bases.add(home)

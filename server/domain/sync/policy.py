@@ -43,11 +43,27 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import false, or_, select, true
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Uuid,
+    false,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy import (
+    cast as cast_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
@@ -69,7 +85,12 @@ from server.domain.checks.schedule import CheckPolicy
 from server.domain.dispatch import services as dispatch
 from server.domain.dispatch.assign import DispatchPolicy
 from server.domain.hazards import services as hazards
-from server.domain.reference.reach import my_tasks, task_area_ids
+from server.domain.reference.reach import (
+    facts_and_version_stmt,
+    my_tasks,
+    noted_facts,
+    task_area_ids,
+)
 from server.domain.sync.mapping import BY_ENTITY, fields_of, hazard_event_item, hazard_scopes
 from server.domain.sync.reference_scopes import reference_reads, reference_record_scopes
 from server.domain.sync.storage import SKIP, mark_skip
@@ -209,38 +230,37 @@ class ServerPolicy:
 
     async def user_scopes(self, tx: SyncTx, user: object) -> frozenset[str]:
         """What `user` reads now (re-computed on every pull, so a change evicts at once), in
-        few statements: one over the user's tasks (their incidents and, for reference data,
-        their current areas), one for the organisation and the areas' version
-        (`reference_scopes`), one for the areas of their work with the grids in them."""
+        one statement (`_scope_inputs_stmt`): their tasks (their incidents and, for reference
+        data, their current areas), the organisation with the areas' version
+        (`reference_scopes`), and by role the areas of their work with the grids in them, an
+        inspector's grids or an enterprise's entries."""
         p = cast(Principal, user)
         out = {"ref", f"reporter:{p.user_id}"}
         s = self.s
+        got = _scope_inputs(s, p)
         if p.role in _DISPATCH:
-            out |= reference_reads(s, p)
-            ids, grids = _home_areas_with_grids(s, p)
+            out |= reference_reads(s, p, version=got.version)
+            ids = {a for a, _ in got.homes}
             out |= {f"area:{a}" for a in ids} | {f"harea:{a}" for a in ids}
-            out |= {f"gridref:{g}" for g in grids}
+            out |= {f"gridref:{g}" for _, g in got.homes if g is not None}
             return frozenset(out)
-        task_areas, incidents = _task_facts(s, p)
-        out |= reference_reads(s, p, task_areas)
-        if incidents is not None:
-            out |= {f"incident:{i}" for i in incidents}
+        task_areas = task_area_ids((a, st) for a, st, _, m, _ in got.tasks if m)
+        out |= reference_reads(s, p, task_areas, got.version)
+        if p.role is not Role.ENTERPRISE_STAFF:  # enterprise staff have no tasks: no incidents
+            out |= {f"incident:{i}" for _, _, i, _, v in got.tasks if v and i is not None}
             out.add(f"user:{p.user_id}")
         if p.role in (Role.RESPONDER, Role.ENTERPRISE_STAFF) and p.org_id is not None:
             out.add(f"org:{p.org_id}")  # hazards their organisation must rectify
         if p.role is Role.RESPONDER:
             if p.org_id is not None:
                 out.add(f"unit:{p.org_id}")
-            areas, near = _home_areas_with_grids(s, p)
-            out |= {f"harea:{a}" for a in areas}
-            out |= {f"gridref:{g}" for g in near}
+            out |= {f"harea:{a}" for a, _ in got.homes}
+            out |= {f"gridref:{g}" for _, g in got.homes if g is not None}
         elif p.role is Role.INSPECTOR:
-            stmt = for_principal(p, _inspector_grids_stmt)
-            for g in s.connection().execute(stmt, principal_params(p)).scalars():
+            for g, _ in got.grids:
                 out |= {f"grid:{g}", f"gridref:{g}"}
         elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
-            stmt = for_principal(p, _enterprises_stmt)
-            for ent, grid in s.connection().execute(stmt, principal_params(p)):
+            for ent, grid in got.enterprises:
                 out.add(f"enterprise:{ent}")
                 if grid is not None:
                     out.add(f"gridref:{grid}")
@@ -444,18 +464,6 @@ def _task_facts_stmt(p: Principal) -> Any:
     ).where(or_(mine, seen), Task.deleted_at.is_(None))
 
 
-def _task_facts(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID] | None]:
-    """One read of `p`'s live tasks: the areas of their current ones (assigned to them or
-    their unit: where their reference data comes from) and the incidents of those they see
-    (None for enterprise staff, who have no tasks and so no incidents)."""
-    stmt = for_principal(p, _task_facts_stmt)
-    rows = s.connection().execute(stmt, principal_params(p)).all()
-    areas = task_area_ids((a, st) for a, st, _, m, _ in rows if m)
-    if p.role is Role.ENTERPRISE_STAFF:
-        return areas, None
-    return areas, {i for _, _, i, _, v in rows if v and i is not None}
-
-
 def _home_areas_stmt(p: Principal) -> Any:
     """Ids of `p`'s home areas and of the grids in them, in one statement."""
     sub = (select(AdminArea.id) if p.role is Role.ADMIN else home_area_subtree(p)).subquery()
@@ -463,16 +471,80 @@ def _home_areas_stmt(p: Principal) -> Any:
     return select(area_id, Grid.id).select_from(sub).outerjoin(Grid, Grid.area_id == area_id)
 
 
-def _home_areas_with_grids(s: Session, p: Principal) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """The ids of `p`'s home areas (every area for administrators) and of the grids in them."""
-    stmt = for_principal(p, _home_areas_stmt)
-    ids: set[uuid.UUID] = set()
-    grids: set[uuid.UUID] = set()
-    for a, g in s.connection().execute(stmt, principal_params(p)):
-        ids.add(a)
-        if g is not None:
-            grids.add(g)
-    return ids, grids
+@dataclass
+class _ScopeInputs:
+    """What `user_scopes` reads, by kind (`_scope_inputs_stmt`)."""
+
+    version: tuple[object, ...] | None = None
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)  # area, status, incident, mine, seen
+    homes: list[tuple[Any, Any]] = field(default_factory=list)  # area, grid in it (or None)
+    grids: list[tuple[Any, Any]] = field(default_factory=list)  # an inspector's grid, None
+    enterprises: list[tuple[Any, Any]] = field(default_factory=list)  # enterprise, its grid
+
+
+def _typed_null(type_: Any) -> Any:
+    return cast_(null(), type_)  # a bare NULL in a subquery is text to PostgreSQL
+
+
+def _kind(kind: str, *columns: Any, text: Any = None, flags: tuple[Any, Any] = (None, None)) -> Any:
+    """One branch of `_scope_inputs_stmt`: (kind, two ids, a text, two flags, a count, a time)
+    with NULL where the branch has nothing."""
+    ids = [*columns, *[_typed_null(Uuid)] * (2 - len(columns))]
+    return [
+        literal_column(f"'{kind}'").label("kind"),
+        *ids,
+        text if text is not None else _typed_null(String),
+        *[f if f is not None else _typed_null(Boolean) for f in flags],
+    ]
+
+
+def _scope_inputs_stmt(p: Principal) -> Any:
+    """Every read of `user_scopes` for `p`, in one statement (each a round trip and a
+    statement's Python before): rows led by their kind, `v` (the areas' version with the
+    organisation's facts), `t` (`_task_facts_stmt`), `h` (`_home_areas_stmt`), `g`
+    (`_inspector_grids_stmt`), `e` (`_enterprises_stmt`), each rule written once above."""
+    facts = facts_and_version_stmt(p.org_id).subquery("v")
+    none = _typed_null(Integer), _typed_null(DateTime(timezone=True))
+    count, changed, org_area, unit_kind = facts.c
+    parts = [select(*_kind("v", org_area, text=unit_kind), count, changed)]
+    if p.role not in _DISPATCH:
+        t = _task_facts_stmt(p).subquery("t")
+        parts.append(
+            select(
+                *_kind(
+                    "t", t.c.area_id, t.c.incident_id, text=t.c.status, flags=(t.c.mine, t.c.seen)
+                ),
+                *none,
+            )
+        )
+    if p.role in (*_DISPATCH, Role.RESPONDER):
+        area, grid = _home_areas_stmt(p).subquery("h").c
+        parts.append(select(*_kind("h", area, grid), *none))
+    elif p.role is Role.INSPECTOR:
+        parts.append(select(*_kind("g", _inspector_grids_stmt(p).subquery("g").c[0]), *none))
+    elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
+        ent, grid = _enterprises_stmt(p).subquery("e").c
+        parts.append(select(*_kind("e", ent, grid), *none))
+    return union_all(*parts)
+
+
+def _scope_inputs(s: Session, p: Principal) -> _ScopeInputs:
+    got = _ScopeInputs()
+    stmt = for_principal(p, _scope_inputs_stmt)
+    for kind, a, b, text, f1, f2, count, changed in s.connection().execute(
+        stmt, principal_params(p)
+    ):
+        if kind == "t":
+            got.tasks.append((a, text, b, f1, f2))
+        elif kind == "h":
+            got.homes.append((a, b))
+        elif kind == "g":
+            got.grids.append((a, b))
+        elif kind == "e":
+            got.enterprises.append((a, b))
+        else:
+            got.version = noted_facts(s, p.org_id, count, changed, a, text)
+    return got
 
 
 def _inspector_grids_stmt(p: Principal) -> Any:

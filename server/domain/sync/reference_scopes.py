@@ -84,13 +84,17 @@ def _unit_kind(session: Session, org_id: uuid.UUID | None) -> str | None:
 
 
 def reference_reads(
-    session: Session, p: Principal, task_areas: set[uuid.UUID] | None = None
+    session: Session,
+    p: Principal,
+    task_areas: set[uuid.UUID] | None = None,
+    version: tuple[object, ...] | None = None,
 ) -> set[str]:
     """The reference scope keys `p` reads now: `ref`, `refarea:` of their areas, and the plan
     keys of their role (`plans` for dispatch, `plankind:` of a responder's unit kind).
-    `task_areas`: the areas of `p`'s current tasks, when the caller read them already."""
+    `task_areas`, `version`: the areas of `p`'s current tasks and the areas' version, when
+    the caller read them already (`reference_areas`)."""
     out = {REF}
-    areas = reference_areas(session, p, task_areas)
+    areas = reference_areas(session, p, task_areas, version)
     if areas is None:
         out.add(REFALL)  # administrators: one scope, not one cursor per area of the country
     else:
