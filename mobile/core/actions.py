@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mobile.core.clock import Now, rfc3339, utcnow
+from mobile.core.clock import Now, instant, rfc3339, utcnow
 from mobile.core.geo import Fix, Geolocator, usable_fix
 from mobile.core.photos import PhotoRef, PhotoStore
 from schemas.ids import uuid7
@@ -437,7 +437,7 @@ def _last_pending(store: ClientStore, entity: str, key: str, value: str) -> str 
     if last is not None:
         return last
     acked = [
-        (str(step.get("at") or ""), rid.bytes, str(step["to_status"]))
+        (instant(step.get("at")), rid.bytes, str(step["to_status"]))
         for rid, step in store.all(entity).items()
         if step.get(key) == value and step.get("to_status")
     ]

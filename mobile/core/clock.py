@@ -28,6 +28,20 @@ def rfc3339(at: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def instant(at: datetime | str | None) -> datetime:
+    """A stored or received time as an aware instant, for ordering (none, or one that does
+    not parse, comes first). Never compare the texts: the server leaves out a whole second's
+    fraction (`...:18Z`), which as text sorts after `...:18.001000Z` and `...:18.000Z`."""
+    try:
+        value = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    except ValueError:
+        return _NO_TIME
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def device_zone() -> tzinfo:
     """The zone the phone is set to (the process's local time: `TZ`, `/etc/localtime`, or
     Android's setting, which its C library reads)."""

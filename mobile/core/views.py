@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from mobile.core import localdb
-from mobile.core.clock import Now, utcnow
+from mobile.core.clock import Now, instant, utcnow
 from mobile.core.geo import haversine_m
 from mobile.core.photos import PhotoState
 from schemas.states import hazard_step_rank, task_step_rank
@@ -238,8 +238,11 @@ def in_timeline_order(
     """A timeline's entries by time, and those of the same instant (two taps within a
     millisecond, or the server's clock at one transaction) in the order of the record's
     lifecycle, as the server orders them: `rank` is `schemas.states.task_step_rank` or
-    `hazard_step_rank`."""
-    return sorted(entries or [], key=lambda e: (str(e.get("at")), rank(e.get("to"), e.get("from"))))
+    `hazard_step_rank`. Times are compared as instants, not as text: the wire leaves out the
+    fraction of a whole second (`...:18Z`), which as text sorts after `...:18.001000Z`."""
+    return sorted(
+        entries or [], key=lambda e: (instant(e.get("at")), rank(e.get("to"), e.get("from")))
+    )
 
 
 class Views:

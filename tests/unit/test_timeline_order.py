@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, literal, select
@@ -44,6 +45,20 @@ def test_steps_of_one_instant_follow_the_lifecycle() -> None:
         ("on_scene", False),
         ("completed", False),
     ]
+
+
+def test_a_step_at_a_whole_second_goes_before_the_later_steps_of_that_second() -> None:
+    """The wire leaves out a whole second's fraction: `...:18Z` came after `...:18.001000Z`
+    as text, so a step stamped on the second showed after the next one (seen once in the
+    phone core's responder-day test, about one step in a thousand)."""
+    steps: list[dict[str, Any]] = [
+        {"at": "2026-11-30T04:30:18.120000Z", "to": "on_scene", "from": "en_route"},
+        {"at": "2026-11-30T04:30:18Z", "to": "en_route", "from": "accepted"},
+        {"at": "2026-11-30T04:30:17.999000Z", "to": "accepted", "from": "assigned"},
+        {"at": None, "to": "assigned"},
+    ]
+    shown = [s["to"] for s in in_timeline_order(steps, task_step_rank)]
+    assert shown == ["assigned", "accepted", "en_route", "on_scene"]
 
 
 @pytest.mark.parametrize(
