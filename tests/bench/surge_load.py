@@ -695,14 +695,15 @@ def main(plan_path: str) -> int:
                     plan["units"],
                     stage["trigger_every_s"],
                 )
+            parts = stage.get("parts") or [stage["hold_s"]]
             stepped = False
-            for i, part in enumerate(stage.get("parts") or [stage["hold_s"]]):
-                warm_s = stage["warm_s"] if i == 0 or stepped else 0
-                stepped = False
+            for i, part in enumerate(parts):
+                warm_s = stage["warm_s"] if i == 0 or (i == 1 and stepped) else 0
                 rec = measure(f"{stage['name']}-{i}", warm_s, part, users=users, best=best)
                 down = stage.get("step_down", 0)
                 failed = rec["served_p99_ms"] > 1000 or rec["failures"] or rec["shed"]
-                if failed and down and best and users - down > 0 and users == best:
+                # Once, after the first part, and only with a part to come.
+                if i == 0 and len(parts) > 1 and failed and down and users == best > down:
                     # The 5-minute hold decides, and the search's short steps can pass a count
                     # that five minutes of bursts do not: the next part holds one step less,
                     # and the overload is taken at twice what was held.
