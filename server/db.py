@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
@@ -165,29 +165,21 @@ class ReadOne:
     async def __call__(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The row (a tuple in the statement's column order), or None."""
         if self.sql is not None:
-            row = await self._driver(self.sql, params)
-            if row is not _FAILED:
-                return cast("tuple[Any, ...] | None", row)
+            raw = await self.engine.raw_connection()
+            try:
+                driver: Any = raw.driver_connection
+                record = await driver.fetchrow(self.sql, *(params[k] for k in self.order))
+            except Exception:  # the connection broke (or the statement failed): not reused,
+                await greenlet_spawn(raw.invalidate)  # and the read is done the ordinary way
+            except BaseException:  # cancelled mid-statement: not reused either
+                await greenlet_spawn(raw.invalidate)
+                raise
+            else:
+                await greenlet_spawn(raw.close)  # back to the pool
+                return tuple(record) if record is not None else None
         async with self.read.connect() as conn:
             found = (await conn.execute(self.statement, params)).one_or_none()
         return tuple(found) if found is not None else None
-
-    async def _driver(self, sql: str, params: dict[str, Any]) -> Any:
-        raw = await self.engine.raw_connection()
-        try:
-            driver: Any = raw.driver_connection
-            record = await driver.fetchrow(sql, *(params[k] for k in self.order))
-        except Exception:  # the connection broke (or the statement failed): not reused
-            await greenlet_spawn(raw.invalidate)
-            return _FAILED
-        except BaseException:  # cancelled mid-statement: not reused either
-            await greenlet_spawn(raw.invalidate)
-            raise
-        await greenlet_spawn(raw.close)  # back to the pool
-        return tuple(record) if record is not None else None
-
-
-_FAILED = object()
 
 
 async def read_snapshot(session: AsyncSession) -> None:

@@ -168,18 +168,13 @@ class MemoryTx:
     async def _changed_scopes(self, cursors: Mapping[str, int]) -> set[str]:
         return {s for s, c in cursors.items() if (await self.changes_since(s, c, 1))[0]}
 
-    async def changes_since_many(
-        self, asks: Sequence[tuple[str, int]], limit: int
-    ) -> dict[str, tuple[list[ScopeItem], bool]]:
-        """`changes_since` of each ask (see the Protocol)."""
-        return {scope: await self.changes_since(scope, cursor, limit) for scope, cursor in asks}
-
     async def changes_and_checksums(
         self, asks: Sequence[tuple[str, int]], limit: int
     ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
-        """`changes_since_many` and the asked scopes' checksums (see the Protocol)."""
+        """Each ask's `changes_since` and the asked scopes' checksums (see the Protocol)."""
         sums = await self.scope_checksums([scope for scope, _ in asks])
-        return await self.changes_since_many(asks, limit), sums
+        pages = {scope: await self.changes_since(scope, cursor, limit) for scope, cursor in asks}
+        return pages, sums
 
     async def changes_since(
         self, scope: str, cursor: int, limit: int

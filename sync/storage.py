@@ -119,20 +119,13 @@ class SyncTx(Protocol):
         """
         ...
 
-    async def changes_since_many(
-        self, asks: Sequence[tuple[str, int]], limit: int
-    ) -> dict[str, tuple[list[ScopeItem], bool]]:
-        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks`, by scope:
-        what a caught-up device's pull asks of the few scopes with news, in one query where
-        the storage can."""
-        ...
-
     async def changes_and_checksums(
         self, asks: Sequence[tuple[str, int]], limit: int
     ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
-        """`changes_since_many(asks, limit)` and `scope_checksums` of the asked scopes, in
-        one query where the storage can: a caught-up scope's page is usually its last, and
-        its last page carries its checksum."""
+        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks`, by scope,
+        and `scope_checksums` of the asked scopes, in one query where the storage can: what a
+        caught-up device's pull asks of the few scopes with news (a caught-up scope's page is
+        usually its last, and its last page carries its checksum)."""
         ...
 
     async def scope_checksums(self, scopes: Collection[str]) -> dict[str, int]:

@@ -257,7 +257,7 @@ class ServerPolicy:
             out |= {f"harea:{a}" for a, _ in got.homes}
             out |= {f"gridref:{g}" for _, g in got.homes if g is not None}
         elif p.role is Role.INSPECTOR:
-            for g, _ in got.grids:
+            for g in got.grids:
                 out |= {f"grid:{g}", f"gridref:{g}"}
         elif p.role is Role.ENTERPRISE_STAFF and p.org_id is not None:
             for ent, grid in got.enterprises:
@@ -478,7 +478,7 @@ class _ScopeInputs:
     version: tuple[object, ...] | None = None
     tasks: list[tuple[Any, ...]] = field(default_factory=list)  # area, status, incident, mine, seen
     homes: list[tuple[Any, Any]] = field(default_factory=list)  # area, grid in it (or None)
-    grids: list[tuple[Any, Any]] = field(default_factory=list)  # an inspector's grid, None
+    grids: list[Any] = field(default_factory=list)  # an inspector's grids
     enterprises: list[tuple[Any, Any]] = field(default_factory=list)  # enterprise, its grid
 
 
@@ -539,7 +539,7 @@ def _scope_inputs(s: Session, p: Principal) -> _ScopeInputs:
         elif kind == "h":
             got.homes.append((a, b))
         elif kind == "g":
-            got.grids.append((a, b))
+            got.grids.append(a)
         elif kind == "e":
             got.enterprises.append((a, b))
         else:

@@ -390,31 +390,12 @@ class SqlTx:
         # 5,000-item page's server time went there).
         return _page_of(self.s.connection().execute(stmt, params), limit)
 
-    async def changes_since_many(
-        self, asks: Sequence[tuple[str, int]], limit: int
-    ) -> dict[str, tuple[list[ScopeItem], bool]]:
-        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks`, in one
-        statement (`_feeds`): a caught-up phone's pull finds a little news in several scopes."""
-        out: dict[str, tuple[list[ScopeItem], bool]] = {}
-        connection = self.s.connection()
-        for part in _chunks(list(asks)):
-            params: dict[str, Any] = {"limit": limit + 1}
-            for i, (scope, cursor) in enumerate(part):
-                params[f"scope_{i}"], params[f"cursor_{i}"] = scope, cursor
-            rows: dict[str, list[Any]] = {scope: [] for scope, _ in part}
-            snapshots = tuple(cursor == 0 for _, cursor in part)
-            for row in connection.execute(_feeds(snapshots), params):
-                rows[row[0]].append(row[1:])
-            for scope, found in rows.items():
-                found.sort(key=lambda r: r[2])  # by seq: a union keeps no order
-                out[scope] = _page_of(found, limit)
-        return out
-
     async def changes_and_checksums(
         self, asks: Sequence[tuple[str, int]], limit: int
     ) -> tuple[dict[str, tuple[list[ScopeItem], bool]], dict[str, int]]:
-        """`changes_since_many` and the asked scopes' checksums (0 when unknown), in one
-        statement (`_feeds` with the checksums' rows after the feeds')."""
+        """`changes_since(scope, cursor, limit)` for each (scope, cursor) of `asks` and the
+        asked scopes' checksums (0 when unknown), in one statement (`_feeds`): a caught-up
+        phone's pull finds a little news in several scopes."""
         out: dict[str, tuple[list[ScopeItem], bool]] = {}
         sums: dict[str, int] = {}
         connection = self.s.connection()
@@ -425,7 +406,7 @@ class SqlTx:
                 sums[scope] = 0
             rows: dict[str, list[Any]] = {scope: [] for scope, _ in part}
             snapshots = tuple(cursor == 0 for _, cursor in part)
-            for row in connection.execute(_feeds(snapshots, checksums=True), params):
+            for row in connection.execute(_feeds(snapshots), params):
                 if row[1] is None:  # no entity: a checksum's row, the value where seq goes
                     sums[row[0]] = int(row[3] or 0)
                 else:
@@ -543,24 +524,21 @@ _SNAPSHOT = _feed_statement(snapshot=True)
 
 
 @functools.lru_cache(maxsize=256)
-def _feeds(snapshots: tuple[bool, ...], checksums: bool = False) -> Any:
+def _feeds(snapshots: tuple[bool, ...]) -> Any:
     """Scopes' feeds after their cursors (`scope_i`, `cursor_i`; one `limit`; a snapshot for
     each True of `snapshots`, whose cursor is 0) in one statement, each row led by its scope;
-    with `checksums`, a row (scope, NULL, NULL, checksum, NULL, NULL, NULL) for each of those
-    scopes that has one. Built once per pattern (a caught-up phone's is the same from pull to
+    then a row (scope, NULL, NULL, checksum, NULL, NULL, NULL) for each of those scopes that
+    has a checksum. Built once per pattern (a caught-up phone's is the same from pull to
     pull)."""
     limit: Any = bindparam("limit")
     parts: list[Any] = [
         select(_feed_statement(snapshot, f"_{i}", limit).subquery(f"f{i}"))
         for i, snapshot in enumerate(snapshots)
     ]
-    if checksums:
-        c = SyncChecksum
-        scopes: list[Any] = [bindparam(f"scope_{i}") for i in range(len(snapshots))]
-        nothing = [null()] * 3
-        parts.append(
-            select(c.scope, null(), null(), c.checksum, *nothing).where(c.scope.in_(scopes))
-        )
+    c = SyncChecksum
+    scopes: list[Any] = [bindparam(f"scope_{i}") for i in range(len(snapshots))]
+    nothing = [null()] * 3
+    parts.append(select(c.scope, null(), null(), c.checksum, *nothing).where(c.scope.in_(scopes)))
     return union_all(*parts)
 
 
