@@ -41,6 +41,17 @@ from tests.bench.surge_fixture import populate
 
 PHONES = int(os.environ.get("PHONES", "1000"))
 HOLD_S = float(os.environ.get("HOLD_S", "120"))
+STAGES = [
+    (int(users), float(hold), float(first[0]) if first else 600.0)
+    for users, hold, *first in (
+        part.split(":") for part in os.environ.get("STAGES", f"{PHONES}:{HOLD_S}").split(",")
+    )
+]
+"""Holds one after the other on the same server and database, `users:seconds` each, or
+`users:seconds:first_sync_max_s` (e.g. `STAGES=5000:300,4000:300`, the benchmark's step-down;
+`STAGES=4000:300,8000:60:60`, its overload after a hold); PHONES and HOLD_S make one. `KEEP=1`
+keeps the scratch database (its URL is printed; drop it by hand). `FIXTURE=27000` makes that
+many phones' users and sessions (the benchmark's fixture is sized for all its stages)."""
 WARM_S = float(os.environ.get("WARM_S", "20"))
 OUT = Path(os.environ.get("OUT", "var/bench/surge-probe"))
 PYSPY = os.environ.get("PYSPY", "")
@@ -52,6 +63,9 @@ LOCKS = """SELECT l.pid, l.locktype, l.mode, pg_blocking_pids(l.pid),
  left(regexp_replace(a.query, '\\s+', ' ', 'g'), 120)
  FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"""
 BGWRITER = "SELECT row_to_json(b)::text FROM pg_stat_bgwriter b"
+TABLES = """SELECT relname, n_live_tup, n_dead_tup, n_tup_upd, n_tup_hot_upd,
+ autovacuum_count, pg_total_relation_size(relid) FROM pg_stat_user_tables
+ ORDER BY n_dead_tup DESC LIMIT 8"""
 
 
 def sample_database(url: str, stop: threading.Event) -> None:
@@ -72,7 +86,8 @@ def sample_database(url: str, stop: threading.Event) -> None:
                 act.write(json.dumps({"t": t, "rows": rows, "locks": locks}, default=str) + "\n")
                 if n % 25 == 0:
                     bgw = json.loads(await conn.fetchval(BGWRITER))
-                    bg.write(json.dumps({"t": t, "bgw": bgw}) + "\n")
+                    tables = [list(r) for r in await conn.fetch(TABLES)]
+                    bg.write(json.dumps({"t": t, "bgw": bgw, "tables": tables}) + "\n")
                 n += 1
                 await asyncio.sleep(max(0.0, 0.2 - (time.time() - t)))
         await conn.close()
@@ -160,6 +175,7 @@ def summarise(t0: float, t1: float) -> dict[str, Any]:
     bgw = [json.loads(x) for x in (OUT / "bgwriter.jsonl").open()]
     before = [x["bgw"] for x in bgw if x["t"] <= t0]
     after = [x["bgw"] for x in bgw if x["t"] >= t1] or [x["bgw"] for x in bgw[-1:]]
+    end = next((x for x in bgw if x["t"] >= t1), bgw[-1] if bgw else {})
     checkpoints = (
         {
             k: after[0][k] - before[-1][k]
@@ -170,6 +186,7 @@ def summarise(t0: float, t1: float) -> dict[str, Any]:
     )
     return {
         "samples": samples,
+        "dead_tuples_at_end": {r[0]: r[2] for r in end.get("tables", [])},
         "client_backends_per_sample": {k: round(v / per, 2) for k, v in states.items()},
         "active_wait_events_per_sample": {k: round(v / per, 3) for k, v in waits.most_common(8)},
         "lock_waits_per_sample": {k: round(v / per, 3) for k, v in lock_waits.most_common(8)},
@@ -192,7 +209,8 @@ def main() -> None:
     url = scratch_postgres(PG_URL, "liandong_surge_probe")
     upgrade(url)
     seed_demo(url)
-    populate(url, b.SECRET, PHONES, b.UNITS, work / "sessions.jsonl")
+    phones = int(os.environ.get("FIXTURE", "0")) or max(u for u, _, _ in STAGES)
+    populate(url, b.SECRET, phones, b.UNITS, work / "sessions.jsonl")
     try:
         with (
             b._server(url, work / "var", 2) as (base, master),
@@ -216,31 +234,44 @@ def main() -> None:
                 for w in (b._workers(master) if PYSPY else [])
             ]
             load_start = os.getloadavg()
-            hold = {"kind": "hold", "name": "hold", "users": PHONES}
-            plan = b._plan(
-                base,
-                work / "sessions.jsonl",
-                photo,
-                [{**hold, "warm_s": WARM_S, "hold_s": HOLD_S}],
-                dispatcher_token="",
-            )
-            rec = b._load(plan, work)[-1]
+            holds = [
+                {
+                    "kind": "hold",
+                    "name": f"hold{i}",
+                    "users": u,
+                    "warm_s": WARM_S,
+                    "hold_s": h,
+                    "first_sync_max_s": f,
+                }
+                for i, (u, h, f) in enumerate(STAGES)
+            ]
+            plan = b._plan(base, work / "sessions.jsonl", photo, holds, dispatcher_token="")
+            recs = b._load(plan, work)
             stop.set()
             for spy in spies:
                 spy.send_signal(2)
                 spy.wait()
             for t in threads:
                 t.join()
-            rec["cpu"] = b._cpu_per_request(rss, rec, "postgis")
-            rec["event_loop"] = os.environ.get("LIANDONG_EVENT_LOOP", "uvloop")
-            rec["load_average_start"], rec["load_average_end"] = load_start, os.getloadavg()
-            rec["summary"] = summarise(rec["t_start"], rec["t_end"])
+            for rec in recs:
+                rec["cpu"] = b._cpu_per_request(rss, rec, "postgis")
+                rec["event_loop"] = os.environ.get("LIANDONG_EVENT_LOOP", "uvloop")
+                rec["summary"] = summarise(rec["t_start"], rec["t_end"])
+            recs[0]["load_average_start"], recs[-1]["load_average_end"] = (
+                load_start,
+                os.getloadavg(),
+            )
     finally:
-        drop_scratch_databases()
-    (OUT / "record.json").write_text(json.dumps(rec, indent=1))
-    print(json.dumps({k: [v["n"], v["p50_ms"], v["p99_ms"]] for k, v in rec["stats"].items()}))
-    print(json.dumps({k: rec[k] for k in ("served_p99_ms", "shed", "failures", "cpu")}))
-    print(json.dumps(rec["summary"], indent=1))
+        if os.environ.get("KEEP"):
+            print(f"kept: {url}", flush=True)  # for a look at the database after the surge
+        else:
+            drop_scratch_databases()
+    (OUT / "record.json").write_text(json.dumps(recs, indent=1))
+    for rec in recs:
+        print(rec["stage"], rec["users"])
+        print(json.dumps({k: [v["n"], v["p50_ms"], v["p99_ms"]] for k, v in rec["stats"].items()}))
+        print(json.dumps({k: rec[k] for k in ("served_p99_ms", "shed", "failures", "cpu")}))
+        print(json.dumps(rec["summary"], indent=1))
 
 
 if __name__ == "__main__":
