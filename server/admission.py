@@ -79,6 +79,11 @@ class Admission:
         """Requests queued for a slot now."""
         return len(self._urgent) + len(self._normal)
 
+    def pull_limit(self, asked: int) -> int:
+        """The changes a sync pull may answer now: what it asked, or at most `BUSY_PULL_LIMIT`
+        while requests wait for a slot (see there)."""
+        return min(asked, BUSY_PULL_LIMIT) if self.waiting else asked
+
     async def acquire(self, urgent: bool) -> bool:
         """Take a slot, waiting at most `max_wait_s` in the queue; False: shed the request."""
         if self.limit <= 0 or (self.active < self.limit and not self.waiting):
@@ -233,6 +238,18 @@ def _is_stream(start: Message) -> bool:
         k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
     )
 
+
+BUSY_PULL_LIMIT = 200
+"""Changes a sync pull answers at most while other requests wait for a slot (the phone asks
+for 2,000). A phone catching up on a long time offline pulls hundreds of changes at once
+(about 40 µs of the worker's CPU each, plus the encoding and gzip of ~600 bytes), and while a
+request builds its answer nothing else on that event loop runs: in the surge benchmark's
+overload, phones coming online after a quarter of an hour held the loop for tens of
+milliseconds a page, every other request waited that long at each of its statements, and the
+writers holding the sync counter's lock to commit (`server.domain.sync.storage.next_seqs`)
+made the others wait behind them. Smaller pages cost the catching-up phone more round trips
+(each admitted again, so it takes its turn) and nobody else anything; the pull says
+`has_more` and the phone asks again at once. An idle server answers what was asked."""
 
 SQLITE_LIMIT = 2
 """SQLite's writers take its one write lock at BEGIN (server/db.py), so writes run one at a

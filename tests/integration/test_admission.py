@@ -144,3 +144,30 @@ def test_sqlite_busy_past_its_timeout_answers_503_overloaded_not_500(tmp_path: P
             holder.close()
         _assert_overloaded(r, base=10)
         assert client.post("/api/v1/auth/login", json=body).status_code == 401
+
+
+async def test_a_pull_answers_a_short_page_while_others_wait_and_all_when_none_do(
+    settings: Settings, auth: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first sync (a snapshot of every scope) is long: while a request waits behind it for
+    # the slot, it is answered in pages of BUSY_PULL_LIMIT (made 3 here); alone, in one.
+    monkeypatch.setattr("server.admission.BUSY_PULL_LIMIT", 3)
+    app = create_app(_tiny(settings, admission_queue=4, admission_wait_s=5))
+    headers = auth("inspector1")
+
+    def changes(r: httpx.Response) -> int:
+        assert r.status_code == 200, r.text
+        return sum(len(p.get("r", [])) for p in r.json()["s"])
+
+    async with _client(app) as client:
+        adm = app.state.admission
+        assert await adm.acquire(True)
+        first = asyncio.create_task(_pull(client, headers))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(_pull(client, headers))  # waits behind the first
+        await asyncio.sleep(0.05)
+        assert adm.waiting == 2
+        adm.release()
+        busy, alone = await first, await second
+    assert changes(busy) == 3 and busy.json()["m"] is True
+    assert changes(alone) > 3 and not alone.json().get("m", False)

@@ -37,6 +37,7 @@ from schemas.sync import (
     push_request_json,
     push_request_msgpack,
 )
+from server.admission import Admission
 from server.auth.principal import Principal
 from server.domain.sync import services as svc
 from server.domain.sync.changelog import SyncRuntime
@@ -121,6 +122,14 @@ def _answer(request: Request[Any, Any, Any], reply: Any) -> Response[bytes]:
     )
 
 
+def _paced(request: Request[Any, Any, Any], req: PullRequest) -> PullRequest:
+    """The pull with its limit lowered while the process is busy
+    (`server.admission.BUSY_PULL_LIMIT`)."""
+    admission: Admission | None = request.app.state.get("admission")
+    limit = req.limit if admission is None else admission.pull_limit(req.limit)
+    return req if limit == req.limit else msgspec.structs.replace(req, limit=limit)
+
+
 def _runtime(request: Request[Any, Any, Any]) -> SyncRuntime:
     rt: SyncRuntime = request.app.state.sync
     return rt
@@ -163,7 +172,7 @@ class SyncController(Controller):
         req: PullRequest = _decode(
             request, await request.body(), pull_request_msgpack, pull_request_json
         )
-        reply = await svc.pull(db, _runtime(request), request.user, req)
+        reply = await svc.pull(db, _runtime(request), request.user, _paced(request, req))
         return _answer(request, reply)
 
     @post(
@@ -181,6 +190,7 @@ class SyncController(Controller):
         req: ExchangeRequest = _decode(
             request, await request.body(), exchange_request_msgpack, exchange_request_json
         )
+        req = msgspec.structs.replace(req, pull=_paced(request, req.pull))
         reply = await svc.exchange(
             db, _runtime(request), request.user, req, request.app.state.settings
         )
