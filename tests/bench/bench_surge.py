@@ -99,7 +99,7 @@ SEARCH = (
     {"start": 100, "step": 100, "max": 300, "warm_s": 10, "hold_s": 15}
     if QUICK
     else {
-        "start": 3000,
+        "start": 4000,
         "step": 1000,
         "max": 8000,
         "warm_s": 10,
@@ -107,9 +107,10 @@ SEARCH = (
         "first_sync_max_s": 60,
     }
 )
-"""PostGIS's search screens; the 5-minute hold decides. It starts at 3,000 phones, which the
-last four full runs held for 5 minutes (a step that fails there falls back to holding
-1,500): every step costs about 70 s of a run that must stay within 30 minutes."""
+"""PostGIS's search screens; the 5-minute hold decides. It starts at 4,000 phones, which
+every search step of 29-30 November passed (120-430 ms; a step that fails there falls back to
+holding 2,000): every step costs about 70 s of a run that must stay within 30 minutes, and a
+hold that steps down adds 50 s."""
 SQLITE_SEARCH = SEARCH if QUICK else {**SEARCH, "start": 2000, "max": 3000}
 """SQLite's, from 2,000 phones to 3,000 at most: its one process on one core served 3,000 at
 8.7 ms of CPU a request (1.04 cores asked, 29 November), so a 4,000 step would only add its
@@ -680,7 +681,7 @@ def sqlite_figures(out: dict[str, Any], work: Path, photo: Path) -> None:
 
 
 PLANNED_STEPS = {"polling": 3, "sqlite": 2}
-"""Search steps the plan assumes (29 November, night: 3,000 and 4,000 passed, 5,000 failed on
+"""Search steps the plan assumes (30 November: from 4,000, 4,000 and 5,000 passed, 6,000 failed on
 PostGIS; SQLite's search has two steps at most); each further step adds its warm-up, hold and
 about `STEP_SETUP_S`."""
 SETUP_S = {"polling": 40.0, "stream": 15.0, "sqlite": 30.0}
