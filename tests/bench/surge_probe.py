@@ -4,7 +4,8 @@
 
 The surge benchmark's phones (tests/bench/surge_load.py) against `liandong serve --workers 2`
 on a scratch database, one hold of `PHONES` (their first syncs first, then `WARM_S`, then
-`HOLD_S` measured), while it samples, into `OUT` (default var/bench/surge-probe/):
+`HOLD_S` measured) or the holds of `STAGES` one after the other (see there), while it samples,
+into `OUT` (default var/bench/surge-probe/):
 
 - `activity.jsonl`: `pg_stat_activity` of the database (state, wait event, transaction age,
   query) and `pg_locks` waits with their blockers, every 200 ms;
@@ -174,8 +175,8 @@ def summarise(t0: float, t1: float) -> dict[str, Any]:
     lag = [ms for t, _w, ms in (json.loads(x) for x in (OUT / "lag.jsonl").open()) if t0 <= t <= t1]
     bgw = [json.loads(x) for x in (OUT / "bgwriter.jsonl").open()]
     before = [x["bgw"] for x in bgw if x["t"] <= t0]
-    after = [x["bgw"] for x in bgw if x["t"] >= t1] or [x["bgw"] for x in bgw[-1:]]
     end = next((x for x in bgw if x["t"] >= t1), bgw[-1] if bgw else {})
+    after = [end["bgw"]] if end else []
     checkpoints = (
         {
             k: after[0][k] - before[-1][k]

@@ -125,8 +125,8 @@ def _answer(request: Request[Any, Any, Any], reply: Any) -> Response[bytes]:
 def _paced(request: Request[Any, Any, Any], req: PullRequest) -> PullRequest:
     """The pull with its limit lowered while the process is busy
     (`server.admission.BUSY_PULL_LIMIT`)."""
-    admission: Admission | None = request.app.state.get("admission")
-    limit = req.limit if admission is None else admission.pull_limit(req.limit)
+    admission: Admission = request.app.state.admission
+    limit = admission.pull_limit(req.limit)
     return req if limit == req.limit else msgspec.structs.replace(req, limit=limit)
 
 
