@@ -25,17 +25,26 @@ What waits and what is refused first:
 
 A request body is read before the request queues for a slot (up to `prefetch_bytes`), so a
 phone trickling its upload over 2G does not hold a slot while it does.
+
+Overload that lasts (`adaptive`, on by default): once the queue has not emptied for
+`STANDING_S`, new waiters wait at most `STANDING_WAIT_S`, and while the event loop also runs
+late (`watch` reads it every `LAG_PROBE_S`) fewer requests work at once (`at_work`, down to
+`AT_WORK_MIN`), more again once it keeps up. A burst, which the queue absorbs and empties, is
+not touched: the surge benchmark's holds must shed nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import msgspec
+from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
@@ -60,7 +69,8 @@ def is_urgent(method: str, path: str) -> bool:
 class Admission:
     """One process's admission: `limit` at work, up to `queue` waiting for `max_wait_s`.
 
-    `limit` 0 turns shedding off (every request is admitted at once).
+    `limit` 0 turns shedding off (every request is admitted at once). `adaptive`: under
+    sustained overload, `at_work` (at most `limit`) and shorter waits (module docstring).
     """
 
     limit: int = 16
@@ -68,11 +78,19 @@ class Admission:
     max_wait_s: float = 1.0
     retry_after_s: int = 10
     prefetch_bytes: int = 1024 * 1024
+    adaptive: bool = True
     active: int = 0
     admitted: int = 0
     shed: int = 0
+    at_work: int = 0  # the limit now: `limit` while the loop keeps up, less while it lags
+    lag_s: float = 0.0  # the event loop's lateness, smoothed (`watch`)
+    _emptied: float = 0.0  # when the queue was last empty (monotonic)
+    _overload: bool = False  # the loop ran late while the queue stood (`note_lag`)
     _urgent: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     _normal: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+
+    def __post_init__(self) -> None:
+        self.at_work = self.limit
 
     @property
     def waiting(self) -> int:
@@ -85,8 +103,8 @@ class Admission:
         return min(asked, BUSY_PULL_LIMIT) if self.waiting else asked
 
     async def acquire(self, urgent: bool) -> bool:
-        """Take a slot, waiting at most `max_wait_s` in the queue; False: shed the request."""
-        if self.limit <= 0 or (self.active < self.limit and not self.waiting):
+        """Take a slot, waiting at most `wait_s` in the queue; False: shed the request."""
+        if self.limit <= 0 or (self.active < self.at_work and not self.waiting):
             self.active += 1
             self.admitted += 1
             return True
@@ -95,10 +113,13 @@ class Admission:
             self.shed += 1
             return False
         line = self._urgent if urgent else self._normal
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if not self.waiting:
+            self._emptied = loop.time()
+        fut: asyncio.Future[None] = loop.create_future()
         line.append(fut)
         try:
-            async with asyncio.timeout(self.max_wait_s):
+            async with asyncio.timeout(self.wait_s(loop.time())):
                 await fut
         except TimeoutError:
             if fut.done() and not fut.cancelled():  # granted as the wait ran out: keep it
@@ -116,20 +137,96 @@ class Admission:
         self.admitted += 1
         return True
 
+    def wait_s(self, now: float) -> float:
+        """How long a request may wait for a slot: `max_wait_s`, or `STANDING_WAIT_S` while
+        `overloaded` (see there)."""
+        if self.overloaded(now):
+            return min(self.max_wait_s, STANDING_WAIT_S)
+        return self.max_wait_s
+
+    def overloaded(self, now: float) -> bool:
+        """Overload that lasts: requests have waited, without the queue emptying, for
+        `STANDING_S`, and the event loop ran late (`LAG_HIGH_S`) and has not caught up since
+        (`LAG_LOW_S`; `note_lag` decides). Not a burst, which the queue absorbs and empties;
+        not a queue for SQLite's one write lock either, which a shorter wait would only shed
+        (its loop idles while it waits)."""
+        return self._overload and self._standing(now)
+
+    def _standing(self, now: float) -> bool:
+        return bool(self.waiting) and now - self._emptied > STANDING_S
+
     def release(self) -> None:
-        """Give a slot back: to the oldest urgent waiter, else the oldest other, else free it."""
+        """Give a slot back: to the oldest urgent waiter, else the oldest other, else free it
+        (and free it too while more are at work than `at_work` now lets)."""
+        if self.active > self.at_work or not self._pass_on():
+            self.active -= 1
+            if not self.waiting:
+                self._emptied = asyncio.get_running_loop().time()
+
+    def _pass_on(self) -> bool:
+        """Hand a slot to the oldest urgent waiter, else the oldest other; False: none waits."""
         for line in (self._urgent, self._normal):
             while line:
                 fut = line.popleft()
                 if not fut.done():
                     fut.set_result(None)  # the slot passes on; `active` is unchanged
-                    return
-        self.active -= 1
+                    return True
+        return False
+
+    def note_lag(self, late_s: float, now: float | None = None) -> None:
+        """One reading of the loop's lateness: smooth it, tell an overload that lasts from a
+        burst, and let fewer requests work at once while it lasts and the loop runs late, more
+        again once the loop keeps up or the queue empties (see `LAG_HIGH_S`)."""
+        self.lag_s += LAG_SMOOTHING * (late_s - self.lag_s)
+        if not self.adaptive or self.limit <= 0:
+            return
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        if not self._standing(now) or self.lag_s < LAG_LOW_S:
+            self._overload = False
+        elif self.lag_s > LAG_HIGH_S:
+            self._overload = True
+        if self._overload and self.lag_s > LAG_HIGH_S and self.active >= self.at_work:
+            self.at_work = max(min(self.limit, AT_WORK_MIN), self.at_work - 1)
+        elif self.at_work < self.limit and (
+            self.lag_s < LAG_LOW_S or (not self._overload and self.lag_s < LAG_HIGH_S)
+        ):
+            self.at_work += 1
+            self._grant()
+
+    def _grant(self) -> None:
+        """Pass the slots a raised `at_work` frees to waiters."""
+        while self.active < self.at_work and self._pass_on():
+            self.active += 1
+
+    async def watch(self) -> None:
+        """Read the loop's lateness every `LAG_PROBE_S`, for ever (the app's lifespan runs it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.note_lag(max(0.0, loop.time() - due))
 
     def retry_after(self) -> int:
         """Seconds a shed client should wait: the base plus up to as much again, so the phones
         refused together do not come back together."""
         return self.retry_after_s + random.randint(0, self.retry_after_s)  # noqa: S311 - jitter
+
+
+@asynccontextmanager
+async def watching_lag(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's admission's `watch` while the app serves (a lifespan)."""
+    admission: Admission = app.state.admission
+    if admission.limit <= 0 or not admission.adaptive:
+        yield
+        return
+    task = asyncio.get_running_loop().create_task(admission.watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _forget(line: collections.deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
@@ -239,6 +336,30 @@ def _is_stream(start: Message) -> bool:
     )
 
 
+LAG_PROBE_S = 0.05
+"""How often the loop's lateness is read (`Admission.watch`)."""
+LAG_SMOOTHING = 0.2
+"""Weight of each new reading in the smoothed lateness (about the last ten readings count)."""
+LAG_HIGH_S = 0.010
+LAG_LOW_S = 0.004
+"""While the smoothed lateness is above `LAG_HIGH_S`, every slot is taken and the queue
+stands (`STANDING_S`), one slot fewer at each reading (down to `AT_WORK_MIN`); below
+`LAG_LOW_S`, one more (up to `limit`). Each request at work runs a slice of Python between its
+database round trips, and every request waits for all the others' slices at each of its round
+trips: in the surge probe's overload (10,000 phones, two workers on two cores) sixteen at work
+made the loop ~15-20 ms late and a pull's work ~110 ms at p50; at four, 5-6 ms and ~37 ms, and
+as many requests were served a second (the cores were full either way; docs/capacity.md,
+"Overload that lasts"). A healthy loop reads ~1 ms late, a burst's up to ~10 ms."""
+AT_WORK_MIN = 4
+"""The fewest requests at work the lag may bring a process down to (a request waiting on a
+row lock holds its slot, so some must stay to keep the core busy)."""
+STANDING_S = 1.0
+STANDING_WAIT_S = 0.1
+"""Once the queue has not emptied for `STANDING_S`, a request queues for at most
+`STANDING_WAIT_S` (CoDel's idea, as in Facebook's "Fail at scale"): a queue that never empties
+only adds its length to every request it serves, and the one second a request may wait is for
+a burst, which empties it."""
+
 BUSY_PULL_LIMIT = 200
 """Changes a sync pull answers at most while other requests wait for a slot (the phone asks
 for 2,000). A phone catching up on a long time offline pulls hundreds of changes at once
@@ -298,6 +419,7 @@ def admission_from(settings: Settings) -> Admission:
     if queue is None:
         queue = SQLITE_QUEUE if sqlite else POSTGRES_QUEUE
     return Admission(
+        adaptive=settings.admission_adaptive,
         limit=limit,
         queue=queue,
         max_wait_s=settings.admission_wait_s,

@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from i18n import N_
 from schemas.common import Output
-from server.admission import EXEMPT_PATHS, AdmissionMiddleware, admission_from, pool_size
+from server.admission import (
+    EXEMPT_PATHS,
+    AdmissionMiddleware,
+    admission_from,
+    pool_size,
+    watching_lag,
+)
 from server.auth.middleware import EXCLUDE_REGEX, AuthMiddleware
 from server.auth.tokens import ACCOUNT
 from server.blobs import build_blob_store, build_upload_manager, media_limits
@@ -348,6 +354,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             sync_lifespan,
             alert_feeds_lifespan,
             frozen_heap,
+            watching_lag,
         ],
         openapi_config=OpenAPIConfig(
             title="Liandong API",

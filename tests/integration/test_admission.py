@@ -171,3 +171,24 @@ async def test_a_pull_answers_a_short_page_while_others_wait_and_all_when_none_d
         busy, alone = await first, await second
     assert changes(busy) == 3 and busy.json()["m"] is True
     assert changes(alone) > 3 and not alone.json().get("m", False)
+
+
+def _watches() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "Admission.watch"
+    ]
+
+
+async def test_a_serving_app_reads_how_late_its_loop_runs(settings: Settings) -> None:
+    app = create_app(settings)
+    async with _client(app) as client:
+        assert len(_watches()) == 1
+        assert (await client.get("/healthz")).status_code == 200
+        await asyncio.sleep(0.06)  # the watch is waiting for its next reading
+        time.sleep(0.3)  # noqa: ASYNC251 - a request holding the loop
+        await asyncio.sleep(0.1)
+        assert app.state.admission.lag_s > 0.02
+    await asyncio.sleep(0)
+    assert not _watches()  # stopped with the app

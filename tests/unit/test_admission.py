@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
-from server.admission import Admission, AdmissionMiddleware, admission_from, is_urgent
+from server.admission import (
+    AT_WORK_MIN,
+    LAG_HIGH_S,
+    LAG_LOW_S,
+    STANDING_S,
+    STANDING_WAIT_S,
+    Admission,
+    AdmissionMiddleware,
+    admission_from,
+    is_urgent,
+)
 from server.config import Settings
 
 pytestmark = pytest.mark.anyio
@@ -110,6 +120,92 @@ async def test_a_client_that_leaves_the_queue_costs_no_slot() -> None:
     adm.release()
     assert adm.active == 0
     assert await adm.acquire(False)  # the slot is free again
+
+
+async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up() -> None:
+    adm = Admission(limit=8, queue=8, max_wait_s=30)
+    assert all([await adm.acquire(False) for _ in range(8)])
+    waiters = [asyncio.create_task(adm.acquire(False)) for _ in range(2)]
+    await asyncio.sleep(0)
+    for _ in range(20):  # a queue only just formed: a burst, the limit stays
+        adm.note_lag(5 * LAG_HIGH_S)
+    assert adm.at_work == 8
+    later = asyncio.get_running_loop().time() + STANDING_S + 0.1
+    for _ in range(20):  # a loop late by 5 x the mark, read after read, the queue standing
+        adm.note_lag(5 * LAG_HIGH_S, later)
+    assert adm.at_work == AT_WORK_MIN
+    # Slots given back while more are at work than the lag lets go free, not to a waiter.
+    for _ in range(8 - AT_WORK_MIN):
+        adm.release()
+    assert adm.active == AT_WORK_MIN and adm.waiting == 2
+    adm.release()  # now at the lowered limit: the slot passes on
+    assert adm.active == AT_WORK_MIN and adm.waiting == 1
+    for _ in range(40):  # the loop keeps up again: the limit climbs back, the waiter gets in
+        adm.note_lag(0.0)
+    assert adm.at_work == 8
+    assert all(await asyncio.gather(*waiters))
+    assert adm.active == AT_WORK_MIN + 1 and adm.waiting == 0
+
+
+async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_one() -> None:
+    adm = Admission(limit=8)
+    later = asyncio.get_running_loop().time() + STANDING_S + 0.1
+    for _ in range(20):  # late for long, but nobody waits for a slot: not ours to fix
+        adm.note_lag(5 * LAG_HIGH_S, later)
+    assert adm.at_work == 8
+    fixed = Admission(limit=8, adaptive=False)
+    assert all([await fixed.acquire(False) for _ in range(8)])
+    waiter = asyncio.create_task(fixed.acquire(False))
+    await asyncio.sleep(0)
+    for _ in range(20):
+        fixed.note_lag(5 * LAG_HIGH_S, later)
+    assert fixed.at_work == 8
+    fixed.release()
+    assert await waiter
+
+
+async def test_a_queue_that_stands_makes_the_next_request_wait_briefly() -> None:
+    adm = Admission(limit=1, queue=8, max_wait_s=5)
+    fixed = Admission(limit=1, queue=8, max_wait_s=5, adaptive=False)
+    for a in (adm, fixed):
+        assert await a.acquire(True)
+    first = [asyncio.create_task(a.acquire(True)) for a in (adm, fixed)]
+    await asyncio.sleep(STANDING_S + 0.1)  # the queue has not emptied since
+    now = asyncio.get_running_loop().time()
+    assert adm.wait_s(now) == 5  # but the loop keeps up: a lock's queue, not an overload
+    for a in (adm, fixed):
+        for _ in range(20):
+            a.note_lag(5 * LAG_HIGH_S)  # the loop runs late too
+    started = time.monotonic()
+    later = asyncio.create_task(adm.acquire(True))
+    assert not await later
+    assert time.monotonic() - started < STANDING_WAIT_S + 0.3
+    assert adm.wait_s(asyncio.get_running_loop().time()) == STANDING_WAIT_S
+    assert fixed.wait_s(asyncio.get_running_loop().time()) == 5
+    for _ in range(30):  # fewer at work, the loop half caught up: still the same overload
+        adm.note_lag((LAG_LOW_S + LAG_HIGH_S) / 2)
+    assert adm.wait_s(asyncio.get_running_loop().time()) == STANDING_WAIT_S
+    for _ in range(30):  # caught up
+        adm.note_lag(0.0)
+    assert adm.wait_s(asyncio.get_running_loop().time()) == 5
+    for a in (adm, fixed):
+        a.release()  # the first waiter, queued while the queue was fresh, still gets in
+    assert all(await asyncio.gather(*first))
+    for a in (adm, fixed):
+        a.release()
+        assert a.active == 0 and a.waiting == 0
+    # Emptied: a new wait is the full one again.
+    assert adm.wait_s(asyncio.get_running_loop().time()) == 5
+
+
+async def test_the_watch_reads_how_late_the_loop_runs() -> None:
+    adm = Admission(limit=8)
+    watch = asyncio.create_task(adm.watch())
+    await asyncio.sleep(0.06)
+    time.sleep(0.3)  # noqa: ASYNC251 - a request holding the loop
+    await asyncio.sleep(0.06)
+    watch.cancel()
+    assert adm.lag_s > 0.02
 
 
 def test_retry_after_is_spread_between_the_base_and_twice_it() -> None:
