@@ -122,8 +122,8 @@ class Settings:
     # at work (0: no limit; None: 16 on PostgreSQL, 2 on SQLite), up to `admission_queue`
     # (None: 64 on PostgreSQL, 256 on SQLite) waiting at most `admission_wait_s`; the rest
     # get 503 + Retry-After of `admission_retry_after_s` plus up to as much jitter.
-    # `admission_adaptive`: while the queue stands and the event loop runs late, fewer at work
-    # (down to 4) and shorter waits (0.1 s); False keeps the fixed limit and wait.
+    # `admission_adaptive`: while the queue stands, refuses requests and the event loop runs
+    # late, fewer at work (down to 4) and shorter waits (0.1 s); False keeps them fixed.
     admission_limit: int | None = None
     admission_queue: int | None = None
     admission_wait_s: float = 1.0

@@ -12,10 +12,9 @@ Phones (one locust user each, one device session each from the fixture's session
   stopped comes back in a later one with its cursors and tokens, and only catches up; a new
   phone starts from its unit's cursors, as one that synced before the surge, and snapshots
   only its own scopes: `Shared.unit_cursors`), then
-  every `POLL_S`
-  (30 s, at a random phase): refreshes its token when due (every 15 minutes, at a random first
-  time), pulls (msgpack + gzip, its own cursors, every page), and with probability
-  `POLL_S / WRITE_EVERY_S`
+  every `POLL_S` (30 s, at a random phase): refreshes its token when due (every 14 minutes, a
+  minute before it expires as the app does, at a random first time), pulls (msgpack + gzip,
+  its own cursors, every page), and with probability `POLL_S / WRITE_EVERY_S`
   writes: a position report (REST), or now and then a hazard by sync push, half of those with a
   photo sent by tus (creation-with-upload of a unique JPEG).
 - **streaming**: a phone already in sync: holds `GET /api/v1/sync/events` (a plain socket, read
@@ -69,7 +68,8 @@ POLL_S = 30.0
 WRITE_EVERY_S = 180.0
 HAZARD_SHARE = 0.05  # of writes; the rest are position reports
 PHOTO_SHARE = 0.5  # of hazards
-REFRESH_EVERY_S = 900.0
+REFRESH_EVERY_S = 900.0  # the access token's lifetime (server.config, access_ttl_s)
+REFRESH_MARGIN_S = 60.0  # the app refreshes this long before (mobile/core/session.py)
 TIMEOUT_S = 30.0
 FIRST_SYNC_MAX_S = 600.0
 RECOVER_PHONES = 50  # phones left polling while a step-down lets the server drain
@@ -218,16 +218,20 @@ class Phone(FastHttpUser):
                 r.success()
                 return r
         self.next_refresh = 0.0
-        self.refresh_if_due()
+        if not self.refresh_if_due():
+            return None  # the refresh was shed: the app's sync backs off, as on any failure
         headers = kw.get("headers")
         if headers and "Authorization" in headers:
             kw["headers"] = {**headers, "Authorization": f"Bearer {self.access}"}
         return self._call(method, path, name, retried=True, **kw)
 
-    def refresh_if_due(self) -> None:
-        """Rotate the token pair every 15 minutes, as the phone does before it expires."""
+    def refresh_if_due(self) -> bool:
+        """Rotate the token pair `REFRESH_MARGIN_S` before it expires, as the app does (a shed
+        refresh leaves the old token a minute to live; the phones refreshed at the expiry
+        until 30 November, so a shed refresh in an overload left a request only its expired
+        token and a 401). False: the refresh was due and did not go through."""
         if time.monotonic() < self.next_refresh:
-            return
+            return True
         r = self._call(
             "POST",
             "/api/v1/auth/refresh",
@@ -237,7 +241,8 @@ class Phone(FastHttpUser):
         if r is not None:
             body = r.json()
             self.access, self.refresh_token = body["access_token"], body["refresh_token"]
-            self.next_refresh = time.monotonic() + REFRESH_EVERY_S
+            self.next_refresh = time.monotonic() + REFRESH_EVERY_S - REFRESH_MARGIN_S
+        return r is not None
 
     def pull(self, name: str = "pull") -> bool:
         """Pull every page after the phone's cursors; False when a page was shed or failed."""
@@ -737,8 +742,8 @@ def main(plan_path: str) -> int:
                 best = users
                 users += stage["step"]
         elif kind == "hold":
-            # No step passed (a machine busy with other work): hold half the first step, so
-            # the soak and the overload still measure something.
+            # No step passed (a machine busy with other work): hold the plan's fallback (one
+            # step below the first), so the soak and the overload still measure something.
             base = best or stage.get("fallback", 0)
             users = int(stage.get("users", round(base * stage.get("times_best", 1))))
             reach(

@@ -123,7 +123,7 @@ async def test_a_client_that_leaves_the_queue_costs_no_slot() -> None:
 
 
 async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up() -> None:
-    adm = Admission(limit=8, queue=8, max_wait_s=30)
+    adm = Admission(limit=8, queue=4, max_wait_s=30)
     assert all([await adm.acquire(False) for _ in range(8)])
     waiters = [asyncio.create_task(adm.acquire(False)) for _ in range(2)]
     await asyncio.sleep(0)
@@ -131,6 +131,10 @@ async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up(
         adm.note_lag(5 * LAG_HIGH_S)
     assert adm.at_work == 8
     later = asyncio.get_running_loop().time() + STANDING_S + 0.1
+    for _ in range(20):  # standing and late, but the fixed admission refused no one yet
+        adm.note_lag(5 * LAG_HIGH_S, later)
+    assert adm.at_work == 8 and adm.wait_s(later) == 30
+    assert not await adm.acquire(False)  # the readers' half of the queue is full: refused
     for _ in range(20):  # a loop late by 5 x the mark, read after read, the queue standing
         adm.note_lag(5 * LAG_HIGH_S, later)
     assert adm.at_work == AT_WORK_MIN
@@ -165,12 +169,14 @@ async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_o
 
 
 async def test_a_queue_that_stands_makes_the_next_request_wait_briefly() -> None:
-    adm = Admission(limit=1, queue=8, max_wait_s=5)
-    fixed = Admission(limit=1, queue=8, max_wait_s=5, adaptive=False)
+    adm = Admission(limit=1, queue=2, max_wait_s=5)
+    fixed = Admission(limit=1, queue=2, max_wait_s=5, adaptive=False)
     for a in (adm, fixed):
         assert await a.acquire(True)
     first = [asyncio.create_task(a.acquire(True)) for a in (adm, fixed)]
     await asyncio.sleep(STANDING_S + 0.1)  # the queue has not emptied since
+    for a in (adm, fixed):
+        assert not await a.acquire(False)  # a read finds its half full: refused
     now = asyncio.get_running_loop().time()
     assert adm.wait_s(now) == 5  # but the loop keeps up: a lock's queue, not an overload
     for a in (adm, fixed):
