@@ -148,12 +148,14 @@ class Admission:
 
     def overloaded(self, now: float) -> bool:
         """Overload that lasts: requests have waited, without the queue emptying, for
-        `STANDING_S`, the fixed admission already refused one meanwhile, and the event loop
-        ran late (`LAG_HIGH_S`) and has not caught up since (`LAG_LOW_S`; `note_lag`
-        decides). Not a burst, which the queue absorbs and empties; not a load the fixed
-        admission serves without refusing anyone (the adaptive one must not be the first to
-        shed: the benchmark's holds count every 503); not a queue for SQLite's one write lock
-        either, which a shorter wait would only shed (its loop idles while it waits)."""
+        `STANDING_S`, the fixed admission refused as many meanwhile as the readers' half of
+        the queue holds, and the event loop ran late (`LAG_HIGH_S`) and has not caught up
+        since (`LAG_LOW_S`; `note_lag` decides). Not a burst, which the queue absorbs and
+        empties; not a load the fixed admission serves refusing a few in its bursts (at the
+        knee the adaptive mode turned a few hundred refused in five minutes into thousands:
+        `AT_WORK_MIN` at work serve fewer a second than such a load asks, docs/capacity.md);
+        not a queue for SQLite's one write lock either, which a shorter wait would only shed
+        (its loop idles while it waits)."""
         return self._overload and self._standing(now)
 
     def _standing(self, now: float) -> bool:
@@ -188,7 +190,7 @@ class Admission:
             now = asyncio.get_running_loop().time()
         if not self._standing(now) or self.lag_s < LAG_LOW_S:
             self._overload = False
-        elif self.lag_s > LAG_HIGH_S and self.shed > self._shed_then:
+        elif self.lag_s > LAG_HIGH_S and self.shed - self._shed_then >= max(1, self.queue // 2):
             self._overload = True
         if self._overload and self.lag_s > LAG_HIGH_S and self.active >= self.at_work:
             self.at_work = max(min(self.limit, AT_WORK_MIN), self.at_work - 1)

@@ -135,6 +135,10 @@ async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up(
         adm.note_lag(5 * LAG_HIGH_S, later)
     assert adm.at_work == 8 and adm.wait_s(later) == 30
     assert not await adm.acquire(False)  # the readers' half of the queue is full: refused
+    for _ in range(20):  # one refused is a burst's
+        adm.note_lag(5 * LAG_HIGH_S, later)
+    assert adm.at_work == 8
+    assert not await adm.acquire(False)  # as many refused as the readers' half holds
     for _ in range(20):  # a loop late by 5 x the mark, read after read, the queue standing
         adm.note_lag(5 * LAG_HIGH_S, later)
     assert adm.at_work == AT_WORK_MIN
