@@ -52,6 +52,8 @@ def test_the_default_limit_and_queue_follow_the_backend(tmp_path: Path) -> None:
     assert admission_from(settings("sqlite+aiosqlite:///x.db")).queue == 256
     assert admission_from(settings("postgresql+asyncpg://h/db")).queue == 64
     assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_queue=8)).queue == 8
+    assert not admission_from(settings("postgresql+asyncpg://h/db")).adaptive
+    assert admission_from(settings("postgresql+asyncpg://h/db", admission_adaptive=True)).adaptive
 
 
 async def test_within_the_limit_everyone_is_admitted_at_once() -> None:
@@ -123,7 +125,7 @@ async def test_a_client_that_leaves_the_queue_costs_no_slot() -> None:
 
 
 async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up() -> None:
-    adm = Admission(limit=8, queue=4, max_wait_s=30)
+    adm = Admission(limit=8, queue=4, max_wait_s=30, adaptive=True)
     assert all([await adm.acquire(False) for _ in range(8)])
     waiters = [asyncio.create_task(adm.acquire(False)) for _ in range(2)]
     await asyncio.sleep(0)
@@ -156,12 +158,12 @@ async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up(
 
 
 async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_one() -> None:
-    adm = Admission(limit=8)
+    adm = Admission(limit=8, adaptive=True)
     later = asyncio.get_running_loop().time() + STANDING_S + 0.1
     for _ in range(20):  # late for long, but nobody waits for a slot: not ours to fix
         adm.note_lag(5 * LAG_HIGH_S, later)
     assert adm.at_work == 8
-    fixed = Admission(limit=8, adaptive=False)
+    fixed = Admission(limit=8)  # the default: fixed
     assert all([await fixed.acquire(False) for _ in range(8)])
     waiter = asyncio.create_task(fixed.acquire(False))
     await asyncio.sleep(0)
@@ -173,7 +175,7 @@ async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_o
 
 
 async def test_a_queue_that_stands_makes_the_next_request_wait_briefly() -> None:
-    adm = Admission(limit=1, queue=2, max_wait_s=5)
+    adm = Admission(limit=1, queue=2, max_wait_s=5, adaptive=True)
     fixed = Admission(limit=1, queue=2, max_wait_s=5, adaptive=False)
     for a in (adm, fixed):
         assert await a.acquire(True)
