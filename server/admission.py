@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import random
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -57,6 +56,7 @@ import i18n
 from server.config import Settings
 from server.db import POOL_SIZE, is_sqlite
 from server.errors import overloaded_problem
+from server.tasks import running
 
 PROBLEM_JSON = b"application/problem+json"
 EXEMPT_PATHS = (r"^/healthz$", r"^/readyz$")
@@ -229,13 +229,8 @@ async def watching_lag(app: Litestar) -> AsyncIterator[None]:
     if admission.limit <= 0 or not admission.adaptive:
         yield
         return
-    task = asyncio.get_running_loop().create_task(admission.watch())
-    try:
+    async with running(admission.watch()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _forget(line: collections.deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:

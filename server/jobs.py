@@ -40,6 +40,7 @@ from server.domain.media.services import MediaRuntime, finish_upload
 from server.domain.residents.services import lapse as lapse_subscriptions
 from server.errors import DomainError
 from server.models import utcnow
+from server.tasks import running
 
 log = logging.getLogger("liandong.jobs")
 STALE_COMPLETE = timedelta(minutes=10)
@@ -166,10 +167,5 @@ async def hazard_jobs_lifespan(app: Litestar) -> AsyncIterator[None]:
     if not settings.background_jobs or settings.hazard_jobs_interval_s <= 0:
         yield
         return
-    task = asyncio.create_task(_loop(app, settings.hazard_jobs_interval_s))
-    try:
+    async with running(_loop(app, settings.hazard_jobs_interval_s)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

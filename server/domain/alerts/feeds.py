@@ -20,7 +20,6 @@ jobs on, every enabled feed is polled every `alert_feed_poll_s` seconds (`alert_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -46,6 +45,7 @@ from server.config import Settings
 from server.domain.alerts import services as svc
 from server.errors import Conflict, DomainError, InvalidInput
 from server.models import Alert, AlertFeed, utcnow
+from server.tasks import running
 
 log = logging.getLogger("liandong.alerts")
 FEED_MAX_BYTES = 4 * 1024 * 1024
@@ -314,10 +314,5 @@ async def alert_feeds_lifespan(app: Litestar) -> AsyncIterator[None]:
                 log.warning("polling CAP feeds failed: %s", exc)
             await asyncio.sleep(settings.alert_feed_poll_s)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with running(loop()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
