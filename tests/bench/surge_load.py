@@ -744,7 +744,13 @@ def main(plan_path: str) -> int:
         elif kind == "hold":
             # No step passed (a machine busy with other work): hold the plan's fallback (one
             # step below the first), so the soak and the overload still measure something.
-            base = best or stage.get("fallback", 0)
+            fallback = stage.get("fallback", 0)
+            if "below_best" in stage:
+                # The hold that decides starts `below_best` under the search's last passing
+                # step, and no lower than the fallback: the 20-s steps screen optimistically
+                # (docs/capacity.md, "The hold starts a step below the search").
+                best = max(best - stage["below_best"], fallback) if best else fallback
+            base = best or fallback
             users = int(stage.get("users", round(base * stage.get("times_best", 1))))
             reach(
                 users + stage.get("streaming", 0),

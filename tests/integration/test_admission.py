@@ -182,9 +182,9 @@ def _watches() -> list[asyncio.Task[Any]]:
 
 
 async def test_a_serving_app_reads_how_late_its_loop_runs(settings: Settings) -> None:
-    async with _client(create_app(settings)):
-        assert not _watches()  # a fixed admission, the default: nothing to read it for
-    app = create_app(replace(settings, admission_adaptive=True))
+    async with _client(create_app(replace(settings, admission_adaptive=False))):
+        assert not _watches()  # a fixed admission: nothing to read it for
+    app = create_app(settings)  # the default: adaptive
     async with _client(app) as client:
         assert len(_watches()) == 1
         assert (await client.get("/healthz")).status_code == 200

@@ -52,8 +52,9 @@ def test_the_default_limit_and_queue_follow_the_backend(tmp_path: Path) -> None:
     assert admission_from(settings("sqlite+aiosqlite:///x.db")).queue == 256
     assert admission_from(settings("postgresql+asyncpg://h/db")).queue == 64
     assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_queue=8)).queue == 8
-    assert not admission_from(settings("postgresql+asyncpg://h/db")).adaptive
-    assert admission_from(settings("postgresql+asyncpg://h/db", admission_adaptive=True)).adaptive
+    pg = "postgresql+asyncpg://h/db"
+    assert admission_from(settings(pg)).adaptive
+    assert not admission_from(settings(pg, admission_adaptive=False)).adaptive
 
 
 async def test_within_the_limit_everyone_is_admitted_at_once() -> None:
@@ -163,7 +164,7 @@ async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_o
     for _ in range(20):  # late for long, but nobody waits for a slot: not ours to fix
         adm.note_lag(5 * LAG_HIGH_S, later)
     assert adm.at_work == 8
-    fixed = Admission(limit=8)  # the default: fixed
+    fixed = Admission(limit=8, adaptive=False)
     assert all([await fixed.acquire(False) for _ in range(8)])
     waiter = asyncio.create_task(fixed.acquire(False))
     await asyncio.sleep(0)
