@@ -27,9 +27,9 @@ A request body is read before the request queues for a slot (up to `prefetch_byt
 phone trickling its upload over 2G does not hold a slot while it does.
 
 Overload that lasts (`adaptive`, on by default; `LIANDONG_ADMISSION_ADAPTIVE=0` turns it off):
-once the queue has not emptied for `STANDING_S`, as many requests as the readers' half of it
-have been refused meanwhile and the event loop runs late (`watch` reads it every
-`LAG_PROBE_S`), new waiters wait at most `STANDING_WAIT_S` and fewer requests work at once
+once the queue has not emptied for `STANDING_S`, as many requests as the readers' half of it (at
+most `ENGAGE_REFUSALS`) have been refused meanwhile and the event loop runs late (`watch` reads it
+every `LAG_PROBE_S`), new waiters wait at most `STANDING_WAIT_S` and fewer requests work at once
 (`at_work`, down to `AT_WORK_MIN`), more again once the loop keeps up (`overloaded`). A burst,
 which the queue absorbs and empties, and a load the fixed admission serves refusing fewer than
 that are not touched: a surge benchmark hold that sheds nothing never engages it. In the full
@@ -152,14 +152,14 @@ class Admission:
 
     def overloaded(self, now: float) -> bool:
         """Overload that lasts: requests have waited, without the queue emptying, for
-        `STANDING_S`, the fixed admission refused as many meanwhile as the readers' half of
-        the queue holds, and the event loop ran late (`LAG_HIGH_S`) and has not caught up
-        since (`LAG_LOW_S`; `note_lag` decides). Not a burst, which the queue absorbs and
-        empties; not a load the fixed admission serves refusing a few in its bursts (with a
-        single refusal as the trigger, a hold just past the knee went from a few hundred
-        refused in five minutes to thousands, docs/capacity.md);
-        not a queue for SQLite's one write lock either, which a shorter wait would only shed
-        (its loop idles while it waits)."""
+        `STANDING_S`, the fixed admission refused as many meanwhile as the readers' half of the
+        queue holds (at most `ENGAGE_REFUSALS`), and the event loop ran late (`LAG_HIGH_S`) and has
+        not caught up since (`LAG_LOW_S`; `note_lag` decides). Not a burst, which the queue
+        absorbs and empties; not a load the fixed admission serves refusing a few in its bursts
+        (with a single refusal as the trigger, a hold just past the knee went from a few
+        hundred refused in five minutes to thousands, docs/capacity.md); not a queue for
+        SQLite's one write lock either, which a shorter wait would only shed (its loop idles
+        while it waits)."""
         return self._overload and self._standing(now)
 
     def _standing(self, now: float) -> bool:
@@ -194,7 +194,7 @@ class Admission:
             now = asyncio.get_running_loop().time()
         if not self._standing(now) or self.lag_s < LAG_LOW_S:
             self._overload = False
-        elif self.lag_s > LAG_HIGH_S and self.shed - self._shed_then >= max(1, self.queue // 2):
+        elif self.lag_s > LAG_HIGH_S and self.shed - self._shed_then >= self._engage_after():
             self._overload = True
         if self._overload and self.lag_s > LAG_HIGH_S and self.active >= self.at_work:
             self.at_work = max(min(self.limit, AT_WORK_MIN), self.at_work - 1)
@@ -203,6 +203,11 @@ class Admission:
         ):
             self.at_work += 1
             self._grant()
+
+    def _engage_after(self) -> int:
+        """Refusals since the queue last emptied that make a standing queue an overload: the
+        readers' half of the queue, at most `ENGAGE_REFUSALS`."""
+        return max(1, min(self.queue // 2, ENGAGE_REFUSALS))
 
     def _grant(self) -> None:
         """Pass the slots a raised `at_work` frees to waiters."""
@@ -341,6 +346,9 @@ def _is_stream(start: Message) -> bool:
     )
 
 
+ENGAGE_REFUSALS = 32
+"""At most this many refusals since the queue last emptied engage the adaptive mode (fewer
+with a queue shorter than twice it): 32 kept the overload's 2 s in the full benchmark."""
 LAG_PROBE_S = 0.05
 """How often the loop's lateness is read (`Admission.watch`)."""
 LAG_SMOOTHING = 0.2
@@ -393,10 +401,12 @@ SQLITE_QUEUE = 256
 bounds what the process holds. At 64, the SQLite part of the surge benchmark shed 264 requests
 at 3,000 phones, each within about 3 ms (a full queue in a burst) while the served p99 was
 510 ms; at 256 it shed none and held 3,000 phones at p99 630 ms (docs/capacity.md)."""
-POSTGRES_QUEUE = 64
-"""Places in PostgreSQL's queue per process. 256 was measured at twice the capacity: served
-p99 2.1 s against 1.5 s, as served requests waited out the full second instead of the shed
-ones being told at once; what it does at the knee is not measured yet (docs/capacity.md)."""
+POSTGRES_QUEUE = 128
+"""Places in PostgreSQL's queue per process (reads may use half). At 64, a 5-minute hold at the
+knee (4,000 phones) shed 19 requests, each within 48 ms: the readers' 32 places full in a
+burst. Under an overload that lasts the adaptive mode caps a new wait at `STANDING_WAIT_S`, so
+the longer queue holds bursts without making served requests wait out a second (256 with the
+fixed admission: p99 2.1 s against 1.5 s at twice the capacity; docs/capacity.md)."""
 
 POOL_RESERVE = 4
 """Pooled connections beyond one per admitted request: the process's background jobs (the

@@ -120,7 +120,7 @@ class Settings:
     public_url: str | None = None  # absolute base of links in the Atom feed (else the request's)
     # Load shedding (issue 13, server/admission.py): per process, `admission_limit` requests
     # at work (0: no limit; None: 16 on PostgreSQL, 2 on SQLite), up to `admission_queue`
-    # (None: 64 on PostgreSQL, 256 on SQLite) waiting at most `admission_wait_s`; the rest
+    # (None: 128 on PostgreSQL, 256 on SQLite) waiting at most `admission_wait_s`; the rest
     # get 503 + Retry-After of `admission_retry_after_s` plus up to as much jitter.
     # `admission_adaptive`: while the queue stands, refuses requests and the loop runs late,
     # fewer at work (down to 4) and shorter waits (0.1 s); False keeps them fixed.

@@ -13,6 +13,7 @@ import pytest
 
 from server.admission import (
     AT_WORK_MIN,
+    ENGAGE_REFUSALS,
     LAG_HIGH_S,
     LAG_LOW_S,
     STANDING_S,
@@ -50,7 +51,7 @@ def test_the_default_limit_and_queue_follow_the_backend(tmp_path: Path) -> None:
     assert admission_from(settings("postgresql+asyncpg://h/db")).limit == 16
     assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_limit=0)).limit == 0
     assert admission_from(settings("sqlite+aiosqlite:///x.db")).queue == 256
-    assert admission_from(settings("postgresql+asyncpg://h/db")).queue == 64
+    assert admission_from(settings("postgresql+asyncpg://h/db")).queue == 128
     assert admission_from(settings("sqlite+aiosqlite:///x.db", admission_queue=8)).queue == 8
     pg = "postgresql+asyncpg://h/db"
     assert admission_from(settings(pg)).adaptive
@@ -156,6 +157,13 @@ async def test_a_lagging_loop_lets_fewer_work_at_once_and_more_once_it_keeps_up(
     assert adm.at_work == 8
     assert all(await asyncio.gather(*waiters))
     assert adm.active == AT_WORK_MIN + 1 and adm.waiting == 0
+
+
+def test_an_overload_is_as_many_refusals_as_the_readers_half_of_the_queue_at_most_32() -> None:
+    assert Admission(queue=4)._engage_after() == 2
+    assert Admission(queue=64)._engage_after() == ENGAGE_REFUSALS == 32
+    assert Admission(queue=128)._engage_after() == ENGAGE_REFUSALS
+    assert Admission(queue=1)._engage_after() == 1
 
 
 async def test_a_lag_without_a_standing_queue_changes_nothing_nor_does_a_fixed_one() -> None:
