@@ -748,7 +748,7 @@ def main(plan_path: str) -> int:
             if "below_best" in stage:
                 # The hold that decides starts `below_best` under the search's last passing
                 # step, and no lower than the fallback: the 20-s steps screen optimistically
-                # (docs/capacity.md, "The hold starts a step below the search").
+                # (docs/capacity.md, "The knee held, and the overload served within 2 s").
                 best = max(best - stage["below_best"], fallback) if best else fallback
             base = best or fallback
             users = int(stage.get("users", round(base * stage.get("times_best", 1))))
